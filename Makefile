@@ -1,0 +1,103 @@
+# forge — build, test and run.
+#
+#   make            build build/forge, build/libforge.a and build/libforge.so
+#   make run        build, fetch the default model if absent, run it
+#   make test       unit tests (Criterion) + end-to-end CLI tests
+#   make asan       the same tests under AddressSanitizer + UBSan
+#   make fuzz       libFuzzer on the GGUF reader (FUZZ_SECONDS, default 60)
+#
+# Everything goes under build/. Sources are found by wildcard: every .c under
+# src/ except src/cli/ goes into libforge; src/cli/ makes the forge binary;
+# tests/unit/*.c make one Criterion test binary.
+
+CC      ?= cc
+BUILD   ?= build
+PKGS    := libpcre2-8 libcjson
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CPPFLAGS_ALL := -std=c11 -ffp-contract=off -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc \
+                $(shell pkg-config --cflags $(PKGS)) -MMD -MP
+LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -lpthread
+TEST_LDLIBS := $(shell pkg-config --libs criterion 2>/dev/null || echo -lcriterion)
+
+LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
+CLI_SRC  := $(sort $(wildcard src/cli/*.c))
+TEST_SRC := $(sort $(wildcard tests/unit/*.c))
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+
+MODEL ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
+
+.PHONY: all run test unit e2e asan fuzz fuzz-build models clean
+
+all: $(BUILD)/forge $(BUILD)/libforge.a $(BUILD)/libforge.so
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS) $(WARN) -fPIC -c $< -o $@
+
+$(BUILD)/libforge.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/libforge.so: $(LIB_OBJ)
+	$(CC) -shared $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/forge: $(CLI_OBJ) $(BUILD)/libforge.a
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libforge.a $(LDLIBS)
+
+$(BUILD)/unit-tests: $(TEST_OBJ) $(BUILD)/libforge.a
+	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libforge.a $(TEST_LDLIBS) $(LDLIBS)
+
+# The models the tests compare against. A fetch that fails (no network) leaves
+# the model-dependent tests to report SKIPPED with the reason.
+models:
+	-@tools/fetch-model smollm2
+	-@tools/fetch-model gemma3
+
+run: $(BUILD)/forge
+	@tools/fetch-model smollm2
+	$(BUILD)/forge info $(MODEL)
+
+unit: $(BUILD)/unit-tests
+	tests/unit/run.sh $(BUILD)/unit-tests
+
+e2e: $(BUILD)/forge
+	FORGE=$(BUILD)/forge tests/e2e/run.sh
+
+test: all $(BUILD)/unit-tests models
+	tests/unit/run.sh $(BUILD)/unit-tests
+	FORGE=$(BUILD)/forge tests/e2e/run.sh
+
+# The sanitizer tier: everything rebuilt with ASan+UBSan into build-asan/.
+asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 \
+	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	    build-asan/forge build-asan/unit-tests
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    tests/unit/run.sh build-asan/unit-tests
+	ASAN_OPTIONS=detect_leaks=1 FORGE=build-asan/forge tests/e2e/run.sh
+
+# libFuzzer on fg_gguf_open_memory. Needs clang with its runtime
+# (Debian: clang, libclang-rt-dev).
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_SRC := $(filter-out src/cli/%,$(LIB_SRC))
+fuzz-build: $(BUILD)/fuzz-gguf
+$(BUILD)/fuzz-gguf: tests/fuzz/fuzz_gguf.c $(FUZZ_SRC)
+	@mkdir -p $(BUILD)
+	$(FUZZ_CC) -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc \
+	    $(shell pkg-config --cflags $(PKGS)) -O1 -g -fsanitize=fuzzer,address,undefined \
+	    -o $@ $^ $(LDLIBS)
+fuzz: $(BUILD)/fuzz-gguf
+	@mkdir -p $(BUILD)/fuzz-corpus
+	$(BUILD)/fuzz-gguf -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
+	    -rss_limit_mb=2048 $(BUILD)/fuzz-corpus tests/fuzz/seeds tests/data/bad-gguf
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
