@@ -81,21 +81,30 @@ asan:
 	    tests/unit/run.sh build-asan/unit-tests
 	ASAN_OPTIONS=detect_leaks=1 FORGE=build-asan/forge tests/e2e/run.sh
 
-# libFuzzer on fg_gguf_open_memory. Needs clang with its runtime
-# (Debian: clang, libclang-rt-dev).
+# libFuzzer targets: fuzz-gguf (the GGUF reader), fuzz-vocab (tokenizer
+# loading from fuzzed metadata), fuzz-encode (arbitrary text through the
+# tokenizers). Each runs FUZZ_SECONDS. Needs clang with its runtime (Debian:
+# clang, libclang-rt-dev).
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_SRC := $(filter-out src/cli/%,$(LIB_SRC))
-fuzz-build: $(BUILD)/fuzz-gguf
-$(BUILD)/fuzz-gguf: tests/fuzz/fuzz_gguf.c $(FUZZ_SRC)
+FUZZ_TARGETS := gguf vocab encode
+FUZZ_BINS := $(FUZZ_TARGETS:%=$(BUILD)/fuzz-%)
+fuzz-build: $(FUZZ_BINS)
+$(BUILD)/fuzz-%: tests/fuzz/fuzz_%.c $(LIB_SRC)
 	@mkdir -p $(BUILD)
 	$(FUZZ_CC) -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc \
 	    $(shell pkg-config --cflags $(PKGS)) -O1 -g -fsanitize=fuzzer,address,undefined \
-	    -o $@ $^ $(LDLIBS)
-fuzz: $(BUILD)/fuzz-gguf
-	@mkdir -p $(BUILD)/fuzz-corpus
-	$(BUILD)/fuzz-gguf -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
-	    -rss_limit_mb=2048 $(BUILD)/fuzz-corpus tests/fuzz/seeds tests/data/bad-gguf
+	    -fno-sanitize-recover=all -o $@ $^ $(LDLIBS)
+fuzz: $(FUZZ_BINS)
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(BUILD)/fuzz-corpus-$$t && \
+	    echo "fuzz: $$t for $(FUZZ_SECONDS) s" && \
+	    $(BUILD)/fuzz-$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
+	        -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=$(BUILD)/ \
+	        $(BUILD)/fuzz-corpus-$$t tests/fuzz/seeds \
+	        >$(BUILD)/fuzz-$$t.log 2>&1 || { tail -50 $(BUILD)/fuzz-$$t.log; exit 1; }; \
+	    grep -E "^Done|number_of_executed_units" $(BUILD)/fuzz-$$t.log; \
+	done
 
 clean:
 	rm -rf build build-asan

@@ -18,10 +18,16 @@ Outputs (deterministic; rerun to regenerate byte-identical files):
                                    every field can be broken on purpose.
   tests/data/bad-gguf/MANIFEST     "file<TAB>substring" lines: the message
                                    `forge info FILE` must print (and exit non-zero).
-  tests/fuzz/seeds/*.gguf          small valid files to start the fuzzer from.
+  tests/data/vocab/tok_bpe.gguf,   small synthetic vocabularies (byte-level BPE and
+  tests/data/vocab/tok_spm.gguf    SentencePiece) with llama hyperparameters: seeds
+                                   for the tokenizer fuzzer and bases for:
+  tests/data/bad-vocab/*.gguf      valid GGUF files whose tokenizer metadata is broken,
+  tests/data/bad-vocab/MANIFEST    with the message each must give (same format).
+  tests/fuzz/seeds/*.gguf          small valid files to start the fuzzers from.
 """
 import json
 import os
+import shutil
 import struct
 import sys
 
@@ -231,6 +237,96 @@ def truncations(good, end):
     return C
 
 
+# ---- synthetic vocabularies ---------------------------------------------------
+
+def byte_level_chars():
+    """GPT-2's printable stand-in for each byte."""
+    keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return [out[b] for b in range(256)]
+
+
+def vocab_bpe(**override):
+    toks = byte_level_chars()
+    merges = ["h e", "l l", "he ll", "hell o", "\u0120 w", "\u0120w o", "r l", "\u0120wo rl", "\u0120worl d"]
+    for m in merges:
+        toks.append(m.replace(" ", ""))
+    toks += ["<|im_start|>", "<|im_end|>"]
+    types = [1] * (len(toks) - 2) + [3, 3]
+    kv = {
+        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "smollm", "tokenizer.ggml.tokens": toks,
+        "tokenizer.ggml.token_type": types, "tokenizer.ggml.merges": merges,
+        "tokenizer.ggml.bos_token_id": len(toks) - 2, "tokenizer.ggml.eos_token_id": len(toks) - 1,
+    }
+    kv.update(override)
+    return kv
+
+
+def vocab_spm(**override):
+    toks = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    pieces = ["\u2581", "\u2581h", "e", "l", "o", "\u2581he", "ll", "\u2581hell", "\u2581hello", "\u2581w", "or", "ld"]
+    toks += pieces
+    scores = [0.0] * 3 + [0.0] * 256 + [-float(i) for i in range(len(pieces))]
+    types = [2, 3, 3] + [6] * 256 + [1] * len(pieces)
+    kv = {
+        "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": toks, "tokenizer.ggml.scores": scores,
+        "tokenizer.ggml.token_type": types, "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
+        "tokenizer.ggml.unknown_token_id": 0,
+    }
+    kv.update(override)
+    return kv
+
+
+def write_vocab(path, kv):
+    """A llama-shaped model file with no tensors and the given tokenizer keys."""
+    w = GGUFWriter(path, arch="llama")
+    w.add_block_count(1)
+    w.add_embedding_length(64)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    for key, val in kv.items():
+        if val is None:
+            continue
+        if isinstance(val, list):
+            elem = {str: VT.STRING, float: VT.FLOAT32, int: VT.INT32}[type(val[0])]
+            w.add_key_value(key, val, VT.ARRAY, sub_type=elem)
+        elif isinstance(val, str):
+            w.add_string(key, val)
+        elif isinstance(val, bool):
+            w.add_bool(key, val)
+        else:
+            w.add_uint32(key, val)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def bad_vocab_cases():
+    n_bpe = len(vocab_bpe()["tokenizer.ggml.tokens"])
+    return {
+        "model_unknown.gguf": (vocab_bpe(**{"tokenizer.ggml.model": "bert"}), "forge implements 'llama'"),
+        "model_wrong_type.gguf": (vocab_bpe(**{"tokenizer.ggml.model": None, "tokenizer.ggml.tokens": None}) |
+                                  {"tokenizer.ggml.model": 7}, "has type uint32; expected string"),
+        "tokens_missing.gguf": (vocab_bpe(**{"tokenizer.ggml.tokens": None}), "'tokenizer.ggml.tokens' is missing"),
+        "tokens_not_strings.gguf": (vocab_bpe(**{"tokenizer.ggml.tokens": [1, 2, 3]}), "array of int32; expected an array of string"),
+        "token_type_short.gguf": (vocab_bpe(**{"tokenizer.ggml.token_type": [1, 1]}), "token_type must be"),
+        "token_type_out_of_range.gguf": (vocab_bpe(**{"tokenizer.ggml.token_type": [1] * (n_bpe - 1) + [9]}), "valid types are 0..6"),
+        "bos_out_of_range.gguf": (vocab_bpe(**{"tokenizer.ggml.bos_token_id": 100000}), "bos_token_id is 100000"),
+        "merges_missing.gguf": (vocab_bpe(**{"tokenizer.ggml.merges": None}), "merges is missing"),
+        "merge_without_space.gguf": (vocab_bpe(**{"tokenizer.ggml.merges": ["he", "l l"]}), "is not 'left right'"),
+        "pre_unknown.gguf": (vocab_bpe(**{"tokenizer.ggml.pre": "no-such-pre"}), "no-such-pre"),
+        "scores_short.gguf": (vocab_spm(**{"tokenizer.ggml.scores": [0.0, 1.0]}), "scores must be"),
+        "add_bos_wrong_type.gguf": (vocab_spm() | {"tokenizer.ggml.add_bos_token": 1}, "has type uint32; expected bool"),
+    }
+
+
 def main():
     os.makedirs(os.path.join(DATA, "gguf"), exist_ok=True)
     bad_dir = os.path.join(DATA, "bad-gguf")
@@ -265,6 +361,24 @@ def main():
     with open(os.path.join(bad_dir, "MANIFEST"), "w") as f:
         f.write("# file<TAB>substring that `forge info FILE` must print on stderr (exit non-zero)\n")
         f.write("\n".join(manifest) + "\n")
+
+    vocab_dir = os.path.join(DATA, "vocab")
+    os.makedirs(vocab_dir, exist_ok=True)
+    write_vocab(os.path.join(vocab_dir, "tok_bpe.gguf"), vocab_bpe())
+    write_vocab(os.path.join(vocab_dir, "tok_spm.gguf"), vocab_spm())
+    bad_vocab = os.path.join(DATA, "bad-vocab")
+    os.makedirs(bad_vocab, exist_ok=True)
+    for name in os.listdir(bad_vocab):
+        os.remove(os.path.join(bad_vocab, name))
+    lines = []
+    for name, (kv, want) in sorted(bad_vocab_cases().items()):
+        write_vocab(os.path.join(bad_vocab, name), kv)
+        lines.append(f"{name}\t{want}")
+    with open(os.path.join(bad_vocab, "MANIFEST"), "w") as f:
+        f.write("# file<TAB>substring that `forge info FILE` must print on stderr (exit non-zero)\n")
+        f.write("\n".join(lines) + "\n")
+    for name in ("tok_bpe.gguf", "tok_spm.gguf"):
+        shutil.copy(os.path.join(vocab_dir, name), os.path.join(SEEDS, name))
 
     open(os.path.join(SEEDS, "all_types.gguf"), "wb").write(good)
     w = GGUFWriter(os.path.join(SEEDS, "tiny.gguf"), arch="llama")

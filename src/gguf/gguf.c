@@ -801,7 +801,15 @@ int64_t fg_gguf_arr_int(const fg_gguf_value *a, uint64_t i)
     int n = vtype_sizes[t];
     FG_ASSERT(n > 0);
     uint64_t u = load_le(a->v.arr.data + i * (uint64_t)n, n);
-    if (t == FG_GGUF_FLOAT32 || t == FG_GGUF_FLOAT64) return (int64_t)fg_gguf_arr_float(a, i);
+    if (t == FG_GGUF_FLOAT32 || t == FG_GGUF_FLOAT64) {
+        /* Truncated toward zero and saturated: a cast of NaN or of a value
+         * outside int64 would be undefined behaviour. */
+        double d = fg_gguf_arr_float(a, i);
+        if (d != d) return 0;
+        if (d >= 9223372036854775807.0) return INT64_MAX;
+        if (d <= -9223372036854775808.0) return INT64_MIN;
+        return (int64_t)d;
+    }
     if (is_signed(t) && n < 8 && (u >> (8 * n - 1)) & 1) u |= ~0ull << (8 * n);
     return (int64_t)u;
 }

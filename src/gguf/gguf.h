@@ -136,7 +136,8 @@ fg_status fg_gguf_get_str(const fg_gguf *g, const char *key, fg_gguf_str *out);
 fg_status fg_gguf_get_arr(const fg_gguf *g, const char *key, fg_gguf_vtype elem,
                           const fg_gguf_value **out);
 
-/* Element i of a numeric array (i < arr.n), converted. */
+/* Element i of a numeric array (i < arr.n), converted; floats read as
+ * integers are truncated toward zero and saturated, NaN reads as 0. */
 int64_t fg_gguf_arr_int(const fg_gguf_value *a, uint64_t i);
 double fg_gguf_arr_float(const fg_gguf_value *a, uint64_t i);
 

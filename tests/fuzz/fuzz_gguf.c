@@ -29,7 +29,10 @@ static void touch_value(const fg_gguf_value *v)
             touch_value(&v->v.arr.items[i]);
         } else {
             sink += (uint64_t)fg_gguf_arr_int(v, i);
-            sink += (uint64_t)fg_gguf_arr_float(v, i);
+            double d = fg_gguf_arr_float(v, i);
+            uint64_t bits;
+            memcpy(&bits, &d, sizeof bits);
+            sink += bits;
         }
     }
 }
