@@ -1,0 +1,87 @@
+/*
+ * main.c — the forge command: dispatches to one subcommand per file.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+typedef struct subcommand {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} subcommand;
+
+static const subcommand commands[] = {
+    {"info", fg_cli_info, "print a model's architecture, hyperparameters, tensors and vocab"},
+    {"tokenize", fg_cli_tokenize, "print the token ids and pieces of a text"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "forge %s — LLM inference for GGUF models\n\n"
+            "usage: forge COMMAND [options]   (forge COMMAND --help for its options)\n\n"
+            "commands:\n",
+            fg_version());
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\noptions:\n"
+               "  -h, --help     show this help\n"
+               "  --version      print the version\n\n"
+               "The default model is %s (fetch it with tools/fetch-model).\n",
+            fg_cli_default_model());
+}
+
+const char *fg_cli_default_model(void)
+{
+    static char buf[4096];
+    const char *m = getenv("FORGE_MODEL");
+    if (m && *m) return m;
+    const char *dir = getenv("FORGE_MODEL_DIR");
+    snprintf(buf, sizeof buf, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir && *dir ? dir : "models");
+    return buf;
+}
+
+int fg_cli_fail(fg_status st)
+{
+    fprintf(stderr, "forge: error: %s\n", fg_last_error());
+    (void)st;
+    return 1;
+}
+
+int fg_cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "forge %s: error: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n(see forge %s --help)\n", cmd);
+    va_end(ap);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("forge %s\n", fg_version());
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(cmd, commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "forge: error: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# End-to-end tests of the forge CLI: help everywhere, clear errors on bad
+# files, and `forge info` facts checked against the gguf Python package.
+#
+# usage: FORGE=build/forge tests/e2e/run.sh      (from the repository root)
+# Prints one line per check (PASS / FAIL / SKIPPED with the reason) and exits
+# non-zero if any check failed. SKIPPED never counts as passed.
+set -u
+FORGE=${FORGE:-build/forge}
+MODELS=${FORGE_MODEL_DIR:-models}
+SMOL=$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf
+GEMMA=$MODELS/gemma-3-270m-q4_k_m.gguf
+PY=${PYTHON:-python3}
+pass=0 fail=0 skip=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+ok() { pass=$((pass + 1)); echo "PASS    $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL    $1"; [ $# -gt 1 ] && printf '        %s\n' "$2"; }
+skipped() { skip=$((skip + 1)); echo "SKIPPED $1: $2"; }
+
+# Runs forge with args; sets $out, $err, $rc.
+run() {
+    "$FORGE" "$@" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    out=$(cat "$tmp/out")
+    err=$(cat "$tmp/err")
+}
+
+# ---- help and usage --------------------------------------------------------
+run --help
+[ $rc -eq 0 ] && grep -q "usage: forge COMMAND" "$tmp/out" && ok "forge --help" || bad "forge --help" "rc=$rc"
+for cmd in info tokenize; do
+    run $cmd --help
+    [ $rc -eq 0 ] && grep -q "usage: forge $cmd" "$tmp/out" && ok "forge $cmd --help" || bad "forge $cmd --help" "rc=$rc"
+done
+run no-such-command
+[ $rc -eq 2 ] && grep -q "unknown command 'no-such-command'" "$tmp/err" && ok "unknown command is a usage error" || bad "unknown command" "rc=$rc $err"
+run info --no-such-option x
+[ $rc -eq 2 ] && ok "unknown option is a usage error" || bad "unknown option" "rc=$rc"
+run info /no/such/file.gguf
+[ $rc -eq 1 ] && grep -q "/no/such/file.gguf: cannot open: No such file" "$tmp/err" && ok "missing file is named" || bad "missing file" "rc=$rc $err"
+
+# ---- bad files: a clear error naming the file, never a crash ----------------
+# bad-gguf/ breaks the GGUF container, bad-vocab/ the tokenizer metadata of an
+# otherwise valid file. Each MANIFEST line names a file and the text its error
+# must contain.
+check_bad_dir() {
+    local dir=$1 n=0 nbad=0 file want
+    while IFS=$'\t' read -r file want; do
+        case "$file" in '#'* | '') continue ;; esac
+        n=$((n + 1))
+        run info "$dir/$file"
+        if [ $rc -ne 1 ] || ! grep -qF "forge: error: $dir/$file" "$tmp/err" || ! grep -qF -- "$want" "$tmp/err"; then
+            nbad=$((nbad + 1))
+            bad "bad file $dir/$file" "rc=$rc, wanted '$want' in: $err"
+        fi
+    done <"$dir/MANIFEST"
+    [ $nbad -eq 0 ] && ok "all $n files in $dir give a clear error and exit 1"
+}
+check_bad_dir tests/data/bad-gguf
+check_bad_dir tests/data/bad-vocab
+
+# ---- forge info against the gguf package ------------------------------------
+have_gguf_py() { "$PY" -c "import gguf" 2>/dev/null; }
+for model in "$SMOL" "$GEMMA" tests/data/gguf/all_types.gguf; do
+    name=$(basename "$model")
+    if [ ! -f "$model" ]; then
+        skipped "forge info $name" "model not found; run 'make models'"
+        continue
+    fi
+    if ! have_gguf_py; then
+        skipped "forge info $name vs gguf package" "python3 module gguf is not installed"
+        continue
+    fi
+    run info --json "$model"
+    echo "$out" >"$tmp/info.json"
+    if msg=$("$PY" tests/e2e/check_info.py "$model" "$tmp/info.json" 2>&1); then
+        ok "forge info --json $name matches the gguf package ($msg)"
+    else
+        bad "forge info --json $name" "$msg"
+    fi
+done
+
+if [ -f "$SMOL" ]; then
+    run info "$SMOL"
+    miss=""
+    for want in "architecture:    llama" "n_layer        30" "n_embd         576" "n_head         9" \
+        "n_head_kv      3" "vocab:           49152 tokens, gpt2" "pre-tokenizer smollm" \
+        "chat template:   chatml"; do
+        grep -qF "$want" "$tmp/out" || miss="$miss [$want]"
+    done
+    [ $rc -eq 0 ] && [ -z "$miss" ] && ok "forge info SmolLM2: llama, 30 layers, 576, 9/3 heads, vocab 49152" ||
+        bad "forge info SmolLM2" "rc=$rc missing:$miss"
+else
+    skipped "forge info SmolLM2 facts" "model not found; run 'make models'"
+fi
+
+# ---- forge tokenize ---------------------------------------------------------
+if [ -f "$SMOL" ]; then
+    # Ids from HF transformers for SmolLM2 (tools/gen_tok_goldens.py prints them).
+    run tokenize --ids "$SMOL" "Hello world! <|im_start|>user"
+    [ $rc -eq 0 ] && [ "$out" = "[19556, 905, 17, 216, 1, 4093]" ] && ok "forge tokenize --ids SmolLM2" ||
+        bad "forge tokenize --ids SmolLM2" "rc=$rc got '$out' $err"
+    run tokenize -m "$SMOL" "héllo"
+    [ $rc -eq 0 ] && grep -q "^ *[0-9]* -> '" "$tmp/out" && ok "forge tokenize prints id -> 'piece'" ||
+        bad "forge tokenize pieces" "rc=$rc $out $err"
+    # HF: tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}],
+    #     add_generation_prompt=True, tokenize=True) with SmolLM2's GGUF tokenizer.
+    run tokenize --chat --ids "$SMOL" "Hi"
+    want="[1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712, 8182, 2, 198, 1, 4093, 198, 26843, 2, 198, 1, 520, 9531, 198]"
+    [ $rc -eq 0 ] && [ "$out" = "$want" ] && ok "forge tokenize --chat equals HF apply_chat_template ids" ||
+        bad "forge tokenize --chat" "rc=$rc got '$out' $err"
+    run tokenize --chat --chat-template no-such "$SMOL" "Hi"
+    [ $rc -eq 1 ] && grep -q "unknown chat template 'no-such'; valid names: chatml" "$tmp/err" &&
+        ok "--chat-template with an unknown name lists the valid ones" || bad "--chat-template no-such" "rc=$rc $err"
+    # Plain ChatML has no default system turn, unlike SmolLM2's own template.
+    run tokenize --chat --chat-template chatml --print-prompt "$SMOL" "Hi"
+    [ $rc -eq 0 ] && [ "$out" = "$(printf '<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant')" ] &&
+        ok "--chat-template overrides the model's template" || bad "--chat-template chatml" "rc=$rc '$out' $err"
+    run tokenize --system "x" "$SMOL" "Hi"
+    [ $rc -eq 2 ] && ok "--system without --chat is a usage error" || bad "--system without --chat" "rc=$rc"
+    printf 'from stdin' | "$FORGE" tokenize --ids -m "$SMOL" --stdin >"$tmp/out" 2>"$tmp/err"
+    [ $? -eq 0 ] && [ -s "$tmp/out" ] && ok "forge tokenize --stdin" || bad "forge tokenize --stdin" "$(cat "$tmp/err")"
+else
+    skipped "forge tokenize" "model not found; run 'make models'"
+fi
+run tokenize tests/data/gguf/all_types.gguf "x"
+[ $rc -eq 1 ] && grep -q "tokenizer.ggml.model" "$tmp/err" && ok "tokenize without a vocab names the missing key" ||
+    bad "tokenize without a vocab" "rc=$rc $err"
+
+echo "e2e: $pass passed, $fail failed, $skip skipped"
+[ $fail -eq 0 ]

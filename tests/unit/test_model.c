@@ -1,0 +1,216 @@
+/*
+ * test_model.c — hyperparameters and the public fg_model_* calls.
+ *
+ * Hyperparameters of the real models are checked against the values their
+ * GGUF metadata holds (as the gguf Python package prints them); the
+ * validation rules against small files built with the writer.
+ */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "forge.h"
+#include "gguf/gguf.h"
+#include "model/model.h"
+#include "test_util.h"
+
+Test(model, smollm2_hparams_and_api)
+{
+    char path[1024];
+    if (!fg_test_model_path(FG_TEST_SMOLLM2, path, sizeof path))
+        cr_skip_test("SKIPPED: %s not found; run `make models`", path);
+    fg_model *m;
+    cr_assert_eq(fg_model_open(path, &m), FG_OK, "%s", fg_last_error());
+    const fg_hparams *hp = &m->hp;
+    cr_assert_str_eq(hp->arch, "llama");
+    cr_assert_eq(hp->n_layer, 30);
+    cr_assert_eq(hp->n_embd, 576);
+    cr_assert_eq(hp->n_head, 9);
+    cr_assert_eq(hp->n_head_kv, 3);
+    cr_assert_eq(hp->n_ff, 1536);
+    cr_assert_eq(hp->n_ctx_train, 8192);
+    cr_assert_eq(hp->head_dim_k, 64);
+    cr_assert_eq(hp->n_rot, 64);
+    cr_assert_eq(hp->rope_base, 100000.0);
+    cr_assert_eq((float)hp->norm_eps, 1e-5f);
+    cr_assert_eq(fg_model_n_vocab(m), 49152);
+    /* 134.5M parameters: the sum of every tensor's element count. */
+    cr_assert_eq(fg_model_n_params(m->gguf), 134515008ull);
+
+    int32_t *ids;
+    size_t n;
+    const char *text = "Hello world! <|im_start|>user";
+    cr_assert_eq(fg_model_tokenize(m, text, strlen(text), true, true, &ids, &n), FG_OK, "%s", fg_last_error());
+    /* HF transformers' ids for this text (SmolLM2 adds no BOS). */
+    const int32_t want[] = {19556, 905, 17, 216, 1, 4093};
+    cr_assert_eq(n, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < n; i++) cr_assert_eq(ids[i], want[i], "token %zu", i);
+    char *back;
+    cr_assert_eq(fg_model_detokenize(m, ids, n, true, &back), FG_OK, "%s", fg_last_error());
+    cr_assert_str_eq(back, text);
+    free(back);
+    free(ids);
+    fg_model_close(m);
+}
+
+Test(model, gemma3_hparams)
+{
+    char path[1024];
+    if (!fg_test_model_path(FG_TEST_GEMMA3, path, sizeof path))
+        cr_skip_test("SKIPPED: %s not found; run `make models`", path);
+    fg_model *m;
+    cr_assert_eq(fg_model_open(path, &m), FG_OK, "%s", fg_last_error());
+    cr_assert_str_eq(m->hp.arch, "gemma3");
+    cr_assert_eq(m->hp.n_layer, 18);
+    cr_assert_eq(m->hp.n_embd, 640);
+    cr_assert_eq(m->hp.n_head, 4);
+    cr_assert_eq(m->hp.n_head_kv, 1);
+    cr_assert_eq(m->hp.head_dim_k, 256); /* key_length, not n_embd / n_head = 160 */
+    cr_assert_eq(m->hp.sliding_window, 512);
+    cr_assert_eq(m->hp.rope_base, 1000000.0);
+    cr_assert_eq(fg_model_n_vocab(m), 262144);
+    fg_model_close(m);
+}
+
+/* Writes a file with the given hyperparameters (-1 = leave the key out). */
+static void write_hp_file(const char *path, int64_t layers, int64_t embd, int64_t heads, int64_t kv_heads)
+{
+    fg_gguf_writer *w = fg_gguf_writer_init();
+    cr_assert_eq(fg_gguf_writer_set_str(w, "general.architecture", "llama"), FG_OK);
+    if (layers >= 0) cr_assert_eq(fg_gguf_writer_set_u32(w, "llama.block_count", (uint32_t)layers), FG_OK);
+    if (embd >= 0) cr_assert_eq(fg_gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)embd), FG_OK);
+    if (heads >= 0) cr_assert_eq(fg_gguf_writer_set_u32(w, "llama.attention.head_count", (uint32_t)heads), FG_OK);
+    if (kv_heads >= 0) cr_assert_eq(fg_gguf_writer_set_u32(w, "llama.attention.head_count_kv", (uint32_t)kv_heads), FG_OK);
+    cr_assert_eq(fg_gguf_writer_write(w, path, 32), FG_OK, "%s", fg_last_error());
+    fg_gguf_writer_free(w);
+}
+
+static void expect_hp_error(int64_t layers, int64_t embd, int64_t heads, int64_t kv_heads, const char *want)
+{
+    char path[] = "/tmp/forge-hp-XXXXXX";
+    close(mkstemp(path));
+    write_hp_file(path, layers, embd, heads, kv_heads);
+    fg_gguf *g;
+    cr_assert_eq(fg_gguf_open(path, &g), FG_OK, "%s", fg_last_error());
+    fg_hparams hp;
+    fg_status st = fg_hparams_read(g, &hp);
+    cr_assert_neq(st, FG_OK, "accepted %lld/%lld/%lld/%lld", (long long)layers, (long long)embd,
+                  (long long)heads, (long long)kv_heads);
+    cr_assert(strstr(fg_last_error(), want), "message lacks '%s': %s", want, fg_last_error());
+    fg_gguf_close(g);
+    unlink(path);
+}
+
+Test(model, hparams_validation)
+{
+    expect_hp_error(-1, 64, 4, 4, "'llama.block_count' is missing");
+    expect_hp_error(2, -1, 4, 4, "'llama.embedding_length' is missing");
+    expect_hp_error(2, 64, 0, 0, "head_count is 0");
+    expect_hp_error(2, 64, 6, 4, "not a multiple of head_count_kv");
+    expect_hp_error(0, 64, 4, 4, "block_count is 0");
+
+    /* Defaults: no head_count_kv means MHA, head_dim = n_embd / n_head. */
+    char path[] = "/tmp/forge-hp-XXXXXX";
+    close(mkstemp(path));
+    write_hp_file(path, 2, 64, 4, -1);
+    fg_gguf *g;
+    cr_assert_eq(fg_gguf_open(path, &g), FG_OK);
+    fg_hparams hp;
+    cr_assert_eq(fg_hparams_read(g, &hp), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(hp.n_head_kv, 4);
+    cr_assert_eq(hp.head_dim_k, 16);
+    cr_assert_eq(hp.n_rot, 16);
+    cr_assert_eq(hp.rope_base, 10000.0);
+    cr_assert_eq(hp.sliding_window, -1);
+    fg_gguf_close(g);
+    unlink(path);
+}
+
+Test(model, open_reports_missing_file)
+{
+    fg_model *m = (fg_model *)1;
+    cr_assert_eq(fg_model_open("/no/such/model.gguf", &m), FG_ERR_IO);
+    cr_assert_null(m);
+    cr_assert(strstr(fg_last_error(), "/no/such/model.gguf"), "%s", fg_last_error());
+}
+
+/* Opens path's GGUF and tokenizer for the template tests. */
+static void open_vocab(const char *path, fg_gguf **g, fg_tokenizer **tok)
+{
+    cr_assert_eq(fg_gguf_open(path, g), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_tok_load(*g, tok), FG_OK, "%s", fg_last_error());
+}
+
+Test(model, chat_template_choice)
+{
+    char path[1024];
+    fg_gguf *g;
+    fg_tokenizer *tok;
+    fg_chat_tmpl t;
+    const char *how;
+
+    /* A file without a template or a known architecture falls back to ChatML. */
+    open_vocab("tests/data/vocab/tok_spm.gguf", &g, &tok);
+    cr_assert_eq(fg_model_chat_template(g, tok, NULL, &t, &how), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(t.kind, FG_CHAT_CHATML);
+    cr_assert_str_eq(how, "fallback");
+    /* An override the file's BOS does not come with: the tokenizer adds BOS
+     * (add_bos is on for this SPM vocab), so the template must not. */
+    cr_assert_eq(fg_model_chat_template(g, tok, "llama3", &t, &how), FG_OK);
+    cr_assert_str_eq(how, "override");
+    cr_assert_null(t.bos);
+    cr_assert_str_eq(t.eos, "</s>");
+    cr_assert_eq(fg_model_chat_template(g, tok, "no-such", &t, &how), FG_ERR_INVALID_ARG);
+    fg_tok_free(tok);
+    fg_gguf_close(g);
+
+    if (!fg_test_model_path(FG_TEST_SMOLLM2, path, sizeof path))
+        cr_skip_test("SKIPPED: %s not found; run `make models`", path);
+    open_vocab(path, &g, &tok);
+    cr_assert_eq(fg_model_chat_template(g, tok, NULL, &t, &how), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(t.kind, FG_CHAT_CHATML);
+    cr_assert_str_eq(how, "template");
+    cr_assert_str_eq(t.default_system, "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+    /* SmolLM2 does not add BOS itself, so a template that writes it gets it. */
+    cr_assert_eq(fg_model_chat_template(g, tok, "llama3", &t, &how), FG_OK);
+    cr_assert_str_eq(t.bos, "<|im_start|>");
+    fg_tok_free(tok);
+    fg_gguf_close(g);
+
+    if (!fg_test_model_path(FG_TEST_GEMMA3, path, sizeof path))
+        cr_skip_test("SKIPPED: %s not found; run `make models`", path);
+    open_vocab(path, &g, &tok);
+    cr_assert_eq(fg_model_chat_template(g, tok, NULL, &t, &how), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(t.kind, FG_CHAT_GEMMA);
+    cr_assert_str_eq(how, "arch");
+    cr_assert_null(t.bos); /* Gemma's tokenizer adds <bos> */
+    fg_tok_free(tok);
+    fg_gguf_close(g);
+}
+
+/* Valid GGUF files with broken tokenizer metadata fail to open as models,
+ * with the message tests/data/bad-vocab/MANIFEST names. */
+Test(model, bad_vocab_corpus)
+{
+    size_t n;
+    char *manifest = fg_test_read_file("tests/data/bad-vocab/MANIFEST", &n);
+    cr_assert_not_null(manifest);
+    int checked = 0;
+    for (char *line = strtok(manifest, "\n"); line; line = strtok(NULL, "\n")) {
+        if (line[0] == '#') continue;
+        char *tab = strchr(line, '\t');
+        cr_assert_not_null(tab);
+        *tab = 0;
+        char path[512];
+        snprintf(path, sizeof path, "tests/data/bad-vocab/%s", line);
+        fg_model *m = (fg_model *)1;
+        cr_assert_neq(fg_model_open(path, &m), FG_OK, "%s was accepted", path);
+        cr_assert_null(m);
+        cr_assert(strstr(fg_last_error(), path), "%s: message does not name the file: %s", path, fg_last_error());
+        cr_assert(strstr(fg_last_error(), tab + 1), "%s: message lacks '%s': %s", path, tab + 1, fg_last_error());
+        checked++;
+    }
+    free(manifest);
+    cr_assert_geq(checked, 10);
+}
