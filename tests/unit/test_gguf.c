@@ -299,29 +299,18 @@ Test(gguf, writer_scalar_setters_round_trip)
     unlink(out);
 }
 
+static void expect_gguf_error(const char *path, const char *want)
+{
+    fg_gguf *g = (fg_gguf *)1;
+    cr_assert_neq(fg_gguf_open(path, &g), FG_OK, "%s was accepted", path);
+    cr_assert_null(g);
+    cr_assert(strstr(fg_last_error(), path), "%s: message does not name the file: %s", path, fg_last_error());
+    cr_assert(strstr(fg_last_error(), want), "%s: message lacks '%s': %s", path, want, fg_last_error());
+}
+
 Test(gguf, bad_corpus_gives_named_errors)
 {
-    size_t n;
-    char *manifest = fg_test_read_file("tests/data/bad-gguf/MANIFEST", &n);
-    cr_assert_not_null(manifest);
-    int checked = 0;
-    for (char *line = strtok(manifest, "\n"); line; line = strtok(NULL, "\n")) {
-        if (line[0] == '#') continue;
-        char *tab = strchr(line, '\t');
-        cr_assert_not_null(tab);
-        *tab = 0;
-        char path[512];
-        snprintf(path, sizeof path, "tests/data/bad-gguf/%s", line);
-        fg_gguf *g = (fg_gguf *)1;
-        fg_status st = fg_gguf_open(path, &g);
-        cr_assert_neq(st, FG_OK, "%s was accepted", path);
-        cr_assert_null(g);
-        cr_assert(strstr(fg_last_error(), path), "%s: message does not name the file: %s", path, fg_last_error());
-        cr_assert(strstr(fg_last_error(), tab + 1), "%s: message lacks '%s': %s", path, tab + 1, fg_last_error());
-        checked++;
-    }
-    free(manifest);
-    cr_assert_geq(checked, 60);
+    cr_assert_geq(fg_test_manifest_each("bad-gguf", expect_gguf_error), 60);
 }
 
 /* Every prefix of the good file, and byte mutations across its header and

@@ -191,26 +191,16 @@ Test(model, chat_template_choice)
 
 /* Valid GGUF files with broken tokenizer metadata fail to open as models,
  * with the message tests/data/bad-vocab/MANIFEST names. */
+static void expect_model_error(const char *path, const char *want)
+{
+    fg_model *m = (fg_model *)1;
+    cr_assert_neq(fg_model_open(path, &m), FG_OK, "%s was accepted", path);
+    cr_assert_null(m);
+    cr_assert(strstr(fg_last_error(), path), "%s: message does not name the file: %s", path, fg_last_error());
+    cr_assert(strstr(fg_last_error(), want), "%s: message lacks '%s': %s", path, want, fg_last_error());
+}
+
 Test(model, bad_vocab_corpus)
 {
-    size_t n;
-    char *manifest = fg_test_read_file("tests/data/bad-vocab/MANIFEST", &n);
-    cr_assert_not_null(manifest);
-    int checked = 0;
-    for (char *line = strtok(manifest, "\n"); line; line = strtok(NULL, "\n")) {
-        if (line[0] == '#') continue;
-        char *tab = strchr(line, '\t');
-        cr_assert_not_null(tab);
-        *tab = 0;
-        char path[512];
-        snprintf(path, sizeof path, "tests/data/bad-vocab/%s", line);
-        fg_model *m = (fg_model *)1;
-        cr_assert_neq(fg_model_open(path, &m), FG_OK, "%s was accepted", path);
-        cr_assert_null(m);
-        cr_assert(strstr(fg_last_error(), path), "%s: message does not name the file: %s", path, fg_last_error());
-        cr_assert(strstr(fg_last_error(), tab + 1), "%s: message lacks '%s': %s", path, tab + 1, fg_last_error());
-        checked++;
-    }
-    free(manifest);
-    cr_assert_geq(checked, 10);
+    cr_assert_geq(fg_test_manifest_each("bad-vocab", expect_model_error), 10);
 }

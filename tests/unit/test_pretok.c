@@ -23,10 +23,7 @@
 
 /* ---- Reading the corpus and goldens ------------------------------------- */
 
-typedef struct bstr {
-    char *s;
-    size_t n;
-} bstr;
+typedef fg_test_str bstr;
 
 typedef struct bstrs {
     bstr *v;
@@ -50,100 +47,14 @@ static void bstrs_free(bstrs *a)
     *a = (bstrs){0};
 }
 
-static int hex4(const char *p)
-{
-    int v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        int d = c >= '0' && c <= '9'   ? c - '0'
-                : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                       : -1;
-        if (d < 0) return -1;
-        v = v * 16 + d;
-    }
-    return v;
-}
-
-/* Decodes the JSON string literal at *p (which must start with '"') into a
- * malloc'd byte string, keeping U+0000 (cJSON's valuestring would cut there).
- * Advances *p past the closing quote. Returns false on malformed input. */
-static bool json_string(const char **p, bstr *out)
-{
-    const char *s = *p;
-    if (*s++ != '"') return false;
-    size_t cap = strlen(s) + 1, n = 0;
-    char *buf = malloc(cap);
-    cr_assert(buf);
-    while (*s && *s != '"') {
-        if (*s != '\\') {
-            buf[n++] = *s++;
-            continue;
-        }
-        s++;
-        char c = *s++;
-        switch (c) {
-        case '"': buf[n++] = '"'; break;
-        case '\\': buf[n++] = '\\'; break;
-        case '/': buf[n++] = '/'; break;
-        case 'b': buf[n++] = '\b'; break;
-        case 'f': buf[n++] = '\f'; break;
-        case 'n': buf[n++] = '\n'; break;
-        case 'r': buf[n++] = '\r'; break;
-        case 't': buf[n++] = '\t'; break;
-        case 'u': {
-            int hi = hex4(s);
-            if (hi < 0) goto bad;
-            s += 4;
-            uint32_t cp = (uint32_t)hi;
-            if (hi >= 0xD800 && hi <= 0xDBFF) {
-                int lo = s[0] == '\\' && s[1] == 'u' ? hex4(s + 2) : -1;
-                if (lo < 0xDC00 || lo > 0xDFFF) goto bad;
-                s += 6;
-                cp = 0x10000 + (((uint32_t)hi - 0xD800) << 10) + ((uint32_t)lo - 0xDC00);
-            } else if (hi >= 0xDC00 && hi <= 0xDFFF) {
-                goto bad;
-            }
-            n += (size_t)fg_utf8_encode(cp, buf + n); /* never longer than its \u escape */
-            break;
-        }
-        default: goto bad;
-        }
-    }
-    if (*s != '"') goto bad;
-    *p = s + 1;
-    buf[n] = 0;
-    *out = (bstr){buf, n};
-    return true;
-bad:
-    free(buf);
-    return false;
-}
-
-/* Reads the corpus: a header line, then a JSON array with one string a line. */
+/* The shared corpus, from tools/gen_pretok_goldens.py. */
 static bstrs load_corpus(void)
 {
-    FILE *f = fg_test_golden_open("tok_corpus.json", "corpus", 1);
-    cr_assert(f, "tests/data/tok_corpus.json is missing or stale; run tools/gen_pretok_goldens.py");
-    bstrs c = {0};
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t got;
-    size_t lineno = 1;
-    while ((got = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        if (line[0] == '[' || line[0] == ']') continue;
-        const char *p = line;
-        bstr s;
-        cr_assert(json_string(&p, &s), "tok_corpus.json:%zu: not a JSON string", lineno);
-        cr_assert(*p == ',' || *p == '\n' || *p == 0, "tok_corpus.json:%zu: junk after string",
-                  lineno);
-        bstrs_push(&c, s.s, s.n);
-    }
-    free(line);
-    fclose(f);
+    fg_test_corpus c;
+    cr_assert(fg_test_corpus_load("tok_corpus.json", "corpus", &c),
+              "tests/data/tok_corpus.json is missing or stale; run tools/gen_pretok_goldens.py");
     cr_assert(c.n >= 300, "the corpus has %zu strings; it should have at least 300", c.n);
-    return c;
+    return (bstrs){c.v, c.n, c.n};
 }
 
 /* One tests/data/pretok/<id>.txt: a sequence, the names that use it and the
@@ -188,7 +99,7 @@ static void load_golden(const char *id, golden *g)
         } else if (strncmp(line, "pattern ", 8) == 0) {
             const char *p = line + 8;
             bstr s;
-            cr_assert(json_string(&p, &s), "%s: bad pattern line", rel);
+            cr_assert(fg_test_json_string(&p, &s), "%s: bad pattern line", rel);
             bstrs_push(&g->patterns, s.s, s.n);
         } else if (strncmp(line, "name ", 5) == 0) {
             bstrs_push(&g->names, strdup(line + 5), strlen(line + 5));

@@ -40,114 +40,15 @@
 
 /* ---- Corpus ----------------------------------------------------------------- */
 
-typedef struct bstr {
-    char *s;
-    size_t n;
-} bstr;
-
-typedef struct corpus {
-    bstr *v;
-    size_t n;
-    char *file; /* the whole file; strings are decoded into their own buffers */
-} corpus;
-
-static void put_utf8(char *out, size_t *n, uint32_t cp)
-{
-    *n += (size_t)fg_utf8_encode(cp, out + *n);
-}
-
-static int hex4(const char *p, uint32_t *v)
-{
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        int d = c >= '0' && c <= '9'   ? c - '0'
-                : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                       : -1;
-        if (d < 0) return 0;
-        *v = *v << 4 | (uint32_t)d;
-    }
-    return 1;
-}
-
-/* Decodes the JSON string at *p (which points at its opening quote) into a
- * malloc'd buffer, keeping U+0000; advances *p past the closing quote. */
-static bool json_string(const char **p, bstr *out)
-{
-    const char *s = *p;
-    if (*s++ != '"') return false;
-    char *buf = malloc(strlen(s) + 1);
-    size_t n = 0;
-    while (*s && *s != '"') {
-        if (*s != '\\') {
-            buf[n++] = *s++;
-            continue;
-        }
-        s++;
-        char e = *s++;
-        uint32_t cp, lo;
-        switch (e) {
-        case '"': buf[n++] = '"'; break;
-        case '\\': buf[n++] = '\\'; break;
-        case '/': buf[n++] = '/'; break;
-        case 'b': buf[n++] = '\b'; break;
-        case 'f': buf[n++] = '\f'; break;
-        case 'n': buf[n++] = '\n'; break;
-        case 'r': buf[n++] = '\r'; break;
-        case 't': buf[n++] = '\t'; break;
-        case 'u':
-            if (!hex4(s, &cp)) goto bad;
-            s += 4;
-            if (cp >= 0xD800 && cp < 0xDC00) {
-                if (s[0] != '\\' || s[1] != 'u' || !hex4(s + 2, &lo) || lo < 0xDC00 || lo > 0xDFFF) goto bad;
-                s += 6;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            }
-            put_utf8(buf, &n, cp);
-            break;
-        default: goto bad;
-        }
-    }
-    if (*s != '"') goto bad;
-    *p = s + 1;
-    out->s = buf;
-    out->n = n;
-    return true;
-bad:
-    free(buf);
-    return false;
-}
+typedef fg_test_str bstr;
+typedef fg_test_corpus corpus;
 
 /* Reads tests/data/<rel>: a header line "forge-golden <kind> v1", then a JSON
  * array of strings. */
 static corpus load_corpus_file(const char *rel, const char *kind)
 {
-    corpus c = {0};
-    FILE *f = fg_test_golden_open(rel, kind, 1);
-    cr_assert(f, "tests/data/%s is missing or has the wrong header", rel);
-    fclose(f);
-    char path[512];
-    snprintf(path, sizeof path, "tests/data/%s", rel);
-    c.file = fg_test_read_file(path, NULL);
-    cr_assert(c.file);
-    const char *p = strchr(c.file, '\n') + 1;
-    while (*p == ' ' || *p == '\n') p++;
-    cr_assert_eq(*p, '[', "tok_corpus.json: expected a JSON array after the header");
-    p++;
-    size_t cap = 0;
-    for (;;) {
-        while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
-        if (*p == ']') break;
-        if (c.n == cap) {
-            cap = cap ? 2 * cap : 512;
-            c.v = realloc(c.v, cap * sizeof *c.v);
-        }
-        cr_assert(json_string(&p, &c.v[c.n]), "tok_corpus.json: string %zu is not valid JSON", c.n);
-        c.n++;
-        while (*p == ' ' || *p == '\n') p++;
-        if (*p == ',') p++;
-    }
+    corpus c;
+    cr_assert(fg_test_corpus_load(rel, kind, &c), "tests/data/%s is missing, stale or malformed", rel);
     return c;
 }
 
@@ -157,13 +58,6 @@ static corpus load_corpus(void)
     corpus c = load_corpus_file("tok_corpus.json", "corpus");
     cr_assert_geq(c.n, 300, "the corpus has %zu strings; it should have at least 300", c.n);
     return c;
-}
-
-static void corpus_free(corpus *c)
-{
-    for (size_t i = 0; i < c->n; i++) free(c->v[i].s);
-    free(c->v);
-    free(c->file);
 }
 
 /* FNV-1a 64 over each string's length (u64 LE) and bytes; see gen_tok_goldens.py. */
@@ -298,8 +192,8 @@ static void check_goldens(const char *golden, const char *model_file)
     cr_assert_eq(n_mode[2], x.n, "%s covers %zu of %zu extra strings", rel, n_mode[2], x.n);
     cr_assert_eq(n_bad, 0, "%zu of %zu golden lines differ from HF tokenizers", n_bad, n_lines);
     free(want);
-    corpus_free(&c);
-    corpus_free(&x);
+    fg_test_corpus_free(&c);
+    fg_test_corpus_free(&x);
     unload(&m);
 }
 
@@ -396,8 +290,8 @@ static void check_roundtrip_and_stream(const char *model_file)
             model_file, c.n + x.n, n_bad, n_lossy, n_held);
     cr_assert_eq(n_bad, 0);
     cr_assert_lt(n_lossy, 10, "too many corpus strings skipped as not lossless");
-    corpus_free(&c);
-    corpus_free(&x);
+    fg_test_corpus_free(&c);
+    fg_test_corpus_free(&x);
     unload(&m);
 }
 
@@ -549,7 +443,7 @@ static void check_speed(const char *model_file)
     fprintf(stderr, "\n");
     cr_assert_lt(m.load_s, SANITIZED ? 20.0 : 1.0, "loading the vocabulary took %.3f s", m.load_s);
     free(mixed);
-    corpus_free(&c);
+    fg_test_corpus_free(&c);
     unload(&m);
 }
 
@@ -601,7 +495,7 @@ Test(tokenizer, threads_share_one_tokenizer, .timeout = 60)
         cr_assert(jobs[i].ok && jobs[i].hash == ref.hash && jobs[i].n_tokens == ref.n_tokens,
                   "thread %d got other ids", i);
     }
-    corpus_free(&c);
+    fg_test_corpus_free(&c);
     unload(&m);
 }
 

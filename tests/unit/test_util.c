@@ -3,9 +3,12 @@
  */
 #include "test_util.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "base/utf8.h"
 
 bool fg_test_model_path(const char *file, char *buf, size_t cap)
 {
@@ -59,4 +62,145 @@ FILE *fg_test_golden_open(const char *rel, const char *kind, int ver)
         return NULL;
     }
     return f;
+}
+
+int fg_test_manifest_each(const char *dir, void (*fn)(const char *path, const char *want))
+{
+    char path[1024];
+    snprintf(path, sizeof path, "tests/data/%s/MANIFEST", dir);
+    char *manifest = fg_test_read_file(path, NULL);
+    if (!manifest) return -1;
+    int n = 0;
+    char *save;
+    for (char *line = strtok_r(manifest, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == '#') continue;
+        char *tab = strchr(line, '\t');
+        if (!tab) {
+            n = -1;
+            break;
+        }
+        *tab = 0;
+        snprintf(path, sizeof path, "tests/data/%s/%s", dir, line);
+        fn(path, tab + 1);
+        n++;
+    }
+    free(manifest);
+    return n;
+}
+
+static int hex4(const char *p)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+bool fg_test_json_string(const char **p, fg_test_str *out)
+{
+    const char *s = *p;
+    if (*s++ != '"') return false;
+    /* The decoded string is never longer than its escaped form. */
+    char *buf = malloc(strlen(s) + 1);
+    size_t n = 0;
+    if (!buf) return false;
+    while (*s && *s != '"') {
+        if (*s != '\\') {
+            buf[n++] = *s++;
+            continue;
+        }
+        s++;
+        char c = *s++;
+        switch (c) {
+        case '"': buf[n++] = '"'; break;
+        case '\\': buf[n++] = '\\'; break;
+        case '/': buf[n++] = '/'; break;
+        case 'b': buf[n++] = '\b'; break;
+        case 'f': buf[n++] = '\f'; break;
+        case 'n': buf[n++] = '\n'; break;
+        case 'r': buf[n++] = '\r'; break;
+        case 't': buf[n++] = '\t'; break;
+        case 'u': {
+            int hi = hex4(s);
+            if (hi < 0) goto bad;
+            s += 4;
+            uint32_t cp = (uint32_t)hi;
+            if (hi >= 0xD800 && hi <= 0xDBFF) {
+                int lo = s[0] == '\\' && s[1] == 'u' ? hex4(s + 2) : -1;
+                if (lo < 0xDC00 || lo > 0xDFFF) goto bad;
+                s += 6;
+                cp = 0x10000 + (((uint32_t)hi - 0xD800) << 10) + ((uint32_t)lo - 0xDC00);
+            } else if (hi >= 0xDC00 && hi <= 0xDFFF) {
+                goto bad;
+            }
+            n += (size_t)fg_utf8_encode(cp, buf + n);
+            break;
+        }
+        default: goto bad;
+        }
+    }
+    if (*s != '"') goto bad;
+    *p = s + 1;
+    buf[n] = 0;
+    *out = (fg_test_str){buf, n};
+    return true;
+bad:
+    free(buf);
+    return false;
+}
+
+static const char *skip_space(const char *p)
+{
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t') p++;
+    return p;
+}
+
+bool fg_test_corpus_load(const char *rel, const char *kind, fg_test_corpus *out)
+{
+    *out = (fg_test_corpus){0};
+    FILE *f = fg_test_golden_open(rel, kind, 1);
+    if (!f) return false;
+    fclose(f);
+    char path[1024];
+    snprintf(path, sizeof path, "tests/data/%s", rel);
+    char *file = fg_test_read_file(path, NULL);
+    if (!file) return false;
+    const char *p = skip_space(strchr(file, '\n') + 1);
+    bool ok = *p++ == '[';
+    size_t cap = 0;
+    while (ok && *(p = skip_space(p)) != ']') {
+        if (out->n == cap) {
+            cap = cap ? 2 * cap : 512;
+            fg_test_str *v = realloc(out->v, cap * sizeof *v);
+            if (!v) break;
+            out->v = v;
+        }
+        ok = fg_test_json_string(&p, &out->v[out->n]);
+        if (!ok) break;
+        out->n++;
+        p = skip_space(p);
+        if (*p == ',') p++;
+        else ok = *p == ']';
+    }
+    if (!ok) {
+        fprintf(stderr, "%s: string %zu is not valid JSON, or the file is not a JSON array of strings\n", path,
+                out->n);
+        fg_test_corpus_free(out);
+    }
+    free(file);
+    return ok;
+}
+
+void fg_test_corpus_free(fg_test_corpus *c)
+{
+    for (size_t i = 0; i < c->n; i++) free(c->v[i].s);
+    free(c->v);
+    *c = (fg_test_corpus){0};
 }

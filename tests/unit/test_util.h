@@ -30,4 +30,33 @@ char *fg_test_read_file(const char *path, size_t *len);
  * on any mismatch. */
 FILE *fg_test_golden_open(const char *rel, const char *kind, int ver);
 
+/* Calls fn(path, want) for each "file<TAB>substring" line of
+ * tests/data/<dir>/MANIFEST (the bad-file corpora), with path the file's path
+ * from the repo root; returns the number of lines, or -1 if the manifest
+ * cannot be read or a line has no tab. */
+int fg_test_manifest_each(const char *dir, void (*fn)(const char *path, const char *want));
+
+/* A byte string that may hold NUL bytes. */
+typedef struct fg_test_str {
+    char *s; /* malloc'd, NUL-terminated for convenience */
+    size_t n;
+} fg_test_str;
+
+/* Decodes the JSON string literal at *p (which must point at its opening
+ * quote) into a malloc'd byte string, keeping U+0000 (cJSON's valuestring
+ * stops there). Advances *p past the closing quote; false if malformed. */
+bool fg_test_json_string(const char **p, fg_test_str *out);
+
+/* A list of test strings, e.g. the shared tokenizer corpus. */
+typedef struct fg_test_corpus {
+    fg_test_str *v;
+    size_t n;
+} fg_test_corpus;
+
+/* Reads tests/data/<rel>: the header line "forge-golden <kind> v1", then a
+ * JSON array of strings. False (with a message on stderr) if the file is
+ * missing, has another header or is not such an array. */
+bool fg_test_corpus_load(const char *rel, const char *kind, fg_test_corpus *out);
+void fg_test_corpus_free(fg_test_corpus *c);
+
 #endif
