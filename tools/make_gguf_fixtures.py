@@ -322,6 +322,7 @@ def bad_vocab_cases():
         "merges_missing.gguf": (vocab_bpe(**{"tokenizer.ggml.merges": None}), "merges is missing"),
         "merge_without_space.gguf": (vocab_bpe(**{"tokenizer.ggml.merges": ["he", "l l"]}), "is not 'left right'"),
         "pre_unknown.gguf": (vocab_bpe(**{"tokenizer.ggml.pre": "no-such-pre"}), "no-such-pre"),
+        "pre_gemma4_not_byte_level.gguf": (vocab_bpe(**{"tokenizer.ggml.pre": "gemma4"}), "without the byte-level map"),
         "scores_short.gguf": (vocab_spm(**{"tokenizer.ggml.scores": [0.0, 1.0]}), "scores must be"),
         "add_bos_wrong_type.gguf": (vocab_spm() | {"tokenizer.ggml.add_bos_token": 1}, "has type uint32; expected bool"),
     }

@@ -286,6 +286,13 @@ fg_status fg_bpe_load(fg_tokenizer *t, const fg_gguf *g)
 
     fg_status st = fg_pretok_init(t->pre_name, &t->pretok);
     if (st != FG_OK) return fg_err_wrap(st, "%s: tokenizer.ggml.pre", g->path);
+    /* Gemma 4's BPE merges raw UTF-8 with spaces as U+2581, not the byte map
+     * this file implements; refuse it rather than produce wrong ids. */
+    if (!fg_pretok_byte_level(t->pretok))
+        return fg_err_set(FG_ERR_UNSUPPORTED,
+                          "%s: tokenizer.ggml.pre '%s' is a BPE without the byte-level map, which forge "
+                          "does not implement yet",
+                          g->path, t->pre_name);
     return FG_OK;
 }
 
