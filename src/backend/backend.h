@@ -1,0 +1,137 @@
+/*
+ * backend.h — the op interface every backend implements (CPU now, GPU next).
+ *
+ * There is no graph library: model/forward.c calls these ops in order, and
+ * that sequence is the execution plan. A backend owns its memory (weights,
+ * activations, the KV pool), all allocated at load time; ops never allocate.
+ *
+ * Layout. Activations are row-major: a tensor of T rows of C floats holds one
+ * token per row (a token's hidden state, its q for all heads, ...). Weights
+ * are N rows of K elements in their GGUF type (the ggml layout: ne[0] = K is
+ * a row). The KV pool is paged: per layer, K and V rows of
+ * n_kv_heads * head_dim elements for n_blocks * block_size token slots.
+ *
+ * Steps. fg_backend_step_begin hands the backend the step's batch once (ids,
+ * positions, sequence of each token, KV slot of each token, per-sequence
+ * block tables): on a GPU that is the step's single upload. Ops then read the
+ * batch from the backend's copy; none takes a host array.
+ *
+ * Tensor parallelism comes later: no op may assume it sees a whole weight
+ * matrix, only the rows it is given.
+ */
+#ifndef FG_BACKEND_BACKEND_H
+#define FG_BACKEND_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "forge.h"
+#include "gguf/gguf.h"
+
+/* A 2-D tensor in backend memory: rows of ne0 elements of type, row stride
+ * row_bytes. Views (a column range of a row-major activation, a weight in the
+ * mmap) are just different data/ne0/row_bytes. */
+typedef struct fg_tensor {
+    fg_type type;
+    int64_t ne0;      /* elements per row */
+    int64_t rows;     /* rows allocated (activations: the batch capacity) */
+    size_t row_bytes; /* bytes from one row to the next */
+    void *data;
+} fg_tensor;
+
+/* One step's tokens. All arrays are host memory owned by the caller and read
+ * only inside fg_backend_step_begin. */
+typedef struct fg_batch {
+    int32_t n_tokens;
+    const int32_t *ids;          /* [n_tokens] token ids */
+    const int32_t *pos;          /* [n_tokens] position of each token in its sequence */
+    const int32_t *seq;          /* [n_tokens] index of its sequence in this batch */
+    const int32_t *slot;         /* [n_tokens] KV slot: block * block_size + offset */
+    int32_t n_seqs;
+    int32_t max_blocks;          /* row length of block_tables */
+    const int32_t *block_tables; /* [n_seqs][max_blocks] KV block ids of each sequence */
+} fg_batch;
+
+typedef enum fg_rope_mode {
+    FG_ROPE_NORMAL, /* rotate pairs (2i, 2i+1): llama's permuted q/k */
+    FG_ROPE_NEOX,   /* rotate pairs (i, i + n_rot/2): GPT-NeoX, Qwen, Gemma */
+} fg_rope_mode;
+
+typedef struct fg_rope {
+    fg_rope_mode mode;
+    int32_t n_rot;          /* dims rotated (<= head_dim; the rest pass through) */
+    float base;             /* rope.freq_base */
+    float freq_scale;       /* 1 / linear scaling factor */
+    const float *freq_factors; /* [n_rot/2] divisors of each frequency (Llama 3.1 rope_freqs), or NULL */
+} fg_rope;
+
+typedef struct fg_attn {
+    int32_t n_head, n_head_kv, head_dim_k, head_dim_v;
+    float scale;          /* usually 1/sqrt(head_dim_k) */
+    int32_t window;       /* sliding window in tokens, 0 for none */
+    float softcap;        /* logit soft-capping, 0 for none */
+} fg_attn;
+
+typedef struct fg_backend fg_backend;
+
+typedef struct fg_backend_ops {
+    const char *name;
+    void (*free)(fg_backend *be);
+
+    /* Places a weight from the file: the CPU backend returns a view into the
+     * mmap, a GPU backend uploads it. Fails, naming the tensor, for a type the
+     * backend cannot compute with. */
+    fg_status (*weight)(fg_backend *be, const fg_gguf_tensor *src, fg_tensor *out);
+    /* An activation buffer of rows x ne0 floats (F32). */
+    fg_status (*alloc)(fg_backend *be, int64_t ne0, int64_t rows, fg_tensor *out);
+    /* The paged KV pool: n_layer x (K, V) of n_slots rows. */
+    fg_status (*kv_alloc)(fg_backend *be, int32_t n_layer, int64_t n_slots, int32_t block_size,
+                          int64_t k_row, int64_t v_row, fg_type type);
+
+    fg_status (*step_begin)(fg_backend *be, const fg_batch *b);
+
+    /* out[t] = row ids[t] of table, dequantized to F32. */
+    fg_status (*embed)(fg_backend *be, const fg_tensor *table, fg_tensor *out);
+    /* RMSNorm of each group of `group` elements of each of the step's rows
+     * (group = ne0 for a whole row, head_dim for per-head QK-norm), times w
+     * (group elements, F32), into out (may alias x). */
+    fg_status (*rms_norm)(fg_backend *be, const fg_tensor *x, const fg_tensor *w, int64_t group, float eps,
+                          fg_tensor *out);
+    /* out = x W^T (+ bias) (+ add) for the step's rows; add may alias out.
+     * If rows is not 0 it replaces the step's token count (e.g. logits for the
+     * last token only: x and out then point at that row). */
+    fg_status (*matmul)(fg_backend *be, const fg_tensor *w, const fg_tensor *bias, const fg_tensor *x,
+                        const fg_tensor *add, int32_t rows, fg_tensor *out);
+    /* Rotates the first n_rot dims of each head_dim-sized head of each row in
+     * place, at the step's positions. */
+    fg_status (*rope)(fg_backend *be, fg_tensor *x, int32_t head_dim, const fg_rope *rp);
+    /* Writes the step's k and v rows into layer's KV pool at their slots. */
+    fg_status (*kv_store)(fg_backend *be, int32_t layer, const fg_tensor *k, const fg_tensor *v);
+    /* Causal attention of the step's q rows (n_head heads) over their
+     * sequences' KV in layer (positions 0..pos), GQA by n_head/n_head_kv. */
+    fg_status (*attention)(fg_backend *be, int32_t layer, const fg_tensor *q, const fg_attn *a,
+                           fg_tensor *out);
+    /* out = silu(gate) * up, elementwise over the step's rows. */
+    fg_status (*swiglu)(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out);
+    /* Copies `rows` rows of an activation into host memory (logits). */
+    fg_status (*read)(fg_backend *be, const fg_tensor *x, int32_t rows, float *host);
+} fg_backend_ops;
+
+struct fg_backend {
+    const fg_backend_ops *ops;
+};
+
+/* The CPU backend with n_threads workers (0: one per core). reference
+ * selects exact arithmetic for tests: matmuls over f32 activations with the
+ * dequantized weights, summed in double (no Q8 activation quantization), so
+ * that logits can be compared with an f32 implementation such as HF
+ * transformers to float rounding. It is several times slower. */
+fg_status fg_backend_cpu_init(int n_threads, bool reference, fg_backend **out);
+
+static inline void fg_backend_free(fg_backend *be)
+{
+    if (be) be->ops->free(be);
+}
+
+#endif

@@ -1,0 +1,25 @@
+/*
+ * arch.c — the architecture table (see arch.h). Issue-by-issue, entries are
+ * added here and the plan in forward.c grows the options they need.
+ */
+#include "model/arch.h"
+
+#include <string.h>
+
+static const fg_arch archs[] = {
+    /* Llama 1-3, Mistral, SmolLM: llama.cpp's converter permutes q/k so that
+     * RoPE rotates adjacent pairs. */
+    {"llama", FG_ROPE_NORMAL},
+};
+
+const fg_arch *fg_arch_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
+        if (name && strcmp(archs[i].name, name) == 0) return &archs[i];
+    return NULL;
+}
+
+const char *fg_arch_names(void)
+{
+    return "llama";
+}

@@ -1,0 +1,26 @@
+/*
+ * arch.h — one table entry per architecture forge runs: what its forward pass
+ * needs beyond the shared llama-style plan (RoPE pairing, optional pieces).
+ * Tensor names follow llama.cpp's GGUF convention (blk.N.attn_q.weight, ...)
+ * for every architecture.
+ */
+#ifndef FG_MODEL_ARCH_H
+#define FG_MODEL_ARCH_H
+
+#include <stdbool.h>
+
+#include "backend/backend.h"
+
+typedef struct fg_arch {
+    const char *name;   /* general.architecture */
+    fg_rope_mode rope;  /* how q/k pairs are rotated */
+} fg_arch;
+
+/* The entry for general.architecture = name, or NULL if forge does not run
+ * it. */
+const fg_arch *fg_arch_find(const char *name);
+
+/* The supported names, comma-separated, for error messages. */
+const char *fg_arch_names(void);
+
+#endif

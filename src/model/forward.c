@@ -1,0 +1,266 @@
+/*
+ * forward.c — the execution plan of the llama family, written once as calls
+ * to backend ops (backend.h).
+ *
+ * Per layer, for the step's T tokens (rows):
+ *   h = rmsnorm(x) * attn_norm
+ *   q, k, v = h Wq^T (+bq), h Wk^T (+bk), h Wv^T (+bv)
+ *   rope(q), rope(k) at the tokens' positions; k, v -> KV pool at their slots
+ *   x = x + attention(q, KV) Wo^T             (residual fused into the matmul)
+ *   h = rmsnorm(x) * ffn_norm
+ *   x = x + (silu(h Wgate^T) * h Wup^T) Wdown^T
+ * then logits = rmsnorm(x) * output_norm  Woutput^T (Woutput = token_embd
+ * when the file ties them), only for the rows asked for.
+ */
+#include "model/forward.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "model/arch.h"
+
+typedef struct layer_w {
+    fg_tensor attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
+    fg_tensor bq, bk, bv; /* data NULL when the file has no bias */
+} layer_w;
+
+struct fg_forward {
+    const fg_model *m;
+    fg_backend *be;
+    const fg_arch *arch;
+    int32_t n_ctx, n_batch;
+    fg_tensor tok_embd, out_norm, output;
+    layer_w *layers;
+    fg_rope rope;
+    fg_attn attn;
+    /* Activations, n_batch rows each. */
+    fg_tensor x, h, q, k, v, att, gate, up, logits;
+};
+
+/* ---- Loading the weights ---------------------------------------------------------- */
+
+/* Places tensor `name` (a printf pattern over the layer) on the backend and
+ * checks its shape: ne0 elements per row and `rows` rows (rows 0 = any).
+ * Optional tensors that are absent leave out->data NULL. */
+static fg_status get_w(fg_forward *f, fg_tensor *out, bool required, int64_t ne0, int64_t rows, const char *fmt,
+                       int layer)
+{
+    char name[96];
+    snprintf(name, sizeof name, fmt, layer);
+    const fg_gguf *g = f->m->gguf;
+    const fg_gguf_tensor *t = fg_gguf_find_tensor(g, name);
+    memset(out, 0, sizeof *out);
+    if (!t) {
+        if (!required) return FG_OK;
+        return fg_err_set(FG_ERR_FORMAT, "%s: tensor '%s' is missing; a %s model needs it", g->path, name,
+                          f->m->hp.arch);
+    }
+    int64_t t_rows = (int64_t)(t->n_elems / (uint64_t)t->ne[0]);
+    if (t->ne[0] != ne0 || (rows && t_rows != rows)) {
+        return fg_err_set(FG_ERR_FORMAT,
+                          "%s: tensor '%s' is %lld x %lld; the hyperparameters imply %lld x %lld", g->path, name,
+                          (long long)t->ne[0], (long long)t_rows, (long long)ne0, (long long)rows);
+    }
+    fg_status st = f->be->ops->weight(f->be, t, out);
+    if (st != FG_OK) return fg_err_wrap(st, "%s", g->path);
+    return FG_OK;
+}
+
+/* Norms and biases are read as F32 vectors by every backend. */
+static fg_status get_vec(fg_forward *f, fg_tensor *out, bool required, int64_t n, const char *fmt, int layer)
+{
+    FG_TRY(get_w(f, out, required, n, 1, fmt, layer));
+    if (out->data && out->type != FG_TYPE_F32) {
+        char name[96];
+        snprintf(name, sizeof name, fmt, layer);
+        return fg_err_set(FG_ERR_UNSUPPORTED, "%s: tensor '%s' has type %s; forge expects F32 norms and biases",
+                          f->m->gguf->path, name, fg_type_name(out->type));
+    }
+    return FG_OK;
+}
+
+static fg_status load_weights(fg_forward *f)
+{
+    const fg_hparams *hp = &f->m->hp;
+    int64_t d = hp->n_embd, n_vocab = fg_tok_n_vocab(f->m->tok);
+    int64_t q_dim = hp->n_head * hp->head_dim_k, k_dim = hp->n_head_kv * hp->head_dim_k,
+            v_dim = hp->n_head_kv * hp->head_dim_v, o_dim = hp->n_head * hp->head_dim_v;
+    if (hp->n_ff <= 0)
+        return fg_err_set(FG_ERR_FORMAT, "%s: %s.feed_forward_length is missing", f->m->gguf->path, hp->arch);
+
+    FG_TRY(get_w(f, &f->tok_embd, true, d, n_vocab, "token_embd.weight", 0));
+    FG_TRY(get_vec(f, &f->out_norm, true, d, "output_norm.weight", 0));
+    FG_TRY(get_w(f, &f->output, false, d, n_vocab, "output.weight", 0));
+    if (!f->output.data) f->output = f->tok_embd; /* tied embeddings */
+
+    for (int l = 0; l < hp->n_layer; l++) {
+        layer_w *w = &f->layers[l];
+        FG_TRY(get_vec(f, &w->attn_norm, true, d, "blk.%d.attn_norm.weight", l));
+        FG_TRY(get_w(f, &w->wq, true, d, q_dim, "blk.%d.attn_q.weight", l));
+        FG_TRY(get_w(f, &w->wk, true, d, k_dim, "blk.%d.attn_k.weight", l));
+        FG_TRY(get_w(f, &w->wv, true, d, v_dim, "blk.%d.attn_v.weight", l));
+        FG_TRY(get_vec(f, &w->bq, false, q_dim, "blk.%d.attn_q.bias", l));
+        FG_TRY(get_vec(f, &w->bk, false, k_dim, "blk.%d.attn_k.bias", l));
+        FG_TRY(get_vec(f, &w->bv, false, v_dim, "blk.%d.attn_v.bias", l));
+        FG_TRY(get_w(f, &w->wo, true, o_dim, d, "blk.%d.attn_output.weight", l));
+        FG_TRY(get_vec(f, &w->ffn_norm, true, d, "blk.%d.ffn_norm.weight", l));
+        FG_TRY(get_w(f, &w->w_gate, true, d, hp->n_ff, "blk.%d.ffn_gate.weight", l));
+        FG_TRY(get_w(f, &w->w_up, true, d, hp->n_ff, "blk.%d.ffn_up.weight", l));
+        FG_TRY(get_w(f, &w->w_down, true, hp->n_ff, d, "blk.%d.ffn_down.weight", l));
+    }
+
+    /* Llama 3.1-style frequency factors. */
+    const fg_gguf_tensor *ff = fg_gguf_find_tensor(f->m->gguf, "rope_freqs.weight");
+    if (ff) {
+        if (ff->type != FG_TYPE_F32 || (int64_t)ff->n_elems != hp->n_rot / 2)
+            return fg_err_set(FG_ERR_FORMAT, "%s: tensor 'rope_freqs.weight' must be %lld F32 values",
+                              f->m->gguf->path, (long long)(hp->n_rot / 2));
+        f->rope.freq_factors = ff->data; /* read on the host by every backend's rope */
+    }
+    return FG_OK;
+}
+
+/* Rope scaling from the file: linear is supported; other kinds are refused
+ * rather than silently ignored. */
+static fg_status read_rope(fg_forward *f)
+{
+    const fg_gguf *g = f->m->gguf;
+    const fg_hparams *hp = &f->m->hp;
+    f->rope = (fg_rope){.mode = f->arch->rope, .n_rot = (int32_t)hp->n_rot, .base = (float)hp->rope_base,
+                        .freq_scale = 1.0f};
+    char key[128];
+    fg_gguf_str type = {0};
+    snprintf(key, sizeof key, "%s.rope.scaling.type", hp->arch);
+    if (fg_gguf_find(g, key)) FG_TRY(fg_gguf_get_str(g, key, &type));
+    double factor = 1.0;
+    snprintf(key, sizeof key, "%s.rope.scaling.factor", hp->arch);
+    if (fg_gguf_find(g, key)) FG_TRY(fg_gguf_get_float(g, key, &factor));
+    if (type.len == 0 || fg_gguf_str_eq(type, "none")) return FG_OK;
+    if (fg_gguf_str_eq(type, "linear")) {
+        if (factor <= 0) return fg_err_set(FG_ERR_FORMAT, "%s: %s is %g; it must be positive", g->path, key, factor);
+        f->rope.freq_scale = (float)(1.0 / factor);
+        return FG_OK;
+    }
+    return fg_err_set(FG_ERR_UNSUPPORTED, "%s: %s.rope.scaling.type '%.*s' is not supported yet (forge supports none, linear)",
+                      g->path, hp->arch, (int)type.len, type.ptr);
+}
+
+fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int32_t n_batch, fg_type kv_type,
+                          fg_forward **out)
+{
+    *out = NULL;
+    const fg_hparams *hp = &m->hp;
+    const fg_arch *arch = fg_arch_find(hp->arch);
+    if (!arch) {
+        return fg_err_set(FG_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported yet (forge runs: %s)",
+                          m->gguf->path, hp->arch, fg_arch_names());
+    }
+    if (n_ctx < 1 || n_batch < 1)
+        return fg_err_set(FG_ERR_INVALID_ARG, "context (%d) and batch (%d) must be positive", n_ctx, n_batch);
+    n_ctx = (n_ctx + FG_KV_BLOCK_SIZE - 1) / FG_KV_BLOCK_SIZE * FG_KV_BLOCK_SIZE;
+    if (n_batch > n_ctx) n_batch = n_ctx;
+
+    fg_forward *f = calloc(1, sizeof *f);
+    if (!f) return fg_err_set(FG_ERR_NOMEM, "out of memory");
+    f->m = m;
+    f->be = be;
+    f->arch = arch;
+    f->n_ctx = n_ctx;
+    f->n_batch = n_batch;
+    f->layers = calloc((size_t)hp->n_layer, sizeof *f->layers);
+    fg_status st = f->layers ? FG_OK : fg_err_set(FG_ERR_NOMEM, "out of memory");
+    if (st == FG_OK) st = read_rope(f);
+    if (st == FG_OK) st = load_weights(f);
+    if (st != FG_OK) {
+        fg_forward_free(f);
+        return st;
+    }
+    f->attn = (fg_attn){.n_head = (int32_t)hp->n_head, .n_head_kv = (int32_t)hp->n_head_kv,
+                        .head_dim_k = (int32_t)hp->head_dim_k, .head_dim_v = (int32_t)hp->head_dim_v,
+                        .scale = 1.0f / sqrtf((float)hp->head_dim_k)};
+
+    const fg_backend_ops *o = be->ops;
+    int64_t d = hp->n_embd;
+    int64_t q_dim = hp->n_head * hp->head_dim_k, k_dim = hp->n_head_kv * hp->head_dim_k,
+            v_dim = hp->n_head_kv * hp->head_dim_v, o_dim = hp->n_head * hp->head_dim_v;
+    if ((st = o->alloc(be, d, n_batch, &f->x)) || (st = o->alloc(be, d, n_batch, &f->h)) ||
+        (st = o->alloc(be, q_dim, n_batch, &f->q)) || (st = o->alloc(be, k_dim, n_batch, &f->k)) ||
+        (st = o->alloc(be, v_dim, n_batch, &f->v)) || (st = o->alloc(be, o_dim, n_batch, &f->att)) ||
+        (st = o->alloc(be, hp->n_ff, n_batch, &f->gate)) || (st = o->alloc(be, hp->n_ff, n_batch, &f->up)) ||
+        (st = o->alloc(be, f->output.rows, n_batch, &f->logits)) ||
+        (st = o->kv_alloc(be, (int32_t)hp->n_layer, n_ctx, FG_KV_BLOCK_SIZE, k_dim, v_dim, kv_type))) {
+        fg_forward_free(f);
+        return st;
+    }
+    *out = f;
+    return FG_OK;
+}
+
+void fg_forward_free(fg_forward *f)
+{
+    if (!f) return;
+    free(f->layers);
+    free(f);
+}
+
+int32_t fg_forward_n_ctx(const fg_forward *f)
+{
+    return f->n_ctx;
+}
+
+int32_t fg_forward_n_batch(const fg_forward *f)
+{
+    return f->n_batch;
+}
+
+/* A view of rows [first, ...) of an activation. */
+static fg_tensor rows_from(const fg_tensor *t, int32_t first)
+{
+    fg_tensor v = *t;
+    v.data = (char *)t->data + (size_t)first * t->row_bytes;
+    v.rows = t->rows - first;
+    return v;
+}
+
+/* ---- The plan ----------------------------------------------------------------------- */
+
+fg_status fg_forward_step(fg_forward *f, const fg_batch *b, int32_t logits_from, float *logits)
+{
+    const fg_backend_ops *o = f->be->ops;
+    fg_backend *be = f->be;
+    const fg_hparams *hp = &f->m->hp;
+    float eps = (float)hp->norm_eps;
+    if (b->n_tokens < 1 || b->n_tokens > f->n_batch)
+        return fg_err_set(FG_ERR_INVALID_ARG, "a step has %d tokens; it must have 1..%d", b->n_tokens, f->n_batch);
+    if (logits_from < 0 || logits_from > b->n_tokens)
+        return fg_err_set(FG_ERR_INVALID_ARG, "logits_from %d is outside 0..%d", logits_from, b->n_tokens);
+
+    FG_TRY(o->step_begin(be, b));
+    FG_TRY(o->embed(be, &f->tok_embd, &f->x));
+    for (int32_t l = 0; l < hp->n_layer; l++) {
+        const layer_w *w = &f->layers[l];
+        FG_TRY(o->rms_norm(be, &f->x, &w->attn_norm, hp->n_embd, eps, &f->h));
+        FG_TRY(o->matmul(be, &w->wq, w->bq.data ? &w->bq : NULL, &f->h, NULL, 0, &f->q));
+        FG_TRY(o->matmul(be, &w->wk, w->bk.data ? &w->bk : NULL, &f->h, NULL, 0, &f->k));
+        FG_TRY(o->matmul(be, &w->wv, w->bv.data ? &w->bv : NULL, &f->h, NULL, 0, &f->v));
+        FG_TRY(o->rope(be, &f->q, f->attn.head_dim_k, &f->rope));
+        FG_TRY(o->rope(be, &f->k, f->attn.head_dim_k, &f->rope));
+        FG_TRY(o->kv_store(be, l, &f->k, &f->v));
+        FG_TRY(o->attention(be, l, &f->q, &f->attn, &f->att));
+        FG_TRY(o->matmul(be, &w->wo, NULL, &f->att, &f->x, 0, &f->x));
+        FG_TRY(o->rms_norm(be, &f->x, &w->ffn_norm, hp->n_embd, eps, &f->h));
+        FG_TRY(o->matmul(be, &w->w_gate, NULL, &f->h, NULL, 0, &f->gate));
+        FG_TRY(o->matmul(be, &w->w_up, NULL, &f->h, NULL, 0, &f->up));
+        FG_TRY(o->swiglu(be, &f->gate, &f->up, &f->gate));
+        FG_TRY(o->matmul(be, &w->w_down, NULL, &f->gate, &f->x, 0, &f->x));
+    }
+    int32_t n_out = b->n_tokens - logits_from;
+    if (n_out == 0) return FG_OK;
+    FG_TRY(o->rms_norm(be, &f->x, &f->out_norm, hp->n_embd, eps, &f->h));
+    fg_tensor h_out = rows_from(&f->h, logits_from);
+    FG_TRY(o->matmul(be, &f->output, NULL, &h_out, NULL, n_out, &f->logits));
+    return o->read(be, &f->logits, n_out, logits);
+}

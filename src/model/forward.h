@@ -1,0 +1,39 @@
+/*
+ * forward.h — the execution plan: a model's forward pass as a sequence of
+ * backend ops, layer by layer.
+ *
+ * fg_forward_init places the weights on a backend (CPU: views into the mmap)
+ * and allocates everything a step needs for batches of up to n_batch tokens
+ * and a KV pool of n_ctx tokens; fg_forward_step then allocates nothing.
+ *
+ * Ownership: the fg_forward borrows the model and the backend (both must
+ * outlive it) and owns nothing on the heap but its own tables; the buffers it
+ * allocates belong to the backend.
+ */
+#ifndef FG_MODEL_FORWARD_H
+#define FG_MODEL_FORWARD_H
+
+#include "backend/backend.h"
+#include "model/model.h"
+
+enum { FG_KV_BLOCK_SIZE = 16 };
+
+typedef struct fg_forward fg_forward;
+
+/* Checks the model has every tensor its architecture needs, with the shapes
+ * its hyperparameters imply, and prepares a backend to run it with a KV cache
+ * of kv_type (F16, as llama.cpp's default, or F32). n_ctx is rounded up to a
+ * whole number of KV blocks. Errors name the tensor. */
+fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int32_t n_batch, fg_type kv_type,
+                          fg_forward **out);
+void fg_forward_free(fg_forward *f);
+
+int32_t fg_forward_n_ctx(const fg_forward *f);
+int32_t fg_forward_n_batch(const fg_forward *f);
+
+/* Runs one batch (at most n_batch tokens). Logits of tokens logits_from ..
+ * n_tokens-1 are written to logits, n_vocab floats per token, in order;
+ * logits_from = n_tokens asks for none. */
+fg_status fg_forward_step(fg_forward *f, const fg_batch *b, int32_t logits_from, float *logits);
+
+#endif

@@ -1,0 +1,139 @@
+/*
+ * generate.c — see generate.h.
+ */
+#include "runtime/generate.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/err.h"
+
+double fg_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+const char *fg_stop_reason_name(fg_stop_reason r)
+{
+    switch (r) {
+    case FG_STOP_EOS: return "eos";
+    case FG_STOP_STRING: return "stop string";
+    case FG_STOP_LENGTH: return "length";
+    case FG_STOP_CONTEXT: return "context full";
+    case FG_STOP_CALLER: return "cancelled";
+    }
+    return "?";
+}
+
+/* Text decoded but not yet emitted: held back while it may be the start of a
+ * stop string. */
+typedef struct pending {
+    char *buf;
+    size_t len, cap;
+} pending;
+
+/* The length of the longest suffix of s[0..n) that is a proper prefix of a
+ * stop string: those bytes must wait for more text. */
+static size_t held_suffix(const char *s, size_t n, const fg_gen_params *p)
+{
+    size_t hold = 0;
+    for (int32_t i = 0; i < p->n_stops; i++) {
+        size_t sl = strlen(p->stops[i]);
+        if (sl == 0) continue;
+        for (size_t k = sl - 1 < n ? sl - 1 : n; k > hold; k--) {
+            if (memcmp(s + n - k, p->stops[i], k) == 0) {
+                hold = k;
+                break;
+            }
+        }
+    }
+    return hold;
+}
+
+/* Looks for a stop string in the pending text; returns its offset or -1. */
+static long find_stop(const pending *q, const fg_gen_params *p)
+{
+    long best = -1;
+    for (int32_t i = 0; i < p->n_stops; i++) {
+        size_t sl = strlen(p->stops[i]);
+        if (sl == 0 || sl > q->len) continue;
+        for (size_t at = 0; at + sl <= q->len; at++) {
+            if (memcmp(q->buf + at, p->stops[i], sl) == 0) {
+                if (best < 0 || (long)at < best) best = (long)at;
+                break;
+            }
+        }
+    }
+    return best;
+}
+
+fg_status fg_generate(fg_session *s, const fg_tokenizer *tok, fg_sampler *smp, const int32_t *prompt,
+                      int32_t n_prompt, const fg_gen_params *p, fg_gen_emit emit, void *ud, fg_tokens *out_ids,
+                      fg_gen_stats *stats)
+{
+    memset(stats, 0, sizeof *stats);
+    double t0 = fg_now_ms();
+    stats->n_prompt = n_prompt;
+    if (n_prompt < 1) return fg_err_set(FG_ERR_INVALID_ARG, "the prompt is empty: there is nothing to continue");
+    FG_TRY(fg_session_eval(s, prompt, n_prompt));
+    double t1 = fg_now_ms();
+    stats->prompt_ms = t1 - t0;
+    for (int32_t i = 0; i < n_prompt; i++) fg_sampler_accept(smp, prompt[i]);
+
+    fg_detok d;
+    fg_detok_init(&d, tok, false);
+    pending q = {0};
+    fg_status st = FG_OK;
+    bool first = true;
+    stats->stop = FG_STOP_LENGTH;
+    for (int32_t n = 0; p->n_predict < 0 || n < p->n_predict; n++) {
+        int32_t id;
+        if ((st = fg_sampler_sample(smp, fg_session_logits(s), &id)) != FG_OK) break;
+        fg_sampler_accept(smp, id);
+        if (out_ids && (st = fg_tokens_push(out_ids, id)) != FG_OK) break;
+        stats->n_gen++;
+        if (!p->ignore_eos && fg_tok_is_eog(tok, id)) {
+            stats->stop = FG_STOP_EOS;
+            break;
+        }
+        if ((st = fg_detok_push(&d, id, &q.buf, &q.len, &q.cap)) != FG_OK) break;
+        long at = find_stop(&q, p);
+        if (at >= 0) {
+            q.len = (size_t)at;
+            stats->stop = FG_STOP_STRING;
+            break;
+        }
+        size_t ready = q.len - held_suffix(q.buf, q.len, p);
+        if (ready > 0) {
+            if (first) {
+                stats->ttft_ms = fg_now_ms() - t0;
+                first = false;
+            }
+            bool more = emit(ud, q.buf, ready);
+            memmove(q.buf, q.buf + ready, q.len - ready);
+            q.len -= ready;
+            if (!more) {
+                stats->stop = FG_STOP_CALLER;
+                break;
+            }
+        }
+        if (p->n_predict >= 0 && n + 1 >= p->n_predict) break; /* no need to run the last token */
+        if (fg_session_n_past(s) >= fg_session_n_ctx(s)) {
+            stats->stop = FG_STOP_CONTEXT;
+            break;
+        }
+        if ((st = fg_session_eval(s, &id, 1)) != FG_OK) break;
+    }
+    if (st == FG_OK && stats->stop != FG_STOP_STRING && stats->stop != FG_STOP_CALLER)
+        st = fg_detok_flush(&d, &q.buf, &q.len, &q.cap);
+    if (st == FG_OK && q.len > 0) {
+        if (first) stats->ttft_ms = fg_now_ms() - t0;
+        emit(ud, q.buf, q.len);
+    }
+    stats->gen_ms = fg_now_ms() - t1;
+    free(q.buf);
+    return st;
+}
