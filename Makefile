@@ -1,7 +1,7 @@
 # forge — build, test and run.
 #
 #   make            build build/forge, build/libforge.a and build/libforge.so
-#   make run        build, fetch the default model if absent, run it
+#   make run        build, fetch the default model if absent, answer PROMPT with it
 #   make test       unit tests (Criterion) + end-to-end CLI tests
 #   make asan       the same tests under AddressSanitizer + UBSan
 #   make fuzz       libFuzzer on the GGUF reader (FUZZ_SECONDS, default 60)
@@ -12,7 +12,7 @@
 
 CC      ?= cc
 BUILD   ?= build
-PKGS    := libpcre2-8 libcjson
+PKGS    := libpcre2-8 libcjson libedit
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
@@ -35,9 +35,19 @@ MODEL ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 
 all: $(BUILD)/forge $(BUILD)/libforge.a $(BUILD)/libforge.so
 
+# SIMD kernels: a file named *_avx2.c or *_avx512.c is compiled with that
+# instruction set (x86 only; elsewhere it compiles to a stub) and its code is
+# used only after a run-time cpuid check. Everything else stays portable.
+ifneq ($(filter x86_64% amd64%,$(shell $(CC) -dumpmachine)),)
+ISA_avx2   := -mavx2 -mfma -mf16c
+ISA_avx512 := $(ISA_avx2) -mavx512f -mavx512bw -mavx512vl -mavx512vnni
+endif
+$(BUILD)/%_avx2.o: ISA = $(ISA_avx2)
+$(BUILD)/%_avx512.o: ISA = $(ISA_avx512)
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS_ALL) $(CFLAGS) $(WARN) -fPIC -c $< -o $@
+	$(CC) $(CPPFLAGS_ALL) $(CFLAGS) $(ISA) $(WARN) -fPIC -c $< -o $@
 
 $(BUILD)/libforge.a: $(LIB_OBJ)
 	@rm -f $@
@@ -58,9 +68,10 @@ models:
 	-@tools/fetch-model smollm2
 	-@tools/fetch-model gemma3
 
+PROMPT ?= Explain in two sentences why the sky is blue.
 run: $(BUILD)/forge
 	@tools/fetch-model smollm2
-	$(BUILD)/forge info $(MODEL)
+	$(BUILD)/forge run -m $(MODEL) --chat -p "$(PROMPT)" -n 128
 
 unit: $(BUILD)/unit-tests
 	tests/unit/run.sh $(BUILD)/unit-tests

@@ -5,10 +5,101 @@
 #ifndef FG_CLI_H
 #define FG_CLI_H
 
+#include "backend/backend.h"
 #include "forge.h"
+#include "model/forward.h"
+#include "model/model.h"
+#include "runtime/sampler.h"
+#include "runtime/session.h"
 
 int fg_cli_info(int argc, char **argv);
 int fg_cli_tokenize(int argc, char **argv);
+int fg_cli_run(int argc, char **argv);
+int fg_cli_chat(int argc, char **argv);
+int fg_cli_perplexity(int argc, char **argv);
+
+/* ---- Loading a model to run it (engine.c) ---------------------------------- */
+
+/* Long-option codes shared by the commands that run a model; a command's
+ * own codes start at OPT_CMD_FIRST. */
+enum {
+    OPT_KV_TYPE = 1000,
+    OPT_DEVICE,
+    OPT_TEMP,
+    OPT_TOP_K,
+    OPT_TOP_P,
+    OPT_MIN_P,
+    OPT_REPEAT_PENALTY,
+    OPT_REPEAT_LAST_N,
+    OPT_PRESENCE,
+    OPT_FREQUENCY,
+    OPT_SEED,
+    OPT_STOP,
+    OPT_IGNORE_EOS,
+    OPT_CMD_FIRST,
+};
+
+/* getopt_long entries for the shared options, to splice into a command's table. */
+#define FG_CLI_ENGINE_OPTIONS                                                                  \
+    {"model", required_argument, 0, 'm'}, {"ctx-size", required_argument, 0, 'c'},              \
+        {"batch-size", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},      \
+        {"kv-type", required_argument, 0, OPT_KV_TYPE}, {"device", required_argument, 0, OPT_DEVICE}
+#define FG_CLI_ENGINE_SHORT "m:c:b:t:"
+
+typedef struct fg_cli_engine_opts {
+    const char *model;   /* NULL: the default model */
+    int32_t n_ctx;       /* 0: the model's, at most 4096 */
+    int32_t n_batch;     /* 0: 512 */
+    int32_t n_threads;   /* 0: one per core */
+    bool kv_f32;         /* KV cache in F32 instead of F16 */
+    const char *device;  /* NULL: auto */
+    bool reference;      /* exact CPU arithmetic (tests) */
+} fg_cli_engine_opts;
+
+/* ---- Sampling and stopping options (sampling.c) ----------------------------- */
+
+#define FG_CLI_GEN_OPTIONS                                                                              \
+    {"n-predict", required_argument, 0, 'n'}, {"temp", required_argument, 0, OPT_TEMP},                  \
+        {"top-k", required_argument, 0, OPT_TOP_K}, {"top-p", required_argument, 0, OPT_TOP_P},          \
+        {"min-p", required_argument, 0, OPT_MIN_P},                                                      \
+        {"repeat-penalty", required_argument, 0, OPT_REPEAT_PENALTY},                                    \
+        {"repeat-last-n", required_argument, 0, OPT_REPEAT_LAST_N},                                      \
+        {"presence-penalty", required_argument, 0, OPT_PRESENCE},                                        \
+        {"frequency-penalty", required_argument, 0, OPT_FREQUENCY}, {"seed", required_argument, 0, OPT_SEED}, \
+        {"stop", required_argument, 0, OPT_STOP}, {"ignore-eos", no_argument, 0, OPT_IGNORE_EOS}
+#define FG_CLI_GEN_SHORT "n:"
+
+enum { FG_CLI_MAX_STOPS = 16 };
+
+typedef struct fg_cli_gen_opts {
+    fg_sampler_params sp;
+    int32_t n_predict;
+    const char *stops[FG_CLI_MAX_STOPS];
+    int32_t n_stops;
+    bool ignore_eos;
+} fg_cli_gen_opts;
+
+/* Defaults: llama.cpp's sampling defaults, n_predict as given. */
+void fg_cli_gen_defaults(fg_cli_gen_opts *g, int32_t n_predict);
+/* Like fg_cli_engine_opt, for the sampling and stopping options. */
+int fg_cli_gen_opt(const char *cmd, int c, const char *arg, fg_cli_gen_opts *g);
+/* Range-checks the sampling parameters; 0, or 2 after a usage error. */
+int fg_cli_gen_check(const char *cmd, const fg_cli_gen_opts *g);
+void fg_cli_gen_help(const fg_cli_gen_opts *defaults);
+
+typedef struct fg_cli_engine {
+    fg_model *model;
+    fg_backend *be;
+    fg_forward *fwd;
+    fg_session *session;
+} fg_cli_engine;
+
+/* Handles option c if it is a shared one: returns 0 when taken, 2 (after
+ * printing a usage error) when its value is bad, -1 when not a shared option. */
+int fg_cli_engine_opt(const char *cmd, int c, const char *arg, fg_cli_engine_opts *o);
+void fg_cli_engine_help(void);
+fg_status fg_cli_engine_load(const fg_cli_engine_opts *o, fg_cli_engine *e);
+void fg_cli_engine_free(fg_cli_engine *e);
 
 /* The model used when -m is not given: $FORGE_MODEL, else the default model
  * under $FORGE_MODEL_DIR or models/. */

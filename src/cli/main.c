@@ -17,6 +17,9 @@ typedef struct subcommand {
 static const subcommand commands[] = {
     {"info", fg_cli_info, "print a model's architecture, hyperparameters, tensors and vocab"},
     {"tokenize", fg_cli_tokenize, "print the token ids and pieces of a text"},
+    {"run", fg_cli_run, "generate a continuation of a prompt and stream it"},
+    {"chat", fg_cli_chat, "talk with a model in a loop, with its chat template"},
+    {"perplexity", fg_cli_perplexity, "perplexity of a model on a text file (llama.cpp's method)"},
 };
 
 static void usage(FILE *f)

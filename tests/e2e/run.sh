@@ -30,7 +30,7 @@ run() {
 # ---- help and usage --------------------------------------------------------
 run --help
 [ $rc -eq 0 ] && grep -q "usage: forge COMMAND" "$tmp/out" && ok "forge --help" || bad "forge --help" "rc=$rc"
-for cmd in info tokenize; do
+for cmd in info tokenize run chat perplexity; do
     run $cmd --help
     [ $rc -eq 0 ] && grep -q "usage: forge $cmd" "$tmp/out" && ok "forge $cmd --help" || bad "forge $cmd --help" "rc=$rc"
 done
@@ -125,6 +125,56 @@ if [ -f "$SMOL" ]; then
 else
     skipped "forge tokenize" "model not found; run 'make models'"
 fi
+# ---- forge run / chat / perplexity ---------------------------------------------
+if [ -f "$SMOL" ]; then
+    # llama.cpp's greedy continuation (tests/data/llamacpp/smollm2.json, a
+    # prompt on which llama.cpp itself is stable): 16 tokens.
+    run run -m "$SMOL" -p "1, 2, 3, 4, 5, 6," -n 16 --temp 0
+    [ $rc -eq 0 ] && [ "$out" = " 7, 8, 9, 10, 11" ] && grep -q "generation 16 tokens" "$tmp/err" &&
+        grep -q "time to first token" "$tmp/err" && ok "forge run greedy continuation equals llama.cpp's; timings on stderr" ||
+        bad "forge run greedy" "rc=$rc out='$out' $err"
+    run run -m "$SMOL" -p "1, 2, 3, 4, 5, 6," -n 40 --temp 0 --stop " 10"
+    [ $rc -eq 0 ] && [ "$out" = " 7, 8, 9," ] && grep -q "stop: stop string" "$tmp/err" &&
+        ok "forge run --stop ends before the stop string" || bad "forge run --stop" "rc=$rc out='$out'"
+    run run -m "$SMOL" -p "Once upon a time" -n 24 --temp 1.0 --seed 7
+    first=$out
+    run run -m "$SMOL" -p "Once upon a time" -n 24 --temp 1.0 --seed 7
+    [ $rc -eq 0 ] && [ -n "$first" ] && [ "$out" = "$first" ] && grep -q "seed 7" "$tmp/err" &&
+        ok "forge run --seed reproduces a sampled continuation" || bad "forge run --seed" "rc=$rc '$first' vs '$out'"
+    long=$(printf 'word %.0s' $(seq 1 200))
+    run run -m "$SMOL" -c 64 -p "$long" -n 4
+    [ $rc -eq 1 ] && grep -q "longer than the context of 64" "$tmp/err" &&
+        ok "a prompt longer than the context is a clear error" || bad "prompt too long" "rc=$rc $err"
+    printf 'What is 2+2?\n/reset\nSay hi.\n' | "$FORGE" chat -m "$SMOL" -n 16 --temp 0 >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    [ $rc -eq 0 ] && [ "$(grep -c . "$tmp/out")" -ge 2 ] && grep -q "conversation reset" "$tmp/err" &&
+        ok "forge chat answers, resets and exits at end of input" || bad "forge chat" "rc=$rc $(cat "$tmp/out" "$tmp/err")"
+    lic=/usr/share/common-licenses
+    if [ -f $lic/GPL-3 ] && [ -f $lic/GFDL-1.3 ]; then
+        cat $lic/GPL-3 $lic/GPL-2 $lic/LGPL-2.1 $lic/Apache-2.0 $lic/MPL-2.0 $lic/GFDL-1.3 >"$tmp/ppl.txt"
+        run perplexity -m "$SMOL" -f "$tmp/ppl.txt" --chunks 4
+        got=$(sed -n 's/^Final estimate: PPL = \([0-9.]*\).*/\1/p' "$tmp/out")
+        # llama.cpp's perplexity of the same 4 chunks: tests/data/llamacpp/smollm2.ppl.json ("short").
+        want=$("$PY" -c "import json;f=open('tests/data/llamacpp/smollm2.ppl.json');f.readline();print(json.load(f)['short']['ppl'])" 2>/dev/null)
+        if [ $rc -eq 0 ] && [ -n "$got" ] && [ -n "$want" ] &&
+            "$PY" -c "import sys; g,w=float('$got'),float('$want'); sys.exit(abs(g-w)/w > 0.005)"; then
+            ok "forge perplexity $got vs llama.cpp $want (4 chunks of 512, within 0.5%)"
+        else
+            bad "forge perplexity" "rc=$rc got '$got' want '$want' $err"
+        fi
+    else
+        skipped "forge perplexity vs llama.cpp" "the Debian license texts in $lic are not installed"
+    fi
+else
+    skipped "forge run/chat/perplexity" "model not found; run 'make models'"
+fi
+run run -p "x" --top-p 0
+[ $rc -eq 2 ] && grep -q "top_p 0 is out of range" "$tmp/err" && ok "an out-of-range sampling parameter is a usage error" ||
+    bad "--top-p 0" "rc=$rc $err"
+run run -p "x" --device cuda -m "$SMOL"
+[ $rc -eq 1 ] && grep -q "no GPU backend" "$tmp/err" && ok "--device cuda says there is no GPU backend, no silent fallback" ||
+    bad "--device cuda" "rc=$rc $err"
+
 run tokenize tests/data/gguf/all_types.gguf "x"
 [ $rc -eq 1 ] && grep -q "tokenizer.ggml.model" "$tmp/err" && ok "tokenize without a vocab names the missing key" ||
     bad "tokenize without a vocab" "rc=$rc $err"
