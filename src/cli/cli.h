@@ -105,6 +105,10 @@ void fg_cli_engine_free(fg_cli_engine *e);
  * under $FORGE_MODEL_DIR or models/. */
 const char *fg_cli_default_model(void);
 
+/* Reads a whole file (path NULL: standard input) into a malloc'd
+ * NUL-terminated buffer in *out, *len bytes (may be NULL). */
+fg_status fg_cli_read_file(const char *path, char **out, size_t *len);
+
 /* Prints "forge: error: <fg_last_error()>" to stderr and returns exit code 1. */
 int fg_cli_fail(fg_status st);
 

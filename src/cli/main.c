@@ -1,11 +1,14 @@
 /*
  * main.c — the forge command: dispatches to one subcommand per file.
  */
+#include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/err.h"
 #include "cli/cli.h"
 
 typedef struct subcommand {
@@ -46,6 +49,35 @@ const char *fg_cli_default_model(void)
     const char *dir = getenv("FORGE_MODEL_DIR");
     snprintf(buf, sizeof buf, "%s/SmolLM2-135M-Instruct.Q4_1.gguf", dir && *dir ? dir : "models");
     return buf;
+}
+
+fg_status fg_cli_read_file(const char *path, char **out, size_t *len)
+{
+    *out = NULL;
+    FILE *f = path ? fopen(path, "rb") : stdin;
+    if (!f) return fg_err_set(FG_ERR_IO, "%s: cannot open for reading: %s", path, strerror(errno));
+    size_t cap = 65536, n = 0, got;
+    char *buf = malloc(cap);
+    while (buf && (got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += got;
+        if (cap - n < 4096) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) free(buf);
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    bool failed = buf && ferror(f);
+    if (path) fclose(f);
+    if (!buf) return fg_err_set(FG_ERR_NOMEM, "%s: out of memory reading it", path ? path : "standard input");
+    if (failed) {
+        free(buf);
+        return fg_err_set(FG_ERR_IO, "%s: read error", path ? path : "standard input");
+    }
+    buf[n] = 0;
+    *out = buf;
+    if (len) *len = n;
+    return FG_OK;
 }
 
 int fg_cli_fail(fg_status st)

@@ -105,31 +105,10 @@ int fg_cli_perplexity(int argc, char **argv)
     if (!file) return fg_cli_usage_error("perplexity", "give the text with -f FILE");
     if (eo.n_ctx < 16) return fg_cli_usage_error("perplexity", "-c must be at least 16");
 
-    FILE *f = fopen(file, "rb");
-    if (!f) {
-        fprintf(stderr, "forge: error: %s: cannot open for reading\n", file);
-        return 1;
-    }
-    size_t cap = 1 << 16, len = 0, got;
-    char *text = malloc(cap);
-    while (text && (got = fread(text + len, 1, cap - len, f)) > 0) {
-        len += got;
-        if (len == cap) {
-            char *t = realloc(text, cap * 2);
-            if (!t) {
-                free(text);
-                text = NULL;
-                break;
-            }
-            text = t;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (!text) {
-        fprintf(stderr, "forge: error: out of memory reading %s\n", file);
-        return 1;
-    }
+    char *text;
+    size_t len;
+    fg_status rst = fg_cli_read_file(file, &text, &len);
+    if (rst != FG_OK) return fg_cli_fail(rst);
 
     fg_cli_engine e;
     fg_tokens toks = {0};

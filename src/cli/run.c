@@ -45,31 +45,6 @@ static bool emit_stdout(void *ud, const char *text, size_t len)
     return true;
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    size_t got;
-    while (buf && (got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
-        if (cap - n < 2) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf) buf[n] = 0;
-    return buf;
-}
-
 int fg_cli_run(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -115,9 +90,12 @@ int fg_cli_run(int argc, char **argv)
     if (fg_cli_gen_check("run", &go)) return 2;
     fg_gen_params gp = {.n_predict = go.n_predict, .stops = go.stops, .n_stops = go.n_stops, .ignore_eos = go.ignore_eos};
 
-    char *text = file ? read_file(file) : strdup(prompt);
-    if (!text) {
-        fprintf(stderr, "forge: error: %s: cannot read the prompt file\n", file ? file : "-p");
+    char *text = NULL;
+    if (file) {
+        fg_status rst = fg_cli_read_file(file, &text, NULL);
+        if (rst != FG_OK) return fg_cli_fail(rst);
+    } else if (!(text = strdup(prompt))) {
+        fprintf(stderr, "forge: error: out of memory\n");
         return 1;
     }
     fg_cli_engine e;

@@ -41,29 +41,6 @@ static void help(void)
            fg_cli_default_model());
 }
 
-static char *read_stream(FILE *f, size_t *len)
-{
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        n += got;
-        if (got == 0) break;
-        if (cap - n < 4096) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                return NULL;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    if (buf) buf[n] = 0;
-    *len = n;
-    return buf;
-}
-
 /* Writes bytes escaped for one line: printable UTF-8 as is, the rest as \xNN. */
 static void print_escaped(FILE *f, const char *s, size_t n)
 {
@@ -136,20 +113,13 @@ int fg_cli_tokenize(int argc, char **argv)
     if (text_arg) {
         text = strdup(text_arg);
         len = strlen(text_arg);
-    } else if (from_stdin) {
-        text = read_stream(stdin, &len);
-    } else {
-        FILE *f = fopen(file, "rb");
-        if (!f) {
-            fprintf(stderr, "forge: error: %s: cannot open for reading\n", file);
+        if (!text) {
+            fprintf(stderr, "forge: error: out of memory\n");
             return 1;
         }
-        text = read_stream(f, &len);
-        fclose(f);
-    }
-    if (!text) {
-        fprintf(stderr, "forge: error: out of memory reading the text\n");
-        return 1;
+    } else {
+        fg_status rst = fg_cli_read_file(from_stdin ? NULL : file, &text, &len);
+        if (rst != FG_OK) return fg_cli_fail(rst);
     }
 
     fg_gguf *g = NULL;

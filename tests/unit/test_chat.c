@@ -48,20 +48,8 @@ static cJSON *golden_load(const char *name)
 {
     char rel[256];
     snprintf(rel, sizeof rel, "chat/%s.golden", name);
-    FILE *f = fg_test_golden_open(rel, "chat", 1);
-    cr_assert_not_null(f, "golden %s", rel);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (size_t got; (got = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
-        n += got;
-        if (cap - n < 4096) buf = realloc(buf, cap *= 2);
-        cr_assert_not_null(buf);
-    }
-    fclose(f);
-    buf[n] = 0;
-    cJSON *doc = cJSON_ParseWithLength(buf, n);
-    free(buf);
-    cr_assert_not_null(doc, "golden %s: bad JSON", rel);
+    cJSON *doc = fg_test_golden_json(rel, "chat", 1);
+    cr_assert_not_null(doc, "golden %s is missing, stale or not JSON", rel);
     return doc;
 }
 

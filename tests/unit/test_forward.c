@@ -63,15 +63,8 @@ static void rig_close(rig *r)
 
 static cJSON *golden(const char *rel, const char *kind)
 {
-    FILE *f = fg_test_golden_open(rel, kind, 1);
-    cr_assert_not_null(f, "tests/data/%s is missing or stale", rel);
-    fclose(f);
-    char path[512];
-    snprintf(path, sizeof path, "tests/data/%s", rel);
-    char *text = fg_test_read_file(path, NULL);
-    cJSON *j = cJSON_Parse(strchr(text, '\n') + 1);
-    free(text);
-    cr_assert_not_null(j, "%s does not parse", path);
+    cJSON *j = fg_test_golden_json(rel, kind, 1);
+    cr_assert_not_null(j, "tests/data/%s is missing, stale or not JSON", rel);
     return j;
 }
 

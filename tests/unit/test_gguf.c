@@ -20,15 +20,8 @@
 
 static cJSON *load_expected(void)
 {
-    FILE *f = fg_test_golden_open("gguf/all_types.json", "gguf", 1);
-    cr_assert_not_null(f);
-    char *buf = malloc(1 << 20);
-    size_t n = fread(buf, 1, (1 << 20) - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    cJSON *j = cJSON_Parse(buf);
-    free(buf);
-    cr_assert_not_null(j, "all_types.json does not parse");
+    cJSON *j = fg_test_golden_json("gguf/all_types.json", "gguf", 1);
+    cr_assert_not_null(j, "tests/data/gguf/all_types.json is missing, stale or not JSON");
     return j;
 }
 

@@ -18,10 +18,9 @@ bool fg_test_model_path(const char *file, char *buf, size_t cap)
     return access(buf, R_OK) == 0;
 }
 
-char *fg_test_read_file(const char *path, size_t *len)
+/* Reads the rest of f into a malloc'd NUL-terminated buffer; closes f. */
+static char *read_stream(FILE *f, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
     char *buf = NULL;
     size_t n = 0, cap = 0;
     for (;;) {
@@ -43,6 +42,25 @@ char *fg_test_read_file(const char *path, size_t *len)
     buf[n] = 0;
     if (len) *len = n;
     return buf;
+}
+
+char *fg_test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    return f ? read_stream(f, len) : NULL;
+}
+
+cJSON *fg_test_golden_json(const char *rel, const char *kind, int ver)
+{
+    FILE *f = fg_test_golden_open(rel, kind, ver);
+    if (!f) return NULL;
+    size_t n;
+    char *text = read_stream(f, &n);
+    if (!text) return NULL;
+    cJSON *doc = cJSON_ParseWithLength(text, n);
+    if (!doc) fprintf(stderr, "golden tests/data/%s: not valid JSON after the header\n", rel);
+    free(text);
+    return doc;
 }
 
 FILE *fg_test_golden_open(const char *rel, const char *kind, int ver)

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include <cjson/cJSON.h>
+
 /* Path of a fetched model under $FORGE_MODEL_DIR (default "models"), written
  * into buf. Returns false if the file is absent; the test should then call
  * cr_skip_test("SKIPPED: ...") naming the model and `make models`. */
@@ -29,6 +31,10 @@ char *fg_test_read_file(const char *path, size_t *len);
  * and returns the stream positioned after it; NULL (with a message on stderr)
  * on any mismatch. */
 FILE *fg_test_golden_open(const char *rel, const char *kind, int ver);
+
+/* fg_test_golden_open, then the rest of the file parsed as JSON (free with
+ * cJSON_Delete); NULL (with a message on stderr) if either fails. */
+cJSON *fg_test_golden_json(const char *rel, const char *kind, int ver);
 
 /* Calls fn(path, want) for each "file<TAB>substring" line of
  * tests/data/<dir>/MANIFEST (the bad-file corpora), with path the file's path
