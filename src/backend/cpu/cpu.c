@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/cpu/attn.h"
 #include "backend/cpu/f16.h"
 #include "backend/cpu/matmul.h"
 #include "base/err.h"
@@ -42,7 +43,7 @@ typedef struct cpu_backend {
      * room for a row of halves (n_slots, or head_dim <= 512 for q). */
     float *att_scratch;
     size_t att_scratch_per_thread; /* floats */
-    int32_t *runs; /* [2 * cap_tokens]: runs of consecutive tokens of one sequence */
+    int32_t *runs; /* [3 * cap_tokens]: runs of consecutive tokens of one sequence (first, end, cost) */
 
 
     void *mm_scratch; /* matmul's quantized activations (grow-only) */
@@ -158,7 +159,7 @@ static fg_status cpu_step_begin(fg_backend *be, const fg_batch *b)
         FG_TRY(grow_i32(&c->pos, b->n_tokens));
         FG_TRY(grow_i32(&c->seq, b->n_tokens));
         FG_TRY(grow_i32(&c->slot, b->n_tokens));
-        FG_TRY(grow_i32(&c->runs, 2 * b->n_tokens));
+        FG_TRY(grow_i32(&c->runs, 3 * b->n_tokens));
         c->cap_tokens = b->n_tokens;
     }
     if (b->n_seqs * b->max_blocks > c->cap_tables) {
@@ -428,6 +429,7 @@ typedef struct attn_ctx {
     const fg_attn *a;
     fg_tensor *out;
     int32_t n_runs; /* work items: n_runs x n_head */
+    int64_t cost;   /* sum of the items' costs (keys attended) */
 } attn_ctx;
 
 /* Positions [start, pos] a query at pos attends to. */
@@ -451,18 +453,6 @@ static void gather_kv(const cpu_backend *c, int32_t layer, const int32_t *table,
     }
 }
 
-/* A dot product with eight running sums, which compilers vectorize. */
-static float dot_f32(const float *a, const float *b, int32_t n)
-{
-    float acc[8] = {0};
-    int32_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) acc[k] += a[i + k] * b[i + k];
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
 /* One query row of one head over keys [start, pos] already widened in kf/vf
  * (from position lo), in two passes over a score buffer, with the roundings
  * of llama.cpp's CPU attention when the cache is F16: q is rounded to F16 for
@@ -483,9 +473,11 @@ static void attend_one(const attn_ctx *x, int64_t t, int32_t h, int32_t lo, cons
     memcpy(q, row_f32(x->q, t) + (size_t)h * (size_t)a->head_dim_k, (size_t)a->head_dim_k * sizeof(float));
     if (f16) round_f16_row(q, tmp, a->head_dim_k);
 
+    const fg_cpu_attn_kernels *kern = fg_cpu_attn();
+    kern->scores(q, kf + (size_t)(start - lo) * (size_t)a->head_dim_k, a->head_dim_k, a->head_dim_k, n, score);
     float m = -INFINITY;
     for (int32_t j = 0; j < n; j++) {
-        float s = dot_f32(q, kf + (size_t)(start + j - lo) * (size_t)a->head_dim_k, a->head_dim_k) * a->scale;
+        float s = score[j] * a->scale;
         if (a->softcap > 0) s = a->softcap * tanhf(s / a->softcap);
         score[j] = s;
         if (s > m) m = s;
@@ -495,20 +487,17 @@ static void attend_one(const attn_ctx *x, int64_t t, int32_t h, int32_t lo, cons
     float inv = (float)(1.0 / sum);
     for (int32_t j = 0; j < n; j++) score[j] *= inv;
     if (f16) round_f16_row(score, tmp, n);
-    for (int32_t d = 0; d < a->head_dim_v; d++) o[d] = 0;
-    for (int32_t j = 0; j < n; j++) {
-        const float *v = vf + (size_t)(start + j - lo) * (size_t)a->head_dim_v;
-        float p = score[j];
-        for (int32_t d = 0; d < a->head_dim_v; d++) o[d] += p * v[d];
-    }
+    kern->weighted_sum(score, vf + (size_t)(start - lo) * (size_t)a->head_dim_v, a->head_dim_v, a->head_dim_v, n, o);
 }
 
 /* Work item i is (run i / n_head, query head i % n_head): attend every
- * query of the run with that head. The KV head's K/V over the positions the
- * run's queries see are widened to f32 once per (run, KV head) a thread
- * meets: consecutive items of one thread share them, since the query heads
- * of a KV head (GQA/MQA) are adjacent. Splitting by query head rather than KV
- * head keeps a decode step (one run) spread evenly over the pool. */
+ * query of the run with that head. Thread ith takes the items that start in
+ * its share of the total cost (keys attended), so a causal prefill, whose
+ * later runs see more keys, still splits evenly. The KV head's K/V over the
+ * positions the run's queries see are widened to f32 once per (run, KV head)
+ * a thread meets: consecutive items of one thread share them, since the
+ * query heads of a KV head (GQA/MQA) are adjacent. Splitting by query head
+ * rather than KV head keeps a decode step (one run) spread over the pool. */
 static void attn_fn(void *p, int ith, int nth)
 {
     attn_ctx *x = p;
@@ -519,12 +508,15 @@ static void attn_fn(void *p, int ith, int nth)
     float *vf = kf + (size_t)c->n_slots * (size_t)a->head_dim_k;
     float *score = vf + (size_t)c->n_slots * (size_t)a->head_dim_v;
     uint16_t *tmp = (uint16_t *)(score + c->n_slots); /* n_slots halves */
-    int64_t lo_i, hi_i;
-    split((int64_t)x->n_runs * a->n_head, ith, nth, &lo_i, &hi_i);
+    int64_t lo_c, hi_c, at = 0;
+    split(x->cost, ith, nth, &lo_c, &hi_c);
     int32_t have_run = -1, have_hk = -1, lo = 0;
-    for (int64_t i = lo_i; i < hi_i; i++) {
+    for (int64_t i = 0; i < (int64_t)x->n_runs * a->n_head && at < hi_c; i++) {
         int32_t r = (int32_t)(i / a->n_head), h = (int32_t)(i % a->n_head), hk = h / group;
-        int32_t t0 = c->runs[2 * r], t1 = c->runs[2 * r + 1];
+        int32_t t0 = c->runs[3 * r], t1 = c->runs[3 * r + 1];
+        bool mine = at >= lo_c;
+        at += c->runs[3 * r + 2];
+        if (!mine) continue;
         if (r != have_run || hk != have_hk) {
             int32_t hi = 0;
             lo = INT32_MAX;
@@ -552,15 +544,21 @@ static fg_status cpu_attention(fg_backend *be, int32_t layer, const fg_tensor *q
      * over the pool. */
     enum { RUN_MAX = 32 };
     int32_t n_runs = 0;
+    int64_t cost = 0;
     for (int32_t t = 0; t < c->n_tokens;) {
-        int32_t e = t + 1;
-        while (e < c->n_tokens && e - t < RUN_MAX && c->seq[e] == c->seq[t]) e++;
-        c->runs[2 * n_runs] = t;
-        c->runs[2 * n_runs + 1] = e;
+        int32_t e = t + 1, keys = c->pos[t] - attn_start(a, c->pos[t]) + 1;
+        while (e < c->n_tokens && e - t < RUN_MAX && c->seq[e] == c->seq[t]) {
+            keys += c->pos[e] - attn_start(a, c->pos[e]) + 1;
+            e++;
+        }
+        c->runs[3 * n_runs] = t;
+        c->runs[3 * n_runs + 1] = e;
+        c->runs[3 * n_runs + 2] = keys;
+        cost += (int64_t)keys * a->n_head;
         n_runs++;
         t = e;
     }
-    attn_ctx x = {c, layer, q, a, out, n_runs};
+    attn_ctx x = {c, layer, q, a, out, n_runs, cost};
     int64_t work = (int64_t)c->n_tokens * a->n_head * a->head_dim_k * (c->pos[c->n_tokens - 1] + 1);
     run(c, work, attn_fn, &x);
     return FG_OK;
