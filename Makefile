@@ -5,6 +5,11 @@
 #   make test       unit tests (Criterion) + end-to-end CLI tests
 #   make asan       the same tests under AddressSanitizer + UBSan
 #   make fuzz       libFuzzer on the GGUF reader (FUZZ_SECONDS, default 60)
+#   make test-gpu   the GPU tier: every GPU op against the CPU reference, and
+#                   end to end (needs a GPU; without one the tests say SKIPPED)
+#
+# GPU backend: GPU=auto (default: CUDA when nvcc is found, else none),
+# GPU=cuda, GPU=hip (hipcc; HIP_ARCHS, default gfx90a gfx1030) or GPU=none.
 #
 # Everything goes under build/. Sources are found by wildcard: every .c under
 # src/ except src/cli/ goes into libforge; src/cli/ makes the forge binary;
@@ -21,17 +26,51 @@ CPPFLAGS_ALL := -std=c11 -ffp-contract=off -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=2
 LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -lpthread
 TEST_LDLIBS := $(shell pkg-config --libs criterion 2>/dev/null || echo -lcriterion)
 
+# The GPU backend: src/backend/gpu/*.cu and kernels/*.cu, built by nvcc or
+# hipcc into libforge; a build without one links src/backend/gpu/none.c.
+GPU ?= auto
+NVCC ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc))
+HIPCC ?= hipcc
+ifeq ($(GPU),auto)
+override GPU := $(if $(NVCC),cuda,none)
+endif
+GPU_SRC := $(sort $(wildcard src/backend/gpu/*.cu src/backend/gpu/kernels/*.cu))
+CUDA_ARCHS ?= 80 89 90
+HIP_ARCHS ?= gfx90a gfx1030
+GPU_FLAGS := -std=c++17 -O2 -Iinclude -Isrc -MMD -MP
+ifeq ($(GPU),cuda)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+GPU_CC  := $(NVCC)
+GPU_FLAGS += $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) -Xcompiler -fPIC,-Wall -Werror all-warnings
+GPU_LIBS := -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib64/stubs -lcudart_static -ldl -lrt -lstdc++
+else ifeq ($(GPU),hip)
+GPU_CC  := $(HIPCC)
+GPU_FLAGS += -x hip -DFG_GPU_HIP $(foreach a,$(HIP_ARCHS),--offload-arch=$(a)) -fPIC -Wall -Werror
+GPU_LIBS := -lamdhip64 -lstdc++
+else ifeq ($(GPU),none)
+GPU_SRC :=
+else
+$(error GPU must be auto, cuda, hip or none, not '$(GPU)')
+endif
+GPU_OBJ := $(GPU_SRC:%.cu=$(BUILD)/%.cu.o)
+
 LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
+ifneq ($(GPU),none)
+LIB_SRC  := $(filter-out src/backend/gpu/none.c,$(LIB_SRC))
+endif
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/*.c))
+GPU_TEST_SRC := $(sort $(wildcard tests/gpu/*.c)) tests/unit/test_util.c
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+GPU_TEST_OBJ := $(GPU_TEST_SRC:%.c=$(BUILD)/%.o)
+LDLIBS   += $(GPU_LIBS)
 
 MODEL ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all run test unit e2e asan fuzz fuzz-build models clean
+.PHONY: all run test test-gpu unit e2e asan fuzz fuzz-build models clean
 
 all: $(BUILD)/forge $(BUILD)/libforge.a $(BUILD)/libforge.so
 
@@ -49,11 +88,15 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS_ALL) $(CFLAGS) $(ISA) $(WARN) -fPIC -c $< -o $@
 
-$(BUILD)/libforge.a: $(LIB_OBJ)
+$(BUILD)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(GPU_CC) $(GPU_FLAGS) -c $< -o $@
+
+$(BUILD)/libforge.a: $(LIB_OBJ) $(GPU_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/libforge.so: $(LIB_OBJ)
+$(BUILD)/libforge.so: $(LIB_OBJ) $(GPU_OBJ)
 	$(CC) -shared $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/forge: $(CLI_OBJ) $(BUILD)/libforge.a
@@ -73,19 +116,26 @@ run: $(BUILD)/forge
 	@tools/fetch-model smollm2
 	$(BUILD)/forge run -m $(MODEL) --chat -p "$(PROMPT)" -n 128
 
+$(BUILD)/gpu-tests: $(GPU_TEST_OBJ) $(BUILD)/libforge.a
+	$(CC) $(CFLAGS) -o $@ $(GPU_TEST_OBJ) $(BUILD)/libforge.a $(TEST_LDLIBS) $(LDLIBS)
+
+test-gpu: $(BUILD)/forge $(BUILD)/gpu-tests
+	tests/unit/run.sh $(BUILD)/gpu-tests
+
 unit: $(BUILD)/unit-tests
 	tests/unit/run.sh $(BUILD)/unit-tests
 
 e2e: $(BUILD)/forge
 	FORGE=$(BUILD)/forge tests/e2e/run.sh
 
-test: all $(BUILD)/unit-tests models
+test: all $(BUILD)/unit-tests $(BUILD)/gpu-tests models
 	tests/unit/run.sh $(BUILD)/unit-tests
+	tests/unit/run.sh $(BUILD)/gpu-tests
 	FORGE=$(BUILD)/forge tests/e2e/run.sh
 
 # The sanitizer tier: everything rebuilt with ASan+UBSan into build-asan/.
 asan:
-	$(MAKE) BUILD=build-asan OPT=-O1 \
+	$(MAKE) BUILD=build-asan OPT=-O1 GPU=none \
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	    build-asan/forge build-asan/unit-tests
 	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=exitcode=0 UBSAN_OPTIONS=print_stacktrace=1 \
@@ -118,6 +168,6 @@ fuzz: $(FUZZ_BINS)
 	done
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-hip
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(GPU_OBJ:.o=.d) $(GPU_TEST_OBJ:.o=.d)

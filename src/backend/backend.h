@@ -63,7 +63,8 @@ typedef struct fg_rope {
     int32_t n_rot;          /* dims rotated (<= head_dim; the rest pass through) */
     float base;             /* rope.freq_base */
     float freq_scale;       /* 1 / linear scaling factor */
-    const float *freq_factors; /* [n_rot/2] divisors of each frequency (Llama 3.1 rope_freqs), or NULL */
+    const float *freq_factors; /* [n_rot/2] divisors of each frequency (Llama 3.1 rope_freqs) in backend
+                                * memory (a placed weight), or NULL */
 } fg_rope;
 
 typedef struct fg_attn {
@@ -116,6 +117,10 @@ typedef struct fg_backend_ops {
     fg_status (*swiglu)(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out);
     /* Copies `rows` rows of an activation into host memory (logits). */
     fg_status (*read)(fg_backend *be, const fg_tensor *x, int32_t rows, float *host);
+    /* Copies `rows` rows of host floats into an activation. Not part of a
+     * step (the step's one upload is step_begin's): for setting up and for
+     * tests that feed an op directly. */
+    fg_status (*write)(fg_backend *be, fg_tensor *x, int32_t rows, const float *host);
 } fg_backend_ops;
 
 struct fg_backend {

@@ -58,6 +58,7 @@ const char *fg_status_str(fg_status st)
     case FG_ERR_UNSUPPORTED: return "unsupported";
     case FG_ERR_NOMEM: return "out of memory";
     case FG_ERR_NOT_FOUND: return "not found";
+    case FG_ERR_DEVICE: return "device error";
     }
     return "unknown status";
 }

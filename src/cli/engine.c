@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "backend/gpu/gpu.h"
 #include "base/err.h"
 #include "cli/cli.h"
 
@@ -57,9 +58,12 @@ fg_status fg_cli_engine_load(const fg_cli_engine_opts *o, fg_cli_engine *e)
 {
     memset(e, 0, sizeof *e);
     const char *dev = o->device ? o->device : "auto";
-    if (strcmp(dev, "cuda") == 0 || strcmp(dev, "hip") == 0)
-        return fg_err_set(FG_ERR_UNSUPPORTED, "--device %s: this build of forge has no GPU backend yet; use --device cpu",
-                          dev);
+    const char *api = fg_backend_gpu_api();
+    bool want_gpu = strcmp(dev, "cuda") == 0 || strcmp(dev, "hip") == 0;
+    if (want_gpu && api && strcasecmp(api, dev) != 0)
+        return fg_err_set(FG_ERR_UNSUPPORTED, "--device %s: this build of forge has a %s backend, not %s; use --device %s",
+                          dev, api, dev, api[0] == 'C' ? "cuda" : "hip");
+    bool use_gpu = want_gpu || (strcmp(dev, "auto") == 0 && !o->reference && fg_backend_gpu_count() > 0);
     fg_status st = fg_model_open(o->model ? o->model : fg_cli_default_model(), &e->model);
     if (st != FG_OK) return st;
     int32_t n_ctx = o->n_ctx;
@@ -68,7 +72,13 @@ fg_status fg_cli_engine_load(const fg_cli_engine_opts *o, fg_cli_engine *e)
         fprintf(stderr, "forge: warning: context %d is longer than the model was trained for (%lld)\n", n_ctx,
                 (long long)e->model->hp.n_ctx_train);
     int32_t n_batch = o->n_batch > 0 ? o->n_batch : 512;
-    if ((st = fg_backend_cpu_init(o->n_threads, o->reference, &e->be)) != FG_OK ||
+    if (use_gpu && o->reference) {
+        fg_cli_engine_free(e);
+        return fg_err_set(FG_ERR_INVALID_ARG, "--reference is a CPU backend mode; use it with --device cpu");
+    }
+    st = use_gpu ? fg_backend_gpu_init(0, &e->be) : fg_backend_cpu_init(o->n_threads, o->reference, &e->be);
+    if (st == FG_OK && use_gpu) fprintf(stderr, "forge: GPU: %s\n", fg_backend_gpu_describe(e->be));
+    if (st != FG_OK ||
         (st = fg_forward_init(e->model, e->be, n_ctx, n_batch, o->kv_f32 ? FG_TYPE_F32 : FG_TYPE_F16, &e->fwd)) != FG_OK ||
         (st = fg_session_init(e->fwd, fg_model_n_vocab(e->model), &e->session)) != FG_OK) {
         fg_cli_engine_free(e);

@@ -33,6 +33,7 @@ struct fg_forward {
     const fg_arch *arch;
     int32_t n_ctx, n_batch;
     fg_tensor tok_embd, out_norm, output;
+    fg_tensor rope_freqs; /* (n_rot / 2) F32, or data NULL */
     layer_w *layers;
     fg_rope rope;
     fg_attn attn;
@@ -113,12 +114,12 @@ static fg_status load_weights(fg_forward *f)
     }
 
     /* Llama 3.1-style frequency factors. */
-    const fg_gguf_tensor *ff = fg_gguf_find_tensor(f->m->gguf, "rope_freqs.weight");
-    if (ff) {
-        if (ff->type != FG_TYPE_F32 || (int64_t)ff->n_elems != hp->n_rot / 2)
+    FG_TRY(get_w(f, &f->rope_freqs, false, hp->n_rot / 2, 1, "rope_freqs.weight", 0));
+    if (f->rope_freqs.data) {
+        if (f->rope_freqs.type != FG_TYPE_F32)
             return fg_err_set(FG_ERR_FORMAT, "%s: tensor 'rope_freqs.weight' must be %lld F32 values",
                               f->m->gguf->path, (long long)(hp->n_rot / 2));
-        f->rope.freq_factors = ff->data; /* read on the host by every backend's rope */
+        f->rope.freq_factors = f->rope_freqs.data; /* backend memory */
     }
     return FG_OK;
 }

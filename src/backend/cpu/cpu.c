@@ -464,7 +464,9 @@ static void attend_one(const attn_ctx *x, int64_t t, int32_t h, int32_t lo, cons
 {
     const cpu_backend *c = x->c;
     const fg_attn *a = x->a;
-    bool f16 = c->kv_type == FG_TYPE_F16;
+    /* Reference mode keeps q and the probabilities in f32: it is what other
+     * backends are checked against. */
+    bool f16 = c->kv_type == FG_TYPE_F16 && !c->reference;
     float *o = row_f32(x->out, t) + (size_t)h * (size_t)a->head_dim_v;
     int32_t pos = c->pos[t], start = attn_start(a, pos), n = pos - start + 1;
 
@@ -601,6 +603,13 @@ static fg_status cpu_read(fg_backend *be, const fg_tensor *x, int32_t rows, floa
     return FG_OK;
 }
 
+static fg_status cpu_write(fg_backend *be, fg_tensor *x, int32_t rows, const float *host)
+{
+    (void)be;
+    for (int32_t r = 0; r < rows; r++) memcpy(row_f32(x, r), host + (size_t)r * (size_t)x->ne0, (size_t)x->ne0 * sizeof(float));
+    return FG_OK;
+}
+
 static void cpu_free(fg_backend *be)
 {
     cpu_backend *c = cpu(be);
@@ -639,6 +648,7 @@ static const fg_backend_ops cpu_ops = {
     .attention = cpu_attention,
     .swiglu = cpu_swiglu,
     .read = cpu_read,
+    .write = cpu_write,
 };
 
 fg_status fg_backend_cpu_init(int n_threads, bool reference, fg_backend **out)

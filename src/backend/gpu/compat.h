@@ -1,0 +1,110 @@
+/*
+ * compat.h — one kernel source for CUDA and HIP.
+ *
+ * The GPU backend is written against the CUDA runtime API with the names
+ * below; built with hipcc (FG_GPU_HIP) they map to HIP. Kernels use
+ * FG_WARP (32 on NVIDIA and RDNA, 64 on CDNA) rather than a literal 32, and
+ * the fg_shfl_* helpers rather than the *_sync intrinsics, since HIP's
+ * shuffles take no mask.
+ */
+#ifndef FG_BACKEND_GPU_COMPAT_H
+#define FG_BACKEND_GPU_COMPAT_H
+
+#if defined(FG_GPU_HIP)
+#include <hip/hip_fp16.h>
+#include <hip/hip_runtime.h>
+
+#define cudaError_t hipError_t
+#define cudaSuccess hipSuccess
+#define cudaErrorInvalidValue hipErrorInvalidValue
+#define cudaGetErrorString hipGetErrorString
+#define cudaGetLastError hipGetLastError
+#define cudaGetDeviceCount hipGetDeviceCount
+#define cudaSetDevice hipSetDevice
+#define cudaDeviceProp hipDeviceProp_t
+#define cudaGetDeviceProperties hipGetDeviceProperties
+#define cudaMemGetInfo hipMemGetInfo
+#define cudaMalloc hipMalloc
+#define cudaFree hipFree
+#define cudaMallocHost hipHostMalloc
+#define cudaFreeHost hipHostFree
+#define cudaMemcpyAsync hipMemcpyAsync
+#define cudaMemsetAsync hipMemsetAsync
+#define cudaMemcpyHostToDevice hipMemcpyHostToDevice
+#define cudaMemcpyDeviceToHost hipMemcpyDeviceToHost
+#define cudaMemcpyDeviceToDevice hipMemcpyDeviceToDevice
+#define cudaStream_t hipStream_t
+#define cudaStreamCreateWithFlags hipStreamCreateWithFlags
+#define cudaStreamNonBlocking hipStreamNonBlocking
+#define cudaStreamDestroy hipStreamDestroy
+#define cudaStreamSynchronize hipStreamSynchronize
+#define cudaEvent_t hipEvent_t
+#define cudaEventCreate hipEventCreate
+#define cudaEventDestroy hipEventDestroy
+#define cudaEventRecord hipEventRecord
+#define cudaEventSynchronize hipEventSynchronize
+#define cudaEventElapsedTime hipEventElapsedTime
+#define cudaFuncSetAttribute hipFuncSetAttribute
+#define cudaFuncAttributeMaxDynamicSharedMemorySize hipFuncAttributeMaxDynamicSharedMemorySize
+#define FG_GPU_API "HIP"
+#else
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#define FG_GPU_API "CUDA"
+#endif
+
+/* The warp (wavefront) width the kernels are compiled for. CDNA (gfx9) runs
+ * 64-wide wavefronts; NVIDIA and RDNA 32-wide. */
+#if defined(FG_GPU_HIP) && defined(__GFX9__)
+#define FG_WARP 64
+#else
+#define FG_WARP 32
+#endif
+
+/* Butterfly sums and maxima over a warp. */
+static __device__ __forceinline__ float fg_warp_sum(float v)
+{
+#pragma unroll
+    for (int o = FG_WARP / 2; o > 0; o >>= 1) {
+#if defined(FG_GPU_HIP)
+        v += __shfl_xor(v, o, FG_WARP);
+#else
+        v += __shfl_xor_sync(0xffffffffu, v, o, FG_WARP);
+#endif
+    }
+    return v;
+}
+
+static __device__ __forceinline__ float fg_warp_max(float v)
+{
+#pragma unroll
+    for (int o = FG_WARP / 2; o > 0; o >>= 1) {
+#if defined(FG_GPU_HIP)
+        v = fmaxf(v, __shfl_xor(v, o, FG_WARP));
+#else
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o, FG_WARP));
+#endif
+    }
+    return v;
+}
+
+/* Lane src's value of v. */
+static __device__ __forceinline__ float fg_shfl(float v, int src)
+{
+#if defined(FG_GPU_HIP)
+    return __shfl(v, src, FG_WARP);
+#else
+    return __shfl_sync(0xffffffffu, v, src, FG_WARP);
+#endif
+}
+
+static __device__ __forceinline__ int fg_shfl(int v, int src)
+{
+#if defined(FG_GPU_HIP)
+    return __shfl(v, src, FG_WARP);
+#else
+    return __shfl_sync(0xffffffffu, v, src, FG_WARP);
+#endif
+}
+
+#endif

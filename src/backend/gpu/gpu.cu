@@ -1,0 +1,512 @@
+/*
+ * gpu.cu — the GPU backend's host side (gpu.h): memory, the step's upload,
+ * and one entry point per op of backend.h that checks its arguments, queues
+ * its kernel on the backend's stream (the kernels/ files) and checks the launch.
+ *
+ * Written as C in a .cu file so that nvcc and hipcc compile it with the
+ * kernels; compat.h maps the CUDA names to HIP.
+ *
+ * Ownership: the backend owns every device buffer it hands out (weights,
+ * activations, KV pool), the pinned staging buffer of the step's inputs and
+ * the stream; fg_backend_free releases them all.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+extern "C" {
+#include "backend/gpu/gpu.h"
+#include "base/err.h"
+#include "gguf/types.h"
+}
+#include "backend/gpu/compat.h"
+#include "backend/gpu/kernels/kernels.h"
+
+typedef struct gpu_backend {
+    fg_backend base;
+    int device, warp;
+    char desc[512];
+    cudaStream_t stream;
+    bool sync_each_op; /* FORGE_GPU_SYNC=1 */
+
+    /* FORGE_GPU_PROFILE=1: each op is synchronized and timed from the end of
+     * the op before it (so host work in between counts too); the totals go
+     * to stderr when the backend is freed. */
+    bool profile;
+    double prof_last;
+    struct prof_row {
+        const char *op;
+        double ms;
+        long calls;
+    } prof[16];
+    int n_prof;
+
+    /* Every device buffer handed out, freed with the backend. */
+    void **allocs;
+    size_t n_allocs, cap_allocs;
+
+    /* The step's inputs: packed on the host in pinned memory (ids, pos, seq,
+     * slot: n_tokens each; then the n_seqs x max_blocks block tables) and
+     * uploaded in one copy. `uploaded` is recorded after that copy so the
+     * next step waits for it before reusing the staging buffer. */
+    int32_t cap_tokens;    /* the largest activation row count allocated */
+    int64_t cap_step;      /* int32s in h_step / d_step */
+    int32_t *h_step, *d_step;
+    cudaEvent_t uploaded;
+    bool upload_pending;
+    int32_t n_tokens, n_seqs, max_blocks;
+    const int32_t *d_ids, *d_pos, *d_seq, *d_slot, *d_tables; /* into d_step */
+    const int32_t *h_ids;                                        /* into h_step */
+
+    /* KV pool: per layer, n_slots rows of k_row / v_row halves. */
+    int32_t n_layer, block_size;
+    int64_t n_slots, k_row, v_row;
+    void **k, **v;
+
+    fg_gpu_transfers xfer;
+} gpu_backend;
+
+static gpu_backend *gpu(fg_backend *be)
+{
+    return (gpu_backend *)be;
+}
+
+/* ---- Errors ------------------------------------------------------------------ */
+
+static fg_status gpu_fail(cudaError_t e, const char *what, const char *file, int line)
+{
+    return fg_err_set(FG_ERR_DEVICE, "GPU (%s): %s failed at %s:%d: %s", FG_GPU_API, what, file, line,
+                      cudaGetErrorString(e));
+}
+
+#define GPU_TRY(call)                                                              \
+    do {                                                                           \
+        cudaError_t gpu_e_ = (call);                                               \
+        if (gpu_e_ != cudaSuccess) return gpu_fail(gpu_e_, #call, __FILE__, __LINE__); \
+    } while (0)
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void prof_add(gpu_backend *g, const char *op)
+{
+    double t = now_ms();
+    int i = 0;
+    while (i < g->n_prof && strcmp(g->prof[i].op, op) != 0) i++;
+    if (i == g->n_prof) {
+        if (g->n_prof == (int)(sizeof g->prof / sizeof *g->prof)) return;
+        g->prof[g->n_prof++] = {op, 0.0, 0};
+    }
+    if (g->prof_last > 0) g->prof[i].ms += t - g->prof_last;
+    g->prof[i].calls++;
+    g->prof_last = t;
+}
+
+/* After an op's launches: the launch error, and with FORGE_GPU_SYNC=1 the
+ * op's execution error too. */
+static fg_status op_done(gpu_backend *g, cudaError_t launch, const char *op)
+{
+    if (launch != cudaSuccess) return gpu_fail(launch, op, __FILE__, __LINE__);
+    if (g->sync_each_op || g->profile) {
+        cudaError_t e = cudaStreamSynchronize(g->stream);
+        if (e != cudaSuccess) return gpu_fail(e, op, __FILE__, __LINE__);
+        if (g->profile) prof_add(g, op);
+    }
+    return FG_OK;
+}
+
+/* ---- Memory ------------------------------------------------------------------ */
+
+static fg_status dev_alloc(gpu_backend *g, size_t bytes, const char *what, void **out)
+{
+    if (g->n_allocs == g->cap_allocs) {
+        size_t cap = g->cap_allocs ? 2 * g->cap_allocs : 64;
+        void **a = (void **)realloc(g->allocs, cap * sizeof *a);
+        if (!a) return fg_err_set(FG_ERR_NOMEM, "gpu backend: out of host memory");
+        g->allocs = a;
+        g->cap_allocs = cap;
+    }
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError(); /* clear it */
+        size_t free_b = 0, total_b = 0;
+        (void)cudaMemGetInfo(&free_b, &total_b);
+        return fg_err_set(FG_ERR_NOMEM,
+                          "GPU %d: cannot allocate %.1f MiB for %s (%.1f MiB free of %.1f MiB); use a smaller "
+                          "context (-c) or batch (-b), a smaller model, or --device cpu",
+                          g->device, bytes / 1048576.0, what, free_b / 1048576.0, total_b / 1048576.0);
+    }
+    g->allocs[g->n_allocs++] = p;
+    *out = p;
+    return FG_OK;
+}
+
+static fg_status gpu_weight(fg_backend *be, const fg_gguf_tensor *src, fg_tensor *out)
+{
+    gpu_backend *g = gpu(be);
+    int64_t ne0 = src->ne[0], rows = (int64_t)(src->n_elems / (uint64_t)ne0);
+    bool vector = src->type == FG_TYPE_F32 && rows == 1; /* norms, biases, rope factors */
+    if (!vector && !fg_gpu_type_ok(src->type, ne0)) {
+        return fg_err_set(FG_ERR_UNSUPPORTED,
+                          "tensor '%.*s' has type %s with rows of %lld, which the GPU backend does not support "
+                          "(it computes with F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K); "
+                          "use --device cpu",
+                          (int)src->name.len, src->name.ptr, fg_type_name(src->type), (long long)ne0);
+    }
+    char what[160];
+    snprintf(what, sizeof what, "tensor '%.*s'", (int)src->name.len, src->name.ptr);
+    void *p;
+    FG_TRY(dev_alloc(g, src->nbytes, what, &p));
+    GPU_TRY(cudaMemcpyAsync(p, src->data, src->nbytes, cudaMemcpyHostToDevice, g->stream));
+    GPU_TRY(cudaStreamSynchronize(g->stream)); /* the mmap pages need not outlive the copy */
+    *out = (fg_tensor){.type = src->type, .ne0 = ne0, .rows = rows, .row_bytes = fg_type_row_size(src->type, ne0),
+                       .data = p};
+    return FG_OK;
+}
+
+static fg_status gpu_alloc(fg_backend *be, int64_t ne0, int64_t rows, fg_tensor *out)
+{
+    gpu_backend *g = gpu(be);
+    size_t bytes = (size_t)ne0 * (size_t)rows * sizeof(float);
+    void *p;
+    FG_TRY(dev_alloc(g, bytes, "an activation buffer", &p));
+    GPU_TRY(cudaMemsetAsync(p, 0, bytes, g->stream));
+    if (rows > g->cap_tokens) g->cap_tokens = (int32_t)rows;
+    *out = (fg_tensor){.type = FG_TYPE_F32, .ne0 = ne0, .rows = rows, .row_bytes = (size_t)ne0 * sizeof(float), .data = p};
+    return FG_OK;
+}
+
+/* Sizes the step's input buffers for `need` int32s. The forward plan
+ * allocates its activations before the KV pool, so kv_alloc sizes them for
+ * its largest batch and a step never grows them; only a caller that steps
+ * bigger batches than it allocated for (a test) reaches the growth here. */
+static fg_status grow_step(gpu_backend *g, int64_t need)
+{
+    if (need <= g->cap_step) return FG_OK;
+    if (g->upload_pending) GPU_TRY(cudaEventSynchronize(g->uploaded));
+    g->upload_pending = false;
+    if (g->h_step) GPU_TRY(cudaFreeHost(g->h_step));
+    if (g->d_step) GPU_TRY(cudaFree(g->d_step));
+    g->h_step = g->d_step = NULL;
+    g->cap_step = 0;
+    GPU_TRY(cudaMallocHost((void **)&g->h_step, (size_t)need * sizeof(int32_t)));
+    cudaError_t e = cudaMalloc((void **)&g->d_step, (size_t)need * sizeof(int32_t));
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return fg_err_set(FG_ERR_NOMEM, "GPU %d: cannot allocate %.1f MiB for the step's inputs", g->device,
+                          need * 4 / 1048576.0);
+    }
+    g->cap_step = need;
+    return FG_OK;
+}
+
+static fg_status gpu_kv_alloc(fg_backend *be, int32_t n_layer, int64_t n_slots, int32_t block_size, int64_t k_row,
+                              int64_t v_row, fg_type type)
+{
+    gpu_backend *g = gpu(be);
+    if (type != FG_TYPE_F16)
+        return fg_err_set(FG_ERR_UNSUPPORTED, "the GPU backend keeps the KV cache in F16, not %s; drop --kv-type",
+                          fg_type_name(type));
+    double need = (double)n_layer * (double)n_slots * (double)(k_row + v_row) * 2.0;
+    size_t free_b = 0, total_b = 0;
+    GPU_TRY(cudaMemGetInfo(&free_b, &total_b));
+    if (need > (double)free_b) {
+        return fg_err_set(FG_ERR_NOMEM,
+                          "GPU %d: the KV cache for %lld tokens needs %.1f MiB but %.1f MiB are free; use a smaller "
+                          "context (-c)",
+                          g->device, (long long)n_slots, need / 1048576.0, free_b / 1048576.0);
+    }
+    g->k = (void **)calloc((size_t)n_layer, sizeof *g->k);
+    g->v = (void **)calloc((size_t)n_layer, sizeof *g->v);
+    if (!g->k || !g->v) return fg_err_set(FG_ERR_NOMEM, "gpu backend: out of host memory");
+    for (int32_t l = 0; l < n_layer; l++) {
+        FG_TRY(dev_alloc(g, (size_t)n_slots * (size_t)k_row * 2, "the KV cache", &g->k[l]));
+        FG_TRY(dev_alloc(g, (size_t)n_slots * (size_t)v_row * 2, "the KV cache", &g->v[l]));
+    }
+    g->n_layer = n_layer;
+    g->n_slots = n_slots;
+    g->block_size = block_size;
+    g->k_row = k_row;
+    g->v_row = v_row;
+
+    /* The step buffer: four per-token arrays and block tables of up to
+     * cap_tokens sequences (a batch has at most one sequence per token). */
+    int32_t cap = g->cap_tokens > 0 ? g->cap_tokens : 1;
+    return grow_step(g, 4 * (int64_t)cap + (int64_t)cap * ((n_slots + block_size - 1) / block_size));
+}
+
+/* ---- The step's inputs --------------------------------------------------------- */
+
+static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
+{
+    gpu_backend *g = gpu(be);
+    FG_ASSERT(g->k); /* kv_alloc came first */
+    int64_t n = b->n_tokens, tables = (int64_t)b->n_seqs * b->max_blocks, need = 4 * n + tables;
+    if (n < 1) return fg_err_set(FG_ERR_INVALID_ARG, "gpu backend: a step needs at least one token");
+    FG_TRY(grow_step(g, need));
+    for (int64_t t = 0; t < n; t++) {
+        if (b->slot[t] < 0 || b->slot[t] >= g->n_slots || b->seq[t] < 0 || b->seq[t] >= b->n_seqs || b->pos[t] < 0)
+            return fg_err_set(FG_ERR_INVALID_ARG,
+                              "gpu backend: token %lld of the batch has slot %d, seq %d, pos %d out of range",
+                              (long long)t, b->slot[t], b->seq[t], b->pos[t]);
+    }
+    if (g->upload_pending) GPU_TRY(cudaEventSynchronize(g->uploaded));
+    int32_t *h = g->h_step;
+    memcpy(h, b->ids, (size_t)n * 4);
+    memcpy(h + n, b->pos, (size_t)n * 4);
+    memcpy(h + 2 * n, b->seq, (size_t)n * 4);
+    memcpy(h + 3 * n, b->slot, (size_t)n * 4);
+    memcpy(h + 4 * n, b->block_tables, (size_t)tables * 4);
+    GPU_TRY(cudaMemcpyAsync(g->d_step, h, (size_t)need * 4, cudaMemcpyHostToDevice, g->stream));
+    GPU_TRY(cudaEventRecord(g->uploaded, g->stream));
+    g->upload_pending = true;
+    if (g->profile) {
+        GPU_TRY(cudaStreamSynchronize(g->stream));
+        prof_add(g, "step_begin");
+    }
+    g->xfer.uploads++;
+    g->xfer.bytes_up += (uint64_t)need * 4;
+    g->n_tokens = (int32_t)n;
+    g->n_seqs = b->n_seqs;
+    g->max_blocks = b->max_blocks;
+    g->h_ids = h;
+    g->d_ids = g->d_step;
+    g->d_pos = g->d_step + n;
+    g->d_seq = g->d_step + 2 * n;
+    g->d_slot = g->d_step + 3 * n;
+    g->d_tables = g->d_step + 4 * n;
+    return FG_OK;
+}
+
+/* ---- Ops ------------------------------------------------------------------------- */
+
+static int64_t ld(const fg_tensor *t)
+{
+    return (int64_t)(t->row_bytes / sizeof(float));
+}
+
+static fg_status gpu_embed(fg_backend *be, const fg_tensor *table, fg_tensor *out)
+{
+    gpu_backend *g = gpu(be);
+    for (int32_t t = 0; t < g->n_tokens; t++) {
+        if (g->h_ids[t] < 0 || g->h_ids[t] >= table->rows)
+            return fg_err_set(FG_ERR_INVALID_ARG, "token id %d is outside the vocabulary (%lld tokens)", g->h_ids[t],
+                              (long long)table->rows);
+    }
+    return op_done(g, fg_gpu_embed(table->type, table->data, table->row_bytes, table->ne0, g->d_ids, g->n_tokens,
+                                   (float *)out->data, ld(out), g->stream),
+                   "embed");
+}
+
+static fg_status gpu_rms_norm(fg_backend *be, const fg_tensor *x, const fg_tensor *w, int64_t group, float eps,
+                              fg_tensor *out)
+{
+    gpu_backend *g = gpu(be);
+    FG_ASSERT(w->type == FG_TYPE_F32 && w->ne0 == group && x->ne0 % group == 0);
+    return op_done(g, fg_gpu_rms_norm((const float *)x->data, ld(x), (const float *)w->data, x->ne0, group, eps,
+                                      g->n_tokens, (float *)out->data, ld(out), g->stream),
+                   "rms_norm");
+}
+
+static fg_status gpu_matmul(fg_backend *be, const fg_tensor *w, const fg_tensor *bias, const fg_tensor *x,
+                            const fg_tensor *add, int32_t rows, fg_tensor *out)
+{
+    gpu_backend *g = gpu(be);
+    int32_t T = rows ? rows : g->n_tokens;
+    FG_ASSERT(x->ne0 == w->ne0 && ld(x) % 4 == 0); /* x rows are read as float4 */
+    FG_ASSERT(!bias || (bias->type == FG_TYPE_F32 && bias->ne0 == w->rows));
+    return op_done(g, fg_gpu_matmul(w->type, w->data, w->row_bytes, w->rows, w->ne0, (const float *)x->data, ld(x), T,
+                                    bias ? (const float *)bias->data : NULL, add ? (const float *)add->data : NULL,
+                                    add ? ld(add) : 0, (float *)out->data, ld(out), g->warp, g->stream),
+                   "matmul");
+}
+
+static fg_status gpu_rope(fg_backend *be, fg_tensor *x, int32_t head_dim, const fg_rope *rp)
+{
+    gpu_backend *g = gpu(be);
+    FG_ASSERT(rp->n_rot % 2 == 0 && rp->n_rot <= head_dim && x->ne0 % head_dim == 0);
+    return op_done(g, fg_gpu_rope((float *)x->data, ld(x), x->ne0, head_dim, rp->mode == FG_ROPE_NEOX, rp->n_rot,
+                                  rp->base, rp->freq_scale, rp->freq_factors, g->d_pos, g->n_tokens, g->stream),
+                   "rope");
+}
+
+static fg_status gpu_kv_store(fg_backend *be, int32_t layer, const fg_tensor *k, const fg_tensor *v)
+{
+    gpu_backend *g = gpu(be);
+    FG_ASSERT(layer >= 0 && layer < g->n_layer && k->ne0 == g->k_row && v->ne0 == g->v_row);
+    return op_done(g, fg_gpu_kv_store((const float *)k->data, ld(k), (const float *)v->data, ld(v), g->k_row, g->v_row,
+                                      g->d_slot, g->n_tokens, g->k[layer], g->v[layer], g->stream),
+                   "kv_store");
+}
+
+static fg_status gpu_attention(fg_backend *be, int32_t layer, const fg_tensor *q, const fg_attn *a, fg_tensor *out)
+{
+    gpu_backend *g = gpu(be);
+    FG_ASSERT(a->n_head % a->n_head_kv == 0 && a->n_head_kv * a->head_dim_k == g->k_row &&
+              a->n_head_kv * a->head_dim_v == g->v_row);
+    if (a->head_dim_k > 256 || a->head_dim_v > 256 || a->head_dim_k % 2)
+        return fg_err_set(FG_ERR_UNSUPPORTED, "the GPU attention kernel handles even head dims up to 256, not %d/%d",
+                          a->head_dim_k, a->head_dim_v);
+    fg_gpu_attn_args args = {(const float *)q->data, ld(q), g->k[layer], g->v[layer], g->k_row, g->v_row, g->d_pos,
+                             g->d_seq, g->d_tables, g->max_blocks, g->block_size, g->n_tokens, a->n_head,
+                             a->n_head_kv, a->head_dim_k, a->head_dim_v, a->scale, a->softcap, a->window,
+                             (float *)out->data, ld(out)};
+    return op_done(g, fg_gpu_attention(&args, g->warp, g->stream), "attention");
+}
+
+static fg_status gpu_swiglu(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out)
+{
+    gpu_backend *g = gpu(be);
+    return op_done(g, fg_gpu_swiglu((const float *)gate->data, ld(gate), (const float *)up->data, ld(up), gate->ne0,
+                                    g->n_tokens, (float *)out->data, ld(out), g->stream),
+                   "swiglu");
+}
+
+/* ---- Copies ------------------------------------------------------------------------ */
+
+static fg_status gpu_read(fg_backend *be, const fg_tensor *x, int32_t rows, float *host)
+{
+    gpu_backend *g = gpu(be);
+    size_t row = (size_t)x->ne0 * sizeof(float);
+    if (x->row_bytes == row) {
+        GPU_TRY(cudaMemcpyAsync(host, x->data, row * (size_t)rows, cudaMemcpyDeviceToHost, g->stream));
+    } else {
+        for (int32_t r = 0; r < rows; r++)
+            GPU_TRY(cudaMemcpyAsync(host + (size_t)r * (size_t)x->ne0, (const char *)x->data + (size_t)r * x->row_bytes,
+                                    row, cudaMemcpyDeviceToHost, g->stream));
+    }
+    GPU_TRY(cudaStreamSynchronize(g->stream));
+    if (g->profile) prof_add(g, "read");
+    g->xfer.downloads++;
+    g->xfer.bytes_down += (uint64_t)row * (uint64_t)rows;
+    return FG_OK;
+}
+
+static fg_status gpu_write(fg_backend *be, fg_tensor *x, int32_t rows, const float *host)
+{
+    gpu_backend *g = gpu(be);
+    size_t row = (size_t)x->ne0 * sizeof(float);
+    for (int32_t r = 0; r < rows; r++)
+        GPU_TRY(cudaMemcpyAsync((char *)x->data + (size_t)r * x->row_bytes, host + (size_t)r * (size_t)x->ne0, row,
+                                cudaMemcpyHostToDevice, g->stream));
+    GPU_TRY(cudaStreamSynchronize(g->stream));
+    g->xfer.uploads++;
+    g->xfer.bytes_up += (uint64_t)row * (uint64_t)rows;
+    return FG_OK;
+}
+
+/* ---- Life cycle ------------------------------------------------------------------- */
+
+static void gpu_free(fg_backend *be)
+{
+    gpu_backend *g = gpu(be);
+    if (g->profile) {
+        double total = 0;
+        for (int i = 0; i < g->n_prof; i++) total += g->prof[i].ms;
+        fprintf(stderr, "forge: GPU profile (each op synchronized; ms from the previous op's end):\n");
+        for (int i = 0; i < g->n_prof; i++)
+            fprintf(stderr, "  %-10s %8ld calls %10.2f ms %5.1f%% %8.1f us/call\n", g->prof[i].op, g->prof[i].calls,
+                    g->prof[i].ms, 100.0 * g->prof[i].ms / (total > 0 ? total : 1), 1e3 * g->prof[i].ms / g->prof[i].calls);
+    }
+    if (g->stream) (void)cudaStreamSynchronize(g->stream);
+    for (size_t i = 0; i < g->n_allocs; i++) (void)cudaFree(g->allocs[i]);
+    if (g->h_step) (void)cudaFreeHost(g->h_step);
+    if (g->d_step) (void)cudaFree(g->d_step);
+    if (g->uploaded) (void)cudaEventDestroy(g->uploaded);
+    if (g->stream) (void)cudaStreamDestroy(g->stream);
+    free(g->allocs);
+    free(g->k);
+    free(g->v);
+    free(g);
+}
+
+static const fg_backend_ops gpu_ops = {
+    /* .name = */ "gpu",
+    /* .free = */ gpu_free,
+    /* .weight = */ gpu_weight,
+    /* .alloc = */ gpu_alloc,
+    /* .kv_alloc = */ gpu_kv_alloc,
+    /* .step_begin = */ gpu_step_begin,
+    /* .embed = */ gpu_embed,
+    /* .rms_norm = */ gpu_rms_norm,
+    /* .matmul = */ gpu_matmul,
+    /* .rope = */ gpu_rope,
+    /* .kv_store = */ gpu_kv_store,
+    /* .attention = */ gpu_attention,
+    /* .swiglu = */ gpu_swiglu,
+    /* .read = */ gpu_read,
+    /* .write = */ gpu_write,
+};
+
+extern "C" const char *fg_backend_gpu_api(void)
+{
+    return FG_GPU_API;
+}
+
+extern "C" int fg_backend_gpu_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+extern "C" fg_status fg_backend_gpu_init(int device, fg_backend **out)
+{
+    *out = NULL;
+    int n = fg_backend_gpu_count();
+    if (n == 0)
+        return fg_err_set(FG_ERR_UNSUPPORTED, "no %s device found (is the driver loaded?); use --device cpu", FG_GPU_API);
+    if (device < 0 || device >= n)
+        return fg_err_set(FG_ERR_INVALID_ARG, "GPU %d does not exist; this machine has %d", device, n);
+    gpu_backend *g = (gpu_backend *)calloc(1, sizeof *g);
+    if (!g) return fg_err_set(FG_ERR_NOMEM, "gpu backend: out of host memory");
+    g->base.ops = &gpu_ops;
+    g->device = device;
+    const char *sync = getenv("FORGE_GPU_SYNC");
+    g->sync_each_op = sync && strcmp(sync, "0") != 0 && *sync;
+    const char *prof = getenv("FORGE_GPU_PROFILE");
+    g->profile = prof && strcmp(prof, "0") != 0 && *prof;
+    cudaDeviceProp prop;
+    cudaError_t e;
+    if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking)) != cudaSuccess ||
+        (e = cudaEventCreate(&g->uploaded)) != cudaSuccess) {
+        fg_status st = gpu_fail(e, "device setup", __FILE__, __LINE__);
+        gpu_free(&g->base);
+        return st;
+    }
+    g->warp = prop.warpSize;
+#if defined(FG_GPU_HIP)
+    snprintf(g->desc, sizeof g->desc, "%.200s (%.100s), %.1f GiB, HIP", prop.name, prop.gcnArchName,
+             prop.totalGlobalMem / 1073741824.0);
+#else
+    snprintf(g->desc, sizeof g->desc, "%.200s (sm_%d%d), %.1f GiB, CUDA", prop.name, prop.major, prop.minor,
+             prop.totalGlobalMem / 1073741824.0);
+#endif
+    *out = &g->base;
+    return FG_OK;
+}
+
+extern "C" void fg_backend_gpu_transfers(const fg_backend *be, fg_gpu_transfers *out)
+{
+    *out = ((const gpu_backend *)be)->xfer;
+}
+
+extern "C" void fg_backend_gpu_transfers_reset(fg_backend *be)
+{
+    memset(&gpu(be)->xfer, 0, sizeof gpu(be)->xfer);
+}
+
+extern "C" const char *fg_backend_gpu_describe(const fg_backend *be)
+{
+    return ((const gpu_backend *)be)->desc;
+}

@@ -1,0 +1,49 @@
+/*
+ * gpu.h — the GPU backend (CUDA or HIP, from one source): the ops of
+ * backend.h on device memory, on one stream.
+ *
+ * Weights are uploaded once when placed; activations, the KV pool (F16) and
+ * the step's input buffer are allocated at load time, so a step allocates
+ * nothing. A step's only host-to-device copy is step_begin's one packed
+ * upload of the batch; its only device-to-host copy is read's. Every API
+ * call and launch is checked; FORGE_GPU_SYNC=1 also synchronizes after each
+ * op, so an asynchronous fault is reported by the op that caused it.
+ *
+ * A build without nvcc or hipcc has none of it: fg_backend_gpu_api returns
+ * NULL and fg_backend_gpu_init fails with a message that says so.
+ */
+#ifndef FG_BACKEND_GPU_GPU_H
+#define FG_BACKEND_GPU_GPU_H
+
+#include "backend/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* "CUDA" or "HIP" for the API this build's GPU backend uses, NULL if none. */
+const char *fg_backend_gpu_api(void);
+
+/* The number of usable devices (0 without a GPU backend, driver or device). */
+int fg_backend_gpu_count(void);
+
+/* The backend on device `device` (0 = the first). */
+fg_status fg_backend_gpu_init(int device, fg_backend **out);
+
+/* Host<->device copies a GPU backend made since init or the last reset,
+ * other than weight uploads: the debug counter behind the one-upload,
+ * one-download rule of a step. */
+typedef struct fg_gpu_transfers {
+    uint64_t uploads, downloads;
+    uint64_t bytes_up, bytes_down;
+} fg_gpu_transfers;
+void fg_backend_gpu_transfers(const fg_backend *be, fg_gpu_transfers *out);
+void fg_backend_gpu_transfers_reset(fg_backend *be);
+
+/* A line naming the device, its memory and compute capability / gfx arch. */
+const char *fg_backend_gpu_describe(const fg_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,262 @@
+/*
+ * dequant.cuh — device-side decoding of the GGUF block formats the GPU
+ * backend computes with, eight elements at a time.
+ *
+ * fg_dq8<TYPE>(row, g, w) writes elements [8g, 8g + 8) of a weight row to
+ * w[0..8). Eight divides every block size (32, 256), so the eight always sit
+ * in one block and share its scales; a warp whose lanes take consecutive g
+ * reads consecutive bytes. The layouts are those of gguf/quant.c (the scalar
+ * reference, checked against the gguf package), restated per field below.
+ * Loads are as wide as each field's alignment allows: blocks of 18, 22, 34
+ * and 210 bytes leave their fields only 2-byte aligned.
+ */
+#ifndef FG_BACKEND_GPU_DEQUANT_CUH
+#define FG_BACKEND_GPU_DEQUANT_CUH
+
+#include <stdint.h>
+
+#include "backend/gpu/compat.h"
+
+/* The GGUF type ids (gguf/types.h), as compile-time constants for templates. */
+enum {
+    FG_DQ_F32 = 0, FG_DQ_F16 = 1, FG_DQ_Q4_0 = 2, FG_DQ_Q4_1 = 3, FG_DQ_Q5_0 = 6, FG_DQ_Q5_1 = 7,
+    FG_DQ_Q8_0 = 8, FG_DQ_Q4_K = 12, FG_DQ_Q5_K = 13, FG_DQ_Q6_K = 14, FG_DQ_BF16 = 30,
+};
+
+static __device__ __forceinline__ float fg_h2f(uint16_t h)
+{
+    __half x;
+    memcpy(&x, &h, 2);
+    return __half2float(x);
+}
+
+static __device__ __forceinline__ uint16_t fg_ld16(const uint8_t *p)
+{
+    return *(const uint16_t *)p;
+}
+
+/* 4 bytes at a 2-byte aligned address. */
+static __device__ __forceinline__ uint32_t fg_ld32_a2(const uint8_t *p)
+{
+    return (uint32_t)fg_ld16(p) | (uint32_t)fg_ld16(p + 2) << 16;
+}
+
+/* 8 bytes at a 2-byte aligned address, as two little-endian words. */
+static __device__ __forceinline__ void fg_ld64_a2(const uint8_t *p, uint32_t q[2])
+{
+    q[0] = fg_ld32_a2(p);
+    q[1] = fg_ld32_a2(p + 4);
+}
+
+static __device__ __forceinline__ void fg_ld64_a4(const uint8_t *p, uint32_t q[2])
+{
+    q[0] = *(const uint32_t *)p;
+    q[1] = *(const uint32_t *)(p + 4);
+}
+
+static __device__ __forceinline__ int fg_byte(const uint32_t q[2], int i)
+{
+    return (int)((q[i / 4] >> (8 * (i % 4))) & 0xff);
+}
+
+/* The scale and min of 32-element sub-block s in Q4_K / Q5_K (quant.c's
+ * k4_scale_min). */
+static __device__ __forceinline__ void fg_k4_scale_min(const uint8_t *scales, int s, int *sc, int *m)
+{
+    if (s < 4) {
+        *sc = scales[s] & 63;
+        *m = scales[s + 4] & 63;
+    } else {
+        *sc = (scales[s + 4] & 15) | (scales[s - 4] >> 6) << 4;
+        *m = (scales[s + 4] >> 4) | (scales[s] >> 6) << 4;
+    }
+}
+
+template <int TYPE> struct fg_dq;
+
+/* F32 / F16 / BF16: rows of plain elements (rows of 8k elements are at least
+ * 16-byte aligned for F32, 4-byte for the halves). */
+template <> struct fg_dq<FG_DQ_F32> {
+    static __device__ __forceinline__ void get8(const uint8_t *row, int64_t g, float w[8])
+    {
+        const float4 *p = (const float4 *)(row + 32 * g);
+        float4 a = p[0], b = p[1];
+        w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = b.x, w[5] = b.y, w[6] = b.z, w[7] = b.w;
+    }
+};
+
+template <> struct fg_dq<FG_DQ_F16> {
+    static __device__ __forceinline__ void get8(const uint8_t *row, int64_t g, float w[8])
+    {
+        const uint32_t *p = (const uint32_t *)(row + 16 * g);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint32_t u = p[i];
+            w[2 * i] = fg_h2f((uint16_t)u);
+            w[2 * i + 1] = fg_h2f((uint16_t)(u >> 16));
+        }
+    }
+};
+
+template <> struct fg_dq<FG_DQ_BF16> {
+    static __device__ __forceinline__ void get8(const uint8_t *row, int64_t g, float w[8])
+    {
+        const uint32_t *p = (const uint32_t *)(row + 16 * g);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint32_t u = p[i];
+            w[2 * i] = __uint_as_float(u << 16);
+            w[2 * i + 1] = __uint_as_float(u & 0xffff0000u);
+        }
+    }
+};
+
+/* Q4_0: 18 bytes per 32: f16 d, qs[16]; element j is the low nibble of
+ * qs[j] (j < 16) or the high nibble of qs[j - 16]; y = d (q - 8). */
+template <> struct fg_dq<FG_DQ_Q4_0> {
+    static __device__ __forceinline__ void get8(const uint8_t *row, int64_t g, float w[8])
+    {
+        const uint8_t *b = row + 18 * (g / 4);
+        int j = 8 * (int)(g % 4), sh = j < 16 ? 0 : 4;
+        float d = fg_h2f(fg_ld16(b));
+        uint32_t q[2];
+        fg_ld64_a2(b + 2 + j % 16, q);
+#pragma unroll
+        for (int i = 0; i < 8; i++) w[i] = d * (float)(((fg_byte(q, i) >> sh) & 0xf) - 8);
+    }
+};
+
+/* Q4_1: 20 bytes per 32: f16 d, f16 m, qs[16] as Q4_0; y = d q + m. */
+template <> struct fg_dq<FG_DQ_Q4_1> {
+    static __device__ __forceinline__ void get8(const uint8_t *row, int64_t g, float w[8])
+    {
+        const uint8_t *b = row + 20 * (g / 4);
+        int j = 8 * (int)(g % 4), sh = j < 16 ? 0 : 4;
+        float d = fg_h2f(fg_ld16(b)), m = fg_h2f(fg_ld16(b + 2));
+        uint32_t q[2];
+        fg_ld64_a4(b + 4 + j % 16, q);
+#pragma unroll
+        for (int i = 0; i < 8; i++) w[i] = d * (float)((fg_byte(q, i) >> sh) & 0xf) + m;
+    }
+};
+
+/* Q5_0: 22 bytes per 32: f16 d, u32 qh (bit j: bit 4 of element j), qs[16]
+ * as Q4_0; y = d (q - 16). */
+template <> struct fg_dq<FG_DQ_Q5_0> {
+    static __device__ __forceinline__ void get8(const uint8_t *row, int64_t g, float w[8])
+    {
+        const uint8_t *b = row + 22 * (g / 4);
+        int j = 8 * (int)(g % 4), sh = j < 16 ? 0 : 4;
+        float d = fg_h2f(fg_ld16(b));
+        uint32_t qh = fg_ld32_a2(b + 2) >> j, q[2];
+        fg_ld64_a2(b + 6 + j % 16, q);
+#pragma unroll
+        for (int i = 0; i < 8; i++) w[i] = d * (float)((((fg_byte(q, i) >> sh) & 0xf) | (int)((qh >> i) & 1) << 4) - 16);
+    }
+};
+
+/* Q5_1: 24 bytes per 32: f16 d, f16 m, u32 qh, qs[16]; y = d q + m. */
+template <> struct fg_dq<FG_DQ_Q5_1> {
+    static __device__ __forceinline__ void get8(const uint8_t *row, int64_t g, float w[8])
+    {
+        const uint8_t *b = row + 24 * (g / 4);
+        int j = 8 * (int)(g % 4), sh = j < 16 ? 0 : 4;
+        float d = fg_h2f(fg_ld16(b)), m = fg_h2f(fg_ld16(b + 2));
+        uint32_t qh = *(const uint32_t *)(b + 4) >> j, q[2];
+        fg_ld64_a4(b + 8 + j % 16, q);
+#pragma unroll
+        for (int i = 0; i < 8; i++) w[i] = d * (float)(((fg_byte(q, i) >> sh) & 0xf) | (int)((qh >> i) & 1) << 4) + m;
+    }
+};
+
+/* Q8_0: 34 bytes per 32: f16 d, i8 qs[32]; y = d q. */
+template <> struct fg_dq<FG_DQ_Q8_0> {
+    static __device__ __forceinline__ void get8(const uint8_t *row, int64_t g, float w[8])
+    {
+        const uint8_t *b = row + 34 * (g / 4);
+        int j = 8 * (int)(g % 4);
+        float d = fg_h2f(fg_ld16(b));
+        uint32_t q[2];
+        fg_ld64_a2(b + 2 + j, q);
+#pragma unroll
+        for (int i = 0; i < 8; i++) w[i] = d * (float)(int8_t)fg_byte(q, i);
+    }
+};
+
+/* Q4_K: 144 bytes per 256: f16 d, f16 dmin, scales[12], qs[128]; element i
+ * (of the super-block) is qs[32 (i/64) + i%32], low nibble if (i/32) is even;
+ * y = d sc q - dmin m with (sc, m) of sub-block i/32. */
+template <> struct fg_dq<FG_DQ_Q4_K> {
+    static __device__ __forceinline__ void get8(const uint8_t *row, int64_t g, float w[8])
+    {
+        const uint8_t *b = row + 144 * (g / 32);
+        int i0 = 8 * (int)(g % 32), s = i0 / 32, sc, m;
+        fg_k4_scale_min(b + 4, s, &sc, &m);
+        float dl = fg_h2f(fg_ld16(b)) * (float)sc, ml = fg_h2f(fg_ld16(b + 2)) * (float)m;
+        uint32_t q[2];
+        fg_ld64_a4(b + 16 + 32 * (i0 / 64) + i0 % 32, q);
+        int sh = 4 * (s % 2);
+#pragma unroll
+        for (int i = 0; i < 8; i++) w[i] = dl * (float)((fg_byte(q, i) >> sh) & 0xf) - ml;
+    }
+};
+
+/* Q5_K: 176 bytes per 256: f16 d, f16 dmin, scales[12], qh[32] (bit i/32 of
+ * qh[i%32] is bit 4 of element i), qs[128] as Q4_K. */
+template <> struct fg_dq<FG_DQ_Q5_K> {
+    static __device__ __forceinline__ void get8(const uint8_t *row, int64_t g, float w[8])
+    {
+        const uint8_t *b = row + 176 * (g / 32);
+        int i0 = 8 * (int)(g % 32), s = i0 / 32, sc, m;
+        fg_k4_scale_min(b + 4, s, &sc, &m);
+        float dl = fg_h2f(fg_ld16(b)) * (float)sc, ml = fg_h2f(fg_ld16(b + 2)) * (float)m;
+        uint32_t q[2], h[2];
+        fg_ld64_a4(b + 48 + 32 * (i0 / 64) + i0 % 32, q);
+        fg_ld64_a4(b + 16 + i0 % 32, h);
+        int sh = 4 * (s % 2);
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            w[i] = dl * (float)(((fg_byte(q, i) >> sh) & 0xf) | ((fg_byte(h, i) >> s) & 1) << 4) - ml;
+    }
+};
+
+/* Q6_K: 210 bytes per 256: ql[128], qh[64], i8 scales[16], f16 d. Low 4
+ * bits of element i: ql[64 (i/128) + i%64], low nibble if i%128 < 64; high
+ * 2 bits: qh[32 (i/128) + i%32] >> 2 ((i%128)/32); y = d scale[i/16] (q - 32). */
+template <> struct fg_dq<FG_DQ_Q6_K> {
+    static __device__ __forceinline__ void get8(const uint8_t *row, int64_t g, float w[8])
+    {
+        const uint8_t *b = row + 210 * (g / 32);
+        int i0 = 8 * (int)(g % 32);
+        float dl = fg_h2f(fg_ld16(b + 208)) * (float)(int8_t)b[192 + i0 / 16];
+        uint32_t l[2], h[2];
+        fg_ld64_a2(b + 64 * (i0 / 128) + i0 % 64, l);
+        fg_ld64_a2(b + 128 + 32 * (i0 / 128) + i0 % 32, h);
+        int shl = 4 * ((i0 % 128) / 64), shh = 2 * ((i0 % 128) / 32);
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            w[i] = dl * (float)((((fg_byte(l, i) >> shl) & 0xf) | ((fg_byte(h, i) >> shh) & 3) << 4) - 32);
+    }
+};
+
+/* Calls F<TYPE>::run(args...) for a runtime type id; returns false for a
+ * type the GPU backend does not compute with. */
+#define FG_DQ_DISPATCH(type, F, ...)                                   \
+    ([&]() -> bool {                                                   \
+        switch ((int)(type)) {                                         \
+        case FG_DQ_F32: F<FG_DQ_F32>::run(__VA_ARGS__); return true;   \
+        case FG_DQ_F16: F<FG_DQ_F16>::run(__VA_ARGS__); return true;   \
+        case FG_DQ_BF16: F<FG_DQ_BF16>::run(__VA_ARGS__); return true; \
+        case FG_DQ_Q4_0: F<FG_DQ_Q4_0>::run(__VA_ARGS__); return true; \
+        case FG_DQ_Q4_1: F<FG_DQ_Q4_1>::run(__VA_ARGS__); return true; \
+        case FG_DQ_Q5_0: F<FG_DQ_Q5_0>::run(__VA_ARGS__); return true; \
+        case FG_DQ_Q5_1: F<FG_DQ_Q5_1>::run(__VA_ARGS__); return true; \
+        case FG_DQ_Q8_0: F<FG_DQ_Q8_0>::run(__VA_ARGS__); return true; \
+        case FG_DQ_Q4_K: F<FG_DQ_Q4_K>::run(__VA_ARGS__); return true; \
+        case FG_DQ_Q5_K: F<FG_DQ_Q5_K>::run(__VA_ARGS__); return true; \
+        case FG_DQ_Q6_K: F<FG_DQ_Q6_K>::run(__VA_ARGS__); return true; \
+        }                                                              \
+        return false;                                                  \
+    }())
+
+#endif

@@ -1,0 +1,67 @@
+/*
+ * kernels.h — the launchers of the GPU kernels, one family per .cu file
+ * (matmul.cu, attention.cu, norm.cu, rope.cu, elementwise.cu). Each queues
+ * its kernel(s) on `s` and returns the launch's error; the backend (gpu.cu)
+ * checks it. Shapes: activations are rows of F32 with a row stride in
+ * floats (ld*); weights are rows of GGUF blocks with a stride in bytes.
+ * `warp` is the device's warp width (32, or 64 on CDNA).
+ */
+#ifndef FG_BACKEND_GPU_KERNELS_H
+#define FG_BACKEND_GPU_KERNELS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend/gpu/compat.h"
+
+/* Whether the kernels compute with weights of GGUF type `type` whose rows
+ * hold k elements. */
+bool fg_gpu_type_ok(int type, int64_t k);
+
+/* out[t] = row ids[t] of table, as F32 (t < n). */
+cudaError_t fg_gpu_embed(int type, const void *table, size_t row_bytes, int64_t ne0, const int32_t *ids, int32_t n,
+                         float *out, int64_t ldo, cudaStream_t s);
+
+/* y[t][j] = x[t] . w[j] (+ bias[j]) (+ add[t][j]) for t < T, j < N; w is N
+ * rows of K elements. add may alias y. */
+cudaError_t fg_gpu_matmul(int type, const void *w, size_t row_bytes, int64_t N, int64_t K, const float *x, int64_t ldx,
+                          int32_t T, const float *bias, const float *add, int64_t ldadd, float *y, int64_t ldy,
+                          int warp, cudaStream_t s);
+
+/* RMSNorm over groups of `group` elements of each of n rows of ne0, times
+ * w[group]; out may alias x. */
+cudaError_t fg_gpu_rms_norm(const float *x, int64_t ldx, const float *w, int64_t ne0, int64_t group, float eps,
+                            int32_t n, float *out, int64_t ldo, cudaStream_t s);
+
+/* Rotates the first n_rot dims of each head of each row (normal or NeoX
+ * pairs) in place at position pos[t]; freq_factors (n_rot/2) may be NULL. */
+cudaError_t fg_gpu_rope(float *x, int64_t ldx, int64_t ne0, int32_t head_dim, bool neox, int32_t n_rot, float base,
+                        float freq_scale, const float *freq_factors, const int32_t *pos, int32_t n, cudaStream_t s);
+
+/* Stores n rows of k (k_row) and v (v_row) as F16 at rows slot[t] of the
+ * layer's caches. */
+cudaError_t fg_gpu_kv_store(const float *k, int64_t ldk, const float *v, int64_t ldv, int64_t k_row, int64_t v_row,
+                            const int32_t *slot, int32_t n, void *kc, void *vc, cudaStream_t s);
+
+typedef struct fg_gpu_attn_args {
+    const float *q;
+    int64_t ldq;
+    const void *kc, *vc; /* F16 caches: rows of k_row / v_row halves, one per slot */
+    int64_t k_row, v_row;
+    const int32_t *pos, *seq, *block_tables;
+    int32_t max_blocks, block_size;
+    int32_t n_tokens, n_head, n_head_kv, head_dim_k, head_dim_v;
+    float scale, softcap;
+    int32_t window;
+    float *out;
+    int64_t ldo;
+} fg_gpu_attn_args;
+
+/* Causal attention of each query row over its sequence's cached keys. */
+cudaError_t fg_gpu_attention(const fg_gpu_attn_args *a, int warp, cudaStream_t s);
+
+/* out = silu(g) * u over n rows of ne0; out may alias g. */
+cudaError_t fg_gpu_swiglu(const float *g, int64_t ldg, const float *u, int64_t ldu, int64_t ne0, int32_t n, float *out,
+                          int64_t ldo, cudaStream_t s);
+
+#endif

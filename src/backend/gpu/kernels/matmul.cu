@@ -1,0 +1,241 @@
+/*
+ * matmul.cu — y = x W^T on quantized weights, and the embedding lookup that
+ * shares their decoding (dequant.cuh).
+ *
+ * Small batches (T <= 8 tokens: decode) are bandwidth-bound: every weight
+ * byte is read once per step. One block computes one output row: its
+ * threads walk the row eight elements at a time (consecutive threads,
+ * consecutive bytes), dequantize in registers, take the dot with each
+ * token's activation row (which stays in L1/L2, shared by all blocks), and
+ * reduce through the warps and shared memory. The token count is a template
+ * parameter so the accumulators stay in registers. (One warp per row, or a
+ * warp over several rows, ran 3-6x slower on an H100: too few loads in
+ * flight per row to cover the memory latency.)
+ *
+ * Larger batches (prefill) are compute-bound: a block computes a 64-row x
+ * 64-token tile of y, staging 32 columns of dequantized weights and of
+ * activations in shared memory per step and giving each thread a 4 x 4
+ * sub-tile of FMAs. This is the portable version; a tensor-core path comes
+ * next to it.
+ */
+#include "backend/gpu/kernels/dequant.cuh"
+#include "backend/gpu/kernels/kernels.h"
+
+/* ---- GEMV: T <= 8 ---------------------------------------------------------------- */
+
+template <int TYPE, int NT>
+__global__ void __launch_bounds__(128) gemv_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t N,
+                                                   int64_t K, const float *__restrict__ x, int64_t ldx, int32_t T,
+                                                   const float *__restrict__ bias, const float *add, int64_t ldadd,
+                                                   float *y, int64_t ldy)
+{
+    __shared__ float part[128 / 32][NT];
+    int64_t n = blockIdx.x;
+    const uint8_t *row = w + (size_t)n * row_bytes;
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+    /* The block's threads split the row: consecutive threads take
+     * consecutive groups of eight, so each load instruction of a warp reads
+     * one contiguous span, and a row of K elements keeps K/8 loads in flight
+     * across the block at once. */
+#pragma unroll 4
+    for (int64_t g = threadIdx.x; g < K / 8; g += blockDim.x) {
+        float v[8];
+        fg_dq<TYPE>::get8(row, g, v);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            if (t < T) {
+                const float4 *xp = (const float4 *)(x + t * ldx + 8 * g);
+                float4 a = xp[0], b = xp[1];
+                acc[t] += v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * b.x + v[5] * b.y + v[6] * b.z +
+                          v[7] * b.w;
+            }
+        }
+    }
+    int lane = threadIdx.x % FG_WARP, warp = threadIdx.x / FG_WARP, nw = blockDim.x / FG_WARP;
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        float s = fg_warp_sum(acc[t]);
+        if (lane == 0) part[warp][t] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x < NT && threadIdx.x < T) {
+        int t = threadIdx.x;
+        float s = 0.0f;
+        for (int i = 0; i < nw; i++) s += part[i][t];
+        if (bias) s += bias[n];
+        if (add) s += add[t * ldadd + n];
+        y[t * ldy + n] = s;
+    }
+}
+
+/* ---- Tiled GEMM: T > 8 ----------------------------------------------------------- */
+
+enum { TILE_N = 64, TILE_T = 64, TILE_K = 32, TILE_THREADS = 256 };
+
+template <int TYPE>
+__global__ void __launch_bounds__(TILE_THREADS) gemm_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t N,
+                                                            int64_t K, const float *__restrict__ x, int64_t ldx,
+                                                            int32_t T, const float *__restrict__ bias,
+                                                            const float *add, int64_t ldadd, float *y, int64_t ldy)
+{
+    /* k-major tiles: ws[k][n], xs[k][t]; +4 keeps float4 rows aligned and
+     * spreads the transposing stores over the banks. */
+    __shared__ float ws[TILE_K][TILE_N + 4];
+    __shared__ float xs[TILE_K][TILE_T + 4];
+    int tid = threadIdx.x;
+    int64_t n0 = (int64_t)blockIdx.x * TILE_N, t0 = (int64_t)blockIdx.y * TILE_T;
+    int ty = tid / 16, tx = tid % 16; /* this thread's rows n0 + 4ty.., tokens t0 + 4tx.. */
+    float acc[4][4] = {};
+    int lr = tid / 4, lp = tid % 4; /* loader: row / token lr, eighth lp of the 32 columns */
+    for (int64_t k0 = 0; k0 < K; k0 += TILE_K) {
+        float v[8];
+        if (n0 + lr < N) fg_dq<TYPE>::get8(w + (size_t)(n0 + lr) * row_bytes, k0 / 8 + lp, v);
+        else
+            for (int i = 0; i < 8; i++) v[i] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) ws[8 * lp + i][lr] = v[i];
+        if (t0 + lr < T) {
+            const float4 *xp = (const float4 *)(x + (t0 + lr) * ldx + k0 + 8 * lp);
+            float4 a = xp[0], b = xp[1];
+            v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+        } else {
+            for (int i = 0; i < 8; i++) v[i] = 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++) xs[8 * lp + i][lr] = v[i];
+        __syncthreads();
+#pragma unroll 8
+        for (int k = 0; k < TILE_K; k++) {
+            float4 a = *(const float4 *)&ws[k][4 * ty], b = *(const float4 *)&xs[k][4 * tx];
+            float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) acc[i][j] += av[i] * bv[j];
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        int64_t t = t0 + 4 * tx + j;
+        if (t >= T) continue;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int64_t n = n0 + 4 * ty + i;
+            if (n >= N) continue;
+            float s = acc[i][j];
+            if (bias) s += bias[n];
+            if (add) s += add[t * ldadd + n];
+            y[t * ldy + n] = s;
+        }
+    }
+}
+
+/* ---- Launchers ------------------------------------------------------------------- */
+
+struct mm_args {
+    const uint8_t *w;
+    size_t row_bytes;
+    int64_t N, K;
+    const float *x;
+    int64_t ldx;
+    int32_t T;
+    const float *bias, *add;
+    int64_t ldadd;
+    float *y;
+    int64_t ldy;
+    int warp;
+    cudaStream_t s;
+};
+
+template <int TYPE> struct mm_launch {
+    /* NT token slots; one block of 128 threads per weight row. */
+    template <int NT> static void gemv(const mm_args &a, const float *x, const float *add, float *y, int32_t nt)
+    {
+        gemv_kernel<TYPE, NT><<<(unsigned)a.N, 128, 0, a.s>>>(a.w, a.row_bytes, a.N, a.K, x, a.ldx, nt, a.bias, add,
+                                                              a.ldadd, y, a.ldy);
+    }
+
+    static void run(const mm_args &a)
+    {
+        if (a.T > 8 && a.K % TILE_K == 0) {
+            dim3 grid((unsigned)((a.N + TILE_N - 1) / TILE_N), (unsigned)((a.T + TILE_T - 1) / TILE_T));
+            gemm_kernel<TYPE><<<grid, TILE_THREADS, 0, a.s>>>(a.w, a.row_bytes, a.N, a.K, a.x, a.ldx, a.T, a.bias,
+                                                             a.add, a.ldadd, a.y, a.ldy);
+            return;
+        }
+        for (int32_t t0 = 0; t0 < a.T; t0 += 8) {
+            int32_t nt = a.T - t0 < 8 ? a.T - t0 : 8;
+            const float *x = a.x + t0 * a.ldx;
+            const float *add = a.add ? a.add + t0 * a.ldadd : NULL;
+            float *y = a.y + t0 * a.ldy;
+            if (nt == 1) gemv<1>(a, x, add, y, nt);
+            else if (nt == 2) gemv<2>(a, x, add, y, nt);
+            else if (nt <= 4) gemv<4>(a, x, add, y, nt);
+            else gemv<8>(a, x, add, y, nt);
+        }
+    }
+};
+
+/* Rows must split into whole blocks and whole groups of eight. */
+bool fg_gpu_type_ok(int type, int64_t k)
+{
+    switch (type) {
+    case FG_DQ_F32: case FG_DQ_F16: case FG_DQ_BF16: return k % 8 == 0;
+    case FG_DQ_Q4_0: case FG_DQ_Q4_1: case FG_DQ_Q5_0: case FG_DQ_Q5_1: case FG_DQ_Q8_0: return k % 32 == 0;
+    case FG_DQ_Q4_K: case FG_DQ_Q5_K: case FG_DQ_Q6_K: return k % 256 == 0;
+    }
+    return false;
+}
+
+cudaError_t fg_gpu_matmul(int type, const void *w, size_t row_bytes, int64_t N, int64_t K, const float *x, int64_t ldx,
+                          int32_t T, const float *bias, const float *add, int64_t ldadd, float *y, int64_t ldy,
+                          int warp, cudaStream_t s)
+{
+    mm_args a = {(const uint8_t *)w, row_bytes, N, K, x, ldx, T, bias, add, ldadd, y, ldy, warp, s};
+    if (!FG_DQ_DISPATCH(type, mm_launch, a)) return cudaErrorInvalidValue;
+    return cudaGetLastError();
+}
+
+/* ---- Embedding ------------------------------------------------------------------- */
+
+template <int TYPE>
+__global__ void embed_kernel(const uint8_t *__restrict__ table, size_t row_bytes, int64_t ne0,
+                             const int32_t *__restrict__ ids, float *out, int64_t ldo)
+{
+    int64_t t = blockIdx.y, g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (8 * g >= ne0) return;
+    float v[8];
+    fg_dq<TYPE>::get8(table + (size_t)ids[t] * row_bytes, g, v);
+#pragma unroll
+    for (int i = 0; i < 8; i++) out[t * ldo + 8 * g + i] = v[i];
+}
+
+struct embed_args {
+    const uint8_t *table;
+    size_t row_bytes;
+    int64_t ne0;
+    const int32_t *ids;
+    int32_t n;
+    float *out;
+    int64_t ldo;
+    cudaStream_t s;
+};
+
+template <int TYPE> struct embed_launch {
+    static void run(const embed_args &a)
+    {
+        dim3 grid((unsigned)((a.ne0 / 8 + 127) / 128), (unsigned)a.n);
+        embed_kernel<TYPE><<<grid, 128, 0, a.s>>>(a.table, a.row_bytes, a.ne0, a.ids, a.out, a.ldo);
+    }
+};
+
+cudaError_t fg_gpu_embed(int type, const void *table, size_t row_bytes, int64_t ne0, const int32_t *ids, int32_t n,
+                         float *out, int64_t ldo, cudaStream_t s)
+{
+    embed_args a = {(const uint8_t *)table, row_bytes, ne0, ids, n, out, ldo, s};
+    if (!FG_DQ_DISPATCH(type, embed_launch, a)) return cudaErrorInvalidValue;
+    return cudaGetLastError();
+}

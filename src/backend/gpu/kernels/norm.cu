@@ -1,0 +1,42 @@
+/*
+ * norm.cu — RMSNorm: y = x / sqrt(mean(x^2) + eps) * w over groups of
+ * `group` elements (a whole row, or one head for QK-norm).
+ *
+ * One block per (row, group): its threads stride over the group summing
+ * squares, reduce through the warps and shared memory, then scale. The sum
+ * is kept in float per thread and combined as a tree, which is at least as
+ * accurate as the CPU's sequential double sum needs for the tests' 1e-5.
+ */
+#include "backend/gpu/kernels/kernels.h"
+
+__global__ void rms_norm_kernel(const float *x, int64_t ldx, const float *__restrict__ w, int64_t ne0, int64_t group,
+                                float eps, float *out, int64_t ldo)
+{
+    __shared__ float partial[1024 / 32];
+    int64_t groups = ne0 / group, r = blockIdx.x / groups, g0 = (blockIdx.x % groups) * group;
+    const float *xr = x + r * ldx + g0;
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < group; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = fg_warp_sum(ss);
+    int warp = threadIdx.x / FG_WARP, n_warps = blockDim.x / FG_WARP;
+    if (threadIdx.x % FG_WARP == 0) partial[warp] = ss;
+    __syncthreads();
+    if (warp == 0) {
+        ss = threadIdx.x < n_warps ? partial[threadIdx.x] : 0.0f;
+        ss = fg_warp_sum(ss);
+        if (threadIdx.x == 0) partial[0] = ss;
+    }
+    __syncthreads();
+    float scale = 1.0f / sqrtf(partial[0] / (float)group + eps);
+    float *yr = out + r * ldo + g0;
+    for (int64_t i = threadIdx.x; i < group; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
+}
+
+cudaError_t fg_gpu_rms_norm(const float *x, int64_t ldx, const float *w, int64_t ne0, int64_t group, float eps,
+                            int32_t n, float *out, int64_t ldo, cudaStream_t s)
+{
+    int threads = group >= 1024 ? 256 : group >= 256 ? 128 : 64;
+    unsigned blocks = (unsigned)(n * (ne0 / group));
+    rms_norm_kernel<<<blocks, threads, 0, s>>>(x, ldx, w, ne0, group, eps, out, ldo);
+    return cudaGetLastError();
+}

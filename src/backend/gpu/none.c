@@ -1,0 +1,43 @@
+/*
+ * none.c — the GPU backend's entry points in a build without one (no nvcc or
+ * hipcc found, or GPU=none): they report that clearly instead of failing to
+ * link. The Makefile leaves this file out of GPU builds.
+ */
+#include "backend/gpu/gpu.h"
+#include "base/err.h"
+
+const char *fg_backend_gpu_api(void)
+{
+    return NULL;
+}
+
+int fg_backend_gpu_count(void)
+{
+    return 0;
+}
+
+fg_status fg_backend_gpu_init(int device, fg_backend **out)
+{
+    (void)device;
+    *out = NULL;
+    return fg_err_set(FG_ERR_UNSUPPORTED,
+                      "this build of forge has no GPU backend (it was built without nvcc or hipcc); "
+                      "rebuild with CUDA or ROCm installed (make GPU=cuda or make GPU=hip), or use --device cpu");
+}
+
+void fg_backend_gpu_transfers(const fg_backend *be, fg_gpu_transfers *out)
+{
+    (void)be;
+    *out = (fg_gpu_transfers){0};
+}
+
+void fg_backend_gpu_transfers_reset(fg_backend *be)
+{
+    (void)be;
+}
+
+const char *fg_backend_gpu_describe(const fg_backend *be)
+{
+    (void)be;
+    return "no GPU backend in this build";
+}

@@ -1,0 +1,161 @@
+/*
+ * test_gpu_model.c — the GPU backend running a whole model through the
+ * execution plan, against the CPU backend's reference arithmetic (f32
+ * activations, F16 KV cache as on the GPU) on the same file, and the step
+ * transfer rule: a decode step makes exactly one upload (the packed batch)
+ * and one download (its logits, until sampling moves to the GPU).
+ *
+ * The model is $FORGE_GPU_TEST_MODEL if set (e.g. a synthetic-weight file
+ * of a real shape), else the fetched SmolLM2-135M-Instruct; without either,
+ * or without a GPU, the tests say SKIPPED.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "backend/gpu/gpu.h"
+#include "model/forward.h"
+#include "model/model.h"
+#include "runtime/session.h"
+#include "../unit/test_util.h"
+
+typedef struct rig {
+    fg_model *m;
+    fg_backend *be;
+    fg_forward *f;
+    fg_session *s;
+} rig;
+
+static char model_path[4096];
+
+static void need_gpu_and_model(void)
+{
+    if (fg_backend_gpu_count() == 0) {
+        const char *api = fg_backend_gpu_api();
+        cr_skip_test("SKIPPED: no GPU on this machine (%s)", api ? api : "and no GPU backend in this build");
+    }
+    const char *env = getenv("FORGE_GPU_TEST_MODEL");
+    if (env && *env) snprintf(model_path, sizeof model_path, "%s", env);
+    else if (!fg_test_model_path("SmolLM2-135M-Instruct.Q4_1.gguf", model_path, sizeof model_path))
+        cr_skip_test("SKIPPED: no model (set FORGE_GPU_TEST_MODEL or run tools/fetch-model smollm2)");
+}
+
+static void rig_open(rig *r, bool on_gpu, int32_t n_ctx)
+{
+    memset(r, 0, sizeof *r);
+    cr_assert_eq(fg_model_open(model_path, &r->m), FG_OK, "%s", fg_last_error());
+    if (on_gpu) cr_assert_eq(fg_backend_gpu_init(0, &r->be), FG_OK, "%s", fg_last_error());
+    else cr_assert_eq(fg_backend_cpu_init(0, true, &r->be), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_forward_init(r->m, r->be, n_ctx, 64, FG_TYPE_F16, &r->f), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_session_init(r->f, fg_model_n_vocab(r->m), &r->s), FG_OK, "%s", fg_last_error());
+}
+
+static void rig_close(rig *r)
+{
+    fg_session_free(r->s);
+    fg_forward_free(r->f);
+    fg_backend_free(r->be);
+    fg_model_close(r->m);
+}
+
+typedef struct keep {
+    float *all;
+    int32_t n_vocab;
+} keep;
+
+static void keep_fn(void *ctx, int32_t i, const float *logits)
+{
+    keep *k = ctx;
+    memcpy(k->all + (size_t)i * (size_t)k->n_vocab, logits, (size_t)k->n_vocab * sizeof(float));
+}
+
+static int32_t argmax(const float *x, int32_t n)
+{
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* Teacher-forced logits at every position of a token sequence (prefilled in
+ * batches of 64, so both the GEMM and, for the tail, the GEMV paths run),
+ * then a free-running greedy continuation. */
+Test(gpu_model, logits_and_greedy_match_cpu_reference, .init = need_gpu_and_model, .timeout = 600)
+{
+    rig g, c;
+    rig_open(&g, true, 512);
+    rig_open(&c, false, 512);
+    int32_t n_vocab = fg_model_n_vocab(g.m);
+    const char *text = "The quick brown fox jumps over the lazy dog. In 1905, Albert Einstein published four papers "
+                       "that changed physics: on the photoelectric effect, Brownian motion, special relativity and "
+                       "the equivalence of mass and energy. def fib(n):\n    return n if n < 2 else fib(n-1)+fib(n-2)\n";
+    int32_t *ids;
+    size_t n_ids;
+    cr_assert_eq(fg_model_tokenize(g.m, text, strlen(text), true, false, &ids, &n_ids), FG_OK);
+    int32_t n = (int32_t)n_ids;
+    keep kg = {malloc((size_t)n * (size_t)n_vocab * sizeof(float)), n_vocab};
+    keep kc = {malloc((size_t)n * (size_t)n_vocab * sizeof(float)), n_vocab};
+    cr_assert_eq(fg_session_eval_all(g.s, ids, n, keep_fn, &kg), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_session_eval_all(c.s, ids, n, keep_fn, &kc), FG_OK, "%s", fg_last_error());
+    int agree = 0;
+    double worst = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const float *a = kg.all + (size_t)i * n_vocab, *b = kc.all + (size_t)i * n_vocab;
+        double num = 0, den = 0;
+        for (int32_t v = 0; v < n_vocab; v++) {
+            cr_assert(isfinite(a[v]), "position %d logit %d is %f on the GPU", i, v, a[v]);
+            num += ((double)a[v] - b[v]) * ((double)a[v] - b[v]);
+            den += (double)b[v] * b[v];
+        }
+        double e = sqrt(num / (den > 0 ? den : 1));
+        if (e > worst) worst = e;
+        agree += argmax(a, n_vocab) == argmax(b, n_vocab);
+    }
+    /* Greedy continuation, token by token (the decode path). */
+    enum { N_GEN = 64 };
+    int32_t tg = argmax(fg_session_logits(g.s), n_vocab), tc = argmax(fg_session_logits(c.s), n_vocab);
+    int same = 0;
+    while (same < N_GEN && tg == tc) {
+        same++;
+        cr_assert_eq(fg_session_eval(g.s, &tg, 1), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_session_eval(c.s, &tc, 1), FG_OK, "%s", fg_last_error());
+        tg = argmax(fg_session_logits(g.s), n_vocab);
+        tc = argmax(fg_session_logits(c.s), n_vocab);
+    }
+    cr_log_info("gpu_model %s: %d positions, top-1 agreement %d/%d, max relative logit error %.3g; greedy identical "
+                "for %d of %d tokens",
+                model_path, n, agree, n, worst, same, N_GEN);
+    fprintf(stderr,
+            "gpu_model %s: %d positions, top-1 agreement %d/%d, max relative logit error %.3g; greedy identical for %d "
+            "of %d tokens\n",
+            model_path, n, agree, n, worst, same, N_GEN);
+    cr_expect_geq(agree * 100, n * 99, "top-1 agreement %d/%d is under 99%%", agree, n);
+    cr_expect_leq(worst, 1e-3, "max relative logit error %.3g", worst);
+    cr_expect_eq(same, N_GEN, "greedy continuations part after %d tokens", same);
+    free(kg.all);
+    free(kc.all);
+    free(ids);
+    rig_close(&g);
+    rig_close(&c);
+}
+
+Test(gpu_model, decode_step_is_one_upload_one_download, .init = need_gpu_and_model)
+{
+    rig g;
+    rig_open(&g, true, 256);
+    int32_t prompt[5] = {1, 100, 200, 300, 400};
+    cr_assert_eq(fg_session_eval(g.s, prompt, 5), FG_OK, "%s", fg_last_error());
+    for (int step = 0; step < 3; step++) {
+        fg_backend_gpu_transfers_reset(g.be);
+        int32_t next = argmax(fg_session_logits(g.s), fg_model_n_vocab(g.m));
+        cr_assert_eq(fg_session_eval(g.s, &next, 1), FG_OK, "%s", fg_last_error());
+        fg_gpu_transfers t;
+        fg_backend_gpu_transfers(g.be, &t);
+        cr_expect_eq(t.uploads, 1, "decode step %d made %llu uploads", step, (unsigned long long)t.uploads);
+        cr_expect_eq(t.downloads, 1, "decode step %d made %llu downloads", step, (unsigned long long)t.downloads);
+    }
+    rig_close(&g);
+}

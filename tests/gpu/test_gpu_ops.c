@@ -1,0 +1,436 @@
+/*
+ * test_gpu_ops.c — the GPU tier's merge gate: every op of the GPU backend
+ * against the CPU backend in reference mode (scalar dequantization, double
+ * sums, no f16 roundings beyond the F16 KV cache both keep), through the
+ * backend interface they share.
+ *
+ * Each check draws fresh random inputs (seeded from the clock; the seed is
+ * printed with any failure), fills the GPU output with NaN first so an
+ * element the kernel never wrote fails, and measures ||gpu - cpu|| / ||cpu||
+ * against DESIGN.md's thresholds (fp32 arithmetic: far under 1e-3). Shapes
+ * cover every quant type the GPU computes with, token counts on both sides
+ * of the GEMV/GEMM switch, odd lengths, seq_q != seq_k (decode with an
+ * offset and a chunk after a prefill), GQA groups 1, 2, 4, 8 and MQA, head
+ * dims 64..256, sliding windows, soft-capping, and shuffled block tables.
+ *
+ * Without a GPU every test says SKIPPED.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/backend.h"
+#include "backend/gpu/gpu.h"
+#include "gguf/quant.h"
+#include "gguf/types.h"
+
+/* ---- Set-up ------------------------------------------------------------------------ */
+
+static uint64_t rng_state, seed;
+
+static void seed_rng(void)
+{
+    seed = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20);
+    rng_state = seed | 1;
+}
+
+static uint64_t next_u64(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static float unif(void) /* [-1, 1) */
+{
+    return (float)((next_u64() >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static int rnd(int n)
+{
+    return (int)(next_u64() % (uint64_t)n);
+}
+
+static fg_backend *cpu, *gpu;
+
+static void need_gpu(void)
+{
+    if (fg_backend_gpu_count() == 0) {
+        const char *api = fg_backend_gpu_api();
+        cr_skip_test("SKIPPED: no GPU on this machine (%s)", api ? api : "and no GPU backend in this build");
+    }
+    seed_rng();
+    cr_assert_eq(fg_backend_cpu_init(1, true, &cpu), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_backend_gpu_init(0, &gpu), FG_OK, "%s", fg_last_error());
+}
+
+static void done(void)
+{
+    fg_backend_free(cpu);
+    fg_backend_free(gpu);
+    cpu = gpu = NULL;
+}
+
+/* An activation on both backends, filled with the same host rows. */
+typedef struct pair {
+    fg_tensor c, g;
+    int64_t ne0, rows;
+} pair;
+
+static pair make_pair(int64_t ne0, int64_t rows, const float *host)
+{
+    pair p = {.ne0 = ne0, .rows = rows};
+    cr_assert_eq(cpu->ops->alloc(cpu, ne0, rows, &p.c), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(gpu->ops->alloc(gpu, ne0, rows, &p.g), FG_OK, "%s", fg_last_error());
+    if (host) {
+        cr_assert_eq(cpu->ops->write(cpu, &p.c, (int32_t)rows, host), FG_OK);
+        cr_assert_eq(gpu->ops->write(gpu, &p.g, (int32_t)rows, host), FG_OK, "%s", fg_last_error());
+    }
+    return p;
+}
+
+static float *random_rows(int64_t n, float scale)
+{
+    float *x = malloc((size_t)n * sizeof *x);
+    for (int64_t i = 0; i < n; i++) x[i] = unif() * scale;
+    return x;
+}
+
+static pair random_pair(int64_t ne0, int64_t rows, float scale)
+{
+    float *x = random_rows(ne0 * rows, scale);
+    pair p = make_pair(ne0, rows, x);
+    free(x);
+    return p;
+}
+
+/* Fills the GPU side with NaN, so unwritten elements fail the comparison. */
+static void poison(pair *p)
+{
+    float *x = malloc((size_t)(p->ne0 * p->rows) * sizeof *x);
+    for (int64_t i = 0; i < p->ne0 * p->rows; i++) x[i] = NAN;
+    cr_assert_eq(gpu->ops->write(gpu, &p->g, (int32_t)p->rows, x), FG_OK);
+    free(x);
+}
+
+/* ||gpu - cpu|| / ||cpu|| over the first `rows` rows; fails on NaN. */
+static double rel_err(const pair *p, int32_t rows, const char *what)
+{
+    size_t n = (size_t)(p->ne0 * rows);
+    float *c = malloc(n * sizeof *c), *g = malloc(n * sizeof *g);
+    cr_assert_eq(cpu->ops->read(cpu, &p->c, rows, c), FG_OK);
+    cr_assert_eq(gpu->ops->read(gpu, &p->g, rows, g), FG_OK, "%s: %s", what, fg_last_error());
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        cr_assert(isfinite(g[i]), "%s: element %zu (row %zu) is %f on the GPU (cpu %f); seed %llu", what, i,
+                  i / (size_t)p->ne0, g[i], c[i], (unsigned long long)seed);
+        num += ((double)g[i] - c[i]) * ((double)g[i] - c[i]);
+        den += (double)c[i] * c[i];
+    }
+    free(c);
+    free(g);
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static void expect_close(const pair *p, int32_t rows, double tol, const char *what)
+{
+    double e = rel_err(p, rows, what);
+    cr_expect_leq(e, tol, "%s: relative error %.3g > %.3g; seed %llu", what, e, tol, (unsigned long long)seed);
+}
+
+/* ---- Weights ------------------------------------------------------------------------ */
+
+/* Random blocks of `type` whose scale fields are sane halves (any bit
+ * pattern is a valid quant, but a random f16 scale can be Inf or NaN). */
+static void *random_weight(fg_type type, int64_t K, int64_t N, size_t *bytes)
+{
+    const fg_type_info *ti = fg_type_get(type);
+    size_t row = fg_type_row_size(type, K);
+    *bytes = row * (size_t)N;
+    uint8_t *w = malloc(*bytes);
+    if (type == FG_TYPE_F32) {
+        for (int64_t i = 0; i < K * N; i++) ((float *)w)[i] = unif();
+        return w;
+    }
+    if (type == FG_TYPE_F16 || type == FG_TYPE_BF16) {
+        for (int64_t i = 0; i < K * N; i++)
+            ((uint16_t *)w)[i] = type == FG_TYPE_F16 ? fg_f32_to_f16(unif()) : fg_f32_to_bf16(unif());
+        return w;
+    }
+    for (size_t i = 0; i < *bytes; i++) w[i] = (uint8_t)next_u64();
+    int d_off = type == FG_TYPE_Q6_K ? 208 : 0;
+    bool has_m = type == FG_TYPE_Q4_1 || type == FG_TYPE_Q5_1 || type == FG_TYPE_Q4_K || type == FG_TYPE_Q5_K;
+    float scale = ti->block_size == 256 ? 0.01f : 0.05f;
+    for (size_t b = 0; b < *bytes / ti->type_size; b++) {
+        uint8_t *blk = w + b * ti->type_size;
+        uint16_t d = fg_f32_to_f16(scale * (0.5f + 0.5f * unif())), m = fg_f32_to_f16(scale * unif());
+        memcpy(blk + d_off, &d, 2);
+        if (has_m) memcpy(blk + 2, &m, 2);
+    }
+    return w;
+}
+
+typedef struct wpair {
+    fg_tensor c, g;
+    void *host;
+} wpair;
+
+static wpair make_weight(fg_type type, int64_t K, int64_t N)
+{
+    wpair w = {0};
+    size_t bytes;
+    w.host = random_weight(type, K, N, &bytes);
+    fg_gguf_tensor t = {.name = {"test.weight", 11}, .n_dims = 2, .ne = {K, N, 1, 1}, .type = type,
+                        .n_elems = (uint64_t)(K * N), .nbytes = bytes, .data = w.host};
+    cr_assert_eq(cpu->ops->weight(cpu, &t, &w.c), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(gpu->ops->weight(gpu, &t, &w.g), FG_OK, "%s", fg_last_error());
+    return w; /* host stays alive: the CPU backend's weight is a view of it */
+}
+
+static wpair make_vector(const float *v, int64_t n)
+{
+    wpair w = {0};
+    w.host = malloc((size_t)n * sizeof(float));
+    memcpy(w.host, v, (size_t)n * sizeof(float));
+    fg_gguf_tensor t = {.name = {"test.vector", 11}, .n_dims = 1, .ne = {n, 1, 1, 1}, .type = FG_TYPE_F32,
+                        .n_elems = (uint64_t)n, .nbytes = (uint64_t)n * 4, .data = w.host};
+    cr_assert_eq(cpu->ops->weight(cpu, &t, &w.c), FG_OK);
+    cr_assert_eq(gpu->ops->weight(gpu, &t, &w.g), FG_OK, "%s", fg_last_error());
+    return w;
+}
+
+/* Steps a plain batch of n tokens of one sequence at positions pos0..,
+ * slots 0..n-1 (ops then work on n rows). */
+static void step_plain(int32_t n, int32_t pos0)
+{
+    int32_t *ids = calloc((size_t)n, 4), *pos = calloc((size_t)n, 4), *seq = calloc((size_t)n, 4),
+            *slot = calloc((size_t)n, 4);
+    int32_t n_blocks = (n + 15) / 16;
+    int32_t *table = calloc((size_t)n_blocks, 4);
+    for (int32_t i = 0; i < n; i++) pos[i] = pos0 + i, slot[i] = i;
+    for (int32_t b = 0; b < n_blocks; b++) table[b] = b;
+    fg_batch b = {n, ids, pos, seq, slot, 1, n_blocks, table};
+    cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
+    cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
+    free(ids), free(pos), free(seq), free(slot), free(table);
+}
+
+/* KV storage for up to max_n tokens (needed before any step), then a plain
+ * step of n tokens. */
+static void begin_simple(int32_t max_n, int32_t n, int32_t pos0, int64_t kv_row)
+{
+    int32_t n_slots = (max_n + 15) / 16 * 16;
+    cr_assert_eq(cpu->ops->kv_alloc(cpu, 1, n_slots, 16, kv_row, kv_row, FG_TYPE_F16), FG_OK);
+    cr_assert_eq(gpu->ops->kv_alloc(gpu, 1, n_slots, 16, kv_row, kv_row, FG_TYPE_F16), FG_OK, "%s", fg_last_error());
+    step_plain(n, pos0);
+}
+
+/* ---- matmul and embed ------------------------------------------------------------ */
+
+static const fg_type gpu_types[] = {FG_TYPE_F32, FG_TYPE_F16, FG_TYPE_BF16, FG_TYPE_Q4_0, FG_TYPE_Q4_1, FG_TYPE_Q5_0,
+                                    FG_TYPE_Q5_1, FG_TYPE_Q8_0, FG_TYPE_Q4_K, FG_TYPE_Q5_K, FG_TYPE_Q6_K};
+enum { N_GPU_TYPES = sizeof gpu_types / sizeof *gpu_types };
+
+Test(gpu_ops, matmul_every_type_gemv_and_gemm, .init = need_gpu, .fini = done)
+{
+    /* (N, K, T): T <= 8 takes the GEMV kernels, larger the tiled GEMM. */
+    static const int shapes[][3] = {{64, 256, 1}, {97, 512, 2}, {130, 256, 5}, {70, 512, 8},
+                                    {133, 768, 9}, {200, 512, 77}, {64, 1024, 130}};
+    begin_simple(130, 130, 0, 8);
+    for (int ti = 0; ti < N_GPU_TYPES; ti++) {
+        for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+            int N = shapes[si][0], K = shapes[si][1], T = shapes[si][2];
+            wpair w = make_weight(gpu_types[ti], K, N);
+            pair x = random_pair(K, T, 1.0f), y = random_pair(N, T, 1.0f);
+            /* With a bias and a residual add (into y itself) on odd shapes. */
+            bool extras = si % 2 == 1;
+            float *bv = random_rows(N, 1.0f);
+            wpair bias = make_vector(bv, N);
+            if (!extras) poison(&y);
+            cr_assert_eq(cpu->ops->matmul(cpu, &w.c, extras ? &bias.c : NULL, &x.c, extras ? &y.c : NULL, T, &y.c), FG_OK);
+            cr_assert_eq(gpu->ops->matmul(gpu, &w.g, extras ? &bias.g : NULL, &x.g, extras ? &y.g : NULL, T, &y.g), FG_OK,
+                         "%s", fg_last_error());
+            char what[96];
+            snprintf(what, sizeof what, "matmul %s N %d K %d T %d%s", fg_type_name(gpu_types[ti]), N, K, T,
+                     extras ? " +bias +add" : "");
+            expect_close(&y, T, 1e-5, what);
+            free(bv);
+            free(bias.host);
+            free(w.host);
+        }
+    }
+}
+
+Test(gpu_ops, embed_every_type, .init = need_gpu, .fini = done)
+{
+    enum { T = 37 };
+    int32_t ids[T], pos[T], seq[T], slot[T], table[3] = {0, 1, 2};
+    for (int ti = 0; ti < N_GPU_TYPES; ti++) {
+        int64_t ne0 = 512, rows = 300;
+        wpair w = make_weight(gpu_types[ti], ne0, rows);
+        for (int i = 0; i < T; i++) ids[i] = rnd((int)rows), pos[i] = i, seq[i] = 0, slot[i] = i;
+        ids[0] = 0, ids[1] = (int32_t)rows - 1;
+        fg_batch b = {T, ids, pos, seq, slot, 1, 3, table};
+        if (ti == 0) {
+            cr_assert_eq(cpu->ops->kv_alloc(cpu, 1, 48, 16, 8, 8, FG_TYPE_F16), FG_OK);
+            cr_assert_eq(gpu->ops->kv_alloc(gpu, 1, 48, 16, 8, 8, FG_TYPE_F16), FG_OK);
+        }
+        pair out = make_pair(ne0, T, NULL);
+        poison(&out);
+        cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
+        cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK);
+        cr_assert_eq(cpu->ops->embed(cpu, &w.c, &out.c), FG_OK);
+        cr_assert_eq(gpu->ops->embed(gpu, &w.g, &out.g), FG_OK, "%s", fg_last_error());
+        char what[64];
+        snprintf(what, sizeof what, "embed %s", fg_type_name(gpu_types[ti]));
+        expect_close(&out, T, 1e-6, what);
+        free(w.host);
+    }
+}
+
+/* ---- rms_norm, rope, swiglu ----------------------------------------------------------- */
+
+Test(gpu_ops, rms_norm_rows_and_heads, .init = need_gpu, .fini = done)
+{
+    static const int shapes[][3] = {{576, 576, 1}, {4096, 4096, 7}, {640, 640, 33}, {1024, 64, 5}, {768, 128, 12},
+                                    {80 * 3, 80, 3}};
+    begin_simple(33, 1, 0, 8);
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        int ne0 = shapes[i][0], group = shapes[i][1], T = shapes[i][2];
+        step_plain(T, 0);
+        pair x = random_pair(ne0, T, 3.0f), y = make_pair(ne0, T, NULL);
+        float *wv = random_rows(group, 1.0f);
+        wpair w = make_vector(wv, group);
+        poison(&y);
+        cr_assert_eq(cpu->ops->rms_norm(cpu, &x.c, &w.c, group, 1e-5f, &y.c), FG_OK);
+        cr_assert_eq(gpu->ops->rms_norm(gpu, &x.g, &w.g, group, 1e-5f, &y.g), FG_OK, "%s", fg_last_error());
+        char what[64];
+        snprintf(what, sizeof what, "rms_norm ne0 %d group %d T %d", ne0, group, T);
+        expect_close(&y, T, 1e-5, what);
+        free(wv);
+        free(w.host);
+    }
+}
+
+Test(gpu_ops, rope_normal_neox_partial_scaled, .init = need_gpu, .fini = done)
+{
+    /* head_dim, n_rot, heads, mode, freq_factors, pos0 */
+    static const int cases[][6] = {{64, 64, 9, 0, 0, 0},      {128, 128, 4, 1, 0, 3},  {128, 64, 3, 1, 0, 1000},
+                                   {80, 40, 5, 0, 0, 77},      {128, 128, 8, 0, 1, 30000}, {256, 256, 2, 1, 0, 100000},
+                                   {96, 32, 4, 0, 0, 5}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int hd = cases[i][0], n_rot = cases[i][1], heads = cases[i][2], T = 11;
+        if (i == 0) begin_simple(T, T, cases[i][5], 8);
+        else {
+            int32_t ids[11] = {0}, pos[11], seq[11] = {0}, slot[11], table[1] = {0};
+            for (int t = 0; t < T; t++) pos[t] = cases[i][5] + 13 * t, slot[t] = t;
+            fg_batch b = {T, ids, pos, seq, slot, 1, 1, table};
+            cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
+            cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK);
+        }
+        pair x = random_pair((int64_t)hd * heads, T, 2.0f);
+        float ffv[128];
+        for (int k = 0; k < n_rot / 2; k++) ffv[k] = 1.0f + 7.0f * (unif() + 1.0f);
+        wpair ff = make_vector(ffv, n_rot / 2);
+        fg_rope rc = {cases[i][3] ? FG_ROPE_NEOX : FG_ROPE_NORMAL, n_rot, i == 2 ? 1e6f : 10000.0f,
+                      i == 3 ? 0.25f : 1.0f, cases[i][4] ? ff.c.data : NULL};
+        fg_rope rg = rc;
+        rg.freq_factors = cases[i][4] ? ff.g.data : NULL;
+        cr_assert_eq(cpu->ops->rope(cpu, &x.c, hd, &rc), FG_OK);
+        cr_assert_eq(gpu->ops->rope(gpu, &x.g, hd, &rg), FG_OK, "%s", fg_last_error());
+        char what[96];
+        snprintf(what, sizeof what, "rope hd %d n_rot %d %s%s pos %d..", hd, n_rot, cases[i][3] ? "neox" : "normal",
+                 cases[i][4] ? " freq_factors" : "", cases[i][5]);
+        /* Angles up to ~1e5 rad: cosf/sinf of the same float agree to a few
+         * ulp of the angle's magnitude. */
+        expect_close(&x, T, cases[i][5] >= 30000 ? 1e-4 : 1e-5, what);
+        free(ff.host);
+    }
+}
+
+Test(gpu_ops, swiglu, .init = need_gpu, .fini = done)
+{
+    begin_simple(19, 19, 0, 8);
+    pair g = random_pair(1536, 19, 6.0f), u = random_pair(1536, 19, 2.0f), y = make_pair(1536, 19, NULL);
+    poison(&y);
+    cr_assert_eq(cpu->ops->swiglu(cpu, &g.c, &u.c, &y.c), FG_OK);
+    cr_assert_eq(gpu->ops->swiglu(gpu, &g.g, &u.g, &y.g), FG_OK, "%s", fg_last_error());
+    expect_close(&y, 19, 1e-6, "swiglu");
+}
+
+/* ---- kv_store + attention ------------------------------------------------------------ */
+
+/* Two steps over three sequences whose blocks are scattered through the
+ * pool: a prefill of odd lengths, then decode tokens and a chunk that
+ * continue them (queries whose positions start after the cached keys). */
+static void attention_case(int n_head, int n_kv, int hd, int window, float softcap)
+{
+    enum { BS = 16, N_SEQ = 3, MAXB = 16 };
+    int64_t k_row = (int64_t)n_kv * hd;
+    int n_blocks = N_SEQ * MAXB;
+    cr_assert_eq(cpu->ops->kv_alloc(cpu, 2, n_blocks * BS, BS, k_row, k_row, FG_TYPE_F16), FG_OK);
+    cr_assert_eq(gpu->ops->kv_alloc(gpu, 2, n_blocks * BS, BS, k_row, k_row, FG_TYPE_F16), FG_OK, "%s", fg_last_error());
+    int perm[N_SEQ * MAXB];
+    for (int i = 0; i < n_blocks; i++) perm[i] = i;
+    for (int i = n_blocks - 1; i > 0; i--) {
+        int j = rnd(i + 1), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    int32_t table[N_SEQ * MAXB];
+    for (int i = 0; i < n_blocks; i++) table[i] = perm[i];
+    int len0[N_SEQ] = {1 + rnd(40), 17 + rnd(100), 3 + rnd(7)}; /* prefill lengths */
+    int add[N_SEQ] = {1, 1, 5 + rnd(20)};                        /* then decode, decode, a chunk */
+    for (int step = 0; step < 2; step++) {
+        int32_t ids[256], pos[256], seq[256], slot[256];
+        int n = 0;
+        for (int s = 0; s < N_SEQ; s++) {
+            int p0 = step == 0 ? 0 : len0[s], p1 = step == 0 ? len0[s] : len0[s] + add[s];
+            for (int p = p0; p < p1; p++, n++) {
+                ids[n] = 0, pos[n] = p, seq[n] = s;
+                slot[n] = table[s * MAXB + p / BS] * BS + p % BS;
+            }
+        }
+        fg_batch b = {n, ids, pos, seq, slot, N_SEQ, MAXB, table};
+        cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
+        cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
+        pair q = random_pair((int64_t)n_head * hd, n, 1.0f), k = random_pair(k_row, n, 1.0f),
+             v = random_pair(k_row, n, 1.0f), o = make_pair((int64_t)n_head * hd, n, NULL);
+        for (int layer = 0; layer < 2; layer++) {
+            cr_assert_eq(cpu->ops->kv_store(cpu, layer, &k.c, &v.c), FG_OK);
+            cr_assert_eq(gpu->ops->kv_store(gpu, layer, &k.g, &v.g), FG_OK, "%s", fg_last_error());
+        }
+        fg_attn a = {n_head, n_kv, hd, hd, 1.0f / sqrtf((float)hd) * 3.0f, window, softcap};
+        poison(&o);
+        cr_assert_eq(cpu->ops->attention(cpu, 1, &q.c, &a, &o.c), FG_OK);
+        cr_assert_eq(gpu->ops->attention(gpu, 1, &q.g, &a, &o.g), FG_OK, "%s", fg_last_error());
+        char what[128];
+        snprintf(what, sizeof what, "attention heads %d/%d hd %d window %d softcap %g, step %d (%d tokens)", n_head,
+                 n_kv, hd, window, softcap, step, n);
+        expect_close(&o, n, 1e-5, what);
+    }
+}
+
+Test(gpu_ops, attention_gqa_groups_and_head_dims, .init = need_gpu, .fini = done)
+{
+    static const int cases[][3] = {{4, 4, 64}, {8, 4, 128}, {8, 2, 64}, {16, 2, 128}, {8, 1, 80},
+                                   {12, 3, 96}, {4, 1, 256}, {9, 3, 64}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        attention_case(cases[i][0], cases[i][1], cases[i][2], 0, 0.0f);
+        done();
+        cr_assert_eq(fg_backend_cpu_init(1, true, &cpu), FG_OK);
+        cr_assert_eq(fg_backend_gpu_init(0, &gpu), FG_OK);
+    }
+}
+
+Test(gpu_ops, attention_window_and_softcap, .init = need_gpu, .fini = done)
+{
+    attention_case(8, 2, 64, 7, 0.0f);
+    done();
+    cr_assert_eq(fg_backend_cpu_init(1, true, &cpu), FG_OK);
+    cr_assert_eq(fg_backend_gpu_init(0, &gpu), FG_OK);
+    attention_case(4, 4, 128, 0, 20.0f);
+}
