@@ -51,6 +51,11 @@ typedef struct fg_batch {
     int32_t n_seqs;
     int32_t max_blocks;          /* row length of block_tables */
     const int32_t *block_tables; /* [n_seqs][max_blocks] KV block ids of each sequence */
+    /* Nonzero when the ops of this step, up to its read, are the forward
+     * plan's fixed sequence for this value and the batch's shape: a GPU
+     * backend may then capture them once and replay them (CUDA/HIP graphs).
+     * Zero (callers that issue ops one by one, such as tests) never replays. */
+    int32_t graph_key;
 } fg_batch;
 
 typedef enum fg_rope_mode {
@@ -86,9 +91,11 @@ typedef struct fg_backend_ops {
     fg_status (*weight)(fg_backend *be, const fg_gguf_tensor *src, fg_tensor *out);
     /* An activation buffer of rows x ne0 floats (F32). */
     fg_status (*alloc)(fg_backend *be, int64_t ne0, int64_t rows, fg_tensor *out);
-    /* The paged KV pool: n_layer x (K, V) of n_slots rows. */
+    /* The paged KV pool: n_layer x (K, V) of n_slots rows. o_row is the
+     * attention output's row (n_head x head_dim_v), for backends that keep
+     * partial results per query head (split-KV decoding). */
     fg_status (*kv_alloc)(fg_backend *be, int32_t n_layer, int64_t n_slots, int32_t block_size,
-                          int64_t k_row, int64_t v_row, fg_type type);
+                          int64_t k_row, int64_t v_row, int64_t o_row, fg_type type);
 
     fg_status (*step_begin)(fg_backend *be, const fg_batch *b);
 

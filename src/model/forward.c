@@ -192,7 +192,7 @@ fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int3
         (st = o->alloc(be, v_dim, n_batch, &f->v)) || (st = o->alloc(be, o_dim, n_batch, &f->att)) ||
         (st = o->alloc(be, hp->n_ff, n_batch, &f->gate)) || (st = o->alloc(be, hp->n_ff, n_batch, &f->up)) ||
         (st = o->alloc(be, f->output.rows, n_batch, &f->logits)) ||
-        (st = o->kv_alloc(be, (int32_t)hp->n_layer, n_ctx, FG_KV_BLOCK_SIZE, k_dim, v_dim, kv_type))) {
+        (st = o->kv_alloc(be, (int32_t)hp->n_layer, n_ctx, FG_KV_BLOCK_SIZE, k_dim, v_dim, o_dim, kv_type))) {
         fg_forward_free(f);
         return st;
     }
@@ -239,7 +239,11 @@ fg_status fg_forward_step(fg_forward *f, const fg_batch *b, int32_t logits_from,
     if (logits_from < 0 || logits_from > b->n_tokens)
         return fg_err_set(FG_ERR_INVALID_ARG, "logits_from %d is outside 0..%d", logits_from, b->n_tokens);
 
-    FG_TRY(o->step_begin(be, b));
+    /* The plan below depends only on the batch's shape and the number of
+     * logit rows, which keys the backend's step graphs. */
+    fg_batch bg = *b;
+    bg.graph_key = 1 + (b->n_tokens - logits_from);
+    FG_TRY(o->step_begin(be, &bg));
     FG_TRY(o->embed(be, &f->tok_embd, &f->x));
     for (int32_t l = 0; l < hp->n_layer; l++) {
         const layer_w *w = &f->layers[l];

@@ -213,7 +213,7 @@ static void step_plain(int32_t n, int32_t pos0)
     int32_t *table = calloc((size_t)n_blocks, 4);
     for (int32_t i = 0; i < n; i++) pos[i] = pos0 + i, slot[i] = i;
     for (int32_t b = 0; b < n_blocks; b++) table[b] = b;
-    fg_batch b = {n, ids, pos, seq, slot, 1, n_blocks, table};
+    fg_batch b = {n, ids, pos, seq, slot, 1, n_blocks, table, 0};
     cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
     cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
     free(ids), free(pos), free(seq), free(slot), free(table);
@@ -224,8 +224,8 @@ static void step_plain(int32_t n, int32_t pos0)
 static void begin_simple(int32_t max_n, int32_t n, int32_t pos0, int64_t kv_row)
 {
     int32_t n_slots = (max_n + 15) / 16 * 16;
-    cr_assert_eq(cpu->ops->kv_alloc(cpu, 1, n_slots, 16, kv_row, kv_row, FG_TYPE_F16), FG_OK);
-    cr_assert_eq(gpu->ops->kv_alloc(gpu, 1, n_slots, 16, kv_row, kv_row, FG_TYPE_F16), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(cpu->ops->kv_alloc(cpu, 1, n_slots, 16, kv_row, kv_row, kv_row, FG_TYPE_F16), FG_OK);
+    cr_assert_eq(gpu->ops->kv_alloc(gpu, 1, n_slots, 16, kv_row, kv_row, kv_row, FG_TYPE_F16), FG_OK, "%s", fg_last_error());
     step_plain(n, pos0);
 }
 
@@ -237,15 +237,35 @@ enum { N_GPU_TYPES = sizeof gpu_types / sizeof *gpu_types };
 
 Test(gpu_ops, matmul_every_type_gemv_and_gemm, .init = need_gpu, .fini = done)
 {
-    /* (N, K, T): T <= 8 takes the GEMV kernels, larger the tiled GEMM. */
-    static const int shapes[][3] = {{64, 256, 1}, {97, 512, 2}, {130, 256, 5}, {70, 512, 8},
-                                    {133, 768, 9}, {200, 512, 77}, {64, 1024, 130}};
+    /* (N, K, T): T <= 32 takes the GEMV kernels (eight tokens a launch),
+     * larger the tiled GEMM. */
+    static const int shapes[][3] = {{64, 256, 1}, {97, 512, 2}, {130, 256, 5}, {70, 512, 8}, {133, 768, 9},
+                                    {90, 256, 32}, {200, 512, 77}, {64, 1024, 130}, {33, 512, 33}};
     begin_simple(130, 130, 0, 8);
     for (int ti = 0; ti < N_GPU_TYPES; ti++) {
         for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
             int N = shapes[si][0], K = shapes[si][1], T = shapes[si][2];
             wpair w = make_weight(gpu_types[ti], K, N);
-            pair x = random_pair(K, T, 1.0f), y = random_pair(N, T, 1.0f);
+            /* The integer GEMV (Q4_0, Q4_1, Q8_0 at T <= 32) quantizes the
+             * activations to int8 per 32 (d = max|x|/127, round to nearest
+             * even): the CPU reference gets the activations those codes
+             * stand for, so both compute the same function to f32 rounding. */
+            fg_type ty = gpu_types[ti];
+            bool q8 = T <= 32 && (ty == FG_TYPE_Q4_0 || ty == FG_TYPE_Q4_1 || ty == FG_TYPE_Q8_0);
+            float *xh = random_rows((int64_t)K * T, 1.0f), *xr = malloc((size_t)K * T * sizeof(float));
+            memcpy(xr, xh, (size_t)K * T * sizeof(float));
+            if (q8) {
+                for (int b = 0; b < K * T / 32; b++) {
+                    float amax = 0;
+                    for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(xh[32 * b + i]));
+                    float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+                    for (int i = 0; i < 32; i++) xr[32 * b + i] = rintf(xh[32 * b + i] * id) * d;
+                }
+            }
+            pair x = make_pair(K, T, xh), y = random_pair(N, T, 1.0f);
+            cr_assert_eq(cpu->ops->write(cpu, &x.c, T, xr), FG_OK);
+            free(xh);
+            free(xr);
             /* With a bias and a residual add (into y itself) on odd shapes. */
             bool extras = si % 2 == 1;
             float *bv = random_rows(N, 1.0f);
@@ -274,10 +294,10 @@ Test(gpu_ops, embed_every_type, .init = need_gpu, .fini = done)
         wpair w = make_weight(gpu_types[ti], ne0, rows);
         for (int i = 0; i < T; i++) ids[i] = rnd((int)rows), pos[i] = i, seq[i] = 0, slot[i] = i;
         ids[0] = 0, ids[1] = (int32_t)rows - 1;
-        fg_batch b = {T, ids, pos, seq, slot, 1, 3, table};
+        fg_batch b = {T, ids, pos, seq, slot, 1, 3, table, 0};
         if (ti == 0) {
-            cr_assert_eq(cpu->ops->kv_alloc(cpu, 1, 48, 16, 8, 8, FG_TYPE_F16), FG_OK);
-            cr_assert_eq(gpu->ops->kv_alloc(gpu, 1, 48, 16, 8, 8, FG_TYPE_F16), FG_OK);
+            cr_assert_eq(cpu->ops->kv_alloc(cpu, 1, 48, 16, 8, 8, 8, FG_TYPE_F16), FG_OK);
+            cr_assert_eq(gpu->ops->kv_alloc(gpu, 1, 48, 16, 8, 8, 8, FG_TYPE_F16), FG_OK);
         }
         pair out = make_pair(ne0, T, NULL);
         poison(&out);
@@ -328,7 +348,7 @@ Test(gpu_ops, rope_normal_neox_partial_scaled, .init = need_gpu, .fini = done)
         else {
             int32_t ids[11] = {0}, pos[11], seq[11] = {0}, slot[11], table[1] = {0};
             for (int t = 0; t < T; t++) pos[t] = cases[i][5] + 13 * t, slot[t] = t;
-            fg_batch b = {T, ids, pos, seq, slot, 1, 1, table};
+            fg_batch b = {T, ids, pos, seq, slot, 1, 1, table, 0};
             cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
             cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK);
         }
@@ -372,8 +392,8 @@ static void attention_case(int n_head, int n_kv, int hd, int window, float softc
     enum { BS = 16, N_SEQ = 3, MAXB = 16 };
     int64_t k_row = (int64_t)n_kv * hd;
     int n_blocks = N_SEQ * MAXB;
-    cr_assert_eq(cpu->ops->kv_alloc(cpu, 2, n_blocks * BS, BS, k_row, k_row, FG_TYPE_F16), FG_OK);
-    cr_assert_eq(gpu->ops->kv_alloc(gpu, 2, n_blocks * BS, BS, k_row, k_row, FG_TYPE_F16), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(cpu->ops->kv_alloc(cpu, 2, n_blocks * BS, BS, k_row, k_row, (int64_t)n_head * hd, FG_TYPE_F16), FG_OK);
+    cr_assert_eq(gpu->ops->kv_alloc(gpu, 2, n_blocks * BS, BS, k_row, k_row, (int64_t)n_head * hd, FG_TYPE_F16), FG_OK, "%s", fg_last_error());
     int perm[N_SEQ * MAXB];
     for (int i = 0; i < n_blocks; i++) perm[i] = i;
     for (int i = n_blocks - 1; i > 0; i--) {
@@ -384,17 +404,21 @@ static void attention_case(int n_head, int n_kv, int hd, int window, float softc
     for (int i = 0; i < n_blocks; i++) table[i] = perm[i];
     int len0[N_SEQ] = {1 + rnd(40), 17 + rnd(100), 3 + rnd(7)}; /* prefill lengths */
     int add[N_SEQ] = {1, 1, 5 + rnd(20)};                        /* then decode, decode, a chunk */
-    for (int step = 0; step < 2; step++) {
+    /* Step 2 decodes one token of each sequence: few enough tokens that
+     * the GPU splits each (token, head)'s keys (split-KV), chunks left
+     * empty included. */
+    for (int step = 0; step < 3; step++) {
         int32_t ids[256], pos[256], seq[256], slot[256];
         int n = 0;
         for (int s = 0; s < N_SEQ; s++) {
-            int p0 = step == 0 ? 0 : len0[s], p1 = step == 0 ? len0[s] : len0[s] + add[s];
+            int p0 = step == 0 ? 0 : step == 1 ? len0[s] : len0[s] + add[s];
+            int p1 = step == 0 ? len0[s] : step == 1 ? len0[s] + add[s] : len0[s] + add[s] + 1;
             for (int p = p0; p < p1; p++, n++) {
                 ids[n] = 0, pos[n] = p, seq[n] = s;
                 slot[n] = table[s * MAXB + p / BS] * BS + p % BS;
             }
         }
-        fg_batch b = {n, ids, pos, seq, slot, N_SEQ, MAXB, table};
+        fg_batch b = {n, ids, pos, seq, slot, N_SEQ, MAXB, table, 0};
         cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
         cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
         pair q = random_pair((int64_t)n_head * hd, n, 1.0f), k = random_pair(k_row, n, 1.0f),

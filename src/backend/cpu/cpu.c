@@ -110,9 +110,10 @@ static fg_status cpu_alloc(fg_backend *be, int64_t ne0, int64_t rows, fg_tensor 
 }
 
 static fg_status cpu_kv_alloc(fg_backend *be, int32_t n_layer, int64_t n_slots, int32_t block_size, int64_t k_row,
-                              int64_t v_row, fg_type type)
+                              int64_t v_row, int64_t o_row, fg_type type)
 {
     cpu_backend *c = cpu(be);
+    (void)o_row;
     if (type != FG_TYPE_F32 && type != FG_TYPE_F16)
         return fg_err_set(FG_ERR_UNSUPPORTED, "cpu backend: KV cache type %s is not supported (use F16 or F32)",
                           fg_type_name(type));

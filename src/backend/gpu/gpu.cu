@@ -23,6 +23,12 @@ extern "C" {
 #include "backend/gpu/compat.h"
 #include "backend/gpu/kernels/kernels.h"
 
+/* A captured step and the shape it was captured for. */
+typedef struct gpu_graph {
+    int32_t n_tokens, n_seqs, max_blocks, key;
+    cudaGraphExec_t exec;
+} gpu_graph;
+
 typedef struct gpu_backend {
     fg_backend base;
     int device, warp;
@@ -37,10 +43,11 @@ typedef struct gpu_backend {
     double prof_last;
     struct prof_row {
         const char *op;
-        double ms;
+        double ms, gpu_ms;
         long calls;
     } prof[16];
     int n_prof;
+    cudaEvent_t prof_ev[2];
 
     /* Every device buffer handed out, freed with the backend. */
     void **allocs;
@@ -59,13 +66,47 @@ typedef struct gpu_backend {
     const int32_t *d_ids, *d_pos, *d_seq, *d_slot, *d_tables; /* into d_step */
     const int32_t *h_ids;                                        /* into h_step */
 
+    /* Split-KV decoding's partial results, for steps of up to
+     * GRAPH_MAX_T tokens (sized at kv_alloc from the attention output row). */
+    float *att_part;
+    int64_t o_row;
+    int n_sm;
+
     /* KV pool: per layer, n_slots rows of k_row / v_row halves. */
     int32_t n_layer, block_size;
     int64_t n_slots, k_row, v_row;
     void **k, **v;
 
+    /* The matmuls' int8 activations: fg_gpu_matmul_scratch(K) bytes for the
+     * widest weight placed so far (sized while weights load). */
+    void *mm_scratch;
+    size_t mm_scratch_bytes;
+    /* What mm_scratch holds: the quantized rows of q8_src (q8_T rows of
+     * q8_K), valid until an op writes q8_src or a new step begins. q, k and
+     * v share one quantization of their input, as do gate and up. */
+    const void *q8_src;
+    size_t q8_bytes; /* the rows' extent from q8_src */
+    int32_t q8_T;
+    int64_t q8_K;
+
+    /* Graphs (CUDA/HIP graphs; off with FORGE_GPU_GRAPHS=0, and under
+     * FORGE_GPU_SYNC or FORGE_GPU_PROFILE). A step of at most GRAPH_MAX_T
+     * tokens is captured the first time its shape (tokens, sequences, block
+     * table width) is seen, from the end of step_begin's upload to its
+     * read (or the next step_begin); later steps of that shape run the ops'
+     * host-side checks only and launch the graph. Kernel arguments are the
+     * same every time: all buffers are fixed at load, and what changes
+     * between steps (ids, positions, slots, block tables) lives in the
+     * step buffer the upload refreshes. */
+    bool graphs, capturing, replay;
+    int graph_at; /* the entry being captured or replayed */
+    gpu_graph graph[8];
+    int n_graph, graph_next;
+
     fg_gpu_transfers xfer;
 } gpu_backend;
+
+enum { GRAPH_MAX_T = 8 };
 
 static gpu_backend *gpu(fg_backend *be)
 {
@@ -93,16 +134,25 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static void prof_add(gpu_backend *g, const char *op)
+/* Profiling: an event before the op's launches (op_done records one after). */
+static void op_begin(gpu_backend *g)
+{
+    if (g->profile) (void)cudaEventRecord(g->prof_ev[0], g->stream);
+}
+
+static void prof_add(gpu_backend *g, const char *op, bool timed)
 {
     double t = now_ms();
+    float gpu_ms = 0.0f;
+    if (timed) (void)cudaEventElapsedTime(&gpu_ms, g->prof_ev[0], g->prof_ev[1]);
     int i = 0;
     while (i < g->n_prof && strcmp(g->prof[i].op, op) != 0) i++;
     if (i == g->n_prof) {
         if (g->n_prof == (int)(sizeof g->prof / sizeof *g->prof)) return;
-        g->prof[g->n_prof++] = {op, 0.0, 0};
+        g->prof[g->n_prof++] = {op, 0.0, 0.0, 0};
     }
     if (g->prof_last > 0) g->prof[i].ms += t - g->prof_last;
+    g->prof[i].gpu_ms += gpu_ms;
     g->prof[i].calls++;
     g->prof_last = t;
 }
@@ -112,10 +162,11 @@ static void prof_add(gpu_backend *g, const char *op)
 static fg_status op_done(gpu_backend *g, cudaError_t launch, const char *op)
 {
     if (launch != cudaSuccess) return gpu_fail(launch, op, __FILE__, __LINE__);
+    if (g->profile) (void)cudaEventRecord(g->prof_ev[1], g->stream);
     if (g->sync_each_op || g->profile) {
         cudaError_t e = cudaStreamSynchronize(g->stream);
         if (e != cudaSuccess) return gpu_fail(e, op, __FILE__, __LINE__);
-        if (g->profile) prof_add(g, op);
+        if (g->profile) prof_add(g, op, true);
     }
     return FG_OK;
 }
@@ -158,6 +209,14 @@ static fg_status gpu_weight(fg_backend *be, const fg_gguf_tensor *src, fg_tensor
                           "(it computes with F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K); "
                           "use --device cpu",
                           (int)src->name.len, src->name.ptr, fg_type_name(src->type), (long long)ne0);
+    }
+    size_t need = fg_gpu_matmul_scratch(ne0);
+    if (!vector && need > g->mm_scratch_bytes) {
+        if (g->mm_scratch) GPU_TRY(cudaFree(g->mm_scratch));
+        g->mm_scratch = NULL;
+        g->mm_scratch_bytes = 0;
+        GPU_TRY(cudaMalloc(&g->mm_scratch, need));
+        g->mm_scratch_bytes = need;
     }
     char what[160];
     snprintf(what, sizeof what, "tensor '%.*s'", (int)src->name.len, src->name.ptr);
@@ -207,7 +266,7 @@ static fg_status grow_step(gpu_backend *g, int64_t need)
 }
 
 static fg_status gpu_kv_alloc(fg_backend *be, int32_t n_layer, int64_t n_slots, int32_t block_size, int64_t k_row,
-                              int64_t v_row, fg_type type)
+                              int64_t v_row, int64_t o_row, fg_type type)
 {
     gpu_backend *g = gpu(be);
     if (type != FG_TYPE_F16)
@@ -229,6 +288,13 @@ static fg_status gpu_kv_alloc(fg_backend *be, int32_t n_layer, int64_t n_slots, 
         FG_TRY(dev_alloc(g, (size_t)n_slots * (size_t)k_row * 2, "the KV cache", &g->k[l]));
         FG_TRY(dev_alloc(g, (size_t)n_slots * (size_t)v_row * 2, "the KV cache", &g->v[l]));
     }
+    /* Head dims are even (the attention kernel requires it), so o_row / 2
+     * bounds the query heads. */
+    int32_t n_head_max = (int32_t)(o_row / 2);
+    void *part;
+    FG_TRY(dev_alloc(g, fg_gpu_attention_scratch(GRAPH_MAX_T, o_row, n_head_max), "split-KV attention", &part));
+    g->att_part = (float *)part;
+    g->o_row = o_row;
     g->n_layer = n_layer;
     g->n_slots = n_slots;
     g->block_size = block_size;
@@ -239,6 +305,57 @@ static fg_status gpu_kv_alloc(fg_backend *be, int32_t n_layer, int64_t n_slots, 
      * cap_tokens sequences (a batch has at most one sequence per token). */
     int32_t cap = g->cap_tokens > 0 ? g->cap_tokens : 1;
     return grow_step(g, 4 * (int64_t)cap + (int64_t)cap * ((n_slots + block_size - 1) / block_size));
+}
+
+/* ---- Graphs ---------------------------------------------------------------------- */
+
+/* Ends a capture in progress (instantiating it) and launches the step's
+ * graph if the ops were captured or skipped for a replay. */
+static fg_status graph_finish(gpu_backend *g)
+{
+    if (g->capturing) {
+        g->capturing = false;
+        cudaGraph_t graph = NULL;
+        GPU_TRY(cudaStreamEndCapture(g->stream, &graph));
+        gpu_graph *e = &g->graph[g->graph_at];
+        if (e->exec) GPU_TRY(cudaGraphExecDestroy(e->exec));
+        e->exec = NULL;
+        cudaError_t err = cudaGraphInstantiate(&e->exec, graph, 0);
+        (void)cudaGraphDestroy(graph);
+        if (err != cudaSuccess) {
+            e->n_tokens = -1;
+            return gpu_fail(err, "cudaGraphInstantiate", __FILE__, __LINE__);
+        }
+        g->replay = true;
+    }
+    if (g->replay) {
+        g->replay = false;
+        GPU_TRY(cudaGraphLaunch(g->graph[g->graph_at].exec, g->stream));
+    }
+    return FG_OK;
+}
+
+/* After the step's upload: replay a graph of this shape, or capture one. */
+static fg_status graph_start(gpu_backend *g, int32_t n_tokens, int32_t n_seqs, int32_t max_blocks, int32_t key)
+{
+    if (!g->graphs || key == 0 || n_tokens > GRAPH_MAX_T) return FG_OK;
+    for (int i = 0; i < g->n_graph; i++) {
+        gpu_graph *e = &g->graph[i];
+        if (e->exec && e->n_tokens == n_tokens && e->n_seqs == n_seqs && e->max_blocks == max_blocks && e->key == key) {
+            g->graph_at = i;
+            g->replay = true;
+            return FG_OK;
+        }
+    }
+    int at = g->n_graph < (int)(sizeof g->graph / sizeof *g->graph) ? g->n_graph++ : g->graph_next++ % g->n_graph;
+    g->graph[at].n_tokens = n_tokens;
+    g->graph[at].n_seqs = n_seqs;
+    g->graph[at].max_blocks = max_blocks;
+    g->graph[at].key = key;
+    g->graph_at = at;
+    GPU_TRY(cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal));
+    g->capturing = true;
+    return FG_OK;
 }
 
 /* ---- The step's inputs --------------------------------------------------------- */
@@ -256,7 +373,9 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
                               "gpu backend: token %lld of the batch has slot %d, seq %d, pos %d out of range",
                               (long long)t, b->slot[t], b->seq[t], b->pos[t]);
     }
+    FG_TRY(graph_finish(g)); /* a step without a read */
     if (g->upload_pending) GPU_TRY(cudaEventSynchronize(g->uploaded));
+    g->q8_src = NULL;
     int32_t *h = g->h_step;
     memcpy(h, b->ids, (size_t)n * 4);
     memcpy(h + n, b->pos, (size_t)n * 4);
@@ -268,7 +387,7 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
     g->upload_pending = true;
     if (g->profile) {
         GPU_TRY(cudaStreamSynchronize(g->stream));
-        prof_add(g, "step_begin");
+        prof_add(g, "step_begin", false);
     }
     g->xfer.uploads++;
     g->xfer.bytes_up += (uint64_t)need * 4;
@@ -281,10 +400,19 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
     g->d_seq = g->d_step + 2 * n;
     g->d_slot = g->d_step + 3 * n;
     g->d_tables = g->d_step + 4 * n;
-    return FG_OK;
+    return graph_start(g, (int32_t)n, b->n_seqs, b->max_blocks, b->graph_key);
 }
 
 /* ---- Ops ------------------------------------------------------------------------- */
+
+/* An op is about to write `out`: a quantized copy of rows it overlaps goes
+ * stale. */
+static void wrote(gpu_backend *g, const fg_tensor *out)
+{
+    if (!g->q8_src) return;
+    const char *a = (const char *)out->data, *b = (const char *)g->q8_src;
+    if (a < b + g->q8_bytes && b < a + (size_t)out->rows * out->row_bytes) g->q8_src = NULL;
+}
 
 static int64_t ld(const fg_tensor *t)
 {
@@ -294,11 +422,14 @@ static int64_t ld(const fg_tensor *t)
 static fg_status gpu_embed(fg_backend *be, const fg_tensor *table, fg_tensor *out)
 {
     gpu_backend *g = gpu(be);
+    op_begin(g);
+    wrote(g, out);
     for (int32_t t = 0; t < g->n_tokens; t++) {
         if (g->h_ids[t] < 0 || g->h_ids[t] >= table->rows)
             return fg_err_set(FG_ERR_INVALID_ARG, "token id %d is outside the vocabulary (%lld tokens)", g->h_ids[t],
                               (long long)table->rows);
     }
+    if (g->replay) return FG_OK;
     return op_done(g, fg_gpu_embed(table->type, table->data, table->row_bytes, table->ne0, g->d_ids, g->n_tokens,
                                    (float *)out->data, ld(out), g->stream),
                    "embed");
@@ -308,7 +439,10 @@ static fg_status gpu_rms_norm(fg_backend *be, const fg_tensor *x, const fg_tenso
                               fg_tensor *out)
 {
     gpu_backend *g = gpu(be);
+    op_begin(g);
+    wrote(g, out);
     FG_ASSERT(w->type == FG_TYPE_F32 && w->ne0 == group && x->ne0 % group == 0);
+    if (g->replay) return FG_OK;
     return op_done(g, fg_gpu_rms_norm((const float *)x->data, ld(x), (const float *)w->data, x->ne0, group, eps,
                                       g->n_tokens, (float *)out->data, ld(out), g->stream),
                    "rms_norm");
@@ -318,19 +452,37 @@ static fg_status gpu_matmul(fg_backend *be, const fg_tensor *w, const fg_tensor 
                             const fg_tensor *add, int32_t rows, fg_tensor *out)
 {
     gpu_backend *g = gpu(be);
+    op_begin(g);
     int32_t T = rows ? rows : g->n_tokens;
     FG_ASSERT(x->ne0 == w->ne0 && ld(x) % 4 == 0); /* x rows are read as float4 */
     FG_ASSERT(!bias || (bias->type == FG_TYPE_F32 && bias->ne0 == w->rows));
-    return op_done(g, fg_gpu_matmul(w->type, w->data, w->row_bytes, w->rows, w->ne0, (const float *)x->data, ld(x), T,
-                                    bias ? (const float *)bias->data : NULL, add ? (const float *)add->data : NULL,
-                                    add ? ld(add) : 0, (float *)out->data, ld(out), g->warp, g->stream),
-                   "matmul");
+    if (g->replay) return FG_OK;
+    void *scratch = g->mm_scratch_bytes >= fg_gpu_matmul_scratch(w->ne0) ? g->mm_scratch : NULL;
+    bool quantizes = scratch && fg_gpu_matmul_quantizes(w->type, T);
+    bool ready = quantizes && g->q8_src == x->data && g->q8_T == T && g->q8_K == w->ne0;
+    wrote(g, out);
+    fg_status st = op_done(g, fg_gpu_matmul(w->type, w->data, w->row_bytes, w->rows, w->ne0, (const float *)x->data,
+                                            ld(x), T, bias ? (const float *)bias->data : NULL,
+                                            add ? (const float *)add->data : NULL, add ? ld(add) : 0,
+                                            (float *)out->data, ld(out), scratch, ready, g->warp, g->stream),
+                           "matmul");
+    if (quantizes) g->q8_src = NULL;
+    if (quantizes && T <= 8 && st == FG_OK && out->data != x->data) {
+        g->q8_src = x->data;
+        g->q8_bytes = (size_t)T * x->row_bytes;
+        g->q8_T = T;
+        g->q8_K = w->ne0;
+    }
+    return st;
 }
 
 static fg_status gpu_rope(fg_backend *be, fg_tensor *x, int32_t head_dim, const fg_rope *rp)
 {
     gpu_backend *g = gpu(be);
+    op_begin(g);
+    wrote(g, x);
     FG_ASSERT(rp->n_rot % 2 == 0 && rp->n_rot <= head_dim && x->ne0 % head_dim == 0);
+    if (g->replay) return FG_OK;
     return op_done(g, fg_gpu_rope((float *)x->data, ld(x), x->ne0, head_dim, rp->mode == FG_ROPE_NEOX, rp->n_rot,
                                   rp->base, rp->freq_scale, rp->freq_factors, g->d_pos, g->n_tokens, g->stream),
                    "rope");
@@ -339,7 +491,9 @@ static fg_status gpu_rope(fg_backend *be, fg_tensor *x, int32_t head_dim, const 
 static fg_status gpu_kv_store(fg_backend *be, int32_t layer, const fg_tensor *k, const fg_tensor *v)
 {
     gpu_backend *g = gpu(be);
+    op_begin(g);
     FG_ASSERT(layer >= 0 && layer < g->n_layer && k->ne0 == g->k_row && v->ne0 == g->v_row);
+    if (g->replay) return FG_OK;
     return op_done(g, fg_gpu_kv_store((const float *)k->data, ld(k), (const float *)v->data, ld(v), g->k_row, g->v_row,
                                       g->d_slot, g->n_tokens, g->k[layer], g->v[layer], g->stream),
                    "kv_store");
@@ -348,21 +502,30 @@ static fg_status gpu_kv_store(fg_backend *be, int32_t layer, const fg_tensor *k,
 static fg_status gpu_attention(fg_backend *be, int32_t layer, const fg_tensor *q, const fg_attn *a, fg_tensor *out)
 {
     gpu_backend *g = gpu(be);
+    op_begin(g);
+    wrote(g, out);
     FG_ASSERT(a->n_head % a->n_head_kv == 0 && a->n_head_kv * a->head_dim_k == g->k_row &&
               a->n_head_kv * a->head_dim_v == g->v_row);
     if (a->head_dim_k > 256 || a->head_dim_v > 256 || a->head_dim_k % 2)
         return fg_err_set(FG_ERR_UNSUPPORTED, "the GPU attention kernel handles even head dims up to 256, not %d/%d",
                           a->head_dim_k, a->head_dim_v);
+    if (g->replay) return FG_OK;
     fg_gpu_attn_args args = {(const float *)q->data, ld(q), g->k[layer], g->v[layer], g->k_row, g->v_row, g->d_pos,
                              g->d_seq, g->d_tables, g->max_blocks, g->block_size, g->n_tokens, a->n_head,
                              a->n_head_kv, a->head_dim_k, a->head_dim_v, a->scale, a->softcap, a->window,
                              (float *)out->data, ld(out)};
-    return op_done(g, fg_gpu_attention(&args, g->warp, g->stream), "attention");
+    int splits = 1;
+    if (g->n_tokens <= GRAPH_MAX_T && (int64_t)a->n_head * a->head_dim_v <= g->o_row)
+        splits = fg_gpu_attention_splits(g->n_tokens, a->n_head, g->n_sm);
+    return op_done(g, fg_gpu_attention(&args, splits, g->att_part, g->warp, g->stream), "attention");
 }
 
 static fg_status gpu_swiglu(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out)
 {
     gpu_backend *g = gpu(be);
+    op_begin(g);
+    wrote(g, out);
+    if (g->replay) return FG_OK;
     return op_done(g, fg_gpu_swiglu((const float *)gate->data, ld(gate), (const float *)up->data, ld(up), gate->ne0,
                                     g->n_tokens, (float *)out->data, ld(out), g->stream),
                    "swiglu");
@@ -373,6 +536,7 @@ static fg_status gpu_swiglu(fg_backend *be, const fg_tensor *gate, const fg_tens
 static fg_status gpu_read(fg_backend *be, const fg_tensor *x, int32_t rows, float *host)
 {
     gpu_backend *g = gpu(be);
+    FG_TRY(graph_finish(g));
     size_t row = (size_t)x->ne0 * sizeof(float);
     if (x->row_bytes == row) {
         GPU_TRY(cudaMemcpyAsync(host, x->data, row * (size_t)rows, cudaMemcpyDeviceToHost, g->stream));
@@ -382,7 +546,7 @@ static fg_status gpu_read(fg_backend *be, const fg_tensor *x, int32_t rows, floa
                                     row, cudaMemcpyDeviceToHost, g->stream));
     }
     GPU_TRY(cudaStreamSynchronize(g->stream));
-    if (g->profile) prof_add(g, "read");
+    if (g->profile) prof_add(g, "read", false);
     g->xfer.downloads++;
     g->xfer.bytes_down += (uint64_t)row * (uint64_t)rows;
     return FG_OK;
@@ -391,6 +555,8 @@ static fg_status gpu_read(fg_backend *be, const fg_tensor *x, int32_t rows, floa
 static fg_status gpu_write(fg_backend *be, fg_tensor *x, int32_t rows, const float *host)
 {
     gpu_backend *g = gpu(be);
+    FG_TRY(graph_finish(g));
+    wrote(g, x);
     size_t row = (size_t)x->ne0 * sizeof(float);
     for (int32_t r = 0; r < rows; r++)
         GPU_TRY(cudaMemcpyAsync((char *)x->data + (size_t)r * x->row_bytes, host + (size_t)r * (size_t)x->ne0, row,
@@ -409,15 +575,25 @@ static void gpu_free(fg_backend *be)
     if (g->profile) {
         double total = 0;
         for (int i = 0; i < g->n_prof; i++) total += g->prof[i].ms;
-        fprintf(stderr, "forge: GPU profile (each op synchronized; ms from the previous op's end):\n");
+        fprintf(stderr, "forge: GPU profile (each op synchronized; wall: from the previous op's end; gpu: between "
+                        "events around its launches)\n");
         for (int i = 0; i < g->n_prof; i++)
-            fprintf(stderr, "  %-10s %8ld calls %10.2f ms %5.1f%% %8.1f us/call\n", g->prof[i].op, g->prof[i].calls,
-                    g->prof[i].ms, 100.0 * g->prof[i].ms / (total > 0 ? total : 1), 1e3 * g->prof[i].ms / g->prof[i].calls);
+            fprintf(stderr, "  %-10s %8ld calls  wall %9.2f ms %5.1f%% %8.1f us/call  gpu %8.1f us/call\n",
+                    g->prof[i].op, g->prof[i].calls, g->prof[i].ms, 100.0 * g->prof[i].ms / (total > 0 ? total : 1),
+                    1e3 * g->prof[i].ms / g->prof[i].calls, 1e3 * g->prof[i].gpu_ms / g->prof[i].calls);
     }
+    if (g->capturing) {
+        cudaGraph_t graph = NULL;
+        (void)cudaStreamEndCapture(g->stream, &graph);
+        if (graph) (void)cudaGraphDestroy(graph);
+    }
+    for (int i = 0; i < g->n_graph; i++)
+        if (g->graph[i].exec) (void)cudaGraphExecDestroy(g->graph[i].exec);
     if (g->stream) (void)cudaStreamSynchronize(g->stream);
     for (size_t i = 0; i < g->n_allocs; i++) (void)cudaFree(g->allocs[i]);
     if (g->h_step) (void)cudaFreeHost(g->h_step);
     if (g->d_step) (void)cudaFree(g->d_step);
+    if (g->mm_scratch) (void)cudaFree(g->mm_scratch);
     if (g->uploaded) (void)cudaEventDestroy(g->uploaded);
     if (g->stream) (void)cudaStreamDestroy(g->stream);
     free(g->allocs);
@@ -473,8 +649,13 @@ extern "C" fg_status fg_backend_gpu_init(int device, fg_backend **out)
     g->device = device;
     const char *sync = getenv("FORGE_GPU_SYNC");
     g->sync_each_op = sync && strcmp(sync, "0") != 0 && *sync;
+    const char *graphs = getenv("FORGE_GPU_GRAPHS");
+    g->graphs = !(graphs && strcmp(graphs, "0") == 0);
     const char *prof = getenv("FORGE_GPU_PROFILE");
     g->profile = prof && strcmp(prof, "0") != 0 && *prof;
+    if (g->profile && (cudaEventCreate(&g->prof_ev[0]) != cudaSuccess || cudaEventCreate(&g->prof_ev[1]) != cudaSuccess))
+        g->profile = false;
+    if (g->profile || g->sync_each_op) g->graphs = false;
     cudaDeviceProp prop;
     cudaError_t e;
     if ((e = cudaSetDevice(device)) != cudaSuccess || (e = cudaGetDeviceProperties(&prop, device)) != cudaSuccess ||
@@ -485,6 +666,7 @@ extern "C" fg_status fg_backend_gpu_init(int device, fg_backend **out)
         return st;
     }
     g->warp = prop.warpSize;
+    g->n_sm = prop.multiProcessorCount;
 #if defined(FG_GPU_HIP)
     snprintf(g->desc, sizeof g->desc, "%.200s (%.100s), %.1f GiB, HIP", prop.name, prop.gcnArchName,
              prop.totalGlobalMem / 1073741824.0);

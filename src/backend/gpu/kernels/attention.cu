@@ -20,9 +20,9 @@
 
 #include "backend/gpu/kernels/kernels.h"
 
-enum { ATTN_THREADS = 128, ATTN_MAX_D = 256, ATTN_R = ATTN_MAX_D / FG_WARP };
+enum { ATTN_THREADS = 128, ATTN_MAX_D = 256, ATTN_R = ATTN_MAX_D / FG_WARP, ATTN_MAX_SPLITS = 32 };
 
-__global__ void __launch_bounds__(ATTN_THREADS) attention_kernel(fg_gpu_attn_args a)
+__global__ void __launch_bounds__(ATTN_THREADS) attention_kernel(fg_gpu_attn_args a, int n_splits, float *part)
 {
     extern __shared__ float sm[];
     int h = blockIdx.x, lane = threadIdx.x % FG_WARP, warp = threadIdx.x / FG_WARP, nw = blockDim.x / FG_WARP;
@@ -35,6 +35,12 @@ __global__ void __launch_bounds__(ATTN_THREADS) attention_kernel(fg_gpu_attn_arg
     __syncthreads();
 
     int32_t p = a.pos[t], start = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
+    if (n_splits > 1) { /* this block's chunk: keys [start, p] of the split */
+        int32_t chunk = (p - start + n_splits) / n_splits, z = blockIdx.z;
+        int32_t last = start + (z + 1) * chunk - 1;
+        start += z * chunk;
+        p = last < p ? last : p;
+    }
     const int32_t *table = a.block_tables + (int64_t)a.seq[t] * a.max_blocks;
     const __half *K = (const __half *)a.kc + (int64_t)hk * Dk, *V = (const __half *)a.vc + (int64_t)hk * Dv;
 
@@ -89,6 +95,21 @@ __global__ void __launch_bounds__(ATTN_THREADS) attention_kernel(fg_gpu_attn_arg
     for (int w = 0; w < nw; w++) M = fmaxf(M, ms[w]);
     float L = 0.0f;
     for (int w = 0; w < nw; w++) L += ls[w] * expf(ms[w] - M);
+    if (n_splits > 1) {
+        /* Partial result (t, h, z): Dv unnormalized outputs, then max, sum.
+         * An empty chunk leaves M = -inf, L = 0, outputs 0. */
+        float *pp = part + (((int64_t)t * a.n_head + h) * n_splits + blockIdx.z) * (Dv + 2);
+        for (int d = threadIdx.x; d < Dv; d += blockDim.x) {
+            float o = 0.0f;
+            for (int w = 0; w < nw; w++) o += M == -INFINITY ? 0.0f : os[w * Dv + d] * expf(ms[w] - M);
+            pp[d] = o;
+        }
+        if (threadIdx.x == 0) {
+            pp[Dv] = M;
+            pp[Dv + 1] = M == -INFINITY ? 0.0f : L;
+        }
+        return;
+    }
     for (int d = threadIdx.x; d < Dv; d += blockDim.x) {
         float o = 0.0f;
         for (int w = 0; w < nw; w++) o += os[w * Dv + d] * expf(ms[w] - M);
@@ -96,12 +117,51 @@ __global__ void __launch_bounds__(ATTN_THREADS) attention_kernel(fg_gpu_attn_arg
     }
 }
 
-cudaError_t fg_gpu_attention(const fg_gpu_attn_args *a, int warp, cudaStream_t s)
+/* Merges the n_splits partial results of each (token, head). */
+__global__ void attention_merge_kernel(const float *__restrict__ part, int n_splits, int32_t n_head, int32_t Dv,
+                                       float *out, int64_t ldo)
+{
+    int h = blockIdx.x;
+    int64_t t = blockIdx.y;
+    const float *pp = part + ((int64_t)t * n_head + h) * n_splits * (Dv + 2);
+    float M = -INFINITY;
+    for (int z = 0; z < n_splits; z++) M = fmaxf(M, pp[z * (Dv + 2) + Dv]);
+    float L = 0.0f;
+    for (int z = 0; z < n_splits; z++) {
+        float m = pp[z * (Dv + 2) + Dv];
+        if (m != -INFINITY) L += pp[z * (Dv + 2) + Dv + 1] * expf(m - M);
+    }
+    for (int d = threadIdx.x; d < Dv; d += blockDim.x) {
+        float o = 0.0f;
+        for (int z = 0; z < n_splits; z++) {
+            float m = pp[z * (Dv + 2) + Dv];
+            if (m != -INFINITY) o += pp[z * (Dv + 2) + d] * expf(m - M);
+        }
+        out[t * ldo + (int64_t)h * Dv + d] = o / L;
+    }
+}
+
+size_t fg_gpu_attention_scratch(int32_t n_tokens, int64_t o_row, int32_t n_head)
+{
+    return (size_t)n_tokens * ATTN_MAX_SPLITS * (size_t)(o_row + 2 * n_head) * sizeof(float);
+}
+
+int fg_gpu_attention_splits(int32_t n_tokens, int32_t n_head, int n_sm)
+{
+    int pairs = n_tokens * n_head, splits = (2 * n_sm + pairs - 1) / pairs;
+    return splits < 1 ? 1 : splits > ATTN_MAX_SPLITS ? ATTN_MAX_SPLITS : splits;
+}
+
+cudaError_t fg_gpu_attention(const fg_gpu_attn_args *a, int n_splits, float *scratch, int warp, cudaStream_t s)
 {
     if (a->head_dim_k > ATTN_MAX_D || a->head_dim_v > ATTN_MAX_D || a->head_dim_k % 2) return cudaErrorInvalidValue;
+    if (n_splits > 1 && !scratch) n_splits = 1;
     int nw = ATTN_THREADS / warp;
     size_t smem = (size_t)(a->head_dim_k + 2 * nw + nw * a->head_dim_v) * sizeof(float);
-    dim3 grid((unsigned)a->n_head, (unsigned)a->n_tokens);
-    attention_kernel<<<grid, ATTN_THREADS, smem, s>>>(*a);
+    dim3 grid((unsigned)a->n_head, (unsigned)a->n_tokens, (unsigned)n_splits);
+    attention_kernel<<<grid, ATTN_THREADS, smem, s>>>(*a, n_splits, scratch);
+    if (n_splits > 1)
+        attention_merge_kernel<<<dim3((unsigned)a->n_head, (unsigned)a->n_tokens), 128, 0, s>>>(
+            scratch, n_splits, a->n_head, a->head_dim_v, a->out, a->ldo);
     return cudaGetLastError();
 }

@@ -23,10 +23,19 @@ cudaError_t fg_gpu_embed(int type, const void *table, size_t row_bytes, int64_t 
                          float *out, int64_t ldo, cudaStream_t s);
 
 /* y[t][j] = x[t] . w[j] (+ bias[j]) (+ add[t][j]) for t < T, j < N; w is N
- * rows of K elements. add may alias y. */
+ * rows of K elements. add may alias y. scratch (fg_gpu_matmul_scratch(K)
+ * bytes of device memory, or NULL) holds the int8 activations of the
+ * integer-dot GEMV; without it the float GEMV runs. x_ready says scratch
+ * already holds x quantized (the same rows were the input of the previous
+ * quantizing matmul and nothing has written them since). */
 cudaError_t fg_gpu_matmul(int type, const void *w, size_t row_bytes, int64_t N, int64_t K, const float *x, int64_t ldx,
                           int32_t T, const float *bias, const float *add, int64_t ldadd, float *y, int64_t ldy,
-                          int warp, cudaStream_t s);
+                          void *scratch, bool x_ready, int warp, cudaStream_t s);
+size_t fg_gpu_matmul_scratch(int64_t K);
+/* Whether a matmul of this type and token count quantizes its activations
+ * into the scratch (the integer GEMV, eight tokens per launch: only a call
+ * of T <= 8 leaves all of x there). */
+bool fg_gpu_matmul_quantizes(int type, int32_t T);
 
 /* RMSNorm over groups of `group` elements of each of n rows of ne0, times
  * w[group]; out may alias x. */
@@ -57,8 +66,15 @@ typedef struct fg_gpu_attn_args {
     int64_t ldo;
 } fg_gpu_attn_args;
 
-/* Causal attention of each query row over its sequence's cached keys. */
-cudaError_t fg_gpu_attention(const fg_gpu_attn_args *a, int warp, cudaStream_t s);
+/* Causal attention of each query row over its sequence's cached keys, each
+ * (token, head)'s keys split n_splits ways (fg_gpu_attention_splits) with
+ * partial results in scratch (fg_gpu_attention_scratch bytes; NULL runs
+ * one split). */
+cudaError_t fg_gpu_attention(const fg_gpu_attn_args *a, int n_splits, float *scratch, int warp, cudaStream_t s);
+size_t fg_gpu_attention_scratch(int32_t n_tokens, int64_t o_row, int32_t n_head);
+/* How many ways to split the keys so that n_tokens x n_head x splits blocks
+ * fill about twice the n_sm multiprocessors (1 for prefill). */
+int fg_gpu_attention_splits(int32_t n_tokens, int32_t n_head, int n_sm);
 
 /* out = silu(g) * u over n rows of ne0; out may alias g. */
 cudaError_t fg_gpu_swiglu(const float *g, int64_t ldg, const float *u, int64_t ldu, int64_t ne0, int32_t n, float *out,

@@ -2,7 +2,7 @@
  * matmul.cu — y = x W^T on quantized weights, and the embedding lookup that
  * shares their decoding (dequant.cuh).
  *
- * Small batches (T <= 8 tokens: decode) are bandwidth-bound: every weight
+ * Small batches (decode) are bandwidth-bound: every weight
  * byte is read once per step. One block computes one output row: its
  * threads walk the row eight elements at a time (consecutive threads,
  * consecutive bytes), dequantize in registers, take the dot with each
@@ -12,7 +12,8 @@
  * warp over several rows, ran 3-6x slower on an H100: too few loads in
  * flight per row to cover the memory latency.)
  *
- * Larger batches (prefill) are compute-bound: a block computes a 64-row x
+ * Up to 32 tokens the GEMV runs in launches of eight. Larger batches
+ * (prefill) are compute-bound: a block computes a 64-row x
  * 64-token tile of y, staging 32 columns of dequantized weights and of
  * activations in shared memory per step and giving each thread a 4 x 4
  * sub-tile of FMAs. This is the portable version; a tensor-core path comes
@@ -20,6 +21,7 @@
  */
 #include "backend/gpu/kernels/dequant.cuh"
 #include "backend/gpu/kernels/kernels.h"
+#include "backend/gpu/kernels/mmvq.cuh"
 
 /* ---- GEMV: T <= 8 ---------------------------------------------------------------- */
 
@@ -73,6 +75,10 @@ __global__ void __launch_bounds__(128) gemv_kernel(const uint8_t *__restrict__ w
 /* ---- Tiled GEMM: T > 8 ----------------------------------------------------------- */
 
 enum { TILE_N = 64, TILE_T = 64, TILE_K = 32, TILE_THREADS = 256 };
+
+/* Up to this many tokens the GEMV kernels run, eight tokens per launch: the
+ * tiled kernel has too few blocks to fill the GPU below a few dozen. */
+enum { GEMV_MAX_T = 32 };
 
 template <int TYPE>
 __global__ void __launch_bounds__(TILE_THREADS) gemm_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t N,
@@ -136,6 +142,8 @@ __global__ void __launch_bounds__(TILE_THREADS) gemm_kernel(const uint8_t *__res
 /* ---- Launchers ------------------------------------------------------------------- */
 
 struct mm_args {
+    void *scratch; /* fg_gpu_matmul_scratch(K) bytes, or NULL */
+    bool x_ready;  /* scratch already holds these activations, quantized */
     const uint8_t *w;
     size_t row_bytes;
     int64_t N, K;
@@ -150,7 +158,35 @@ struct mm_args {
     cudaStream_t s;
 };
 
+/* The types with an integer-dot GEMV (mmvq.cuh). */
+template <int TYPE> constexpr bool has_mmvq()
+{
+    return TYPE == FG_DQ_Q4_0 || TYPE == FG_DQ_Q4_1 || TYPE == FG_DQ_Q8_0;
+}
+
+template <int TYPE, int NT> struct mmvq_launch {
+    static void run(const mm_args &a, int8_t *xq, float2 *xs, const float *add, float *y, int32_t nt)
+    {
+        fg_mmvq_kernel<TYPE, NT><<<(unsigned)a.N, 128, 0, a.s>>>(a.w, a.row_bytes, a.K, xq, xs, nt, a.bias, add,
+                                                                 a.ldadd, y, a.ldy);
+    }
+};
+
 template <int TYPE> struct mm_launch {
+    /* Quantizes nt activation rows to int8 and runs the integer GEMV. */
+    static void mmvq(const mm_args &a, const float *x, const float *add, float *y, int32_t nt)
+    {
+        int8_t *xq = (int8_t *)a.scratch;
+        float2 *xs = (float2 *)(xq + 8 * a.K);
+        int64_t blocks = nt * (a.K / 32);
+        if (!a.x_ready)
+            fg_quantize_q8_kernel<<<(unsigned)((blocks + 127) / 128), 128, 0, a.s>>>(x, a.ldx, a.K, nt, xq, xs);
+        if (nt == 1) mmvq_launch<TYPE, 1>::run(a, xq, xs, add, y, nt);
+        else if (nt == 2) mmvq_launch<TYPE, 2>::run(a, xq, xs, add, y, nt);
+        else if (nt <= 4) mmvq_launch<TYPE, 4>::run(a, xq, xs, add, y, nt);
+        else mmvq_launch<TYPE, 8>::run(a, xq, xs, add, y, nt);
+    }
+
     /* NT token slots; one block of 128 threads per weight row. */
     template <int NT> static void gemv(const mm_args &a, const float *x, const float *add, float *y, int32_t nt)
     {
@@ -160,7 +196,7 @@ template <int TYPE> struct mm_launch {
 
     static void run(const mm_args &a)
     {
-        if (a.T > 8 && a.K % TILE_K == 0) {
+        if (a.T > GEMV_MAX_T && a.K % TILE_K == 0) {
             dim3 grid((unsigned)((a.N + TILE_N - 1) / TILE_N), (unsigned)((a.T + TILE_T - 1) / TILE_T));
             gemm_kernel<TYPE><<<grid, TILE_THREADS, 0, a.s>>>(a.w, a.row_bytes, a.N, a.K, a.x, a.ldx, a.T, a.bias,
                                                              a.add, a.ldadd, a.y, a.ldy);
@@ -171,6 +207,12 @@ template <int TYPE> struct mm_launch {
             const float *x = a.x + t0 * a.ldx;
             const float *add = a.add ? a.add + t0 * a.ldadd : NULL;
             float *y = a.y + t0 * a.ldy;
+            if constexpr (has_mmvq<TYPE>()) {
+                if (a.scratch) {
+                    mmvq(a, x, add, y, nt);
+                    continue;
+                }
+            }
             if (nt == 1) gemv<1>(a, x, add, y, nt);
             else if (nt == 2) gemv<2>(a, x, add, y, nt);
             else if (nt <= 4) gemv<4>(a, x, add, y, nt);
@@ -190,11 +232,21 @@ bool fg_gpu_type_ok(int type, int64_t k)
     return false;
 }
 
+size_t fg_gpu_matmul_scratch(int64_t K)
+{
+    return (size_t)(8 * K + 8 * (K / 32) * (int64_t)sizeof(float2));
+}
+
+bool fg_gpu_matmul_quantizes(int type, int32_t T)
+{
+    return T <= GEMV_MAX_T && (type == FG_DQ_Q4_0 || type == FG_DQ_Q4_1 || type == FG_DQ_Q8_0);
+}
+
 cudaError_t fg_gpu_matmul(int type, const void *w, size_t row_bytes, int64_t N, int64_t K, const float *x, int64_t ldx,
                           int32_t T, const float *bias, const float *add, int64_t ldadd, float *y, int64_t ldy,
-                          int warp, cudaStream_t s)
+                          void *scratch, bool x_ready, int warp, cudaStream_t s)
 {
-    mm_args a = {(const uint8_t *)w, row_bytes, N, K, x, ldx, T, bias, add, ldadd, y, ldy, warp, s};
+    mm_args a = {scratch, x_ready, (const uint8_t *)w, row_bytes, N, K, x, ldx, T, bias, add, ldadd, y, ldy, warp, s};
     if (!FG_DQ_DISPATCH(type, mm_launch, a)) return cudaErrorInvalidValue;
     return cudaGetLastError();
 }

@@ -16,6 +16,10 @@ __global__ void rms_norm_kernel(const float *x, int64_t ldx, const float *__rest
     int64_t groups = ne0 / group, r = blockIdx.x / groups, g0 = (blockIdx.x % groups) * group;
     const float *xr = x + r * ldx + g0;
     float ss = 0.0f;
+    /* Unrolled so a thread's loads are in flight together: a decode step
+     * normalizes one row, a single block whose loop is otherwise a chain of
+     * memory latencies. */
+#pragma unroll 8
     for (int64_t i = threadIdx.x; i < group; i += blockDim.x) ss += xr[i] * xr[i];
     ss = fg_warp_sum(ss);
     int warp = threadIdx.x / FG_WARP, n_warps = blockDim.x / FG_WARP;
@@ -29,13 +33,14 @@ __global__ void rms_norm_kernel(const float *x, int64_t ldx, const float *__rest
     __syncthreads();
     float scale = 1.0f / sqrtf(partial[0] / (float)group + eps);
     float *yr = out + r * ldo + g0;
+#pragma unroll 8
     for (int64_t i = threadIdx.x; i < group; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
 }
 
 cudaError_t fg_gpu_rms_norm(const float *x, int64_t ldx, const float *w, int64_t ne0, int64_t group, float eps,
                             int32_t n, float *out, int64_t ldo, cudaStream_t s)
 {
-    int threads = group >= 1024 ? 256 : group >= 256 ? 128 : 64;
+    int threads = group >= 2048 ? 512 : group >= 1024 ? 256 : group >= 256 ? 128 : 64;
     unsigned blocks = (unsigned)(n * (ne0 / group));
     rms_norm_kernel<<<blocks, threads, 0, s>>>(x, ldx, w, ne0, group, eps, out, ldo);
     return cudaGetLastError();
