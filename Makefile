@@ -42,7 +42,7 @@ ifeq ($(GPU),cuda)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 GPU_CC  := $(NVCC)
 GPU_FLAGS += $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) -Xcompiler -fPIC,-Wall -Werror all-warnings
-GPU_LIBS := -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib64/stubs -lcudart_static -ldl -lrt -lstdc++
+GPU_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart_static -ldl -lrt -lstdc++
 else ifeq ($(GPU),hip)
 GPU_CC  := $(HIPCC)
 GPU_FLAGS += -x hip -DFG_GPU_HIP $(foreach a,$(HIP_ARCHS),--offload-arch=$(a)) -fPIC -Wall -Werror

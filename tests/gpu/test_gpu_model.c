@@ -132,13 +132,15 @@ Test(gpu_model, logits_and_greedy_match_cpu_reference, .init = need_gpu_and_mode
             "gpu_model %s: %d positions, top-1 agreement %d/%d, max relative logit error %.3g; greedy identical for %d "
             "of %d tokens\n",
             model_path, n, agree, n, worst, same, N_GEN);
-    /* With float weights the GPU computes in f32 like the reference; with
+    /* With float weights the GPU decodes in f32 like the reference; with
      * Q4_0/Q4_1/Q8_0 its decode GEMV takes int8 activations (as llama.cpp's
      * does), so only agreement of the picks is required there. */
     const fg_gguf_tensor *wq = fg_gguf_find_tensor(g.m->gguf, "blk.0.attn_q.weight");
     bool float_weights = wq && (wq->type == FG_TYPE_F32 || wq->type == FG_TYPE_F16 || wq->type == FG_TYPE_BF16);
     cr_expect_geq(agree * 100, n * 99, "top-1 agreement %d/%d is under 99%%", agree, n);
-    cr_expect_leq(worst, float_weights ? 1e-3 : 3e-2, "max relative logit error %.3g", worst);
+    /* Prefill matmuls on a CUDA build take f16 operands (cuBLAS): the
+     * teacher-forced logits carry that rounding. */
+    cr_expect_leq(worst, float_weights ? 5e-3 : 3e-2, "max relative logit error %.3g", worst);
     if (float_weights) cr_expect_eq(same, N_GEN, "greedy continuations part after %d tokens", same);
     free(kg.all);
     free(kc.all);

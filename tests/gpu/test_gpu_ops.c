@@ -277,7 +277,10 @@ Test(gpu_ops, matmul_every_type_gemv_and_gemm, .init = need_gpu, .fini = done)
             char what[96];
             snprintf(what, sizeof what, "matmul %s N %d K %d T %d%s", fg_type_name(gpu_types[ti]), N, K, T,
                      extras ? " +bias +add" : "");
-            expect_close(&y, T, 1e-5, what);
+            /* Above 32 tokens a CUDA build multiplies f16 operands on the
+             * tensor cores (cuBLAS): DESIGN.md's fp16 tier. */
+            bool f16_gemm = T > 32 && strcmp(fg_backend_gpu_api(), "CUDA") == 0;
+            expect_close(&y, T, f16_gemm ? 3e-3 : 1e-5, what);
             free(bv);
             free(bias.host);
             free(w.host);

@@ -66,6 +66,14 @@ typedef struct gpu_backend {
     const int32_t *d_ids, *d_pos, *d_seq, *d_slot, *d_tables; /* into d_step */
     const int32_t *h_ids;                                        /* into h_step */
 
+    /* cuBLAS (CUDA builds): the handle on our stream, and its prefill
+     * scratch (f16 weight slab + f16 activations), sized at kv_alloc from
+     * the widest weight and the largest activation row count. */
+    void *blas;
+    void *blas_scratch;
+    size_t blas_scratch_bytes;
+    int64_t max_k;
+
     /* Split-KV decoding's partial results, for steps of up to
      * GRAPH_MAX_T tokens (sized at kv_alloc from the attention output row). */
     float *att_part;
@@ -198,6 +206,27 @@ static fg_status dev_alloc(gpu_backend *g, size_t bytes, const char *what, void 
     return FG_OK;
 }
 
+/* The prefill matmul's scratch, grown as weights and activations are placed
+ * (both at load time) to fit the widest weight and the largest batch. */
+static fg_status grow_blas(gpu_backend *g)
+{
+#if !defined(FG_GPU_HIP)
+    if (!g->blas || g->cap_tokens <= FG_GPU_GEMV_MAX_T || g->max_k <= 0) return FG_OK;
+    size_t need = fg_gpu_blas_scratch(g->max_k, g->cap_tokens);
+    if (need <= g->blas_scratch_bytes) return FG_OK;
+    if (g->blas_scratch) GPU_TRY(cudaFree(g->blas_scratch));
+    g->blas_scratch = NULL;
+    g->blas_scratch_bytes = 0;
+    if (cudaMalloc(&g->blas_scratch, need) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return fg_err_set(FG_ERR_NOMEM, "GPU %d: cannot allocate %.1f MiB for the prefill matmul scratch; use a "
+                          "smaller batch (-b)", g->device, need / 1048576.0);
+    }
+    g->blas_scratch_bytes = need;
+#endif
+    return FG_OK;
+}
+
 static fg_status gpu_weight(fg_backend *be, const fg_gguf_tensor *src, fg_tensor *out)
 {
     gpu_backend *g = gpu(be);
@@ -210,6 +239,7 @@ static fg_status gpu_weight(fg_backend *be, const fg_gguf_tensor *src, fg_tensor
                           "use --device cpu",
                           (int)src->name.len, src->name.ptr, fg_type_name(src->type), (long long)ne0);
     }
+    if (!vector && ne0 > g->max_k) g->max_k = ne0;
     size_t need = fg_gpu_matmul_scratch(ne0);
     if (!vector && need > g->mm_scratch_bytes) {
         if (g->mm_scratch) GPU_TRY(cudaFree(g->mm_scratch));
@@ -226,7 +256,7 @@ static fg_status gpu_weight(fg_backend *be, const fg_gguf_tensor *src, fg_tensor
     GPU_TRY(cudaStreamSynchronize(g->stream)); /* the mmap pages need not outlive the copy */
     *out = (fg_tensor){.type = src->type, .ne0 = ne0, .rows = rows, .row_bytes = fg_type_row_size(src->type, ne0),
                        .data = p};
-    return FG_OK;
+    return grow_blas(g);
 }
 
 static fg_status gpu_alloc(fg_backend *be, int64_t ne0, int64_t rows, fg_tensor *out)
@@ -238,7 +268,7 @@ static fg_status gpu_alloc(fg_backend *be, int64_t ne0, int64_t rows, fg_tensor 
     GPU_TRY(cudaMemsetAsync(p, 0, bytes, g->stream));
     if (rows > g->cap_tokens) g->cap_tokens = (int32_t)rows;
     *out = (fg_tensor){.type = FG_TYPE_F32, .ne0 = ne0, .rows = rows, .row_bytes = (size_t)ne0 * sizeof(float), .data = p};
-    return FG_OK;
+    return grow_blas(g);
 }
 
 /* Sizes the step's input buffers for `need` int32s. The forward plan
@@ -294,6 +324,7 @@ static fg_status gpu_kv_alloc(fg_backend *be, int32_t n_layer, int64_t n_slots, 
     void *part;
     FG_TRY(dev_alloc(g, fg_gpu_attention_scratch(GRAPH_MAX_T, o_row, n_head_max), "split-KV attention", &part));
     g->att_part = (float *)part;
+
     g->o_row = o_row;
     g->n_layer = n_layer;
     g->n_slots = n_slots;
@@ -461,6 +492,15 @@ static fg_status gpu_matmul(fg_backend *be, const fg_tensor *w, const fg_tensor 
     bool quantizes = scratch && fg_gpu_matmul_quantizes(w->type, T);
     bool ready = quantizes && g->q8_src == x->data && g->q8_T == T && g->q8_K == w->ne0;
     wrote(g, out);
+#if !defined(FG_GPU_HIP)
+    if (g->blas_scratch && T > FG_GPU_GEMV_MAX_T && T <= g->cap_tokens && w->ne0 <= g->max_k && w->ne0 % 8 == 0)
+        return op_done(g, fg_gpu_matmul_blas(g->blas, w->type, w->data, w->row_bytes, w->rows, w->ne0,
+                                             (const float *)x->data, ld(x), T,
+                                             bias ? (const float *)bias->data : NULL,
+                                             add ? (const float *)add->data : NULL, add ? ld(add) : 0,
+                                             (float *)out->data, ld(out), g->blas_scratch, g->stream),
+                       "matmul");
+#endif
     fg_status st = op_done(g, fg_gpu_matmul(w->type, w->data, w->row_bytes, w->rows, w->ne0, (const float *)x->data,
                                             ld(x), T, bias ? (const float *)bias->data : NULL,
                                             add ? (const float *)add->data : NULL, add ? ld(add) : 0,
@@ -590,10 +630,14 @@ static void gpu_free(fg_backend *be)
     for (int i = 0; i < g->n_graph; i++)
         if (g->graph[i].exec) (void)cudaGraphExecDestroy(g->graph[i].exec);
     if (g->stream) (void)cudaStreamSynchronize(g->stream);
+#if !defined(FG_GPU_HIP)
+    fg_gpu_blas_destroy(g->blas);
+#endif
     for (size_t i = 0; i < g->n_allocs; i++) (void)cudaFree(g->allocs[i]);
     if (g->h_step) (void)cudaFreeHost(g->h_step);
     if (g->d_step) (void)cudaFree(g->d_step);
     if (g->mm_scratch) (void)cudaFree(g->mm_scratch);
+    if (g->blas_scratch) (void)cudaFree(g->blas_scratch);
     if (g->uploaded) (void)cudaEventDestroy(g->uploaded);
     if (g->stream) (void)cudaStreamDestroy(g->stream);
     free(g->allocs);
@@ -665,6 +709,14 @@ extern "C" fg_status fg_backend_gpu_init(int device, fg_backend **out)
         gpu_free(&g->base);
         return st;
     }
+#if !defined(FG_GPU_HIP)
+    g->blas = fg_gpu_blas_create(g->stream);
+    if (!g->blas) {
+        gpu_free(&g->base);
+        return fg_err_set(FG_ERR_DEVICE, "GPU %d: cuBLAS could not be initialized (is libcublas installed and "
+                          "matching the driver?)", device);
+    }
+#endif
     g->warp = prop.warpSize;
     g->n_sm = prop.multiProcessorCount;
 #if defined(FG_GPU_HIP)

@@ -37,6 +37,22 @@ size_t fg_gpu_matmul_scratch(int64_t K);
  * of T <= 8 leaves all of x there). */
 bool fg_gpu_matmul_quantizes(int type, int32_t T);
 
+/* cuBLAS (CUDA builds): a handle bound to stream s (NULL on failure), and
+ * the tensor-core prefill matmul, same contract as fg_gpu_matmul, with
+ * scratch of fg_gpu_blas_scratch(largest K, largest T) bytes: a slab of
+ * FG_GPU_BLAS_SLAB f16 weights and the f16 activations. */
+#if !defined(FG_GPU_HIP)
+enum { FG_GPU_BLAS_SLAB = 1 << 25 };
+void *fg_gpu_blas_create(cudaStream_t s);
+void fg_gpu_blas_destroy(void *handle);
+size_t fg_gpu_blas_scratch(int64_t max_k, int32_t max_t);
+cudaError_t fg_gpu_matmul_blas(void *handle, int type, const void *w, size_t row_bytes, int64_t N, int64_t K,
+                               const float *x, int64_t ldx, int32_t T, const float *bias, const float *add,
+                               int64_t ldadd, float *y, int64_t ldy, void *scratch, cudaStream_t s);
+#endif
+/* Token counts above this take the prefill path (tiled GEMM or cuBLAS). */
+enum { FG_GPU_GEMV_MAX_T = 32 };
+
 /* RMSNorm over groups of `group` elements of each of n rows of ne0, times
  * w[group]; out may alias x. */
 cudaError_t fg_gpu_rms_norm(const float *x, int64_t ldx, const float *w, int64_t ne0, int64_t group, float eps,

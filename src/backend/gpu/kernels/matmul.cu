@@ -78,7 +78,7 @@ enum { TILE_N = 64, TILE_T = 64, TILE_K = 32, TILE_THREADS = 256 };
 
 /* Up to this many tokens the GEMV kernels run, eight tokens per launch: the
  * tiled kernel has too few blocks to fill the GPU below a few dozen. */
-enum { GEMV_MAX_T = 32 };
+enum { GEMV_MAX_T = FG_GPU_GEMV_MAX_T };
 
 template <int TYPE>
 __global__ void __launch_bounds__(TILE_THREADS) gemm_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t N,
