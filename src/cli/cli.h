@@ -17,6 +17,7 @@ int fg_cli_tokenize(int argc, char **argv);
 int fg_cli_run(int argc, char **argv);
 int fg_cli_chat(int argc, char **argv);
 int fg_cli_perplexity(int argc, char **argv);
+int fg_cli_bench(int argc, char **argv);
 
 /* ---- Loading a model to run it (engine.c) ---------------------------------- */
 

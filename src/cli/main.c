@@ -23,6 +23,7 @@ static const subcommand commands[] = {
     {"run", fg_cli_run, "generate a continuation of a prompt and stream it"},
     {"chat", fg_cli_chat, "talk with a model in a loop, with its chat template"},
     {"perplexity", fg_cli_perplexity, "perplexity of a model on a text file (llama.cpp's method)"},
+    {"bench", fg_cli_bench, "prompt and generation speed, like llama-bench"},
 };
 
 static void usage(FILE *f)

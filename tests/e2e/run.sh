@@ -30,7 +30,7 @@ run() {
 # ---- help and usage --------------------------------------------------------
 run --help
 [ $rc -eq 0 ] && grep -q "usage: forge COMMAND" "$tmp/out" && ok "forge --help" || bad "forge --help" "rc=$rc"
-for cmd in info tokenize run chat perplexity; do
+for cmd in info tokenize run chat perplexity bench; do
     run $cmd --help
     [ $rc -eq 0 ] && grep -q "usage: forge $cmd" "$tmp/out" && ok "forge $cmd --help" || bad "forge $cmd --help" "rc=$rc"
 done
@@ -165,9 +165,23 @@ if [ -f "$SMOL" ]; then
     else
         skipped "forge perplexity vs llama.cpp" "the Debian license texts in $lic are not installed"
     fi
+    run bench -m "$SMOL" -p 16 -n 4 -r 2 -o json
+    if [ $rc -eq 0 ] && "$PY" -c "
+import json, sys
+b = json.loads(sys.stdin.read())
+assert b['pp']['n_prompt'] == 16 and b['tg']['n_gen'] == 4 and b['repetitions'] == 2
+assert b['pp']['tps_mean'] > 0 and b['tg']['tps_mean'] > 0 and b['device']
+" <<<"$out"; then
+        ok "forge bench -o json reports pp16 and tg4"
+    else
+        bad "forge bench" "rc=$rc $out $err"
+    fi
 else
-    skipped "forge run/chat/perplexity" "model not found; run 'make models'"
+    skipped "forge run/chat/perplexity/bench" "model not found; run 'make models'"
 fi
+run bench -p 0 -n 0
+[ $rc -eq 2 ] && grep -q "nothing to measure" "$tmp/err" && ok "forge bench with nothing to measure is a usage error" ||
+    bad "bench -p 0 -n 0" "rc=$rc $err"
 run run -p "x" --top-p 0
 [ $rc -eq 2 ] && grep -q "top_p 0 is out of range" "$tmp/err" && ok "an out-of-range sampling parameter is a usage error" ||
     bad "--top-p 0" "rc=$rc $err"

@@ -1,0 +1,195 @@
+/*
+ * bench.c — `forge bench`: prompt-processing and generation speed of a model,
+ * measured the way llama-bench measures them.
+ *
+ * pp: a prompt of -p random token ids evaluated from an empty context (in
+ * batches of -b). tg: -n tokens generated one at a time from an empty
+ * context, each fed the argmax of the previous logits. One untimed warm-up
+ * of each comes first (module loading, cuBLAS heuristics, graph capture),
+ * then -r timed repetitions; the mean and standard deviation of tokens/s are
+ * reported, as text or JSON (-o json). The times are wall-clock around the
+ * session calls, which end with the logits on the host, so every step's
+ * device work is inside them.
+ */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/gpu/gpu.h"
+#include "base/err.h"
+#include "cli/cli.h"
+#include "runtime/generate.h"
+
+enum { OPT_OUTPUT = OPT_CMD_FIRST };
+
+static void help(void)
+{
+    printf("usage: forge bench [options]\n\n"
+           "Measures prompt processing (pp) and generation (tg) speed, like llama-bench.\n\n"
+           "  -p, --n-prompt N       prompt tokens for pp (default 512; 0 skips pp)\n"
+           "  -n, --n-gen N          generated tokens for tg (default 128; 0 skips tg)\n"
+           "  -r, --repetitions N    timed repetitions of each (default 5)\n"
+           "  -o, --output FORMAT    text (default) or json\n");
+    fg_cli_engine_help();
+    printf("  -h, --help             show this help\n");
+}
+
+static int parse_count(const char *opt, const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == 0 || *end != 0 || v < lo || v > hi)
+        return fg_cli_usage_error("bench", "%s must be an integer in %d..%d, not '%s'", opt, lo, hi, s);
+    *out = (int)v;
+    return 0;
+}
+
+static int32_t argmax(const float *x, int32_t n)
+{
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* One pp run: n random ids from an empty context; returns ms. */
+static fg_status run_pp(fg_session *s, int32_t *ids, int n, int32_t n_vocab, uint64_t *rng, double *ms)
+{
+    for (int i = 0; i < n; i++) {
+        *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)((*rng >> 33) % (uint64_t)n_vocab);
+    }
+    fg_session_truncate(s, 0);
+    double t0 = fg_now_ms();
+    FG_TRY(fg_session_eval(s, ids, n));
+    *ms = fg_now_ms() - t0;
+    return FG_OK;
+}
+
+/* One tg run: n tokens one at a time from an empty context; returns ms. */
+static fg_status run_tg(fg_session *s, int n, int32_t n_vocab, double *ms)
+{
+    fg_session_truncate(s, 0);
+    int32_t tok = 1;
+    double t0 = fg_now_ms();
+    for (int i = 0; i < n; i++) {
+        FG_TRY(fg_session_eval(s, &tok, 1));
+        tok = argmax(fg_session_logits(s), n_vocab);
+    }
+    *ms = fg_now_ms() - t0;
+    return FG_OK;
+}
+
+static void stats(const double *tps, int r, double *mean, double *sd)
+{
+    double m = 0, v = 0;
+    for (int i = 0; i < r; i++) m += tps[i];
+    m /= r;
+    for (int i = 0; i < r; i++) v += (tps[i] - m) * (tps[i] - m);
+    *mean = m;
+    *sd = r > 1 ? sqrt(v / (r - 1)) : 0.0;
+}
+
+int fg_cli_bench(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        FG_CLI_ENGINE_OPTIONS,
+        {"n-prompt", required_argument, 0, 'p'},
+        {"n-gen", required_argument, 0, 'n'},
+        {"repetitions", required_argument, 0, 'r'},
+        {"output", required_argument, 0, 'o'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    fg_cli_engine_opts eo = {0};
+    int n_prompt = 512, n_gen = 128, reps = 5;
+    bool json = false;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, FG_CLI_ENGINE_SHORT "p:n:r:o:h", opts, NULL)) != -1) {
+        int r = fg_cli_engine_opt("bench", c, optarg, &eo);
+        if (r >= 0) {
+            if (r) return r;
+            continue;
+        }
+        switch (c) {
+        case 'p': if (parse_count("-p/--n-prompt", optarg, 0, 1 << 20, &n_prompt)) return 2; break;
+        case 'n': if (parse_count("-n/--n-gen", optarg, 0, 1 << 20, &n_gen)) return 2; break;
+        case 'r': if (parse_count("-r/--repetitions", optarg, 1, 1000, &reps)) return 2; break;
+        case 'o':
+            if (strcmp(optarg, "json") == 0) json = true;
+            else if (strcmp(optarg, "text") != 0) return fg_cli_usage_error("bench", "-o must be text or json, not '%s'", optarg);
+            break;
+        case 'h': help(); return 0;
+        default: return fg_cli_usage_error("bench", "unknown option");
+        }
+    }
+    if (optind < argc) return fg_cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
+    if (n_prompt == 0 && n_gen == 0) return fg_cli_usage_error("bench", "-p and -n are both 0: nothing to measure");
+    /* The context must hold the longer of the two runs. */
+    if (eo.n_ctx == 0) eo.n_ctx = (n_prompt > n_gen ? n_prompt : n_gen) + 16;
+    if (eo.n_ctx < n_prompt || eo.n_ctx < n_gen)
+        return fg_cli_usage_error("bench", "-c %d is shorter than -p %d / -n %d", eo.n_ctx, n_prompt, n_gen);
+
+    fg_cli_engine e;
+    fg_status st = fg_cli_engine_load(&eo, &e);
+    if (st != FG_OK) return fg_cli_fail(st);
+    int32_t n_vocab = fg_model_n_vocab(e.model);
+    int32_t *ids = malloc((size_t)(n_prompt > 0 ? n_prompt : 1) * sizeof *ids);
+    double *pp = calloc((size_t)reps, sizeof *pp), *tg = calloc((size_t)reps, sizeof *tg), ms = 0;
+    uint64_t rng = 0x853c49e6748fea9bull;
+    if (!ids || !pp || !tg) st = fg_err_set(FG_ERR_NOMEM, "out of memory");
+    /* Warm-up, then the timed repetitions. */
+    if (st == FG_OK && n_prompt > 0) st = run_pp(e.session, ids, n_prompt, n_vocab, &rng, &ms);
+    for (int i = 0; st == FG_OK && n_prompt > 0 && i < reps; i++)
+        if ((st = run_pp(e.session, ids, n_prompt, n_vocab, &rng, &ms)) == FG_OK) pp[i] = n_prompt / (ms / 1e3);
+    if (st == FG_OK && n_gen > 0) st = run_tg(e.session, n_gen < 16 ? n_gen : 16, n_vocab, &ms);
+    for (int i = 0; st == FG_OK && n_gen > 0 && i < reps; i++)
+        if ((st = run_tg(e.session, n_gen, n_vocab, &ms)) == FG_OK) tg[i] = n_gen / (ms / 1e3);
+    int rc = 0;
+    if (st != FG_OK) {
+        rc = fg_cli_fail(st);
+    } else {
+        const char *model = eo.model ? eo.model : fg_cli_default_model();
+        const char *dev = fg_backend_gpu_api() && strcmp(e.be->ops->name, "gpu") == 0 ? fg_backend_gpu_describe(e.be)
+                                                                                       : "cpu";
+        double pm, ps, gm, gs;
+        stats(pp, reps, &pm, &ps);
+        stats(tg, reps, &gm, &gs);
+        if (json) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "model", model);
+            cJSON_AddStringToObject(o, "device", dev);
+            cJSON_AddNumberToObject(o, "repetitions", reps);
+            if (n_prompt > 0) {
+                cJSON *p = cJSON_AddObjectToObject(o, "pp");
+                cJSON_AddNumberToObject(p, "n_prompt", n_prompt);
+                cJSON_AddNumberToObject(p, "tps_mean", pm);
+                cJSON_AddNumberToObject(p, "tps_sd", ps);
+            }
+            if (n_gen > 0) {
+                cJSON *g = cJSON_AddObjectToObject(o, "tg");
+                cJSON_AddNumberToObject(g, "n_gen", n_gen);
+                cJSON_AddNumberToObject(g, "tps_mean", gm);
+                cJSON_AddNumberToObject(g, "tps_sd", gs);
+            }
+            char *out = cJSON_PrintUnformatted(o);
+            if (out) printf("%s\n", out);
+            free(out);
+            cJSON_Delete(o);
+        } else {
+            printf("model: %s\ndevice: %s\n", model, dev);
+            printf("| test | t/s |\n|---|---|\n");
+            if (n_prompt > 0) printf("| pp%d | %.2f ± %.2f |\n", n_prompt, pm, ps);
+            if (n_gen > 0) printf("| tg%d | %.2f ± %.2f |\n", n_gen, gm, gs);
+        }
+    }
+    free(ids);
+    free(pp);
+    free(tg);
+    fg_cli_engine_free(&e);
+    return rc;
+}
