@@ -453,6 +453,67 @@ Test(gpu_ops, attention_gqa_groups_and_head_dims, .init = need_gpu, .fini = done
     }
 }
 
+/* One sequence: a prefill of 200 tokens, then a chunk of 77 continuing it,
+ * then one decode token: the first two take the tiled prefill kernel (every
+ * 64-token tile is one sequence's consecutive positions), the last the
+ * split-KV decode. Blocks are scattered through the pool. */
+static void attention_one_sequence(int n_head, int n_kv, int hd, int window, float softcap)
+{
+    enum { BS = 16, MAXB = 24 };
+    int64_t k_row = (int64_t)n_kv * hd;
+    cr_assert_eq(cpu->ops->kv_alloc(cpu, 1, MAXB * BS, BS, k_row, k_row, (int64_t)n_head * hd, FG_TYPE_F16), FG_OK);
+    cr_assert_eq(gpu->ops->kv_alloc(gpu, 1, MAXB * BS, BS, k_row, k_row, (int64_t)n_head * hd, FG_TYPE_F16), FG_OK,
+                 "%s", fg_last_error());
+    int32_t table[MAXB];
+    for (int i = 0; i < MAXB; i++) table[i] = i;
+    for (int i = MAXB - 1; i > 0; i--) {
+        int j = rnd(i + 1), t = table[i];
+        table[i] = table[j], table[j] = t;
+    }
+    static const int spans[][2] = {{0, 200}, {200, 277}, {277, 278}};
+    for (int step = 0; step < 3; step++) {
+        int32_t ids[300], pos[300], seq[300], slot[300];
+        int n = 0;
+        for (int p = spans[step][0]; p < spans[step][1]; p++, n++)
+            ids[n] = 0, pos[n] = p, seq[n] = 0, slot[n] = table[p / BS] * BS + p % BS;
+        fg_batch b = {n, ids, pos, seq, slot, 1, MAXB, table, 0};
+        cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
+        cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
+        pair q = random_pair((int64_t)n_head * hd, n, 1.0f), k = random_pair(k_row, n, 1.0f),
+             v = random_pair(k_row, n, 1.0f), o = make_pair((int64_t)n_head * hd, n, NULL);
+        cr_assert_eq(cpu->ops->kv_store(cpu, 0, &k.c, &v.c), FG_OK);
+        cr_assert_eq(gpu->ops->kv_store(gpu, 0, &k.g, &v.g), FG_OK, "%s", fg_last_error());
+        fg_attn a = {n_head, n_kv, hd, hd, 1.0f / sqrtf((float)hd) * 3.0f, window, softcap};
+        poison(&o);
+        cr_assert_eq(cpu->ops->attention(cpu, 0, &q.c, &a, &o.c), FG_OK);
+        cr_assert_eq(gpu->ops->attention(gpu, 0, &q.g, &a, &o.g), FG_OK, "%s", fg_last_error());
+        char what[128];
+        snprintf(what, sizeof what, "one-sequence attention heads %d/%d hd %d window %d softcap %g, positions %d..%d",
+                 n_head, n_kv, hd, window, softcap, spans[step][0], spans[step][1] - 1);
+        expect_close(&o, n, 1e-5, what);
+    }
+}
+
+static void fresh_backends(void)
+{
+    done();
+    cr_assert_eq(fg_backend_cpu_init(1, true, &cpu), FG_OK);
+    cr_assert_eq(fg_backend_gpu_init(0, &gpu), FG_OK);
+}
+
+Test(gpu_ops, attention_prefill_tiles, .init = need_gpu, .fini = done)
+{
+    attention_one_sequence(8, 2, 128, 0, 0.0f);
+    fresh_backends();
+    attention_one_sequence(4, 4, 64, 0, 0.0f);
+    fresh_backends();
+    attention_one_sequence(8, 1, 64, 50, 0.0f);
+    fresh_backends();
+    attention_one_sequence(4, 2, 128, 0, 20.0f);
+    fresh_backends();
+    attention_one_sequence(6, 3, 80, 0, 0.0f); /* not a tiled head dim: the general kernel */
+}
+
 Test(gpu_ops, attention_window_and_softcap, .init = need_gpu, .fini = done)
 {
     attention_case(8, 2, 64, 7, 0.0f);

@@ -97,6 +97,16 @@ static __device__ __forceinline__ float fg_warp_max(float v)
     return v;
 }
 
+/* The value of v in lane (this lane ^ mask). */
+static __device__ __forceinline__ float fg_shfl_xor(float v, int mask)
+{
+#if defined(FG_GPU_HIP)
+    return __shfl_xor(v, mask, FG_WARP);
+#else
+    return __shfl_xor_sync(0xffffffffu, v, mask, FG_WARP);
+#endif
+}
+
 /* Lane src's value of v. */
 static __device__ __forceinline__ float fg_shfl(float v, int src)
 {

@@ -63,6 +63,7 @@ typedef struct gpu_backend {
     cudaEvent_t uploaded;
     bool upload_pending;
     int32_t n_tokens, n_seqs, max_blocks;
+    bool tiles_uniform; /* every 64-token tile is one sequence's consecutive positions */
     const int32_t *d_ids, *d_pos, *d_seq, *d_slot, *d_tables; /* into d_step */
     const int32_t *h_ids;                                        /* into h_step */
 
@@ -422,6 +423,11 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
     }
     g->xfer.uploads++;
     g->xfer.bytes_up += (uint64_t)need * 4;
+    g->tiles_uniform = true;
+    for (int64_t t = 0; t < n && g->tiles_uniform; t++) {
+        int64_t t0 = t - t % 64;
+        g->tiles_uniform = b->seq[t] == b->seq[t0] && b->pos[t] == b->pos[t0] + (t - t0);
+    }
     g->n_tokens = (int32_t)n;
     g->n_seqs = b->n_seqs;
     g->max_blocks = b->max_blocks;
@@ -554,6 +560,8 @@ static fg_status gpu_attention(fg_backend *be, int32_t layer, const fg_tensor *q
                              g->d_seq, g->d_tables, g->max_blocks, g->block_size, g->n_tokens, a->n_head,
                              a->n_head_kv, a->head_dim_k, a->head_dim_v, a->scale, a->softcap, a->window,
                              (float *)out->data, ld(out)};
+    if (g->n_tokens > GRAPH_MAX_T && g->tiles_uniform && fg_gpu_attention_tiled_ok(&args, g->warp))
+        return op_done(g, fg_gpu_attention_tiled(&args, g->stream), "attention");
     int splits = 1;
     if (g->n_tokens <= GRAPH_MAX_T && (int64_t)a->n_head * a->head_dim_v <= g->o_row)
         splits = fg_gpu_attention_splits(g->n_tokens, a->n_head, g->n_sm);

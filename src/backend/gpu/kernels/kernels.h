@@ -88,6 +88,11 @@ typedef struct fg_gpu_attn_args {
  * one split). */
 cudaError_t fg_gpu_attention(const fg_gpu_attn_args *a, int n_splits, float *scratch, int warp, cudaStream_t s);
 size_t fg_gpu_attention_scratch(int32_t n_tokens, int64_t o_row, int32_t n_head);
+/* The tiled prefill kernel (attention_tiled.cu): for batches whose every
+ * 64-token tile is one sequence's consecutive positions, head dims 64 and
+ * 128 (K and V alike), 32-wide warps. */
+bool fg_gpu_attention_tiled_ok(const fg_gpu_attn_args *a, int warp);
+cudaError_t fg_gpu_attention_tiled(const fg_gpu_attn_args *a, cudaStream_t s);
 /* How many ways to split the keys so that n_tokens x n_head x splits blocks
  * fill about twice the n_sm multiprocessors (1 for prefill). */
 int fg_gpu_attention_splits(int32_t n_tokens, int32_t n_head, int n_sm);
