@@ -133,8 +133,8 @@ Test(gpu_model, logits_and_greedy_match_cpu_reference, .init = need_gpu_and_mode
             "of %d tokens\n",
             model_path, n, agree, n, worst, same, N_GEN);
     /* With float weights the GPU decodes in f32 like the reference; with
-     * Q4_0/Q4_1/Q8_0 its decode GEMV takes int8 activations (as llama.cpp's
-     * does), so only agreement of the picks is required there. */
+     * Q4_0/Q4_1/Q8_0/Q4_K its decode GEMV takes int8 activations (as
+     * llama.cpp's does), so only agreement of the picks is required there. */
     const fg_gguf_tensor *wq = fg_gguf_find_tensor(g.m->gguf, "blk.0.attn_q.weight");
     bool float_weights = wq && (wq->type == FG_TYPE_F32 || wq->type == FG_TYPE_F16 || wq->type == FG_TYPE_BF16);
     cr_expect_geq(agree * 100, n * 99, "top-1 agreement %d/%d is under 99%%", agree, n);

@@ -246,12 +246,12 @@ Test(gpu_ops, matmul_every_type_gemv_and_gemm, .init = need_gpu, .fini = done)
         for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
             int N = shapes[si][0], K = shapes[si][1], T = shapes[si][2];
             wpair w = make_weight(gpu_types[ti], K, N);
-            /* The integer GEMV (Q4_0, Q4_1, Q8_0 at T <= 32) quantizes the
+            /* The integer GEMV (Q4_0, Q4_1, Q8_0, Q4_K at T <= 32) quantizes the
              * activations to int8 per 32 (d = max|x|/127, round to nearest
              * even): the CPU reference gets the activations those codes
              * stand for, so both compute the same function to f32 rounding. */
             fg_type ty = gpu_types[ti];
-            bool q8 = T <= 32 && (ty == FG_TYPE_Q4_0 || ty == FG_TYPE_Q4_1 || ty == FG_TYPE_Q8_0);
+            bool q8 = T <= 32 && (ty == FG_TYPE_Q4_0 || ty == FG_TYPE_Q4_1 || ty == FG_TYPE_Q8_0 || ty == FG_TYPE_Q4_K);
             float *xh = random_rows((int64_t)K * T, 1.0f), *xr = malloc((size_t)K * T * sizeof(float));
             memcpy(xr, xh, (size_t)K * T * sizeof(float));
             if (q8) {

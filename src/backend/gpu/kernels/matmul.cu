@@ -161,7 +161,7 @@ struct mm_args {
 /* The types with an integer-dot GEMV (mmvq.cuh). */
 template <int TYPE> constexpr bool has_mmvq()
 {
-    return TYPE == FG_DQ_Q4_0 || TYPE == FG_DQ_Q4_1 || TYPE == FG_DQ_Q8_0;
+    return TYPE == FG_DQ_Q4_0 || TYPE == FG_DQ_Q4_1 || TYPE == FG_DQ_Q8_0 || TYPE == FG_DQ_Q4_K;
 }
 
 template <int TYPE, int NT> struct mmvq_launch {
@@ -239,7 +239,8 @@ size_t fg_gpu_matmul_scratch(int64_t K)
 
 bool fg_gpu_matmul_quantizes(int type, int32_t T)
 {
-    return T <= GEMV_MAX_T && (type == FG_DQ_Q4_0 || type == FG_DQ_Q4_1 || type == FG_DQ_Q8_0);
+    return T <= GEMV_MAX_T &&
+           (type == FG_DQ_Q4_0 || type == FG_DQ_Q4_1 || type == FG_DQ_Q8_0 || type == FG_DQ_Q4_K);
 }
 
 cudaError_t fg_gpu_matmul(int type, const void *w, size_t row_bytes, int64_t N, int64_t K, const float *x, int64_t ldx,

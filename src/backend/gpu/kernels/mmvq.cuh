@@ -1,6 +1,6 @@
 /*
  * mmvq.cuh — integer-dot GEMV for the 32-blocks with a plain byte layout
- * (Q4_0, Q4_1, Q8_0), used by matmul.cu for T <= 8 tokens.
+ * (Q4_0, Q4_1, Q8_0) and Q4_K, used by matmul.cu for small batches.
  *
  * The activations are first quantized to int8 per 32 elements (d = max|x| /
  * 127, q = round(x / d)), so one __dp4a multiplies four weight codes by four
@@ -90,6 +90,32 @@ template <> struct fg_q<FG_DQ_Q8_0> {
         const int *x = (const int *)(xq + 16 * u);
         int s = fg_dp4a(w.a0, x[0], fg_dp4a(w.a1, x[1], fg_dp4a(w.b0, x[2], fg_dp4a(w.b1, x[3], 0))));
         return w.d * xs[u / 2].x * (float)s;
+    }
+};
+
+/* Q4_K unit u: super-block u/16 (144 bytes), sub-block s = (u%16)/2 of 32
+ * weights, half h = u%2: code bytes qs[32 (s/2) + 16 h .. +15], nibble s%2,
+ * which are the row's elements 16u .. 16u+15, so the activations are
+ * linear too. w = (d sc) q - (dmin m): the min enters once per sub-block,
+ * through the unit with h = 0, with the sub-block's activation sum. */
+template <> struct fg_q<FG_DQ_Q4_K> {
+    static __device__ __forceinline__ fg_wunit load(const uint8_t *row, int64_t u)
+    {
+        const uint8_t *blk = row + 144 * (u / 16);
+        int s = (int)(u % 16) / 2, sc, m;
+        fg_k4_scale_min(blk + 4, s, &sc, &m);
+        uint4 q = *(const uint4 *)(blk + 16 + 32 * (s / 2) + 16 * (u % 2));
+        int sh = 4 * (s % 2);
+        return {(int)((q.x >> sh) & 0x0f0f0f0fu), (int)((q.y >> sh) & 0x0f0f0f0fu), (int)((q.z >> sh) & 0x0f0f0f0fu),
+                (int)((q.w >> sh) & 0x0f0f0f0fu), fg_h2f(fg_ld16(blk)) * (float)sc,
+                fg_h2f(fg_ld16(blk + 2)) * (float)m};
+    }
+    static __device__ __forceinline__ float dot(const fg_wunit &w, const int8_t *xq, const float2 *xs, int64_t u)
+    {
+        const int *x = (const int *)(xq + 16 * u);
+        int s = fg_dp4a(w.a0, x[0], fg_dp4a(w.a1, x[1], fg_dp4a(w.b0, x[2], fg_dp4a(w.b1, x[3], 0))));
+        float2 ds = xs[u / 2];
+        return ds.x * (w.d * (float)s - (u % 2 == 0 ? w.m * ds.y : 0.0f));
     }
 };
 
