@@ -231,6 +231,18 @@ static void begin_simple(int32_t max_n, int32_t n, int32_t pos0, int64_t kv_row)
 
 /* ---- matmul and embed ------------------------------------------------------------ */
 
+/* The values the GPU's int8 activations stand for: per 32, d = max|x|/127
+ * and codes rounded to nearest even (mmvq.cuh / q8.cuh). */
+static void q8_roundtrip(float *x, int64_t n)
+{
+    for (int64_t b = 0; b < n / 32; b++) {
+        float amax = 0;
+        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[32 * b + i]));
+        float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+        for (int i = 0; i < 32; i++) x[32 * b + i] = rintf(x[32 * b + i] * id) * d;
+    }
+}
+
 static const fg_type gpu_types[] = {FG_TYPE_F32, FG_TYPE_F16, FG_TYPE_BF16, FG_TYPE_Q4_0, FG_TYPE_Q4_1, FG_TYPE_Q5_0,
                                     FG_TYPE_Q5_1, FG_TYPE_Q8_0, FG_TYPE_Q4_K, FG_TYPE_Q5_K, FG_TYPE_Q6_K};
 enum { N_GPU_TYPES = sizeof gpu_types / sizeof *gpu_types };
@@ -254,14 +266,7 @@ Test(gpu_ops, matmul_every_type_gemv_and_gemm, .init = need_gpu, .fini = done)
             bool q8 = T <= 32 && (ty == FG_TYPE_Q4_0 || ty == FG_TYPE_Q4_1 || ty == FG_TYPE_Q8_0 || ty == FG_TYPE_Q4_K);
             float *xh = random_rows((int64_t)K * T, 1.0f), *xr = malloc((size_t)K * T * sizeof(float));
             memcpy(xr, xh, (size_t)K * T * sizeof(float));
-            if (q8) {
-                for (int b = 0; b < K * T / 32; b++) {
-                    float amax = 0;
-                    for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(xh[32 * b + i]));
-                    float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
-                    for (int i = 0; i < 32; i++) xr[32 * b + i] = rintf(xh[32 * b + i] * id) * d;
-                }
-            }
+            if (q8) q8_roundtrip(xr, (int64_t)K * T);
             pair x = make_pair(K, T, xh), y = random_pair(N, T, 1.0f);
             cr_assert_eq(cpu->ops->write(cpu, &x.c, T, xr), FG_OK);
             free(xh);
@@ -286,6 +291,52 @@ Test(gpu_ops, matmul_every_type_gemv_and_gemm, .init = need_gpu, .fini = done)
             free(w.host);
         }
     }
+}
+
+/* Decode-sized steps: RMSNorm and SwiGLU leave their output quantized for
+ * the integer GEMV that follows (no quantizing launch of its own), and two
+ * GEMVs on the same input share one quantization. Each stage is compared
+ * with the CPU reference, the GEMVs against the activations the int8 codes
+ * stand for. */
+Test(gpu_ops, fused_quantization_feeds_the_gemv, .init = need_gpu, .fini = done)
+{
+    enum { K = 512, N = 96, T = 3 };
+    wpair w1 = make_weight(FG_TYPE_Q4_0, K, N), w2 = make_weight(FG_TYPE_Q4_K, K, N), w3 = make_weight(FG_TYPE_Q8_0, K, N);
+    begin_simple(8, T, 0, 8);
+    float *nv = random_rows(K, 1.0f);
+    wpair nw = make_vector(nv, K);
+    pair x = random_pair(K, T, 2.0f), h = make_pair(K, T, NULL), y1 = make_pair(N, T, NULL), y2 = make_pair(N, T, NULL),
+         hq = make_pair(K, T, NULL), g = random_pair(K, T, 3.0f), u = random_pair(K, T, 1.0f), sw = make_pair(K, T, NULL),
+         y3 = make_pair(N, T, NULL);
+    float *host = malloc((size_t)K * T * sizeof *host);
+    poison(&h), poison(&y1), poison(&y2), poison(&sw), poison(&y3);
+
+    cr_assert_eq(cpu->ops->rms_norm(cpu, &x.c, &nw.c, K, 1e-5f, &h.c), FG_OK);
+    cr_assert_eq(gpu->ops->rms_norm(gpu, &x.g, &nw.g, K, 1e-5f, &h.g), FG_OK, "%s", fg_last_error());
+    expect_close(&h, T, 1e-5, "fused rms_norm output");
+    cr_assert_eq(cpu->ops->read(cpu, &h.c, T, host), FG_OK);
+    q8_roundtrip(host, (int64_t)K * T);
+    cr_assert_eq(cpu->ops->write(cpu, &hq.c, T, host), FG_OK);
+    cr_assert_eq(cpu->ops->matmul(cpu, &w1.c, NULL, &hq.c, NULL, T, &y1.c), FG_OK);
+    cr_assert_eq(gpu->ops->matmul(gpu, &w1.g, NULL, &h.g, NULL, T, &y1.g), FG_OK, "%s", fg_last_error());
+    expect_close(&y1, T, 1e-5, "Q4_0 GEMV on the fused rms_norm quantization");
+    cr_assert_eq(cpu->ops->matmul(cpu, &w2.c, NULL, &hq.c, NULL, T, &y2.c), FG_OK);
+    cr_assert_eq(gpu->ops->matmul(gpu, &w2.g, NULL, &h.g, NULL, T, &y2.g), FG_OK, "%s", fg_last_error());
+    expect_close(&y2, T, 1e-5, "Q4_K GEMV sharing that quantization");
+
+    cr_assert_eq(cpu->ops->swiglu(cpu, &g.c, &u.c, &sw.c), FG_OK);
+    cr_assert_eq(gpu->ops->swiglu(gpu, &g.g, &u.g, &sw.g), FG_OK, "%s", fg_last_error());
+    expect_close(&sw, T, 1e-6, "fused swiglu output");
+    cr_assert_eq(cpu->ops->read(cpu, &sw.c, T, host), FG_OK);
+    q8_roundtrip(host, (int64_t)K * T);
+    cr_assert_eq(cpu->ops->write(cpu, &hq.c, T, host), FG_OK);
+    cr_assert_eq(cpu->ops->matmul(cpu, &w3.c, NULL, &hq.c, NULL, T, &y3.c), FG_OK);
+    cr_assert_eq(gpu->ops->matmul(gpu, &w3.g, NULL, &sw.g, NULL, T, &y3.g), FG_OK, "%s", fg_last_error());
+    expect_close(&y3, T, 1e-5, "Q8_0 GEMV on the fused swiglu quantization");
+    free(host);
+    free(nv);
+    free(nw.host);
+    free(w1.host), free(w2.host), free(w3.host);
 }
 
 Test(gpu_ops, embed_every_type, .init = need_gpu, .fini = done)

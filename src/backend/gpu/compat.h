@@ -97,6 +97,34 @@ static __device__ __forceinline__ float fg_warp_max(float v)
     return v;
 }
 
+/* Max and sum over each aligned group of 32 lanes (half a CDNA wavefront,
+ * a whole NVIDIA warp): the 32 elements of a quantization block. */
+static __device__ __forceinline__ float fg_max32(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+#if defined(FG_GPU_HIP)
+        v = fmaxf(v, __shfl_xor(v, o, 32));
+#else
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o, 32));
+#endif
+    }
+    return v;
+}
+
+static __device__ __forceinline__ int fg_sum32(int v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+#if defined(FG_GPU_HIP)
+        v += __shfl_xor(v, o, 32);
+#else
+        v += __shfl_xor_sync(0xffffffffu, v, o, 32);
+#endif
+    }
+    return v;
+}
+
 /* The value of v in lane (this lane ^ mask). */
 static __device__ __forceinline__ float fg_shfl_xor(float v, int mask)
 {

@@ -442,6 +442,22 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
 
 /* ---- Ops ------------------------------------------------------------------------- */
 
+/* Whether an op whose output rows have ne0 elements can leave them
+ * quantized for the integer GEMV as it writes them (decode-sized steps). */
+static bool q8_fusable(const gpu_backend *g, int64_t ne0)
+{
+    return g->n_tokens <= 8 && ne0 % 32 == 0 && g->mm_scratch && g->mm_scratch_bytes >= fg_gpu_matmul_scratch(ne0);
+}
+
+/* The scratch now holds out's step rows, quantized. */
+static void q8_hold(gpu_backend *g, const fg_tensor *out, int64_t ne0)
+{
+    g->q8_src = out->data;
+    g->q8_bytes = (size_t)g->n_tokens * out->row_bytes;
+    g->q8_T = g->n_tokens;
+    g->q8_K = ne0;
+}
+
 /* An op is about to write `out`: a quantized copy of rows it overlaps goes
  * stale. */
 static void wrote(gpu_backend *g, const fg_tensor *out)
@@ -480,6 +496,13 @@ static fg_status gpu_rms_norm(fg_backend *be, const fg_tensor *x, const fg_tenso
     wrote(g, out);
     FG_ASSERT(w->type == FG_TYPE_F32 && w->ne0 == group && x->ne0 % group == 0);
     if (g->replay) return FG_OK;
+    if (q8_fusable(g, x->ne0) && group == x->ne0) {
+        fg_status st = op_done(g, fg_gpu_rms_norm_q8((const float *)x->data, ld(x), (const float *)w->data, x->ne0, eps,
+                                                     g->n_tokens, (float *)out->data, ld(out), g->mm_scratch, g->stream),
+                               "rms_norm");
+        if (st == FG_OK) q8_hold(g, out, x->ne0);
+        return st;
+    }
     return op_done(g, fg_gpu_rms_norm((const float *)x->data, ld(x), (const float *)w->data, x->ne0, group, eps,
                                       g->n_tokens, (float *)out->data, ld(out), g->stream),
                    "rms_norm");
@@ -513,12 +536,7 @@ static fg_status gpu_matmul(fg_backend *be, const fg_tensor *w, const fg_tensor 
                                             (float *)out->data, ld(out), scratch, ready, g->warp, g->stream),
                            "matmul");
     if (quantizes) g->q8_src = NULL;
-    if (quantizes && T <= 8 && st == FG_OK && out->data != x->data) {
-        g->q8_src = x->data;
-        g->q8_bytes = (size_t)T * x->row_bytes;
-        g->q8_T = T;
-        g->q8_K = w->ne0;
-    }
+    if (quantizes && T <= 8 && st == FG_OK && out->data != x->data && T == g->n_tokens) q8_hold(g, x, w->ne0);
     return st;
 }
 
@@ -574,6 +592,14 @@ static fg_status gpu_swiglu(fg_backend *be, const fg_tensor *gate, const fg_tens
     op_begin(g);
     wrote(g, out);
     if (g->replay) return FG_OK;
+    if (q8_fusable(g, gate->ne0)) {
+        fg_status st = op_done(g, fg_gpu_swiglu_q8((const float *)gate->data, ld(gate), (const float *)up->data, ld(up),
+                                                   gate->ne0, g->n_tokens, (float *)out->data, ld(out), g->mm_scratch,
+                                                   g->stream),
+                               "swiglu");
+        if (st == FG_OK) q8_hold(g, out, gate->ne0);
+        return st;
+    }
     return op_done(g, fg_gpu_swiglu((const float *)gate->data, ld(gate), (const float *)up->data, ld(up), gate->ne0,
                                     g->n_tokens, (float *)out->data, ld(out), g->stream),
                    "swiglu");

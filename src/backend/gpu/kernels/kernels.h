@@ -58,6 +58,12 @@ enum { FG_GPU_GEMV_MAX_T = 32 };
 cudaError_t fg_gpu_rms_norm(const float *x, int64_t ldx, const float *w, int64_t ne0, int64_t group, float eps,
                             int32_t n, float *out, int64_t ldo, cudaStream_t s);
 
+/* Whole-row RMSNorm (ne0 a multiple of 32) that also leaves its output
+ * quantized in a matmul scratch (fg_gpu_matmul_scratch(ne0) bytes), as the
+ * integer GEMV reads it: the GEMV then runs with x_ready. n <= 8. */
+cudaError_t fg_gpu_rms_norm_q8(const float *x, int64_t ldx, const float *w, int64_t ne0, float eps, int32_t n,
+                               float *out, int64_t ldo, void *scratch, cudaStream_t s);
+
 /* Rotates the first n_rot dims of each head of each row (normal or NeoX
  * pairs) in place at position pos[t]; freq_factors (n_rot/2) may be NULL. */
 cudaError_t fg_gpu_rope(float *x, int64_t ldx, int64_t ne0, int32_t head_dim, bool neox, int32_t n_rot, float base,
@@ -100,5 +106,10 @@ int fg_gpu_attention_splits(int32_t n_tokens, int32_t n_head, int n_sm);
 /* out = silu(g) * u over n rows of ne0; out may alias g. */
 cudaError_t fg_gpu_swiglu(const float *g, int64_t ldg, const float *u, int64_t ldu, int64_t ne0, int32_t n, float *out,
                           int64_t ldo, cudaStream_t s);
+
+/* SwiGLU that also quantizes its output into a matmul scratch, as
+ * fg_gpu_rms_norm_q8 (ne0 a multiple of 32, n <= 8). */
+cudaError_t fg_gpu_swiglu_q8(const float *g, int64_t ldg, const float *u, int64_t ldu, int64_t ne0, int32_t n,
+                             float *out, int64_t ldo, void *scratch, cudaStream_t s);
 
 #endif

@@ -17,6 +17,7 @@
 #define FG_BACKEND_GPU_MMVQ_CUH
 
 #include "backend/gpu/kernels/dequant.cuh"
+#include "backend/gpu/kernels/q8.cuh"
 
 #if defined(FG_GPU_HIP)
 static __device__ __forceinline__ int fg_dp4a(int a, int b, int c)
@@ -121,8 +122,8 @@ template <> struct fg_q<FG_DQ_Q4_K> {
 
 /* x rows (T of them, K floats at stride ldx) to int8 codes xq[T][K] and per
  * 32 elements xs[T][K/32] = {d, sum of the codes}. One thread per block. */
-__global__ void fg_quantize_q8_kernel(const float *__restrict__ x, int64_t ldx, int64_t K, int32_t T, int8_t *xq,
-                                      float2 *xs)
+static __global__ void fg_quantize_q8_kernel(const float *__restrict__ x, int64_t ldx, int64_t K, int32_t T,
+                                             int8_t *xq, float2 *xs)
 {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, nb = K / 32;
     if (i >= nb * T) return;
@@ -134,23 +135,7 @@ __global__ void fg_quantize_q8_kernel(const float *__restrict__ x, int64_t ldx, 
         float4 f = p[k];
         v[4 * k] = f.x, v[4 * k + 1] = f.y, v[4 * k + 2] = f.z, v[4 * k + 3] = f.w;
     }
-    float amax = 0.0f;
-#pragma unroll
-    for (int k = 0; k < 32; k++) amax = fmaxf(amax, fabsf(v[k]));
-    float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
-    int *out = (int *)(xq + t * K + 32 * b), sum = 0;
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-        int w = 0;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-            int q = __float2int_rn(v[4 * k + j] * id);
-            sum += q;
-            w |= (q & 0xff) << (8 * j);
-        }
-        out[k] = w;
-    }
-    xs[t * nb + b] = make_float2(d, (float)sum);
+    fg_q8_block(v, xq + t * K + 32 * b, xs + t * nb + b);
 }
 
 template <int TYPE, int NT>

@@ -8,9 +8,10 @@
  * accurate as the CPU's sequential double sum needs for the tests' 1e-5.
  */
 #include "backend/gpu/kernels/kernels.h"
+#include "backend/gpu/kernels/q8.cuh"
 
 __global__ void rms_norm_kernel(const float *x, int64_t ldx, const float *__restrict__ w, int64_t ne0, int64_t group,
-                                float eps, float *out, int64_t ldo)
+                                float eps, float *out, int64_t ldo, int8_t *xq, float2 *xs)
 {
     __shared__ float partial[1024 / 32];
     int64_t groups = ne0 / group, r = blockIdx.x / groups, g0 = (blockIdx.x % groups) * group;
@@ -33,8 +34,21 @@ __global__ void rms_norm_kernel(const float *x, int64_t ldx, const float *__rest
     __syncthreads();
     float scale = 1.0f / sqrtf(partial[0] / (float)group + eps);
     float *yr = out + r * ldo + g0;
+    if (!xq) {
 #pragma unroll 8
-    for (int64_t i = threadIdx.x; i < group; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
+        for (int64_t i = threadIdx.x; i < group; i += blockDim.x) yr[i] = xr[i] * scale * w[i];
+        return;
+    }
+    /* Whole rows (group = ne0, a multiple of 32): each group of 32 threads
+     * writes a 32-block and quantizes it together (q8.cuh), for the GEMV
+     * that reads it. */
+    int lane = threadIdx.x % 32, n_groups = blockDim.x / 32;
+    for (int64_t b = threadIdx.x / 32; b < group / 32; b += n_groups) {
+        int64_t e = 32 * b + lane;
+        float v = xr[e] * scale * w[e];
+        yr[e] = v;
+        fg_q8_lanes(v, lane, xq + r * ne0 + 32 * b, xs + r * (ne0 / 32) + b);
+    }
 }
 
 cudaError_t fg_gpu_rms_norm(const float *x, int64_t ldx, const float *w, int64_t ne0, int64_t group, float eps,
@@ -42,6 +56,16 @@ cudaError_t fg_gpu_rms_norm(const float *x, int64_t ldx, const float *w, int64_t
 {
     int threads = group >= 2048 ? 512 : group >= 1024 ? 256 : group >= 256 ? 128 : 64;
     unsigned blocks = (unsigned)(n * (ne0 / group));
-    rms_norm_kernel<<<blocks, threads, 0, s>>>(x, ldx, w, ne0, group, eps, out, ldo);
+    rms_norm_kernel<<<blocks, threads, 0, s>>>(x, ldx, w, ne0, group, eps, out, ldo, NULL, NULL);
+    return cudaGetLastError();
+}
+
+cudaError_t fg_gpu_rms_norm_q8(const float *x, int64_t ldx, const float *w, int64_t ne0, float eps, int32_t n,
+                               float *out, int64_t ldo, void *scratch, cudaStream_t s)
+{
+    int threads = ne0 >= 2048 ? 512 : ne0 >= 1024 ? 256 : ne0 >= 256 ? 128 : 64;
+    int8_t *xq = (int8_t *)scratch;
+    float2 *xs = (float2 *)(xq + 8 * ne0);
+    rms_norm_kernel<<<(unsigned)n, threads, 0, s>>>(x, ldx, w, ne0, ne0, eps, out, ldo, xq, xs);
     return cudaGetLastError();
 }
