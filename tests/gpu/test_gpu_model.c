@@ -22,12 +22,7 @@
 #include "runtime/session.h"
 #include "../unit/test_util.h"
 
-typedef struct rig {
-    fg_model *m;
-    fg_backend *be;
-    fg_forward *f;
-    fg_session *s;
-} rig;
+typedef fg_test_rig rig;
 
 static char model_path[4096];
 
@@ -43,41 +38,14 @@ static void need_gpu_and_model(void)
         cr_skip_test("SKIPPED: no model (set FORGE_GPU_TEST_MODEL or run tools/fetch-model smollm2)");
 }
 
+/* The model on the GPU, or on the CPU backend in reference mode; both with
+ * an F16 KV cache. */
 static void rig_open(rig *r, bool on_gpu, int32_t n_ctx)
 {
-    memset(r, 0, sizeof *r);
-    cr_assert_eq(fg_model_open(model_path, &r->m), FG_OK, "%s", fg_last_error());
-    if (on_gpu) cr_assert_eq(fg_backend_gpu_init(0, &r->be), FG_OK, "%s", fg_last_error());
-    else cr_assert_eq(fg_backend_cpu_init(0, true, &r->be), FG_OK, "%s", fg_last_error());
-    cr_assert_eq(fg_forward_init(r->m, r->be, n_ctx, 64, FG_TYPE_F16, &r->f), FG_OK, "%s", fg_last_error());
-    cr_assert_eq(fg_session_init(r->f, fg_model_n_vocab(r->m), &r->s), FG_OK, "%s", fg_last_error());
-}
-
-static void rig_close(rig *r)
-{
-    fg_session_free(r->s);
-    fg_forward_free(r->f);
-    fg_backend_free(r->be);
-    fg_model_close(r->m);
-}
-
-typedef struct keep {
-    float *all;
-    int32_t n_vocab;
-} keep;
-
-static void keep_fn(void *ctx, int32_t i, const float *logits)
-{
-    keep *k = ctx;
-    memcpy(k->all + (size_t)i * (size_t)k->n_vocab, logits, (size_t)k->n_vocab * sizeof(float));
-}
-
-static int32_t argmax(const float *x, int32_t n)
-{
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
+    fg_backend *be;
+    if (on_gpu) cr_assert_eq(fg_backend_gpu_init(0, &be), FG_OK, "%s", fg_last_error());
+    else cr_assert_eq(fg_backend_cpu_init(0, true, &be), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_test_rig_open(r, model_path, be, n_ctx, FG_TYPE_F16), FG_OK, "%s", fg_last_error());
 }
 
 /* Teacher-forced logits at every position of a token sequence (prefilled in
@@ -96,14 +64,14 @@ Test(gpu_model, logits_and_greedy_match_cpu_reference, .init = need_gpu_and_mode
     size_t n_ids;
     cr_assert_eq(fg_model_tokenize(g.m, text, strlen(text), true, false, &ids, &n_ids), FG_OK);
     int32_t n = (int32_t)n_ids;
-    keep kg = {malloc((size_t)n * (size_t)n_vocab * sizeof(float)), n_vocab};
-    keep kc = {malloc((size_t)n * (size_t)n_vocab * sizeof(float)), n_vocab};
-    cr_assert_eq(fg_session_eval_all(g.s, ids, n, keep_fn, &kg), FG_OK, "%s", fg_last_error());
-    cr_assert_eq(fg_session_eval_all(c.s, ids, n, keep_fn, &kc), FG_OK, "%s", fg_last_error());
+    fg_test_keep kg = {malloc((size_t)n * (size_t)n_vocab * sizeof(float)), n_vocab};
+    fg_test_keep kc = {malloc((size_t)n * (size_t)n_vocab * sizeof(float)), n_vocab};
+    cr_assert_eq(fg_session_eval_all(g.s, ids, n, fg_test_keep_logits, &kg), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_session_eval_all(c.s, ids, n, fg_test_keep_logits, &kc), FG_OK, "%s", fg_last_error());
     int agree = 0;
     double worst = 0;
     for (int32_t i = 0; i < n; i++) {
-        const float *a = kg.all + (size_t)i * n_vocab, *b = kc.all + (size_t)i * n_vocab;
+        const float *a = kg.dst + (size_t)i * n_vocab, *b = kc.dst + (size_t)i * n_vocab;
         double num = 0, den = 0;
         for (int32_t v = 0; v < n_vocab; v++) {
             cr_assert(isfinite(a[v]), "position %d logit %d is %f on the GPU", i, v, a[v]);
@@ -112,18 +80,18 @@ Test(gpu_model, logits_and_greedy_match_cpu_reference, .init = need_gpu_and_mode
         }
         double e = sqrt(num / (den > 0 ? den : 1));
         if (e > worst) worst = e;
-        agree += argmax(a, n_vocab) == argmax(b, n_vocab);
+        agree += fg_test_argmax(a, n_vocab) == fg_test_argmax(b, n_vocab);
     }
     /* Greedy continuation, token by token (the decode path). */
     enum { N_GEN = 64 };
-    int32_t tg = argmax(fg_session_logits(g.s), n_vocab), tc = argmax(fg_session_logits(c.s), n_vocab);
+    int32_t tg = fg_test_argmax(fg_session_logits(g.s), n_vocab), tc = fg_test_argmax(fg_session_logits(c.s), n_vocab);
     int same = 0;
     while (same < N_GEN && tg == tc) {
         same++;
         cr_assert_eq(fg_session_eval(g.s, &tg, 1), FG_OK, "%s", fg_last_error());
         cr_assert_eq(fg_session_eval(c.s, &tc, 1), FG_OK, "%s", fg_last_error());
-        tg = argmax(fg_session_logits(g.s), n_vocab);
-        tc = argmax(fg_session_logits(c.s), n_vocab);
+        tg = fg_test_argmax(fg_session_logits(g.s), n_vocab);
+        tc = fg_test_argmax(fg_session_logits(c.s), n_vocab);
     }
     cr_log_info("gpu_model %s: %d positions, top-1 agreement %d/%d, max relative logit error %.3g; greedy identical "
                 "for %d of %d tokens",
@@ -142,11 +110,11 @@ Test(gpu_model, logits_and_greedy_match_cpu_reference, .init = need_gpu_and_mode
      * teacher-forced logits carry that rounding. */
     cr_expect_leq(worst, float_weights ? 5e-3 : 3e-2, "max relative logit error %.3g", worst);
     if (float_weights) cr_expect_eq(same, N_GEN, "greedy continuations part after %d tokens", same);
-    free(kg.all);
-    free(kc.all);
+    free(kg.dst);
+    free(kc.dst);
     free(ids);
-    rig_close(&g);
-    rig_close(&c);
+    fg_test_rig_close(&g);
+    fg_test_rig_close(&c);
 }
 
 Test(gpu_model, decode_step_is_one_upload_one_download, .init = need_gpu_and_model)
@@ -157,12 +125,12 @@ Test(gpu_model, decode_step_is_one_upload_one_download, .init = need_gpu_and_mod
     cr_assert_eq(fg_session_eval(g.s, prompt, 5), FG_OK, "%s", fg_last_error());
     for (int step = 0; step < 3; step++) {
         fg_backend_gpu_transfers_reset(g.be);
-        int32_t next = argmax(fg_session_logits(g.s), fg_model_n_vocab(g.m));
+        int32_t next = fg_test_argmax(fg_session_logits(g.s), fg_model_n_vocab(g.m));
         cr_assert_eq(fg_session_eval(g.s, &next, 1), FG_OK, "%s", fg_last_error());
         fg_gpu_transfers t;
         fg_backend_gpu_transfers(g.be, &t);
         cr_expect_eq(t.uploads, 1, "decode step %d made %llu uploads", step, (unsigned long long)t.uploads);
         cr_expect_eq(t.downloads, 1, "decode step %d made %llu downloads", step, (unsigned long long)t.downloads);
     }
-    rig_close(&g);
+    fg_test_rig_close(&g);
 }

@@ -34,31 +34,19 @@
 #include "runtime/session.h"
 #include "test_util.h"
 
-typedef struct rig {
-    fg_model *m;
-    fg_backend *be;
-    fg_forward *f;
-    fg_session *s;
-} rig;
+typedef fg_test_rig rig;
 
+/* SmolLM2 on the CPU backend, reference arithmetic (f32 KV) or the fast path
+ * (f16 KV as llama.cpp). */
 static void rig_open(rig *r, bool reference)
 {
     char path[1024];
     if (!fg_test_model_path(FG_TEST_SMOLLM2, path, sizeof path))
         cr_skip_test("SKIPPED: %s not found; run `make models`", path);
-    cr_assert_eq(fg_model_open(path, &r->m), FG_OK, "%s", fg_last_error());
-    cr_assert_eq(fg_backend_cpu_init(0, reference, &r->be), FG_OK, "%s", fg_last_error());
-    cr_assert_eq(fg_forward_init(r->m, r->be, 256, 64, reference ? FG_TYPE_F32 : FG_TYPE_F16, &r->f), FG_OK, "%s",
+    fg_backend *be;
+    cr_assert_eq(fg_backend_cpu_init(0, reference, &be), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_test_rig_open(r, path, be, 256, reference ? FG_TYPE_F32 : FG_TYPE_F16), FG_OK, "%s",
                  fg_last_error());
-    cr_assert_eq(fg_session_init(r->f, fg_model_n_vocab(r->m), &r->s), FG_OK, "%s", fg_last_error());
-}
-
-static void rig_close(rig *r)
-{
-    fg_session_free(r->s);
-    fg_forward_free(r->f);
-    fg_backend_free(r->be);
-    fg_model_close(r->m);
 }
 
 static cJSON *golden(const char *rel, const char *kind)
@@ -76,26 +64,14 @@ static int32_t *json_ids(const cJSON *a, int *n)
     return ids;
 }
 
-/* fg_session_eval_all callback: keeps every position's logits. */
-typedef struct keep_ctx {
-    float *dst;
-    int32_t n_vocab;
-} keep_ctx;
-
-static void keep(void *p, int32_t i, const float *logits)
-{
-    keep_ctx *k = p;
-    memcpy(k->dst + (size_t)i * (size_t)k->n_vocab, logits, (size_t)k->n_vocab * sizeof(float));
-}
-
 /* Runs ids as one batch and returns the largest |logit - golden| over the
  * golden's top-k entries at each position; NaN fails. */
 static double compare_top(rig *r, const int32_t *ids, int n_pos, const cJSON *top)
 {
     int32_t n_vocab = fg_model_n_vocab(r->m);
-    keep_ctx k = {malloc((size_t)n_pos * (size_t)n_vocab * sizeof(float)), n_vocab};
+    fg_test_keep k = {malloc((size_t)n_pos * (size_t)n_vocab * sizeof(float)), n_vocab};
     fg_session_truncate(r->s, 0);
-    cr_assert_eq(fg_session_eval_all(r->s, ids, n_pos, keep, &k), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_session_eval_all(r->s, ids, n_pos, fg_test_keep_logits, &k), FG_OK, "%s", fg_last_error());
     double worst = 0;
     for (int p = 0; p < n_pos; p++) {
         const cJSON *entries = cJSON_GetArrayItem(top, p), *e;
@@ -118,18 +94,10 @@ typedef struct argmax_ctx {
     int32_t n_vocab;
 } argmax_ctx;
 
-static int32_t argmax(const float *v, int32_t n)
-{
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (v[i] > v[best]) best = i;
-    return best;
-}
-
 static void argmax_of(void *p, int32_t i, const float *logits)
 {
     argmax_ctx *a = p;
-    a->best[i] = argmax(logits, a->n_vocab);
+    a->best[i] = fg_test_argmax(logits, a->n_vocab);
 }
 
 Test(forward, smollm2_matches_hf_transformers_f32, .timeout = 300)
@@ -154,7 +122,7 @@ Test(forward, smollm2_matches_hf_transformers_f32, .timeout = 300)
             n_prompts, worst);
     cr_assert_lt(worst, 2e-3, "max |dlogit| %g vs HF transformers", worst);
     cJSON_Delete(g);
-    rig_close(&r);
+    fg_test_rig_close(&r);
 }
 
 Test(forward, smollm2_matches_llamacpp, .timeout = 300)
@@ -202,7 +170,7 @@ Test(forward, smollm2_matches_llamacpp, .timeout = 300)
         cr_assert_eq(fg_session_eval(r.s, ids, n), FG_OK, "%s", fg_last_error());
         int agree = 0;
         for (; agree < n_cont; agree++) {
-            int32_t best = argmax(fg_session_logits(r.s), n_vocab);
+            int32_t best = fg_test_argmax(fg_session_logits(r.s), n_vocab);
             if (best != want[agree]) break;
             cr_assert_eq(fg_session_eval(r.s, &best, 1), FG_OK, "%s", fg_last_error());
         }
@@ -229,5 +197,5 @@ Test(forward, smollm2_matches_llamacpp, .timeout = 300)
     cr_assert_gt(n_sure, n_steps / 2, "too few steps are above the spread for the test to mean much");
     cr_assert_leq(worst, 2.0 * worst_spread, "max |dlogit| %.3f is over 2x llama.cpp's own spread", worst);
     cJSON_Delete(g);
-    rig_close(&r);
+    fg_test_rig_close(&r);
 }

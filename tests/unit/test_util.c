@@ -222,3 +222,37 @@ void fg_test_corpus_free(fg_test_corpus *c)
     free(c->v);
     *c = (fg_test_corpus){0};
 }
+
+fg_status fg_test_rig_open(fg_test_rig *r, const char *path, fg_backend *be, int32_t n_ctx, fg_type kv)
+{
+    memset(r, 0, sizeof *r);
+    r->be = be;
+    fg_status st = fg_model_open(path, &r->m);
+    if (st == FG_OK) st = fg_forward_init(r->m, r->be, n_ctx, 64, kv, &r->f);
+    if (st == FG_OK) st = fg_session_init(r->f, fg_model_n_vocab(r->m), &r->s);
+    if (st != FG_OK) fg_test_rig_close(r);
+    return st;
+}
+
+void fg_test_rig_close(fg_test_rig *r)
+{
+    fg_session_free(r->s);
+    fg_forward_free(r->f);
+    fg_backend_free(r->be);
+    fg_model_close(r->m);
+    memset(r, 0, sizeof *r);
+}
+
+int32_t fg_test_argmax(const float *v, int32_t n)
+{
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+void fg_test_keep_logits(void *ctx, int32_t i, const float *logits)
+{
+    fg_test_keep *k = ctx;
+    memcpy(k->dst + (size_t)i * (size_t)k->n_vocab, logits, (size_t)k->n_vocab * sizeof(float));
+}

@@ -15,6 +15,11 @@
 
 #include <cjson/cJSON.h>
 
+#include "backend/backend.h"
+#include "model/forward.h"
+#include "model/model.h"
+#include "runtime/session.h"
+
 /* Path of a fetched model under $FORGE_MODEL_DIR (default "models"), written
  * into buf. Returns false if the file is absent; the test should then call
  * cr_skip_test("SKIPPED: ...") naming the model and `make models`. */
@@ -64,5 +69,29 @@ typedef struct fg_test_corpus {
  * missing, has another header or is not such an array. */
 bool fg_test_corpus_load(const char *rel, const char *kind, fg_test_corpus *out);
 void fg_test_corpus_free(fg_test_corpus *c);
+
+/* A model on a backend with a forward context (batches of 64) and one
+ * session: the end-to-end tests' set-up. fg_test_rig_open takes ownership
+ * of be (freed by fg_test_rig_close, or at once on failure) and returns the
+ * failing status with its message in fg_last_error. */
+typedef struct fg_test_rig {
+    fg_model *m;
+    fg_backend *be;
+    fg_forward *f;
+    fg_session *s;
+} fg_test_rig;
+fg_status fg_test_rig_open(fg_test_rig *r, const char *path, fg_backend *be, int32_t n_ctx, fg_type kv);
+void fg_test_rig_close(fg_test_rig *r);
+
+/* The index of the largest of n values (the first of equals). */
+int32_t fg_test_argmax(const float *v, int32_t n);
+
+/* An fg_session_eval_all callback keeping every position's logits in
+ * dst[i * n_vocab ..]; ctx is an fg_test_keep. */
+typedef struct fg_test_keep {
+    float *dst;
+    int32_t n_vocab;
+} fg_test_keep;
+void fg_test_keep_logits(void *ctx, int32_t i, const float *logits);
 
 #endif

@@ -70,69 +70,54 @@
 #define FG_WARP 32
 #endif
 
-/* Butterfly sums and maxima over a warp. */
+/* The value of v in lane (this lane ^ mask), within groups of `width`. */
+static __device__ __forceinline__ float fg_shfl_xor(float v, int mask, int width = FG_WARP)
+{
+#if defined(FG_GPU_HIP)
+    return __shfl_xor(v, mask, width);
+#else
+    return __shfl_xor_sync(0xffffffffu, v, mask, width);
+#endif
+}
+
+static __device__ __forceinline__ int fg_shfl_xor(int v, int mask, int width = FG_WARP)
+{
+#if defined(FG_GPU_HIP)
+    return __shfl_xor(v, mask, width);
+#else
+    return __shfl_xor_sync(0xffffffffu, v, mask, width);
+#endif
+}
+
+/* Butterfly sums and maxima over a warp, or over each aligned group of 32
+ * lanes (the 32 elements of a quantization block: half a CDNA wavefront, a
+ * whole NVIDIA warp). */
 static __device__ __forceinline__ float fg_warp_sum(float v)
 {
 #pragma unroll
-    for (int o = FG_WARP / 2; o > 0; o >>= 1) {
-#if defined(FG_GPU_HIP)
-        v += __shfl_xor(v, o, FG_WARP);
-#else
-        v += __shfl_xor_sync(0xffffffffu, v, o, FG_WARP);
-#endif
-    }
+    for (int o = FG_WARP / 2; o > 0; o >>= 1) v += fg_shfl_xor(v, o);
     return v;
 }
 
 static __device__ __forceinline__ float fg_warp_max(float v)
 {
 #pragma unroll
-    for (int o = FG_WARP / 2; o > 0; o >>= 1) {
-#if defined(FG_GPU_HIP)
-        v = fmaxf(v, __shfl_xor(v, o, FG_WARP));
-#else
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o, FG_WARP));
-#endif
-    }
+    for (int o = FG_WARP / 2; o > 0; o >>= 1) v = fmaxf(v, fg_shfl_xor(v, o));
     return v;
 }
 
-/* Max and sum over each aligned group of 32 lanes (half a CDNA wavefront,
- * a whole NVIDIA warp): the 32 elements of a quantization block. */
 static __device__ __forceinline__ float fg_max32(float v)
 {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-#if defined(FG_GPU_HIP)
-        v = fmaxf(v, __shfl_xor(v, o, 32));
-#else
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o, 32));
-#endif
-    }
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, fg_shfl_xor(v, o, 32));
     return v;
 }
 
 static __device__ __forceinline__ int fg_sum32(int v)
 {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-#if defined(FG_GPU_HIP)
-        v += __shfl_xor(v, o, 32);
-#else
-        v += __shfl_xor_sync(0xffffffffu, v, o, 32);
-#endif
-    }
+    for (int o = 16; o > 0; o >>= 1) v += fg_shfl_xor(v, o, 32);
     return v;
-}
-
-/* The value of v in lane (this lane ^ mask). */
-static __device__ __forceinline__ float fg_shfl_xor(float v, int mask)
-{
-#if defined(FG_GPU_HIP)
-    return __shfl_xor(v, mask, FG_WARP);
-#else
-    return __shfl_xor_sync(0xffffffffu, v, mask, FG_WARP);
-#endif
 }
 
 /* Lane src's value of v. */

@@ -55,21 +55,7 @@ __global__ void __launch_bounds__(128) gemv_kernel(const uint8_t *__restrict__ w
             }
         }
     }
-    int lane = threadIdx.x % FG_WARP, warp = threadIdx.x / FG_WARP, nw = blockDim.x / FG_WARP;
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-        float s = fg_warp_sum(acc[t]);
-        if (lane == 0) part[warp][t] = s;
-    }
-    __syncthreads();
-    if (threadIdx.x < NT && threadIdx.x < T) {
-        int t = threadIdx.x;
-        float s = 0.0f;
-        for (int i = 0; i < nw; i++) s += part[i][t];
-        if (bias) s += bias[n];
-        if (add) s += add[t * ldadd + n];
-        y[t * ldy + n] = s;
-    }
+    fg_row_store<NT>(acc, part, n, T, bias, add, ldadd, y, ldy);
 }
 
 /* ---- Tiled GEMM: T > 8 ----------------------------------------------------------- */

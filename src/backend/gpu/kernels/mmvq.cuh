@@ -138,6 +138,31 @@ static __global__ void fg_quantize_q8_kernel(const float *__restrict__ x, int64_
     fg_q8_block(v, xq + t * K + 32 * b, xs + t * nb + b);
 }
 
+/* The end of a one-row-per-block GEMV: the block's per-thread sums of each
+ * token (acc) reduced through the warps and part (shared memory), plus the
+ * bias and residual, stored as y[t][n]. */
+template <int NT>
+static __device__ __forceinline__ void fg_row_store(const float (&acc)[NT], float (*part)[NT], int64_t n, int32_t T,
+                                                    const float *bias, const float *add, int64_t ldadd, float *y,
+                                                    int64_t ldy)
+{
+    int lane = threadIdx.x % FG_WARP, warp = threadIdx.x / FG_WARP, nw = blockDim.x / FG_WARP;
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        float s = fg_warp_sum(acc[t]);
+        if (lane == 0) part[warp][t] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x < NT && threadIdx.x < T) {
+        int t = threadIdx.x;
+        float s = 0.0f;
+        for (int i = 0; i < nw; i++) s += part[i][t];
+        if (bias) s += bias[n];
+        if (add) s += add[t * ldadd + n];
+        y[t * ldy + n] = s;
+    }
+}
+
 template <int TYPE, int NT>
 __global__ void __launch_bounds__(128) fg_mmvq_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t K,
                                                       const int8_t *__restrict__ xq, const float2 *__restrict__ xs,
@@ -157,21 +182,7 @@ __global__ void __launch_bounds__(128) fg_mmvq_kernel(const uint8_t *__restrict_
         for (int t = 0; t < NT; t++)
             if (t < T) acc[t] += fg_q<TYPE>::dot(wu, xq + t * K, xs + t * (K / 32), u);
     }
-    int lane = threadIdx.x % FG_WARP, warp = threadIdx.x / FG_WARP, nw = blockDim.x / FG_WARP;
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-        float s = fg_warp_sum(acc[t]);
-        if (lane == 0) part[warp][t] = s;
-    }
-    __syncthreads();
-    if (threadIdx.x < NT && threadIdx.x < T) {
-        int t = threadIdx.x;
-        float s = 0.0f;
-        for (int i = 0; i < nw; i++) s += part[i][t];
-        if (bias) s += bias[n];
-        if (add) s += add[t * ldadd + n];
-        y[t * ldy + n] = s;
-    }
+    fg_row_store<NT>(acc, part, n, T, bias, add, ldadd, y, ldy);
 }
 
 #endif
