@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "backend/gpu/gpu.h"
 #include "base/err.h"
@@ -54,6 +55,24 @@ void fg_cli_engine_help(void)
            fg_cli_default_model());
 }
 
+/* The weight-loading bar: drawn on a terminal, for models of 256 MB and
+ * more (smaller ones load before anyone would read it). */
+typedef struct load_bar {
+    bool drawn;
+} load_bar;
+
+static void load_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    load_bar *b = ctx;
+    if (total < (256u << 20) || !isatty(STDERR_FILENO)) return;
+    int width = 30, filled = (int)(done * (uint64_t)width / total);
+    fprintf(stderr, "\rforge: loading weights [");
+    for (int i = 0; i < width; i++) fputc(i < filled ? '#' : ' ', stderr);
+    fprintf(stderr, "] %3d%% (%.1f of %.1f GB)", (int)(100 * done / total), done / 1e9, total / 1e9);
+    fflush(stderr);
+    b->drawn = true;
+}
+
 fg_status fg_cli_engine_load(const fg_cli_engine_opts *o, fg_cli_engine *e)
 {
     memset(e, 0, sizeof *e);
@@ -72,6 +91,7 @@ fg_status fg_cli_engine_load(const fg_cli_engine_opts *o, fg_cli_engine *e)
         fprintf(stderr, "forge: warning: context %d is longer than the model was trained for (%lld)\n", n_ctx,
                 (long long)e->model->hp.n_ctx_train);
     int32_t n_batch = o->n_batch > 0 ? o->n_batch : 512;
+    load_bar bar = {false};
     if (use_gpu && o->reference) {
         fg_cli_engine_free(e);
         return fg_err_set(FG_ERR_INVALID_ARG, "--reference is a CPU backend mode; use it with --device cpu");
@@ -79,11 +99,14 @@ fg_status fg_cli_engine_load(const fg_cli_engine_opts *o, fg_cli_engine *e)
     st = use_gpu ? fg_backend_gpu_init(0, &e->be) : fg_backend_cpu_init(o->n_threads, o->reference, &e->be);
     if (st == FG_OK && use_gpu) fprintf(stderr, "forge: GPU: %s\n", fg_backend_gpu_describe(e->be));
     if (st != FG_OK ||
-        (st = fg_forward_init(e->model, e->be, n_ctx, n_batch, o->kv_f32 ? FG_TYPE_F32 : FG_TYPE_F16, &e->fwd)) != FG_OK ||
+        (st = fg_forward_init(e->model, e->be, n_ctx, n_batch, o->kv_f32 ? FG_TYPE_F32 : FG_TYPE_F16, load_progress,
+                              &bar, &e->fwd)) != FG_OK ||
         (st = fg_session_init(e->fwd, fg_model_n_vocab(e->model), &e->session)) != FG_OK) {
+        if (bar.drawn) fputc('\n', stderr);
         fg_cli_engine_free(e);
         return st;
     }
+    if (bar.drawn) fputc('\n', stderr);
     return FG_OK;
 }
 

@@ -34,6 +34,9 @@ struct fg_forward {
     int32_t n_ctx, n_batch;
     fg_tensor tok_embd, out_norm, output;
     fg_tensor rope_freqs; /* (n_rot / 2) F32, or data NULL */
+    fg_forward_progress progress;
+    void *progress_ctx;
+    uint64_t placed, total; /* tensor bytes placed so far, and in the file */
     layer_w *layers;
     fg_rope rope;
     fg_attn attn;
@@ -67,6 +70,8 @@ static fg_status get_w(fg_forward *f, fg_tensor *out, bool required, int64_t ne0
     }
     fg_status st = f->be->ops->weight(f->be, t, out);
     if (st != FG_OK) return fg_err_wrap(st, "%s", g->path);
+    f->placed += t->nbytes;
+    if (f->progress) f->progress(f->progress_ctx, f->placed, f->total);
     return FG_OK;
 }
 
@@ -150,7 +155,7 @@ static fg_status read_rope(fg_forward *f)
 }
 
 fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int32_t n_batch, fg_type kv_type,
-                          fg_forward **out)
+                          fg_forward_progress progress, void *progress_ctx, fg_forward **out)
 {
     *out = NULL;
     const fg_hparams *hp = &m->hp;
@@ -171,6 +176,9 @@ fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int3
     f->arch = arch;
     f->n_ctx = n_ctx;
     f->n_batch = n_batch;
+    f->progress = progress;
+    f->progress_ctx = progress_ctx;
+    for (uint64_t i = 0; i < m->gguf->n_tensors; i++) f->total += m->gguf->tensors[i].nbytes;
     f->layers = calloc((size_t)hp->n_layer, sizeof *f->layers);
     fg_status st = f->layers ? FG_OK : fg_err_set(FG_ERR_NOMEM, "out of memory");
     if (st == FG_OK) st = read_rope(f);

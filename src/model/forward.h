@@ -23,9 +23,13 @@ typedef struct fg_forward fg_forward;
 /* Checks the model has every tensor its architecture needs, with the shapes
  * its hyperparameters imply, and prepares a backend to run it with a KV cache
  * of kv_type (F16, as llama.cpp's default, or F32). n_ctx is rounded up to a
- * whole number of KV blocks. Errors name the tensor. */
+ * whole number of KV blocks. Errors name the tensor. progress may be NULL. */
+/* Called after each weight is placed with the bytes placed so far and the
+ * model's total tensor bytes (a GPU upload of a large model takes seconds). */
+typedef void (*fg_forward_progress)(void *ctx, uint64_t done, uint64_t total);
+
 fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int32_t n_batch, fg_type kv_type,
-                          fg_forward **out);
+                          fg_forward_progress progress, void *progress_ctx, fg_forward **out);
 void fg_forward_free(fg_forward *f);
 
 int32_t fg_forward_n_ctx(const fg_forward *f);

@@ -228,7 +228,7 @@ fg_status fg_test_rig_open(fg_test_rig *r, const char *path, fg_backend *be, int
     memset(r, 0, sizeof *r);
     r->be = be;
     fg_status st = fg_model_open(path, &r->m);
-    if (st == FG_OK) st = fg_forward_init(r->m, r->be, n_ctx, 64, kv, &r->f);
+    if (st == FG_OK) st = fg_forward_init(r->m, r->be, n_ctx, 64, kv, NULL, NULL, &r->f);
     if (st == FG_OK) st = fg_session_init(r->f, fg_model_n_vocab(r->m), &r->s);
     if (st != FG_OK) fg_test_rig_close(r);
     return st;
