@@ -21,9 +21,10 @@
 #include "backend/gpu/gpu.h"
 #include "base/err.h"
 #include "cli/cli.h"
+#include "gguf/gguf.h"
 #include "runtime/generate.h"
 
-enum { OPT_OUTPUT = OPT_CMD_FIRST };
+enum { OPT_MEASURE_BW = OPT_CMD_FIRST };
 
 static void help(void)
 {
@@ -32,7 +33,9 @@ static void help(void)
            "  -p, --n-prompt N       prompt tokens for pp (default 512; 0 skips pp)\n"
            "  -n, --n-gen N          generated tokens for tg (default 128; 0 skips tg)\n"
            "  -r, --repetitions N    timed repetitions of each (default 5)\n"
-           "  -o, --output FORMAT    text (default) or json\n");
+           "  -o, --output FORMAT    text (default) or json\n"
+           "      --measure-bw       measure the GPU's read bandwidth and report tg as a share of\n"
+           "                         the floor: weight bytes read per token over that bandwidth\n");
     fg_cli_engine_help();
     printf("  -h, --help             show this help\n");
 }
@@ -101,12 +104,13 @@ int fg_cli_bench(int argc, char **argv)
         {"n-gen", required_argument, 0, 'n'},
         {"repetitions", required_argument, 0, 'r'},
         {"output", required_argument, 0, 'o'},
+        {"measure-bw", no_argument, 0, OPT_MEASURE_BW},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     fg_cli_engine_opts eo = {0};
     int n_prompt = 512, n_gen = 128, reps = 5;
-    bool json = false;
+    bool json = false, measure_bw = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, FG_CLI_ENGINE_SHORT "p:n:r:o:h", opts, NULL)) != -1) {
@@ -123,6 +127,7 @@ int fg_cli_bench(int argc, char **argv)
             if (strcmp(optarg, "json") == 0) json = true;
             else if (strcmp(optarg, "text") != 0) return fg_cli_usage_error("bench", "-o must be text or json, not '%s'", optarg);
             break;
+        case OPT_MEASURE_BW: measure_bw = true; break;
         case 'h': help(); return 0;
         default: return fg_cli_usage_error("bench", "unknown option");
         }
@@ -149,13 +154,27 @@ int fg_cli_bench(int argc, char **argv)
     if (st == FG_OK && n_gen > 0) st = run_tg(e.session, n_gen < 16 ? n_gen : 16, n_vocab, &ms);
     for (int i = 0; st == FG_OK && n_gen > 0 && i < reps; i++)
         if ((st = run_tg(e.session, n_gen, n_vocab, &ms)) == FG_OK) tg[i] = n_gen / (ms / 1e3);
+    /* The decode floor: every weight byte is read once per token, except the
+     * embedding table, of which one row is (unless it doubles as the output). */
+    double bw = 0, bytes_per_token = 0;
+    bool on_gpu = strcmp(e.be->ops->name, "gpu") == 0;
+    if (st == FG_OK && measure_bw) {
+        if (!on_gpu) st = fg_err_set(FG_ERR_UNSUPPORTED, "--measure-bw measures a GPU; this run is on the CPU");
+        else st = fg_backend_gpu_measure_bw(e.be, &bw);
+        const fg_gguf *g = e.model->gguf;
+        bool tied = !fg_gguf_find_tensor(g, "output.weight");
+        for (uint64_t i = 0; i < g->n_tensors; i++) {
+            const fg_gguf_tensor *t = &g->tensors[i];
+            if (!tied && fg_gguf_str_eq(t->name, "token_embd.weight")) continue;
+            bytes_per_token += (double)t->nbytes;
+        }
+    }
     int rc = 0;
     if (st != FG_OK) {
         rc = fg_cli_fail(st);
     } else {
         const char *model = eo.model ? eo.model : fg_cli_default_model();
-        const char *dev = fg_backend_gpu_api() && strcmp(e.be->ops->name, "gpu") == 0 ? fg_backend_gpu_describe(e.be)
-                                                                                       : "cpu";
+        const char *dev = on_gpu ? fg_backend_gpu_describe(e.be) : "cpu";
         double pm, ps, gm, gs;
         stats(pp, reps, &pm, &ps);
         stats(tg, reps, &gm, &gs);
@@ -176,6 +195,12 @@ int fg_cli_bench(int argc, char **argv)
                 cJSON_AddNumberToObject(g, "tps_mean", gm);
                 cJSON_AddNumberToObject(g, "tps_sd", gs);
             }
+            if (measure_bw) {
+                cJSON_AddNumberToObject(o, "read_bw_gbs", bw);
+                cJSON_AddNumberToObject(o, "weight_bytes_per_token", bytes_per_token);
+                cJSON_AddNumberToObject(o, "tg_floor_tps", bw * 1e9 / bytes_per_token);
+                if (n_gen > 0) cJSON_AddNumberToObject(o, "tg_pct_of_floor", 100.0 * gm / (bw * 1e9 / bytes_per_token));
+            }
             char *out = cJSON_PrintUnformatted(o);
             if (out) printf("%s\n", out);
             free(out);
@@ -185,6 +210,13 @@ int fg_cli_bench(int argc, char **argv)
             printf("| test | t/s |\n|---|---|\n");
             if (n_prompt > 0) printf("| pp%d | %.2f ± %.2f |\n", n_prompt, pm, ps);
             if (n_gen > 0) printf("| tg%d | %.2f ± %.2f |\n", n_gen, gm, gs);
+            if (measure_bw) {
+                double floor_tps = bw * 1e9 / bytes_per_token;
+                printf("read bandwidth %.0f GB/s; %.2f GB of weights read per token: floor %.1f t/s", bw,
+                       bytes_per_token / 1e9, floor_tps);
+                if (n_gen > 0) printf("; tg%d at %.1f%% of it", n_gen, 100.0 * gm / floor_tps);
+                printf("\n");
+            }
         }
     }
     free(ids);

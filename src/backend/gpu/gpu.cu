@@ -778,3 +778,38 @@ extern "C" const char *fg_backend_gpu_describe(const fg_backend *be)
 {
     return ((const gpu_backend *)be)->desc;
 }
+
+extern "C" fg_status fg_backend_gpu_measure_bw(fg_backend *be, double *gb_per_s)
+{
+    gpu_backend *g = gpu(be);
+    *gb_per_s = 0;
+    FG_TRY(graph_finish(g));
+    size_t free_b = 0, total_b = 0;
+    GPU_TRY(cudaMemGetInfo(&free_b, &total_b));
+    size_t bytes = free_b / 4 < ((size_t)1 << 30) ? free_b / 4 : ((size_t)1 << 30);
+    bytes -= bytes % 4096;
+    if (bytes < ((size_t)64 << 20))
+        return fg_err_set(FG_ERR_NOMEM, "GPU %d: too little free memory (%.0f MiB) to measure bandwidth", g->device,
+                          free_b / 1048576.0);
+    void *buf = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    fg_status st = FG_OK;
+    float ms = 0.0f;
+    enum { WARM = 3, REPS = 20 };
+    cudaError_t e = cudaMalloc(&buf, bytes);
+    if (e == cudaSuccess) e = cudaMemsetAsync(buf, 0, bytes, g->stream);
+    if (e == cudaSuccess) e = cudaEventCreate(&e0);
+    if (e == cudaSuccess) e = cudaEventCreate(&e1);
+    for (int i = 0; e == cudaSuccess && i < WARM; i++) e = fg_gpu_read_bw(buf, bytes, g->n_sm, g->stream);
+    if (e == cudaSuccess) e = cudaEventRecord(e0, g->stream);
+    for (int i = 0; e == cudaSuccess && i < REPS; i++) e = fg_gpu_read_bw(buf, bytes, g->n_sm, g->stream);
+    if (e == cudaSuccess) e = cudaEventRecord(e1, g->stream);
+    if (e == cudaSuccess) e = cudaEventSynchronize(e1);
+    if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, e0, e1);
+    if (e != cudaSuccess) st = gpu_fail(e, "the bandwidth probe", __FILE__, __LINE__);
+    else *gb_per_s = (double)bytes * REPS / (ms / 1e3) / 1e9;
+    if (e0) (void)cudaEventDestroy(e0);
+    if (e1) (void)cudaEventDestroy(e1);
+    if (buf) (void)cudaFree(buf);
+    return st;
+}

@@ -40,6 +40,11 @@ typedef struct fg_gpu_transfers {
 void fg_backend_gpu_transfers(const fg_backend *be, fg_gpu_transfers *out);
 void fg_backend_gpu_transfers_reset(fg_backend *be);
 
+/* Measures the device's read bandwidth (GB/s, 1e9 bytes) by streaming a
+ * buffer of up to 1 GiB (a quarter of free memory at most) several times;
+ * for benchmarks, not while serving (it allocates). */
+fg_status fg_backend_gpu_measure_bw(fg_backend *be, double *gb_per_s);
+
 /* A line naming the device, its memory and compute capability / gfx arch. */
 const char *fg_backend_gpu_describe(const fg_backend *be);
 

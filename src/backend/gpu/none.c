@@ -36,6 +36,13 @@ void fg_backend_gpu_transfers_reset(fg_backend *be)
     (void)be;
 }
 
+fg_status fg_backend_gpu_measure_bw(fg_backend *be, double *gb_per_s)
+{
+    (void)be;
+    *gb_per_s = 0;
+    return fg_err_set(FG_ERR_UNSUPPORTED, "this build of forge has no GPU backend to measure");
+}
+
 const char *fg_backend_gpu_describe(const fg_backend *be)
 {
     (void)be;

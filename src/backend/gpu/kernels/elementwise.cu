@@ -45,3 +45,22 @@ cudaError_t fg_gpu_swiglu_q8(const float *g, int64_t ldg, const float *u, int64_
     swiglu_q8_kernel<<<grid, 256, 0, s>>>(g, ldg, u, ldu, ne0, out, ldo, xq, xs);
     return cudaGetLastError();
 }
+
+/* The read-bandwidth probe of `forge bench --measure-bw`: every thread sums
+ * a grid-strided run of float4s and writes one float (so the loads are not
+ * dead code). */
+__global__ void read_bw_kernel(const float4 *__restrict__ src, int64_t n4, float *sink)
+{
+    float acc = 0.0f;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
+        float4 v = src[i];
+        acc += v.x + v.y + v.z + v.w;
+    }
+    if (acc == 12345.678f) sink[0] = acc; /* practically never; keeps the sum live */
+}
+
+cudaError_t fg_gpu_read_bw(const void *buf, size_t bytes, int n_sm, cudaStream_t s)
+{
+    read_bw_kernel<<<(unsigned)(n_sm * 8), 512, 0, s>>>((const float4 *)buf, (int64_t)(bytes / 16), (float *)buf);
+    return cudaGetLastError();
+}

@@ -107,6 +107,9 @@ int fg_gpu_attention_splits(int32_t n_tokens, int32_t n_head, int n_sm);
 cudaError_t fg_gpu_swiglu(const float *g, int64_t ldg, const float *u, int64_t ldu, int64_t ne0, int32_t n, float *out,
                           int64_t ldo, cudaStream_t s);
 
+/* Reads `bytes` of buf once (a bandwidth probe). */
+cudaError_t fg_gpu_read_bw(const void *buf, size_t bytes, int n_sm, cudaStream_t s);
+
 /* SwiGLU that also quantizes its output into a matmul scratch, as
  * fg_gpu_rms_norm_q8 (ne0 a multiple of 32, n <= 8). */
 cudaError_t fg_gpu_swiglu_q8(const float *g, int64_t ldg, const float *u, int64_t ldu, int64_t ne0, int32_t n,
