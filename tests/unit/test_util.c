@@ -3,6 +3,7 @@
  */
 #include "test_util.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,4 +256,53 @@ void fg_test_keep_logits(void *ctx, int32_t i, const float *logits)
 {
     fg_test_keep *k = ctx;
     memcpy(k->dst + (size_t)i * (size_t)k->n_vocab, logits, (size_t)k->n_vocab * sizeof(float));
+}
+
+bool fg_test_synth_compare(fg_test_rig *r, const char *type, fg_test_synth *out)
+{
+    char rel[128];
+    snprintf(rel, sizeof rel, "llama-synth/%s.json", type);
+    cJSON *g = fg_test_golden_json(rel, "llama-synth", 1);
+    if (!g) return false;
+    const cJSON *prompt = cJSON_GetObjectItem(g, "prompt"), *logits = cJSON_GetObjectItem(g, "logits"),
+                *greedy = cJSON_GetObjectItem(g, "greedy");
+    int n = cJSON_GetArraySize(prompt), n_greedy = cJSON_GetArraySize(greedy);
+    int32_t n_vocab = fg_model_n_vocab(r->m);
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    fg_test_keep k = {malloc((size_t)n * (size_t)n_vocab * sizeof(float)), n_vocab};
+    bool ok = ids && k.dst && cJSON_GetArraySize(logits) == n;
+    for (int i = 0; ok && i < n; i++) ids[i] = (int32_t)cJSON_GetArrayItem(prompt, i)->valuedouble;
+    *out = (fg_test_synth){0, 0, n, 0, n_greedy};
+    fg_session_truncate(r->s, 0);
+    if (ok && fg_session_eval_all(r->s, ids, n, fg_test_keep_logits, &k) != FG_OK) {
+        fprintf(stderr, "llama-synth %s: %s\n", type, fg_last_error());
+        ok = false;
+    }
+    for (int p = 0; ok && p < n; p++) {
+        const cJSON *row = cJSON_GetArrayItem(logits, p);
+        double num = 0, den = 0;
+        for (int32_t v = 0; v < n_vocab; v++) {
+            double want = cJSON_GetArrayItem(row, v)->valuedouble, got = k.dst[(size_t)p * (size_t)n_vocab + (size_t)v];
+            if (got != got) got = 1e30; /* NaN fails every bound */
+            num += (got - want) * (got - want);
+            den += want * want;
+            if (fabs(got - want) > out->max_abs) out->max_abs = fabs(got - want);
+        }
+        double e = sqrt(num / (den > 0 ? den : 1));
+        if (e > out->max_rel) out->max_rel = e;
+    }
+    /* Greedy, one token at a time after the prompt (the decode path). */
+    for (int i = 0; ok && i < n_greedy; i++) {
+        int32_t next = fg_test_argmax(fg_session_logits(r->s), n_vocab);
+        if (next != (int32_t)cJSON_GetArrayItem(greedy, i)->valuedouble) break;
+        out->greedy_same++;
+        if (fg_session_eval(r->s, &next, 1) != FG_OK) {
+            fprintf(stderr, "llama-synth %s: %s\n", type, fg_last_error());
+            ok = false;
+        }
+    }
+    free(ids);
+    free(k.dst);
+    cJSON_Delete(g);
+    return ok;
 }

@@ -94,4 +94,17 @@ typedef struct fg_test_keep {
 } fg_test_keep;
 void fg_test_keep_logits(void *ctx, int32_t i, const float *logits);
 
+/* The end-to-end comparison with transformers on a synthetic llama model
+ * (tests/data/llama-synth/<type>.json, tools/make_llama_synth.py): the
+ * rig's logits at every position of the golden's prompt (one batch), as the
+ * largest per-position ||forge - ref|| / ||ref|| and the largest absolute
+ * difference, and how many of the 64 greedy tokens (token by token) match
+ * before the first difference. False, with a message on stderr, if the
+ * golden cannot be read or forge fails. */
+typedef struct fg_test_synth {
+    double max_rel, max_abs;
+    int n_pos, greedy_same, n_greedy;
+} fg_test_synth;
+bool fg_test_synth_compare(fg_test_rig *r, const char *type, fg_test_synth *out);
+
 #endif
