@@ -2,8 +2,11 @@
 """Writes small synthetic-weight llama models and HF transformers reference
 logits for them: the end-to-end goldens of the CPU and GPU backends.
 
-For each weight type (F32, F16, Q8_0, Q4_0) the same random weights (fixed
-seed) are written to tests/data/llama-synth/<type>.gguf with llama.cpp's
+Two shapes: "gqa" (n_embd 64, 4 query heads over 2 KV heads of 16 dims)
+and "mqa" (n_embd 256, 2 query heads sharing 1 KV head of 128 dims, the
+head size of most real models). For each shape and weight type (F32, F16,
+Q8_0, Q4_0) the same random weights (per-shape seed) are written to
+tests/data/llama-synth/<shape>-<type>.gguf with llama.cpp's
 tensor names, layout and metadata (q/k rows in GGUF's rotary order), and
 the quantized ones are quantized by the gguf package. transformers then
 loads each file itself (dequantizing every weight to f32, undoing the q/k
@@ -11,7 +14,7 @@ permutation), runs LlamaForCausalLM in float32 on the CPU, and records for a
 fixed token sequence:
   - the logits at every position (all of the vocabulary);
   - the greedy continuation of 64 tokens (argmax, full recompute each step).
-Written to tests/data/llama-synth/<type>.json, first line
+Written to tests/data/llama-synth/<shape>-<type>.json, first line
 "forge-golden llama-synth v1".
 
 The weights are scaled so that activations stay O(1) and the logits spread
@@ -31,8 +34,18 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "data", "llama-synth")
 
-N_EMBD, N_HEAD, N_HEAD_KV, N_FF, N_LAYER, N_VOCAB, N_CTX = 64, 4, 2, 160, 2, 320, 256
-HEAD_DIM = N_EMBD // N_HEAD
+SHAPES = {  # n_embd, n_head, n_head_kv, n_ff, n_layer
+    "gqa": (64, 4, 2, 160, 2),
+    "mqa": (256, 2, 1, 128, 1),
+}
+N_VOCAB, N_CTX = 320, 256
+N_EMBD = N_HEAD = N_HEAD_KV = N_FF = N_LAYER = HEAD_DIM = 0  # set per shape by use_shape
+
+
+def use_shape(name):
+    global N_EMBD, N_HEAD, N_HEAD_KV, N_FF, N_LAYER, HEAD_DIM
+    N_EMBD, N_HEAD, N_HEAD_KV, N_FF, N_LAYER = SHAPES[name]
+    HEAD_DIM = N_EMBD // N_HEAD
 PROMPT = [1, 17, 200, 45, 301, 9, 77, 260, 5, 130, 88, 219, 3, 150, 42, 299, 61, 8, 240, 111]
 N_GEN = 64
 MIN_MARGIN = 0.02
@@ -124,28 +137,33 @@ def main():
     import torch
     import transformers
     os.makedirs(OUT, exist_ok=True)
-    for seed in range(1, 200):
-        w, docs, ok = weights(seed), {}, True
-        for q in ["f32", "f16", "q8_0", "q4_0"]:
-            path = os.path.join(OUT, f"{q}.gguf")
-            write_gguf(path, w, q)
-            logits, gen, margins = reference(path)
-            print(f"seed {seed} {q}: {os.path.getsize(path)} bytes; logits {logits.min():.2f}..{logits.max():.2f}; "
-                  f"smallest greedy margin {min(margins):.4f}", file=sys.stderr)
-            if min(margins) < MIN_MARGIN:
-                ok = False
+    for shape in SHAPES:
+        use_shape(shape)
+        for seed in range(1, 400):
+            w, docs, ok = weights(seed), {}, True
+            for q in ["f32", "f16", "q8_0", "q4_0"]:
+                path = os.path.join(OUT, f"{shape}-{q}.gguf")
+                write_gguf(path, w, q)
+                logits, gen, margins = reference(path)
+                print(f"{shape} seed {seed} {q}: {os.path.getsize(path)} bytes; logits {logits.min():.2f}.."
+                      f"{logits.max():.2f}; smallest greedy margin {min(margins):.4f}", file=sys.stderr)
+                if min(margins) < MIN_MARGIN:
+                    ok = False
+                    break
+                docs[q] = {"model": f"{shape}-{q}.gguf", "shape": dict(zip(
+                               ["n_embd", "n_head", "n_head_kv", "n_ff", "n_layer"], SHAPES[shape])),
+                           "seed": seed, "prompt": PROMPT, "n_vocab": N_VOCAB,
+                           "reference": f"transformers {transformers.__version__}, torch {torch.__version__}, "
+                                        "float32, CPU",
+                           "logits": [[round(float(v), 6) for v in row] for row in logits], "greedy": gen,
+                           "greedy_margins": [round(m, 6) for m in margins]}
+            if ok:
                 break
-            docs[q] = {"model": f"{q}.gguf", "seed": seed, "prompt": PROMPT, "n_vocab": N_VOCAB,
-                       "reference": f"transformers {transformers.__version__}, torch {torch.__version__}, float32, CPU",
-                       "logits": [[round(float(v), 6) for v in row] for row in logits], "greedy": gen,
-                       "greedy_margins": [round(m, 6) for m in margins]}
-        if ok:
-            break
-    for q, doc in docs.items():
-        with open(os.path.join(OUT, f"{q}.json"), "w") as f:
-            f.write("forge-golden llama-synth v1\n")
-            json.dump(doc, f, separators=(",", ":"))
-            f.write("\n")
+        for q, doc in docs.items():
+            with open(os.path.join(OUT, f"{shape}-{q}.json"), "w") as f:
+                f.write("forge-golden llama-synth v1\n")
+                json.dump(doc, f, separators=(",", ":"))
+                f.write("\n")
 
 
 if __name__ == "__main__":
