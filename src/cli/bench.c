@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "backend/gpu/gpu.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "cli/cli.h"
 #include "gguf/gguf.h"

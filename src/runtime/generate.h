@@ -49,7 +49,4 @@ fg_status fg_generate(fg_session *s, const fg_tokenizer *tok, fg_sampler *smp, c
 
 const char *fg_stop_reason_name(fg_stop_reason r);
 
-/* Monotonic milliseconds. */
-double fg_now_ms(void);
-
 #endif

@@ -13,10 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 extern "C" {
 #include "backend/gpu/gpu.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "gguf/types.h"
 }
@@ -136,13 +136,6 @@ static fg_status gpu_fail(cudaError_t e, const char *what, const char *file, int
         if (gpu_e_ != cudaSuccess) return gpu_fail(gpu_e_, #call, __FILE__, __LINE__); \
     } while (0)
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* Profiling: an event before the op's launches (op_done records one after). */
 static void op_begin(gpu_backend *g)
 {
@@ -151,7 +144,7 @@ static void op_begin(gpu_backend *g)
 
 static void prof_add(gpu_backend *g, const char *op, bool timed)
 {
-    double t = now_ms();
+    double t = fg_now_ms();
     float gpu_ms = 0.0f;
     if (timed) (void)cudaEventElapsedTime(&gpu_ms, g->prof_ev[0], g->prof_ev[1]);
     int i = 0;
