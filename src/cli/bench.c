@@ -41,16 +41,6 @@ static void help(void)
     printf("  -h, --help             show this help\n");
 }
 
-static int parse_count(const char *opt, const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*s == 0 || *end != 0 || v < lo || v > hi)
-        return fg_cli_usage_error("bench", "%s must be an integer in %d..%d, not '%s'", opt, lo, hi, s);
-    *out = (int)v;
-    return 0;
-}
-
 static int32_t argmax(const float *x, int32_t n)
 {
     int32_t best = 0;
@@ -110,7 +100,7 @@ int fg_cli_bench(int argc, char **argv)
         {0, 0, 0, 0},
     };
     fg_cli_engine_opts eo = {0};
-    int n_prompt = 512, n_gen = 128, reps = 5;
+    int32_t n_prompt = 512, n_gen = 128, reps = 5;
     bool json = false, measure_bw = false;
     int c;
     optind = 1;
@@ -121,9 +111,9 @@ int fg_cli_bench(int argc, char **argv)
             continue;
         }
         switch (c) {
-        case 'p': if (parse_count("-p/--n-prompt", optarg, 0, 1 << 20, &n_prompt)) return 2; break;
-        case 'n': if (parse_count("-n/--n-gen", optarg, 0, 1 << 20, &n_gen)) return 2; break;
-        case 'r': if (parse_count("-r/--repetitions", optarg, 1, 1000, &reps)) return 2; break;
+        case 'p': if (fg_cli_parse_int("bench", "-p/--n-prompt", optarg, 0, 1 << 20, &n_prompt)) return 2; break;
+        case 'n': if (fg_cli_parse_int("bench", "-n/--n-gen", optarg, 0, 1 << 20, &n_gen)) return 2; break;
+        case 'r': if (fg_cli_parse_int("bench", "-r/--repetitions", optarg, 1, 1000, &reps)) return 2; break;
         case 'o':
             if (strcmp(optarg, "json") == 0) json = true;
             else if (strcmp(optarg, "text") != 0) return fg_cli_usage_error("bench", "-o must be text or json, not '%s'", optarg);

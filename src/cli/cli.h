@@ -98,6 +98,9 @@ typedef struct fg_cli_engine {
 /* Handles option c if it is a shared one: returns 0 when taken, 2 (after
  * printing a usage error) when its value is bad, -1 when not a shared option. */
 int fg_cli_engine_opt(const char *cmd, int c, const char *arg, fg_cli_engine_opts *o);
+/* Parses option opt's value s as an integer in lo..hi into *out; 0, or a
+ * usage error (fg_cli_usage_error's return) naming the option and range. */
+int fg_cli_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int32_t *out);
 void fg_cli_engine_help(void);
 fg_status fg_cli_engine_load(const fg_cli_engine_opts *o, fg_cli_engine *e);
 void fg_cli_engine_free(fg_cli_engine *e);
@@ -112,6 +115,10 @@ fg_status fg_cli_read_file(const char *path, char **out, size_t *len);
 
 /* Prints "forge: error: <fg_last_error()>" to stderr and returns exit code 1. */
 int fg_cli_fail(fg_status st);
+
+/* Writes a progress bar, "[####      ]", for done of total to stderr (the
+ * caller writes what goes around it, and \r to redraw). */
+void fg_cli_bar(uint64_t done, uint64_t total);
 
 /* Prints "forge CMD: error: <msg>" plus a --help hint; returns exit code 2. */
 int fg_cli_usage_error(const char *cmd, const char *fmt, ...);

@@ -12,7 +12,7 @@
 #include "base/err.h"
 #include "cli/cli.h"
 
-static int parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int32_t *out)
+int fg_cli_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int32_t *out)
 {
     char *end;
     long v = strtol(s, &end, 10);
@@ -26,9 +26,9 @@ int fg_cli_engine_opt(const char *cmd, int c, const char *arg, fg_cli_engine_opt
 {
     switch (c) {
     case 'm': o->model = arg; return 0;
-    case 'c': return parse_int(cmd, "-c/--ctx-size", arg, 0, 1 << 24, &o->n_ctx);
-    case 'b': return parse_int(cmd, "-b/--batch-size", arg, 1, 1 << 16, &o->n_batch);
-    case 't': return parse_int(cmd, "-t/--threads", arg, 0, 1024, &o->n_threads);
+    case 'c': return fg_cli_parse_int(cmd, "-c/--ctx-size", arg, 0, 1 << 24, &o->n_ctx);
+    case 'b': return fg_cli_parse_int(cmd, "-b/--batch-size", arg, 1, 1 << 16, &o->n_batch);
+    case 't': return fg_cli_parse_int(cmd, "-t/--threads", arg, 0, 1024, &o->n_threads);
     case OPT_KV_TYPE:
         if (strcasecmp(arg, "f16") == 0) o->kv_f32 = false;
         else if (strcasecmp(arg, "f32") == 0) o->kv_f32 = true;
@@ -65,10 +65,9 @@ static void load_progress(void *ctx, uint64_t done, uint64_t total)
 {
     load_bar *b = ctx;
     if (total < (256u << 20) || !isatty(STDERR_FILENO)) return;
-    int width = 30, filled = (int)(done * (uint64_t)width / total);
-    fprintf(stderr, "\rforge: loading weights [");
-    for (int i = 0; i < width; i++) fputc(i < filled ? '#' : ' ', stderr);
-    fprintf(stderr, "] %3d%% (%.1f of %.1f GB)", (int)(100 * done / total), done / 1e9, total / 1e9);
+    fprintf(stderr, "\rforge: loading weights ");
+    fg_cli_bar(done, total);
+    fprintf(stderr, " %3d%% (%.1f of %.1f GB)", (int)(100 * done / total), done / 1e9, total / 1e9);
     fflush(stderr);
     b->drawn = true;
 }

@@ -81,6 +81,15 @@ fg_status fg_cli_read_file(const char *path, char **out, size_t *len)
     return FG_OK;
 }
 
+void fg_cli_bar(uint64_t done, uint64_t total)
+{
+    enum { WIDTH = 30 };
+    int filled = total ? (int)(done * WIDTH / total) : WIDTH;
+    fputc('[', stderr);
+    for (int i = 0; i < WIDTH; i++) fputc(i < filled ? '#' : ' ', stderr);
+    fputc(']', stderr);
+}
+
 int fg_cli_fail(fg_status st)
 {
     fprintf(stderr, "forge: error: %s\n", fg_last_error());

@@ -62,10 +62,9 @@ static void score(void *p, int32_t i, const float *logits)
 
 static void progress(int done, int total, double ppl, double eta_s)
 {
-    int width = 30, filled = total ? done * width / total : width;
-    fprintf(stderr, "\r[");
-    for (int i = 0; i < width; i++) fputc(i < filled ? '#' : ' ', stderr);
-    fprintf(stderr, "] %d/%d chunks  ppl %.4f  eta %.0f s ", done, total, ppl, eta_s);
+    fputc('\r', stderr);
+    fg_cli_bar((uint64_t)done, (uint64_t)total);
+    fprintf(stderr, " %d/%d chunks  ppl %.4f  eta %.0f s ", done, total, ppl, eta_s);
     fflush(stderr);
 }
 
