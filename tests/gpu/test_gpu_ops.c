@@ -57,6 +57,8 @@ static int rnd(int n)
 
 static fg_backend *cpu, *gpu;
 
+static void fresh_backends(void);
+
 static void need_gpu(void)
 {
     if (fg_backend_gpu_count() == 0) {
@@ -64,8 +66,7 @@ static void need_gpu(void)
         cr_skip_test("SKIPPED: no GPU on this machine (%s)", api ? api : "and no GPU backend in this build");
     }
     seed_rng();
-    cr_assert_eq(fg_backend_cpu_init(1, true, &cpu), FG_OK, "%s", fg_last_error());
-    cr_assert_eq(fg_backend_gpu_init(0, &gpu), FG_OK, "%s", fg_last_error());
+    fresh_backends();
 }
 
 static void done(void)
@@ -73,6 +74,14 @@ static void done(void)
     fg_backend_free(cpu);
     fg_backend_free(gpu);
     cpu = gpu = NULL;
+}
+
+/* New backends within a test (a KV pool is allocated once per backend). */
+static void fresh_backends(void)
+{
+    done();
+    cr_assert_eq(fg_backend_cpu_init(1, true, &cpu), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_backend_gpu_init(0, &gpu), FG_OK, "%s", fg_last_error());
 }
 
 /* An activation on both backends, filled with the same host rows. */
@@ -498,9 +507,7 @@ Test(gpu_ops, attention_gqa_groups_and_head_dims, .init = need_gpu, .fini = done
                                    {12, 3, 96}, {4, 1, 256}, {9, 3, 64}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         attention_case(cases[i][0], cases[i][1], cases[i][2], 0, 0.0f);
-        done();
-        cr_assert_eq(fg_backend_cpu_init(1, true, &cpu), FG_OK);
-        cr_assert_eq(fg_backend_gpu_init(0, &gpu), FG_OK);
+        fresh_backends();
     }
 }
 
@@ -545,13 +552,6 @@ static void attention_one_sequence(int n_head, int n_kv, int hd, int window, flo
     }
 }
 
-static void fresh_backends(void)
-{
-    done();
-    cr_assert_eq(fg_backend_cpu_init(1, true, &cpu), FG_OK);
-    cr_assert_eq(fg_backend_gpu_init(0, &gpu), FG_OK);
-}
-
 Test(gpu_ops, attention_prefill_tiles, .init = need_gpu, .fini = done)
 {
     attention_one_sequence(8, 2, 128, 0, 0.0f);
@@ -568,8 +568,6 @@ Test(gpu_ops, attention_prefill_tiles, .init = need_gpu, .fini = done)
 Test(gpu_ops, attention_window_and_softcap, .init = need_gpu, .fini = done)
 {
     attention_case(8, 2, 64, 7, 0.0f);
-    done();
-    cr_assert_eq(fg_backend_cpu_init(1, true, &cpu), FG_OK);
-    cr_assert_eq(fg_backend_gpu_init(0, &gpu), FG_OK);
+    fresh_backends();
     attention_case(4, 4, 128, 0, 20.0f);
 }

@@ -68,8 +68,9 @@ typedef struct gpu_backend {
     const int32_t *h_ids;                                        /* into h_step */
 
     /* cuBLAS (CUDA builds): the handle on our stream, and its prefill
-     * scratch (f16 weight slab + f16 activations), sized at kv_alloc from
-     * the widest weight and the largest activation row count. */
+     * scratch (f16 weight slab + f16 activations), grown as weights and
+     * activations are placed to fit the widest weight (max_k) and the
+     * largest activation row count. */
     void *blas;
     void *blas_scratch;
     size_t blas_scratch_bytes;
@@ -86,8 +87,8 @@ typedef struct gpu_backend {
     int64_t n_slots, k_row, v_row;
     void **k, **v;
 
-    /* The matmuls' int8 activations: fg_gpu_matmul_scratch(K) bytes for the
-     * widest weight placed so far (sized while weights load). */
+    /* The matmuls' int8 activations: fg_gpu_matmul_scratch(max_k) bytes
+     * (grown while weights load). */
     void *mm_scratch;
     size_t mm_scratch_bytes;
     /* What mm_scratch holds: the quantized rows of q8_src (q8_T rows of
@@ -175,6 +176,19 @@ static fg_status op_done(gpu_backend *g, cudaError_t launch, const char *op)
 
 /* ---- Memory ------------------------------------------------------------------ */
 
+/* The error for a failed allocation of `bytes` for `what`, with the free
+ * memory and what to do; clears the runtime's sticky error first. */
+static fg_status alloc_fail(gpu_backend *g, size_t bytes, const char *what)
+{
+    (void)cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    (void)cudaMemGetInfo(&free_b, &total_b);
+    return fg_err_set(FG_ERR_NOMEM,
+                      "GPU %d: cannot allocate %.1f MiB for %s (%.1f MiB free of %.1f MiB); use a smaller "
+                      "context (-c) or batch (-b), a smaller model, or --device cpu",
+                      g->device, bytes / 1048576.0, what, free_b / 1048576.0, total_b / 1048576.0);
+}
+
 static fg_status dev_alloc(gpu_backend *g, size_t bytes, const char *what, void **out)
 {
     if (g->n_allocs == g->cap_allocs) {
@@ -185,18 +199,26 @@ static fg_status dev_alloc(gpu_backend *g, size_t bytes, const char *what, void 
         g->cap_allocs = cap;
     }
     void *p = NULL;
-    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError(); /* clear it */
-        size_t free_b = 0, total_b = 0;
-        (void)cudaMemGetInfo(&free_b, &total_b);
-        return fg_err_set(FG_ERR_NOMEM,
-                          "GPU %d: cannot allocate %.1f MiB for %s (%.1f MiB free of %.1f MiB); use a smaller "
-                          "context (-c) or batch (-b), a smaller model, or --device cpu",
-                          g->device, bytes / 1048576.0, what, free_b / 1048576.0, total_b / 1048576.0);
-    }
+    if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess) return alloc_fail(g, bytes, what);
     g->allocs[g->n_allocs++] = p;
     *out = p;
+    return FG_OK;
+}
+
+/* Grows a scratch buffer (*buf of *have bytes, replaced rather than kept in
+ * the allocation list) to at least need bytes. Scratches grow as weights
+ * and activations are placed, at load time only. */
+static fg_status grow_dev(gpu_backend *g, void **buf, size_t *have, size_t need, const char *what)
+{
+    if (need <= *have) return FG_OK;
+    if (*buf) GPU_TRY(cudaFree(*buf));
+    *buf = NULL;
+    *have = 0;
+    if (cudaMalloc(buf, need) != cudaSuccess) {
+        *buf = NULL;
+        return alloc_fail(g, need, what);
+    }
+    *have = need;
     return FG_OK;
 }
 
@@ -206,17 +228,8 @@ static fg_status grow_blas(gpu_backend *g)
 {
 #if !defined(FG_GPU_HIP)
     if (!g->blas || g->cap_tokens <= FG_GPU_GEMV_MAX_T || g->max_k <= 0) return FG_OK;
-    size_t need = fg_gpu_blas_scratch(g->max_k, g->cap_tokens);
-    if (need <= g->blas_scratch_bytes) return FG_OK;
-    if (g->blas_scratch) GPU_TRY(cudaFree(g->blas_scratch));
-    g->blas_scratch = NULL;
-    g->blas_scratch_bytes = 0;
-    if (cudaMalloc(&g->blas_scratch, need) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return fg_err_set(FG_ERR_NOMEM, "GPU %d: cannot allocate %.1f MiB for the prefill matmul scratch; use a "
-                          "smaller batch (-b)", g->device, need / 1048576.0);
-    }
-    g->blas_scratch_bytes = need;
+    return grow_dev(g, &g->blas_scratch, &g->blas_scratch_bytes, fg_gpu_blas_scratch(g->max_k, g->cap_tokens),
+                    "the prefill matmul scratch");
 #endif
     return FG_OK;
 }
@@ -234,14 +247,9 @@ static fg_status gpu_weight(fg_backend *be, const fg_gguf_tensor *src, fg_tensor
                           (int)src->name.len, src->name.ptr, fg_type_name(src->type), (long long)ne0);
     }
     if (!vector && ne0 > g->max_k) g->max_k = ne0;
-    size_t need = fg_gpu_matmul_scratch(ne0);
-    if (!vector && need > g->mm_scratch_bytes) {
-        if (g->mm_scratch) GPU_TRY(cudaFree(g->mm_scratch));
-        g->mm_scratch = NULL;
-        g->mm_scratch_bytes = 0;
-        GPU_TRY(cudaMalloc(&g->mm_scratch, need));
-        g->mm_scratch_bytes = need;
-    }
+    if (g->max_k > 0)
+        FG_TRY(grow_dev(g, &g->mm_scratch, &g->mm_scratch_bytes, fg_gpu_matmul_scratch(g->max_k),
+                        "the matmul activations"));
     char what[160];
     snprintf(what, sizeof what, "tensor '%.*s'", (int)src->name.len, src->name.ptr);
     void *p;
@@ -279,11 +287,9 @@ static fg_status grow_step(gpu_backend *g, int64_t need)
     g->h_step = g->d_step = NULL;
     g->cap_step = 0;
     GPU_TRY(cudaMallocHost((void **)&g->h_step, (size_t)need * sizeof(int32_t)));
-    cudaError_t e = cudaMalloc((void **)&g->d_step, (size_t)need * sizeof(int32_t));
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        return fg_err_set(FG_ERR_NOMEM, "GPU %d: cannot allocate %.1f MiB for the step's inputs", g->device,
-                          need * 4 / 1048576.0);
+    if (cudaMalloc((void **)&g->d_step, (size_t)need * sizeof(int32_t)) != cudaSuccess) {
+        g->d_step = NULL;
+        return alloc_fail(g, (size_t)need * sizeof(int32_t), "the step's inputs");
     }
     g->cap_step = need;
     return FG_OK;

@@ -6,13 +6,17 @@
 #include "backend/gpu/kernels/kernels.h"
 #include "backend/gpu/kernels/q8.cuh"
 
+static __device__ __forceinline__ float silu_mul(float g, float u)
+{
+    return g / (1.0f + expf(-g)) * u;
+}
+
 __global__ void swiglu_kernel(const float *g, int64_t ldg, const float *__restrict__ u, int64_t ldu, int64_t ne0,
                               float *out, int64_t ldo)
 {
     int64_t t = blockIdx.y, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= ne0) return;
-    float a = g[t * ldg + i];
-    out[t * ldo + i] = a / (1.0f + expf(-a)) * u[t * ldu + i];
+    out[t * ldo + i] = silu_mul(g[t * ldg + i], u[t * ldu + i]);
 }
 
 cudaError_t fg_gpu_swiglu(const float *g, int64_t ldg, const float *u, int64_t ldu, int64_t ne0, int32_t n, float *out,
@@ -31,7 +35,7 @@ __global__ void swiglu_q8_kernel(const float *g, int64_t ldg, const float *__res
      * straddle the end). */
     int64_t t = blockIdx.y, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i - i % 32 >= ne0) return;
-    float a = g[t * ldg + i], v = a / (1.0f + expf(-a)) * u[t * ldu + i];
+    float v = silu_mul(g[t * ldg + i], u[t * ldu + i]);
     out[t * ldo + i] = v;
     fg_q8_lanes(v, (int)(i % 32), xq + t * ne0 + (i - i % 32), xs + t * (ne0 / 32) + i / 32);
 }

@@ -51,10 +51,16 @@ __global__ void rms_norm_kernel(const float *x, int64_t ldx, const float *__rest
     }
 }
 
+/* Threads per row block: enough to cover wide rows in a few steps. */
+static int norm_threads(int64_t group)
+{
+    return group >= 2048 ? 512 : group >= 1024 ? 256 : group >= 256 ? 128 : 64;
+}
+
 cudaError_t fg_gpu_rms_norm(const float *x, int64_t ldx, const float *w, int64_t ne0, int64_t group, float eps,
                             int32_t n, float *out, int64_t ldo, cudaStream_t s)
 {
-    int threads = group >= 2048 ? 512 : group >= 1024 ? 256 : group >= 256 ? 128 : 64;
+    int threads = norm_threads(group);
     unsigned blocks = (unsigned)(n * (ne0 / group));
     rms_norm_kernel<<<blocks, threads, 0, s>>>(x, ldx, w, ne0, group, eps, out, ldo, NULL, NULL);
     return cudaGetLastError();
@@ -63,7 +69,7 @@ cudaError_t fg_gpu_rms_norm(const float *x, int64_t ldx, const float *w, int64_t
 cudaError_t fg_gpu_rms_norm_q8(const float *x, int64_t ldx, const float *w, int64_t ne0, float eps, int32_t n,
                                float *out, int64_t ldo, void *scratch, cudaStream_t s)
 {
-    int threads = ne0 >= 2048 ? 512 : ne0 >= 1024 ? 256 : ne0 >= 256 ? 128 : 64;
+    int threads = norm_threads(ne0);
     int8_t *xq = (int8_t *)scratch;
     float2 *xs = (float2 *)(xq + 8 * ne0);
     rms_norm_kernel<<<(unsigned)n, threads, 0, s>>>(x, ldx, w, ne0, ne0, eps, out, ldo, xq, xs);
