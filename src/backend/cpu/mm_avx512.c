@@ -29,13 +29,7 @@ static const fg_mm_kernels avx512 = {
     .isa = "avx512vnni",
     .quant_q8_1 = quant_q8_1_x86,
     .quant_q8_k = quant_q8_k_x86,
-    .dot = {
-        [FG_TYPE_F32] = dot_f32,   [FG_TYPE_F16] = dot_f16,   [FG_TYPE_BF16] = dot_bf16,
-        [FG_TYPE_Q4_0] = dot_q4_0, [FG_TYPE_Q4_1] = dot_q4_1, [FG_TYPE_Q5_0] = dot_q5_0,
-        [FG_TYPE_Q5_1] = dot_q5_1, [FG_TYPE_Q8_0] = dot_q8_0, [FG_TYPE_Q2_K] = dot_q2_k,
-        [FG_TYPE_Q3_K] = dot_q3_k, [FG_TYPE_Q4_K] = dot_q4_k, [FG_TYPE_Q5_K] = dot_q5_k,
-        [FG_TYPE_Q6_K] = dot_q6_k,
-    },
+    .dot = FG_MM_DOT_TABLE,
 };
 
 const fg_mm_kernels *fg_mm_kernels_avx512(void)

@@ -329,31 +329,14 @@ static float dot_q6_k_row(int64_t K, const uint8_t *w, const uint8_t *x)
         for (int r = 0; r < nr; r++)                                                                   \
             for (int j = 0; j < nt; j++) out[r * FG_MM_NT + j] = name##_row(K, w + r * ws, x + j * xs); \
     }
-ROWS(dot_f32)
-ROWS(dot_f16)
-ROWS(dot_bf16)
-ROWS(dot_q4_0)
-ROWS(dot_q4_1)
-ROWS(dot_q5_0)
-ROWS(dot_q5_1)
-ROWS(dot_q8_0)
-ROWS(dot_q2_k)
-ROWS(dot_q3_k)
-ROWS(dot_q4_k)
-ROWS(dot_q5_k)
-ROWS(dot_q6_k)
+#define ROWS_OF(type, name) ROWS(dot_##name)
+FG_MM_EACH_TYPE(ROWS_OF)
 
 static const fg_mm_kernels generic = {
     .isa = "generic",
     .quant_q8_1 = quant_q8_1,
     .quant_q8_k = quant_q8_k,
-    .dot = {
-        [FG_TYPE_F32] = dot_f32,   [FG_TYPE_F16] = dot_f16,   [FG_TYPE_BF16] = dot_bf16,
-        [FG_TYPE_Q4_0] = dot_q4_0, [FG_TYPE_Q4_1] = dot_q4_1, [FG_TYPE_Q5_0] = dot_q5_0,
-        [FG_TYPE_Q5_1] = dot_q5_1, [FG_TYPE_Q8_0] = dot_q8_0, [FG_TYPE_Q2_K] = dot_q2_k,
-        [FG_TYPE_Q3_K] = dot_q3_k, [FG_TYPE_Q4_K] = dot_q4_k, [FG_TYPE_Q5_K] = dot_q5_k,
-        [FG_TYPE_Q6_K] = dot_q6_k,
-    },
+    .dot = FG_MM_DOT_TABLE,
 };
 
 const fg_mm_kernels *fg_mm_kernels_generic(void)

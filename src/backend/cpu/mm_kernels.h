@@ -78,6 +78,16 @@ typedef struct fg_mm_kernels {
     fg_mm_dot_fn dot[FG_TYPE_COUNT];       /* NULL: not overridden */
 } fg_mm_kernels;
 
+/* The weight types every kernel set computes with, as X(type, name): a set
+ * defines dot_<name> for each (FG_MM_EACH_TYPE(X) generates those
+ * definitions from one wrapper macro) and fills its table with
+ * FG_MM_DOT_TABLE, so the list lives here once. */
+#define FG_MM_EACH_TYPE(X)                                                                              \
+    X(F32, f32) X(F16, f16) X(BF16, bf16) X(Q4_0, q4_0) X(Q4_1, q4_1) X(Q5_0, q5_0) X(Q5_1, q5_1)       \
+    X(Q8_0, q8_0) X(Q2_K, q2_k) X(Q3_K, q3_k) X(Q4_K, q4_k) X(Q5_K, q5_k) X(Q6_K, q6_k)
+#define FG_MM_DOT_ENTRY(type, name) [FG_TYPE_##type] = dot_##name,
+#define FG_MM_DOT_TABLE {FG_MM_EACH_TYPE(FG_MM_DOT_ENTRY)}
+
 const fg_mm_kernels *fg_mm_kernels_generic(void);
 const fg_mm_kernels *fg_mm_kernels_avx2(void);   /* x86 AVX2 + FMA + F16C */
 const fg_mm_kernels *fg_mm_kernels_avx512(void); /* x86 AVX-512 F/BW/VL + VNNI */

@@ -357,29 +357,12 @@ FG_INLINE void dot_q6_k_tile(int64_t K, const uint8_t *w, const uint8_t *x, size
     for (int j = 0; j < NT; j++) out[j] = r.sum[j];
 }
 
-TILES(dot_f32)
-TILES(dot_f16)
-TILES(dot_bf16)
-TILES(dot_q4_0)
-TILES(dot_q4_1)
-TILES(dot_q5_0)
-TILES(dot_q5_1)
-TILES(dot_q8_0)
-TILES(dot_q2_k)
-TILES(dot_q3_k)
-TILES(dot_q4_k)
-TILES(dot_q5_k)
-TILES(dot_q6_k)
+#define TILES_OF(type, name) TILES(dot_##name)
+FG_MM_EACH_TYPE(TILES_OF)
 
 static const fg_mm_kernels neon = {
     .isa = "neon",
-    .dot = {
-        [FG_TYPE_F32] = dot_f32,   [FG_TYPE_F16] = dot_f16,   [FG_TYPE_BF16] = dot_bf16,
-        [FG_TYPE_Q4_0] = dot_q4_0, [FG_TYPE_Q4_1] = dot_q4_1, [FG_TYPE_Q5_0] = dot_q5_0,
-        [FG_TYPE_Q5_1] = dot_q5_1, [FG_TYPE_Q8_0] = dot_q8_0, [FG_TYPE_Q2_K] = dot_q2_k,
-        [FG_TYPE_Q3_K] = dot_q3_k, [FG_TYPE_Q4_K] = dot_q4_k, [FG_TYPE_Q5_K] = dot_q5_k,
-        [FG_TYPE_Q6_K] = dot_q6_k,
-    },
+    .dot = FG_MM_DOT_TABLE,
 };
 
 const fg_mm_kernels *fg_mm_kernels_neon(void)

@@ -635,16 +635,5 @@ FG_INLINE void dot_q6_k_tile(int64_t K, const uint8_t *w, const uint8_t *x, size
 }
 
 /* The kernels, one per weight type. */
-TILES(dot_f32)
-TILES(dot_f16)
-TILES(dot_bf16)
-TILES(dot_q4_0)
-TILES(dot_q4_1)
-TILES(dot_q5_0)
-TILES(dot_q5_1)
-TILES(dot_q8_0)
-TILES(dot_q2_k)
-TILES(dot_q3_k)
-TILES(dot_q4_k)
-TILES(dot_q5_k)
-TILES(dot_q6_k)
+#define TILES_OF(type, name) TILES(dot_##name)
+FG_MM_EACH_TYPE(TILES_OF)
