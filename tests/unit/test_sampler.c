@@ -32,9 +32,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "base/clock.h"
 #include "runtime/sampler.h"
+#include "test_util.h"
 
 /* ---- Helpers ------------------------------------------------------------- */
 
@@ -1108,21 +1109,9 @@ Test(sampler, seed_reproducible)
 
 static double now_s(void)
 {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+    return fg_now_ms() / 1e3;
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
 
 /* Per-token time at two vocabulary sizes, with a 64-token history and 1.1
  * repeat penalty: the best of 5 runs of 50 tokens each, over 4 alternating
@@ -1166,7 +1155,7 @@ Test(sampler, timing, .timeout = 120)
                 best = dt < best ? dt : best;
             }
             fprintf(stderr, "sampler timing n_vocab %6d  %-30s %7.3f ms/token\n", (int)n, names[c], best * 1e3);
-            if (!SANITIZED)
+            if (!FG_TEST_SANITIZED)
                 cr_expect_lt(best, 0.020, "%s at %d: %.3f ms per token", names[c], (int)n, best * 1e3);
             fg_sampler_free(s);
         }

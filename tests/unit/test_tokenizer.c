@@ -19,24 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "base/utf8.h"
 #include "gguf/gguf.h"
+#include "base/clock.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
 
 /* ---- Corpus ----------------------------------------------------------------- */
 
@@ -82,9 +72,7 @@ typedef struct loaded {
 
 static double now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    return fg_now_ms() / 1e3;
 }
 
 static loaded load_model(const char *file)
@@ -422,7 +410,7 @@ static void check_speed(const char *model_file)
 {
     loaded m = load_model(model_file);
     corpus c = load_corpus();
-    double limit = SANITIZED ? 20.0 : 1.0;
+    double limit = FG_TEST_SANITIZED ? 20.0 : 1.0;
     size_t n;
     char *mixed = make_text(&c, 100000, &n);
     size_t n_tok;
@@ -441,7 +429,7 @@ static void check_speed(const char *model_file)
         cr_assert_lt(dt, limit, "%zu bytes of '%s' took %.3f s", len, fills[k], dt);
     }
     fprintf(stderr, "\n");
-    cr_assert_lt(m.load_s, SANITIZED ? 20.0 : 1.0, "loading the vocabulary took %.3f s", m.load_s);
+    cr_assert_lt(m.load_s, FG_TEST_SANITIZED ? 20.0 : 1.0, "loading the vocabulary took %.3f s", m.load_s);
     free(mixed);
     fg_test_corpus_free(&c);
     unload(&m);

@@ -20,6 +20,18 @@
 #include "model/model.h"
 #include "runtime/session.h"
 
+/* 1 in a build under AddressSanitizer (timing checks then only report). */
+#if defined(__SANITIZE_ADDRESS__)
+#define FG_TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FG_TEST_SANITIZED 1
+#endif
+#endif
+#ifndef FG_TEST_SANITIZED
+#define FG_TEST_SANITIZED 0
+#endif
+
 /* Path of a fetched model under $FORGE_MODEL_DIR (default "models"), written
  * into buf. Returns false if the file is absent; the test should then call
  * cr_skip_test("SKIPPED: ...") naming the model and `make models`. */
