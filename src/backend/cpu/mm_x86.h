@@ -432,6 +432,20 @@ typedef struct kq_rows {
     const int16_t *bsums[FG_MM_NT];
 } kq_rows;
 
+/* The end of super-block b for the formats with mins (Q2_K, Q4_K, Q5_K):
+ * acc_j += d dx_j (isum_j + isum2_j) - dmin dx_j (mins . bsums_j). */
+FG_INLINE void kq_block_add(const kq_rows *r, int64_t b, int NT, const __m256i *isum, const __m256i *isum2,
+                            __m256i mins, float d, float dmin, __m256 *acc)
+{
+    FG_UNROLL for (int j = 0; j < NT; j++) {
+        __m256i msum = _mm256_madd_epi16(load32(r->bsums[j] + 16 * b), mins);
+        float dx = r->dx[j][b];
+        __m256i is = _mm256_add_epi32(isum[j], isum2[j]);
+        acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(d * dx), acc[j]);
+        acc[j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * dx), acc[j]);
+    }
+}
+
 FG_INLINE void kq_rows_init(kq_rows *r, int64_t K, const uint8_t *x, size_t xs, int NT)
 {
     FG_UNROLL for (int j = 0; j < NT; j++) {
@@ -470,13 +484,7 @@ FG_INLINE void dot_q2_k_tile(int64_t K, const uint8_t *w, const uint8_t *x, size
                 }
             }
         }
-        FG_UNROLL for (int j = 0; j < NT; j++) {
-            __m256i msum = _mm256_madd_epi16(load32(r.bsums[j] + 16 * b), mins);
-            float dx = r.dx[j][b];
-            isum[j] = _mm256_add_epi32(isum[j], isum2[j]);
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * dx), acc[j]);
-            acc[j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * dx), acc[j]);
-        }
+        kq_block_add(&r, b, NT, isum, isum2, mins, d, dmin, acc);
     }
     FG_UNROLL for (int j = 0; j < NT; j++) out[j] = hsum_ps(acc[j]);
 }
@@ -568,13 +576,7 @@ FG_INLINE void q45_k_tile(int64_t K, const uint8_t *w, const uint8_t *x, size_t 
                 isum2[j] = madd_acc(isum2[j], _mm256_maddubs_epi16(hi, x_hi), s_hi);
             }
         }
-        FG_UNROLL for (int j = 0; j < NT; j++) {
-            __m256i msum = _mm256_madd_epi16(load32(r.bsums[j] + 16 * b), mins);
-            float dx = r.dx[j][b];
-            isum[j] = _mm256_add_epi32(isum[j], isum2[j]);
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[j]), _mm256_set1_ps(d * dx), acc[j]);
-            acc[j] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(dmin * dx), acc[j]);
-        }
+        kq_block_add(&r, b, NT, isum, isum2, mins, d, dmin, acc);
     }
     FG_UNROLL for (int j = 0; j < NT; j++) out[j] = hsum_ps(acc[j]);
 }
