@@ -111,17 +111,31 @@ typedef struct fg_backend_ops {
      * last token only: x and out then point at that row). */
     fg_status (*matmul)(fg_backend *be, const fg_tensor *w, const fg_tensor *bias, const fg_tensor *x,
                         const fg_tensor *add, int32_t rows, fg_tensor *out);
+    /* out[i] = x W_i^T (+ bias_i) for i < n (1..3) over the step's rows:
+     * matmuls that share their input (q, k, v; gate, up), which a backend
+     * may run as one. bias may be NULL, or hold NULL entries. */
+    fg_status (*matmul_n)(fg_backend *be, int n, const fg_tensor *const *w, const fg_tensor *const *bias,
+                          const fg_tensor *x, fg_tensor *const *out);
     /* Rotates the first n_rot dims of each head_dim-sized head of each row in
      * place, at the step's positions. */
     fg_status (*rope)(fg_backend *be, fg_tensor *x, int32_t head_dim, const fg_rope *rp);
     /* Writes the step's k and v rows into layer's KV pool at their slots. */
     fg_status (*kv_store)(fg_backend *be, int32_t layer, const fg_tensor *k, const fg_tensor *v);
+    /* rope on q and on k, then kv_store of k and v: one op, so a backend
+     * can do all three in one pass. */
+    fg_status (*rope_store)(fg_backend *be, int32_t layer, fg_tensor *q, fg_tensor *k, const fg_tensor *v,
+                            int32_t head_dim, const fg_rope *rp);
     /* Causal attention of the step's q rows (n_head heads) over their
      * sequences' KV in layer (positions 0..pos), GQA by n_head/n_head_kv. */
     fg_status (*attention)(fg_backend *be, int32_t layer, const fg_tensor *q, const fg_attn *a,
                            fg_tensor *out);
     /* out = silu(gate) * up, elementwise over the step's rows. */
     fg_status (*swiglu)(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out);
+    /* Greedy sampling of `rows` rows of logits: ids[r] = the lowest index
+     * of the largest logit of row r (NaN counts as -inf), copied to host
+     * memory; on a GPU, the step's one download. Fails, naming the row, if
+     * a row has no logit above -inf. */
+    fg_status (*argmax)(fg_backend *be, const fg_tensor *logits, int32_t rows, int32_t *ids);
     /* Copies `rows` rows of an activation into host memory (logits). */
     fg_status (*read)(fg_backend *be, const fg_tensor *x, int32_t rows, float *host);
     /* Copies `rows` rows of host floats into an activation. Not part of a

@@ -4,12 +4,13 @@
  *
  * pp: a prompt of -p random token ids evaluated from an empty context (in
  * batches of -b). tg: -n tokens generated one at a time from an empty
- * context, each fed the argmax of the previous logits. One untimed warm-up
+ * context, each fed the argmax of the previous logits, taken on the backend
+ * (greedy sampling: only the id comes back). One untimed warm-up
  * of each comes first (module loading, cuBLAS heuristics, graph capture),
  * then -r timed repetitions; the mean and standard deviation of tokens/s are
  * reported, as text or JSON (-o json). The times are wall-clock around the
- * session calls, which end with the logits on the host, so every step's
- * device work is inside them.
+ * session calls, which end with the logits (pp) or the picked id (tg) on
+ * the host, so every step's device work is inside them.
  */
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -41,14 +42,6 @@ static void help(void)
     printf("  -h, --help             show this help\n");
 }
 
-static int32_t argmax(const float *x, int32_t n)
-{
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
-
 /* One pp run: n random ids from an empty context; returns ms. */
 static fg_status run_pp(fg_session *s, int32_t *ids, int n, int32_t n_vocab, uint64_t *rng, double *ms)
 {
@@ -64,15 +57,12 @@ static fg_status run_pp(fg_session *s, int32_t *ids, int n, int32_t n_vocab, uin
 }
 
 /* One tg run: n tokens one at a time from an empty context; returns ms. */
-static fg_status run_tg(fg_session *s, int n, int32_t n_vocab, double *ms)
+static fg_status run_tg(fg_session *s, int n, double *ms)
 {
     fg_session_truncate(s, 0);
     int32_t tok = 1;
     double t0 = fg_now_ms();
-    for (int i = 0; i < n; i++) {
-        FG_TRY(fg_session_eval(s, &tok, 1));
-        tok = argmax(fg_session_logits(s), n_vocab);
-    }
+    for (int i = 0; i < n; i++) FG_TRY(fg_session_eval_greedy(s, &tok, 1, &tok));
     *ms = fg_now_ms() - t0;
     return FG_OK;
 }
@@ -142,9 +132,9 @@ int fg_cli_bench(int argc, char **argv)
     if (st == FG_OK && n_prompt > 0) st = run_pp(e.session, ids, n_prompt, n_vocab, &rng, &ms);
     for (int i = 0; st == FG_OK && n_prompt > 0 && i < reps; i++)
         if ((st = run_pp(e.session, ids, n_prompt, n_vocab, &rng, &ms)) == FG_OK) pp[i] = n_prompt / (ms / 1e3);
-    if (st == FG_OK && n_gen > 0) st = run_tg(e.session, n_gen < 16 ? n_gen : 16, n_vocab, &ms);
+    if (st == FG_OK && n_gen > 0) st = run_tg(e.session, n_gen < 16 ? n_gen : 16, &ms);
     for (int i = 0; st == FG_OK && n_gen > 0 && i < reps; i++)
-        if ((st = run_tg(e.session, n_gen, n_vocab, &ms)) == FG_OK) tg[i] = n_gen / (ms / 1e3);
+        if ((st = run_tg(e.session, n_gen, &ms)) == FG_OK) tg[i] = n_gen / (ms / 1e3);
     /* The decode floor: every weight byte is read once per token, except the
      * embedding table, of which one row is (unless it doubles as the output). */
     double bw = 0, bytes_per_token = 0;

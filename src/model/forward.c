@@ -236,7 +236,10 @@ static fg_tensor rows_from(const fg_tensor *t, int32_t first)
 
 /* ---- The plan ----------------------------------------------------------------------- */
 
-fg_status fg_forward_step(fg_forward *f, const fg_batch *b, int32_t logits_from, float *logits)
+/* Runs the plan for batch b, leaving the logits of its tokens logits_from..
+ * in f->logits. greedy says the step ends in argmax rather than a read (a
+ * different op sequence, so a different graph key). */
+static fg_status plan(fg_forward *f, const fg_batch *b, int32_t logits_from, bool greedy)
 {
     const fg_backend_ops *o = f->be->ops;
     fg_backend *be = f->be;
@@ -250,23 +253,23 @@ fg_status fg_forward_step(fg_forward *f, const fg_batch *b, int32_t logits_from,
     /* The plan below depends only on the batch's shape and the number of
      * logit rows, which keys the backend's step graphs. */
     fg_batch bg = *b;
-    bg.graph_key = 1 + (b->n_tokens - logits_from);
+    bg.graph_key = 2 * (1 + (b->n_tokens - logits_from)) + (greedy ? 1 : 0);
     FG_TRY(o->step_begin(be, &bg));
     FG_TRY(o->embed(be, &f->tok_embd, &f->x));
     for (int32_t l = 0; l < hp->n_layer; l++) {
         const layer_w *w = &f->layers[l];
         FG_TRY(o->rms_norm(be, &f->x, &w->attn_norm, hp->n_embd, eps, &f->h));
-        FG_TRY(o->matmul(be, &w->wq, w->bq.data ? &w->bq : NULL, &f->h, NULL, 0, &f->q));
-        FG_TRY(o->matmul(be, &w->wk, w->bk.data ? &w->bk : NULL, &f->h, NULL, 0, &f->k));
-        FG_TRY(o->matmul(be, &w->wv, w->bv.data ? &w->bv : NULL, &f->h, NULL, 0, &f->v));
-        FG_TRY(o->rope(be, &f->q, f->attn.head_dim_k, &f->rope));
-        FG_TRY(o->rope(be, &f->k, f->attn.head_dim_k, &f->rope));
-        FG_TRY(o->kv_store(be, l, &f->k, &f->v));
+        const fg_tensor *wqkv[3] = {&w->wq, &w->wk, &w->wv};
+        const fg_tensor *bqkv[3] = {w->bq.data ? &w->bq : NULL, w->bk.data ? &w->bk : NULL, w->bv.data ? &w->bv : NULL};
+        fg_tensor *qkv[3] = {&f->q, &f->k, &f->v};
+        FG_TRY(o->matmul_n(be, 3, wqkv, bqkv, &f->h, qkv));
+        FG_TRY(o->rope_store(be, l, &f->q, &f->k, &f->v, f->attn.head_dim_k, &f->rope));
         FG_TRY(o->attention(be, l, &f->q, &f->attn, &f->att));
         FG_TRY(o->matmul(be, &w->wo, NULL, &f->att, &f->x, 0, &f->x));
         FG_TRY(o->rms_norm(be, &f->x, &w->ffn_norm, hp->n_embd, eps, &f->h));
-        FG_TRY(o->matmul(be, &w->w_gate, NULL, &f->h, NULL, 0, &f->gate));
-        FG_TRY(o->matmul(be, &w->w_up, NULL, &f->h, NULL, 0, &f->up));
+        const fg_tensor *wgu[2] = {&w->w_gate, &w->w_up};
+        fg_tensor *gu[2] = {&f->gate, &f->up};
+        FG_TRY(o->matmul_n(be, 2, wgu, NULL, &f->h, gu));
         FG_TRY(o->swiglu(be, &f->gate, &f->up, &f->gate));
         FG_TRY(o->matmul(be, &w->w_down, NULL, &f->gate, &f->x, 0, &f->x));
     }
@@ -274,6 +277,19 @@ fg_status fg_forward_step(fg_forward *f, const fg_batch *b, int32_t logits_from,
     if (n_out == 0) return FG_OK;
     FG_TRY(o->rms_norm(be, &f->x, &f->out_norm, hp->n_embd, eps, &f->h));
     fg_tensor h_out = rows_from(&f->h, logits_from);
-    FG_TRY(o->matmul(be, &f->output, NULL, &h_out, NULL, n_out, &f->logits));
-    return o->read(be, &f->logits, n_out, logits);
+    return o->matmul(be, &f->output, NULL, &h_out, NULL, n_out, &f->logits);
+}
+
+fg_status fg_forward_step(fg_forward *f, const fg_batch *b, int32_t logits_from, float *logits)
+{
+    FG_TRY(plan(f, b, logits_from, false));
+    int32_t n_out = b->n_tokens - logits_from;
+    return n_out > 0 ? f->be->ops->read(f->be, &f->logits, n_out, logits) : FG_OK;
+}
+
+fg_status fg_forward_step_greedy(fg_forward *f, const fg_batch *b, int32_t logits_from, int32_t *ids)
+{
+    FG_TRY(plan(f, b, logits_from, true));
+    int32_t n_out = b->n_tokens - logits_from;
+    return n_out > 0 ? f->be->ops->argmax(f->be, &f->logits, n_out, ids) : FG_OK;
 }

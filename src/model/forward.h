@@ -40,4 +40,9 @@ int32_t fg_forward_n_batch(const fg_forward *f);
  * logits_from = n_tokens asks for none. */
 fg_status fg_forward_step(fg_forward *f, const fg_batch *b, int32_t logits_from, float *logits);
 
+/* The same step ending in greedy sampling on the backend: ids receives the
+ * argmax of each of those tokens' logits (the lowest id among equal
+ * maxima), and only the ids leave the device. */
+fg_status fg_forward_step_greedy(fg_forward *f, const fg_batch *b, int32_t logits_from, int32_t *ids);
+
 #endif

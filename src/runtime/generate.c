@@ -71,7 +71,12 @@ fg_status fg_generate(fg_session *s, const fg_tokenizer *tok, fg_sampler *smp, c
     double t0 = fg_now_ms();
     stats->n_prompt = n_prompt;
     if (n_prompt < 1) return fg_err_set(FG_ERR_INVALID_ARG, "the prompt is empty: there is nothing to continue");
-    FG_TRY(fg_session_eval(s, prompt, n_prompt));
+    /* Plain greedy decoding (no penalties) picks on the backend, so that
+     * only the ids leave the device; otherwise the sampler reads the
+     * logits. Both pick the same token: the lowest id of the maxima. */
+    bool greedy = fg_sampler_is_plain_greedy(smp);
+    int32_t next = -1;
+    FG_TRY(greedy ? fg_session_eval_greedy(s, prompt, n_prompt, &next) : fg_session_eval(s, prompt, n_prompt));
     double t1 = fg_now_ms();
     stats->prompt_ms = t1 - t0;
     for (int32_t i = 0; i < n_prompt; i++) fg_sampler_accept(smp, prompt[i]);
@@ -84,7 +89,8 @@ fg_status fg_generate(fg_session *s, const fg_tokenizer *tok, fg_sampler *smp, c
     stats->stop = FG_STOP_LENGTH;
     for (int32_t n = 0; p->n_predict < 0 || n < p->n_predict; n++) {
         int32_t id;
-        if ((st = fg_sampler_sample(smp, fg_session_logits(s), &id)) != FG_OK) break;
+        if (greedy) id = next;
+        else if ((st = fg_sampler_sample(smp, fg_session_logits(s), &id)) != FG_OK) break;
         fg_sampler_accept(smp, id);
         if (out_ids && (st = fg_tokens_push(out_ids, id)) != FG_OK) break;
         stats->n_gen++;
@@ -118,7 +124,7 @@ fg_status fg_generate(fg_session *s, const fg_tokenizer *tok, fg_sampler *smp, c
             stats->stop = FG_STOP_CONTEXT;
             break;
         }
-        if ((st = fg_session_eval(s, &id, 1)) != FG_OK) break;
+        if ((st = greedy ? fg_session_eval_greedy(s, &id, 1, &next) : fg_session_eval(s, &id, 1)) != FG_OK) break;
     }
     if (st == FG_OK && stats->stop != FG_STOP_STRING && stats->stop != FG_STOP_CALLER)
         st = fg_detok_flush(&d, &q.buf, &q.len, &q.cap);

@@ -893,6 +893,14 @@ static int32_t draw_dense(fg_sampler *s, float inv_t, double u)
     return b * BLK + j;
 }
 
+bool fg_sampler_is_plain_greedy(const fg_sampler *s)
+{
+    const fg_sampler_params *p = &s->p;
+    bool penalties = p->repeat_last_n > 0 &&
+                     (p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f);
+    return inv_temp(s) == 0.0f && !penalties;
+}
+
 fg_status fg_sampler_sample(fg_sampler *s, const float *logits, int32_t *id)
 {
     FG_TRY(prepare(s, logits));

@@ -46,6 +46,7 @@
 #ifndef FG_RUNTIME_SAMPLER_H
 #define FG_RUNTIME_SAMPLER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "forge.h"
@@ -93,6 +94,11 @@ void fg_sampler_accept(fg_sampler *s, int32_t id);
 /* Samples a token id from logits (n_vocab floats, left unchanged) into *id.
  * Fails only if no logit is above -inf. */
 fg_status fg_sampler_sample(fg_sampler *s, const float *logits, int32_t *id);
+
+/* Whether sampling is the argmax of the raw logits: temperature 0 (or an
+ * inverse that overflows) and no penalty in effect, so that the caller may
+ * take the argmax elsewhere (on the GPU) and skip fg_sampler_sample. */
+bool fg_sampler_is_plain_greedy(const fg_sampler *s);
 
 /* Forgets the history and rewinds the random stream to its seed, so the
  * same calls again give the same tokens. */

@@ -22,6 +22,13 @@ void fg_session_free(fg_session *s);
  * message, changing nothing, if they do not fit in the context. */
 fg_status fg_session_eval(fg_session *s, const int32_t *ids, int32_t n);
 
+/* Like fg_session_eval, but the step ends in greedy sampling on the
+ * backend: *next is the argmax of the logits after the last token (lowest
+ * id among equal maxima), and only that id leaves the device (the GPU
+ * downloads 4 bytes instead of the logits). fg_session_logits is not
+ * updated. n >= 1. */
+fg_status fg_session_eval_greedy(fg_session *s, const int32_t *ids, int32_t n, int32_t *next);
+
 /* Like fg_session_eval, but calls fn with the logits after every token
  * (index i of ids, n_vocab floats), batch by batch: for perplexity. */
 fg_status fg_session_eval_all(fg_session *s, const int32_t *ids, int32_t n,

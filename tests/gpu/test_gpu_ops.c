@@ -261,7 +261,8 @@ Test(gpu_ops, matmul_every_type_gemv_and_gemm, .init = need_gpu, .fini = done)
     /* (N, K, T): T <= 32 takes the GEMV kernels (eight tokens a launch),
      * larger the tiled GEMM. */
     static const int shapes[][3] = {{64, 256, 1}, {97, 512, 2}, {130, 256, 5}, {70, 512, 8}, {133, 768, 9},
-                                    {90, 256, 32}, {200, 512, 77}, {64, 1024, 130}, {33, 512, 33}};
+                                    {90, 256, 32}, {200, 512, 77}, {64, 1024, 130}, {33, 512, 33},
+                                    {40, 8448, 3}};
     begin_simple(130, 130, 0, 8);
     for (int ti = 0; ti < N_GPU_TYPES; ti++) {
         for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
@@ -346,6 +347,101 @@ Test(gpu_ops, fused_quantization_feeds_the_gemv, .init = need_gpu, .fini = done)
     free(nv);
     free(nw.host);
     free(w1.host), free(w2.host), free(w3.host);
+}
+
+/* Rows whose 32-blocks do not fill whole groups of eight (Q4_0 and Q8_0
+ * are regrouped by eight on the GPU, rows padded): the GEMV, the GEMM and
+ * the embedding on rows of 5 and 17 blocks. */
+Test(gpu_ops, matmul_and_embed_rows_of_odd_block_counts, .init = need_gpu, .fini = done)
+{
+    static const fg_type types[] = {FG_TYPE_Q4_0, FG_TYPE_Q8_0, FG_TYPE_Q4_1, FG_TYPE_Q5_0};
+    static const int shapes[][3] = {{37, 160, 1}, {50, 544, 3}, {45, 160, 40}};
+    begin_simple(40, 40, 0, 8);
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+            int N = shapes[si][0], K = shapes[si][1], T = shapes[si][2];
+            step_plain(T, 0);
+            wpair w = make_weight(types[ti], K, N);
+            bool q8 = T <= 32 && types[ti] != FG_TYPE_Q5_0;
+            float *xh = random_rows((int64_t)K * T, 1.0f), *xr = malloc((size_t)K * T * sizeof(float));
+            memcpy(xr, xh, (size_t)K * T * sizeof(float));
+            if (q8) q8_roundtrip(xr, (int64_t)K * T);
+            pair x = make_pair(K, T, xh), y = make_pair(N, T, NULL);
+            cr_assert_eq(cpu->ops->write(cpu, &x.c, T, xr), FG_OK);
+            poison(&y);
+            cr_assert_eq(cpu->ops->matmul(cpu, &w.c, NULL, &x.c, NULL, T, &y.c), FG_OK);
+            cr_assert_eq(gpu->ops->matmul(gpu, &w.g, NULL, &x.g, NULL, T, &y.g), FG_OK, "%s", fg_last_error());
+            char what[96];
+            snprintf(what, sizeof what, "matmul %s N %d K %d T %d", fg_type_name(types[ti]), N, K, T);
+            bool f16_gemm = T > 32 && strcmp(fg_backend_gpu_api(), "CUDA") == 0;
+            expect_close(&y, T, f16_gemm ? 3e-3 : 1e-5, what);
+
+            /* Embedding rows 0, N-1 and random ones of the same weight. */
+            int32_t ids[3] = {0, N - 1, rnd(N)}, pos[3] = {0, 1, 2}, seq[3] = {0}, slot[3] = {0, 1, 2}, table[1] = {0};
+            fg_batch b = {3, ids, pos, seq, slot, 1, 1, table, 0};
+            cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
+            cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK);
+            pair e = make_pair(K, 3, NULL);
+            poison(&e);
+            cr_assert_eq(cpu->ops->embed(cpu, &w.c, &e.c), FG_OK);
+            cr_assert_eq(gpu->ops->embed(gpu, &w.g, &e.g), FG_OK, "%s", fg_last_error());
+            snprintf(what, sizeof what, "embed %s K %d", fg_type_name(types[ti]), K);
+            expect_close(&e, 3, 1e-6, what);
+            free(xh), free(xr), free(w.host);
+        }
+    }
+}
+
+/* matmul_n (one launch for matmuls sharing an input) against the CPU's
+ * separate matmuls: q/k/v-like triples with biases, gate/up-like pairs,
+ * each integer-GEMV type, and a pair of mixed types (which the GPU runs
+ * as separate launches). */
+Test(gpu_ops, matmul_n_shares_one_launch, .init = need_gpu, .fini = done)
+{
+    static const fg_type types[][3] = {{FG_TYPE_Q4_0, FG_TYPE_Q4_0, FG_TYPE_Q4_0},
+                                       {FG_TYPE_Q8_0, FG_TYPE_Q8_0, FG_TYPE_Q8_0},
+                                       {FG_TYPE_Q4_K, FG_TYPE_Q4_K, FG_TYPE_Q4_K},
+                                       {FG_TYPE_Q4_1, FG_TYPE_Q4_1, FG_TYPE_Q4_1},
+                                       {FG_TYPE_Q4_K, FG_TYPE_Q6_K, FG_TYPE_Q4_K}};
+    enum { K = 512 };
+    static const int Ns[3] = {96, 32, 33};
+    begin_simple(8, 1, 0, 8);
+    for (size_t ci = 0; ci < sizeof types / sizeof *types; ci++) {
+        for (int T = 1; T <= 8; T += 3) {
+            int n = ci % 2 ? 2 : 3;
+            step_plain(T, 0);
+            wpair w[3], b[3];
+            pair y[3];
+            const fg_tensor *wc[3], *wg[3], *bc[3], *bg[3];
+            fg_tensor *yc[3], *yg[3];
+            for (int i = 0; i < n; i++) {
+                w[i] = make_weight(types[ci][i], K, Ns[i]);
+                float *bv = random_rows(Ns[i], 1.0f);
+                b[i] = make_vector(bv, Ns[i]);
+                free(bv);
+                y[i] = make_pair(Ns[i], T, NULL);
+                poison(&y[i]);
+                wc[i] = &w[i].c, wg[i] = &w[i].g, bc[i] = i == 1 ? NULL : &b[i].c, bg[i] = i == 1 ? NULL : &b[i].g;
+                yc[i] = &y[i].c, yg[i] = &y[i].g;
+            }
+            float *xh = random_rows((int64_t)K * T, 1.0f);
+            pair x = make_pair(K, T, xh);
+            q8_roundtrip(xh, (int64_t)K * T);
+            cr_assert_eq(cpu->ops->write(cpu, &x.c, T, xh), FG_OK);
+            cr_assert_eq(cpu->ops->matmul_n(cpu, n, wc, bc, &x.c, yc), FG_OK);
+            cr_assert_eq(gpu->ops->matmul_n(gpu, n, wg, bg, &x.g, yg), FG_OK, "%s", fg_last_error());
+            for (int i = 0; i < n; i++) {
+                char what[96];
+                snprintf(what, sizeof what, "matmul_n %d of %d, %s N %d T %d", i, n, fg_type_name(types[ci][i]), Ns[i], T);
+                /* Q6_K has no integer GEMV: its float GEMV reads the exact
+                 * activations, which differ from the reference's by the int8
+                 * rounding (about 0.5% of each). */
+                expect_close(&y[i], T, types[ci][i] == FG_TYPE_Q6_K ? 2e-2 : 1e-5, what);
+                free(w[i].host), free(b[i].host);
+            }
+            free(xh);
+        }
+    }
 }
 
 Test(gpu_ops, embed_every_type, .init = need_gpu, .fini = done)
@@ -443,6 +539,36 @@ Test(gpu_ops, swiglu, .init = need_gpu, .fini = done)
     cr_assert_eq(cpu->ops->swiglu(cpu, &g.c, &u.c, &y.c), FG_OK);
     cr_assert_eq(gpu->ops->swiglu(gpu, &g.g, &u.g, &y.g), FG_OK, "%s", fg_last_error());
     expect_close(&y, 19, 1e-6, "swiglu");
+}
+
+/* Greedy sampling on the GPU against the CPU backend's argmax: random rows
+ * of a vocabulary-sized width and an odd one, with planted ties (the lower
+ * index wins), NaN (never wins) and +inf (wins). */
+Test(gpu_ops, argmax_rows_ties_nan_inf, .init = need_gpu, .fini = done)
+{
+    static const int widths[] = {128256, 49153, 7};
+    begin_simple(8, 5, 0, 8);
+    for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++) {
+        int n = widths[wi], T = 5;
+        float *x = random_rows((int64_t)n * T, 10.0f);
+        /* row 1: a tie for the max at two places; row 2: NaN beside the max;
+         * row 3: two +inf; row 4: the max at the last index */
+        x[1 * n + n / 3] = 20.0f, x[1 * n + n / 2] = 20.0f, x[1 * n + n - 1] = 20.0f;
+        x[2 * n + 1] = NAN, x[2 * n + 2] = 15.0f, x[2 * n] = NAN;
+        x[3 * n + n - 1] = INFINITY, x[3 * n + n / 2] = INFINITY;
+        x[4 * n + n - 1] = 30.0f;
+        pair l = make_pair(n, T, x);
+        int32_t ic[5], ig[5];
+        cr_assert_eq(cpu->ops->argmax(cpu, &l.c, T, ic), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(gpu->ops->argmax(gpu, &l.g, T, ig), FG_OK, "%s", fg_last_error());
+        for (int t = 0; t < T; t++)
+            cr_expect_eq(ig[t], ic[t], "argmax width %d row %d: GPU %d, CPU %d; seed %llu", n, t, ig[t], ic[t],
+                         (unsigned long long)seed);
+        for (int i = 0; i < n; i++) x[i] = i % 2 ? NAN : -INFINITY;
+        cr_assert_eq(gpu->ops->write(gpu, &l.g, 1, x), FG_OK);
+        cr_expect_eq(gpu->ops->argmax(gpu, &l.g, 1, ig), FG_ERR_INVALID_ARG, "a row of -inf and NaN must fail");
+        free(x);
+    }
 }
 
 /* ---- kv_store + attention ------------------------------------------------------------ */
@@ -563,6 +689,64 @@ Test(gpu_ops, attention_prefill_tiles, .init = need_gpu, .fini = done)
     attention_one_sequence(4, 2, 128, 0, 20.0f);
     fresh_backends();
     attention_one_sequence(6, 3, 80, 0, 0.0f); /* not a tiled head dim: the general kernel */
+}
+
+/* rope_store (RoPE of q and k and the KV store in one launch) against the
+ * CPU's rope, rope, kv_store; then attention over what it stored, and the
+ * output projection reading the quantization that the split-KV merge
+ * leaves for it on decode steps. A prefill of 20 tokens, one decode token,
+ * a chunk of 3. */
+Test(gpu_ops, rope_store_attention_and_the_merged_quantization, .init = need_gpu, .fini = done)
+{
+    /* n_head, n_kv, head_dim, n_rot, neox */
+    static const int cases[][5] = {{8, 2, 128, 128, 0}, {4, 4, 64, 32, 1}, {6, 2, 96, 96, 1}};
+    static const int spans[][2] = {{0, 20}, {20, 21}, {21, 24}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        if (ci > 0) fresh_backends();
+        int n_head = cases[ci][0], n_kv = cases[ci][1], hd = cases[ci][2];
+        int64_t k_row = (int64_t)n_kv * hd, o_row = (int64_t)n_head * hd;
+        wpair wo = make_weight(FG_TYPE_Q4_0, o_row, 64);
+        cr_assert_eq(cpu->ops->kv_alloc(cpu, 1, 64, 16, k_row, k_row, o_row, FG_TYPE_F16), FG_OK);
+        cr_assert_eq(gpu->ops->kv_alloc(gpu, 1, 64, 16, k_row, k_row, o_row, FG_TYPE_F16), FG_OK, "%s", fg_last_error());
+        fg_rope rp = {cases[ci][4] ? FG_ROPE_NEOX : FG_ROPE_NORMAL, cases[ci][3], 10000.0f, 1.0f, NULL};
+        fg_attn a = {n_head, n_kv, hd, hd, 1.0f / sqrtf((float)hd) * 3.0f, 0, 0.0f};
+        for (int step = 0; step < 3; step++) {
+            int32_t ids[20] = {0}, pos[20], seq[20] = {0}, slot[20], table[4] = {2, 0, 3, 1};
+            int n = spans[step][1] - spans[step][0];
+            for (int i = 0; i < n; i++) {
+                pos[i] = spans[step][0] + i;
+                slot[i] = table[pos[i] / 16] * 16 + pos[i] % 16;
+            }
+            fg_batch b = {n, ids, pos, seq, slot, 1, 4, table, 0};
+            cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
+            cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
+            pair q = random_pair(o_row, n, 1.0f), k = random_pair(k_row, n, 1.0f), v = random_pair(k_row, n, 1.0f),
+                 o = make_pair(o_row, n, NULL), oq = make_pair(o_row, n, NULL), y = make_pair(64, n, NULL);
+            cr_assert_eq(cpu->ops->rope_store(cpu, 0, &q.c, &k.c, &v.c, hd, &rp), FG_OK);
+            cr_assert_eq(gpu->ops->rope_store(gpu, 0, &q.g, &k.g, &v.g, hd, &rp), FG_OK, "%s", fg_last_error());
+            char what[128];
+            snprintf(what, sizeof what, "rope_store heads %d/%d hd %d n_rot %d %s, positions %d..%d", n_head, n_kv, hd,
+                     cases[ci][3], cases[ci][4] ? "neox" : "normal", spans[step][0], spans[step][1] - 1);
+            expect_close(&q, n, 1e-5, what);
+            expect_close(&k, n, 1e-5, what);
+            poison(&o), poison(&y);
+            cr_assert_eq(cpu->ops->attention(cpu, 0, &q.c, &a, &o.c), FG_OK);
+            cr_assert_eq(gpu->ops->attention(gpu, 0, &q.g, &a, &o.g), FG_OK, "%s", fg_last_error());
+            /* k is rotated by each backend's own RoPE, then rounded to f16
+             * in the cache: a last-bit difference can round one element of
+             * a cached key to the next f16 (1e-3 of it). */
+            expect_close(&o, n, 1e-4, "attention over the rope_store cache");
+            float *host = malloc((size_t)(o_row * n) * sizeof *host);
+            cr_assert_eq(cpu->ops->read(cpu, &o.c, n, host), FG_OK);
+            q8_roundtrip(host, o_row * n);
+            cr_assert_eq(cpu->ops->write(cpu, &oq.c, n, host), FG_OK);
+            free(host);
+            cr_assert_eq(cpu->ops->matmul(cpu, &wo.c, NULL, &oq.c, NULL, 0, &y.c), FG_OK);
+            cr_assert_eq(gpu->ops->matmul(gpu, &wo.g, NULL, &o.g, NULL, 0, &y.g), FG_OK, "%s", fg_last_error());
+            expect_close(&y, n, 1e-3, "output projection of the attention (merged quantization on decode)");
+        }
+        free(wo.host);
+    }
 }
 
 Test(gpu_ops, attention_window_and_softcap, .init = need_gpu, .fini = done)

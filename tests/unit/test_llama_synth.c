@@ -11,6 +11,7 @@
  * (tests/gpu/test_gpu_model.c).
  */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 
 #include "test_util.h"
@@ -41,3 +42,52 @@ Test(llama_synth, mqa_f32) { check("mqa-f32"); }
 Test(llama_synth, mqa_f16) { check("mqa-f16"); }
 Test(llama_synth, mqa_q8_0) { check("mqa-q8_0"); }
 Test(llama_synth, mqa_q4_0) { check("mqa-q4_0"); }
+
+/* Greedy sampling on the backend (fg_session_eval_greedy: the argmax op,
+ * only ids come back) picks the argmax of the logits that fg_session_eval
+ * returns, step after step. */
+Test(llama_synth, greedy_on_the_backend_matches_the_logits_argmax)
+{
+    fg_backend *be;
+    cr_assert_eq(fg_backend_cpu_init(2, false, &be), FG_OK, "%s", fg_last_error());
+    fg_test_rig r;
+    cr_assert_eq(fg_test_rig_open(&r, "tests/data/llama-synth/gqa-q4_0.gguf", be, 128, FG_TYPE_F16), FG_OK, "%s",
+                 fg_last_error());
+    int32_t n_vocab = fg_model_n_vocab(r.m), prompt[4] = {1, 17, 42, 5}, a[24], b[24];
+    cr_assert_eq(fg_session_eval(r.s, prompt, 4), FG_OK, "%s", fg_last_error());
+    for (int i = 0; i < 24; i++) {
+        a[i] = fg_test_argmax(fg_session_logits(r.s), n_vocab);
+        cr_assert_eq(fg_session_eval(r.s, &a[i], 1), FG_OK, "%s", fg_last_error());
+    }
+    fg_session_truncate(r.s, 0);
+    int32_t next;
+    cr_assert_eq(fg_session_eval_greedy(r.s, prompt, 4, &next), FG_OK, "%s", fg_last_error());
+    for (int i = 0; i < 24; i++) {
+        b[i] = next;
+        cr_assert_eq(fg_session_eval_greedy(r.s, &b[i], 1, &next), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(b[i], a[i], "step %d: backend argmax %d, logits argmax %d", i, b[i], a[i]);
+    }
+    fg_test_rig_close(&r);
+}
+
+/* The argmax op itself: ties go to the lowest index, NaN never wins, +inf
+ * does, and a row with nothing above -inf is an error. */
+Test(llama_synth, backend_argmax_ties_nan_and_inf)
+{
+    fg_backend *be;
+    cr_assert_eq(fg_backend_cpu_init(1, false, &be), FG_OK, "%s", fg_last_error());
+    fg_tensor t;
+    cr_assert_eq(be->ops->alloc(be, 6, 4, &t), FG_OK);
+    const float rows[4][6] = {{1, 3, 3, NAN, 2, 3},
+                              {NAN, -INFINITY, -5, NAN, -5, -6},
+                              {0, INFINITY, 7, INFINITY, NAN, 1},
+                              {-INFINITY, NAN, -INFINITY, NAN, NAN, -INFINITY}};
+    cr_assert_eq(be->ops->write(be, &t, 4, &rows[0][0]), FG_OK);
+    int32_t ids[4];
+    cr_assert_eq(be->ops->argmax(be, &t, 3, ids), FG_OK, "%s", fg_last_error());
+    cr_expect_eq(ids[0], 1);
+    cr_expect_eq(ids[1], 2);
+    cr_expect_eq(ids[2], 1);
+    cr_expect_eq(be->ops->argmax(be, &t, 4, ids), FG_ERR_INVALID_ARG, "an all -inf/NaN row must fail");
+    fg_backend_free(be);
+}

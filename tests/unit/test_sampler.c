@@ -1163,3 +1163,29 @@ Test(sampler, timing, .timeout = 120)
             free(l[v]);
     }
 }
+
+/* Which settings let a caller take the argmax on the backend instead. */
+Test(sampler, plain_greedy_is_temperature_zero_without_penalties)
+{
+    fg_sampler_params p = plain();
+    p.temperature = 0.0f;
+    fg_sampler *s = mk(p, 100);
+    cr_expect(fg_sampler_is_plain_greedy(s));
+    fg_sampler_free(s);
+    p.repeat_last_n = 64; /* a window, but every penalty neutral */
+    s = mk(p, 100);
+    cr_expect(fg_sampler_is_plain_greedy(s));
+    fg_sampler_free(s);
+    p.repeat_penalty = 1.1f;
+    s = mk(p, 100);
+    cr_expect(!fg_sampler_is_plain_greedy(s), "a repeat penalty changes the argmax");
+    fg_sampler_free(s);
+    p.repeat_penalty = 1.0f, p.presence_penalty = 0.5f;
+    s = mk(p, 100);
+    cr_expect(!fg_sampler_is_plain_greedy(s), "a presence penalty changes the argmax");
+    fg_sampler_free(s);
+    p = plain();
+    s = mk(p, 100);
+    cr_expect(!fg_sampler_is_plain_greedy(s), "temperature 1 samples");
+    fg_sampler_free(s);
+}

@@ -604,6 +604,21 @@ static fg_status cpu_read(fg_backend *be, const fg_tensor *x, int32_t rows, floa
     return FG_OK;
 }
 
+static fg_status cpu_argmax(fg_backend *be, const fg_tensor *logits, int32_t rows, int32_t *ids)
+{
+    (void)be;
+    for (int32_t r = 0; r < rows; r++) {
+        const float *l = row_f32(logits, r);
+        int32_t best = -1;
+        for (int64_t i = 0; i < logits->ne0; i++) /* NaN and -inf never win */
+            if (l[i] > -INFINITY && (best < 0 || l[i] > l[best])) best = (int32_t)i;
+        if (best < 0)
+            return fg_err_set(FG_ERR_INVALID_ARG, "greedy sampling: row %d has no logit above -inf (all -inf or NaN)", r);
+        ids[r] = best;
+    }
+    return FG_OK;
+}
+
 static fg_status cpu_write(fg_backend *be, fg_tensor *x, int32_t rows, const float *host)
 {
     (void)be;
@@ -634,6 +649,21 @@ static void cpu_free(fg_backend *be)
     free(c);
 }
 
+static fg_status cpu_matmul_n(fg_backend *be, int n, const fg_tensor *const *w, const fg_tensor *const *bias,
+                              const fg_tensor *x, fg_tensor *const *out)
+{
+    for (int i = 0; i < n; i++) FG_TRY(cpu_matmul(be, w[i], bias ? bias[i] : NULL, x, NULL, 0, out[i]));
+    return FG_OK;
+}
+
+static fg_status cpu_rope_store(fg_backend *be, int32_t layer, fg_tensor *q, fg_tensor *k, const fg_tensor *v,
+                                int32_t head_dim, const fg_rope *rp)
+{
+    FG_TRY(cpu_rope(be, q, head_dim, rp));
+    FG_TRY(cpu_rope(be, k, head_dim, rp));
+    return cpu_kv_store(be, layer, k, v);
+}
+
 static const fg_backend_ops cpu_ops = {
     .name = "cpu",
     .free = cpu_free,
@@ -644,10 +674,13 @@ static const fg_backend_ops cpu_ops = {
     .embed = cpu_embed,
     .rms_norm = cpu_rms_norm,
     .matmul = cpu_matmul,
+    .matmul_n = cpu_matmul_n,
     .rope = cpu_rope,
     .kv_store = cpu_kv_store,
+    .rope_store = cpu_rope_store,
     .attention = cpu_attention,
     .swiglu = cpu_swiglu,
+    .argmax = cpu_argmax,
     .read = cpu_read,
     .write = cpu_write,
 };

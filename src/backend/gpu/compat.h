@@ -29,6 +29,7 @@
 #define cudaMallocHost hipHostMalloc
 #define cudaFreeHost hipHostFree
 #define cudaMemcpyAsync hipMemcpyAsync
+#define cudaMemcpy2DAsync hipMemcpy2DAsync
 #define cudaMemsetAsync hipMemsetAsync
 #define cudaMemcpyHostToDevice hipMemcpyHostToDevice
 #define cudaMemcpyDeviceToHost hipMemcpyDeviceToHost
@@ -114,6 +115,13 @@ static __device__ __forceinline__ float fg_max32(float v)
 }
 
 static __device__ __forceinline__ int fg_sum32(int v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += fg_shfl_xor(v, o, 32);
+    return v;
+}
+
+static __device__ __forceinline__ float fg_sum32(float v)
 {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += fg_shfl_xor(v, o, 32);

@@ -113,6 +113,10 @@ typedef struct gpu_backend {
     gpu_graph graph[8];
     int n_graph, graph_next;
 
+    /* Sampled token ids, one per logits row (cap_tokens of them). */
+    int32_t *d_picked;
+    size_t picked_bytes;
+
     fg_gpu_transfers xfer;
 } gpu_backend;
 
@@ -253,11 +257,18 @@ static fg_status gpu_weight(fg_backend *be, const fg_gguf_tensor *src, fg_tensor
     char what[160];
     snprintf(what, sizeof what, "tensor '%.*s'", (int)src->name.len, src->name.ptr);
     void *p;
-    FG_TRY(dev_alloc(g, src->nbytes, what, &p));
-    GPU_TRY(cudaMemcpyAsync(p, src->data, src->nbytes, cudaMemcpyHostToDevice, g->stream));
+    size_t file_rb = fg_type_row_size(src->type, ne0), rb = vector ? 0 : fg_gpu_weight_row_bytes(src->type, ne0);
+    if (rb == 0) {
+        FG_TRY(dev_alloc(g, src->nbytes, what, &p));
+        GPU_TRY(cudaMemcpyAsync(p, src->data, src->nbytes, cudaMemcpyHostToDevice, g->stream));
+        rb = file_rb;
+    } else { /* rows at the regrouped stride, then regrouped in place */
+        FG_TRY(dev_alloc(g, rb * (size_t)rows, what, &p));
+        GPU_TRY(cudaMemcpy2DAsync(p, rb, src->data, file_rb, file_rb, (size_t)rows, cudaMemcpyHostToDevice, g->stream));
+        GPU_TRY(fg_gpu_regroup(src->type, p, rb, rows, ne0, g->stream));
+    }
     GPU_TRY(cudaStreamSynchronize(g->stream)); /* the mmap pages need not outlive the copy */
-    *out = (fg_tensor){.type = src->type, .ne0 = ne0, .rows = rows, .row_bytes = fg_type_row_size(src->type, ne0),
-                       .data = p};
+    *out = (fg_tensor){.type = src->type, .ne0 = ne0, .rows = rows, .row_bytes = rb, .data = p};
     return grow_blas(g);
 }
 
@@ -269,6 +280,8 @@ static fg_status gpu_alloc(fg_backend *be, int64_t ne0, int64_t rows, fg_tensor 
     FG_TRY(dev_alloc(g, bytes, "an activation buffer", &p));
     GPU_TRY(cudaMemsetAsync(p, 0, bytes, g->stream));
     if (rows > g->cap_tokens) g->cap_tokens = (int32_t)rows;
+    FG_TRY(grow_dev(g, (void **)&g->d_picked, &g->picked_bytes, (size_t)g->cap_tokens * sizeof(int32_t),
+                    "the sampled token ids"));
     *out = (fg_tensor){.type = FG_TYPE_F32, .ne0 = ne0, .rows = rows, .row_bytes = (size_t)ne0 * sizeof(float), .data = p};
     return grow_blas(g);
 }
@@ -539,6 +552,41 @@ static fg_status gpu_matmul(fg_backend *be, const fg_tensor *w, const fg_tensor 
     return st;
 }
 
+/* One integer-GEMV launch for all n when they can share it (same type and
+ * row length, a decode-sized step, the quantized activations in the
+ * scratch); otherwise n matmuls. */
+static fg_status gpu_matmul_n(fg_backend *be, int n, const fg_tensor *const *w, const fg_tensor *const *bias,
+                              const fg_tensor *x, fg_tensor *const *out)
+{
+    gpu_backend *g = gpu(be);
+    int32_t T = g->n_tokens;
+    bool one = n >= 2 && n <= 3 && T <= 8 && g->mm_scratch_bytes >= fg_gpu_matmul_scratch(x->ne0) &&
+               fg_gpu_matmul_quantizes(w[0]->type, T) && ld(x) % 4 == 0;
+    for (int i = 0; one && i < n; i++) {
+        one = w[i]->type == w[0]->type && w[i]->ne0 == x->ne0 && out[i]->data != x->data;
+        if (bias && bias[i]) FG_ASSERT(bias[i]->type == FG_TYPE_F32 && bias[i]->ne0 == w[i]->rows);
+    }
+    if (!one) {
+        for (int i = 0; i < n; i++) FG_TRY(gpu_matmul(be, w[i], bias ? bias[i] : NULL, x, NULL, 0, out[i]));
+        return FG_OK;
+    }
+    op_begin(g);
+    if (g->replay) return FG_OK;
+    bool ready = g->q8_src == x->data && g->q8_T == T && g->q8_K == x->ne0;
+    fg_gpu_mm_out outs[3];
+    for (int i = 0; i < n; i++) {
+        wrote(g, out[i]);
+        outs[i] = (fg_gpu_mm_out){w[i]->data, w[i]->row_bytes, w[i]->rows,
+                                  bias && bias[i] ? (const float *)bias[i]->data : NULL, (float *)out[i]->data,
+                                  ld(out[i])};
+    }
+    fg_status st = op_done(g, fg_gpu_matmul_n(w[0]->type, n, outs, x->ne0, (const float *)x->data, ld(x), T,
+                                              g->mm_scratch, ready, g->warp, g->stream),
+                           "matmul");
+    if (st == FG_OK) q8_hold(g, x, x->ne0);
+    return st;
+}
+
 static fg_status gpu_rope(fg_backend *be, fg_tensor *x, int32_t head_dim, const fg_rope *rp)
 {
     gpu_backend *g = gpu(be);
@@ -562,6 +610,23 @@ static fg_status gpu_kv_store(fg_backend *be, int32_t layer, const fg_tensor *k,
                    "kv_store");
 }
 
+static fg_status gpu_rope_store(fg_backend *be, int32_t layer, fg_tensor *q, fg_tensor *k, const fg_tensor *v,
+                                int32_t head_dim, const fg_rope *rp)
+{
+    gpu_backend *g = gpu(be);
+    op_begin(g);
+    wrote(g, q);
+    wrote(g, k);
+    FG_ASSERT(rp->n_rot % 2 == 0 && rp->n_rot <= head_dim && q->ne0 % head_dim == 0);
+    FG_ASSERT(layer >= 0 && layer < g->n_layer && k->ne0 == g->k_row && v->ne0 == g->v_row && k->ne0 % head_dim == 0);
+    if (g->replay) return FG_OK;
+    fg_gpu_rope_store_args a = {(float *)q->data, ld(q), (float *)k->data, ld(k), (const float *)v->data, ld(v),
+                                (int32_t)(q->ne0 / head_dim), head_dim, rp->n_rot, rp->mode == FG_ROPE_NEOX,
+                                rp->freq_scale, rp->freq_factors, g->d_pos, g->d_slot, (__half *)g->k[layer],
+                                (__half *)g->v[layer], g->k_row, g->v_row};
+    return op_done(g, fg_gpu_rope_store(&a, rp->base, g->n_tokens, g->stream), "rope_store");
+}
+
 static fg_status gpu_attention(fg_backend *be, int32_t layer, const fg_tensor *q, const fg_attn *a, fg_tensor *out)
 {
     gpu_backend *g = gpu(be);
@@ -582,7 +647,13 @@ static fg_status gpu_attention(fg_backend *be, int32_t layer, const fg_tensor *q
     int splits = 1;
     if (g->n_tokens <= GRAPH_MAX_T && (int64_t)a->n_head * a->head_dim_v <= g->o_row)
         splits = fg_gpu_attention_splits(g->n_tokens, a->n_head, g->n_sm);
-    return op_done(g, fg_gpu_attention(&args, splits, g->att_part, g->warp, g->stream), "attention");
+    /* The split merge quantizes the output for the matmul that follows. */
+    bool q8 = splits > 1 && g->att_part && a->head_dim_v % 32 == 0 && out->ne0 == (int64_t)a->n_head * a->head_dim_v &&
+              q8_fusable(g, out->ne0);
+    fg_status st = op_done(g, fg_gpu_attention(&args, splits, g->att_part, q8 ? g->mm_scratch : NULL, g->warp, g->stream),
+                           "attention");
+    if (st == FG_OK && q8) q8_hold(g, out, out->ne0);
+    return st;
 }
 
 static fg_status gpu_swiglu(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out)
@@ -622,6 +693,27 @@ static fg_status gpu_read(fg_backend *be, const fg_tensor *x, int32_t rows, floa
     if (g->profile) prof_add(g, "read", false);
     g->xfer.downloads++;
     g->xfer.bytes_down += (uint64_t)row * (uint64_t)rows;
+    return FG_OK;
+}
+
+/* The argmax runs inside the step's graph; its ids are the step's one
+ * download. */
+static fg_status gpu_argmax(fg_backend *be, const fg_tensor *logits, int32_t rows, int32_t *ids)
+{
+    gpu_backend *g = gpu(be);
+    FG_ASSERT(rows >= 1 && (size_t)rows * sizeof(int32_t) <= g->picked_bytes);
+    op_begin(g);
+    if (!g->replay)
+        FG_TRY(op_done(g, fg_gpu_argmax((const float *)logits->data, ld(logits), logits->ne0, rows, g->d_picked, g->stream),
+                       "argmax"));
+    FG_TRY(graph_finish(g));
+    GPU_TRY(cudaMemcpyAsync(ids, g->d_picked, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, g->stream));
+    GPU_TRY(cudaStreamSynchronize(g->stream));
+    g->xfer.downloads++;
+    g->xfer.bytes_down += (uint64_t)rows * sizeof(int32_t);
+    for (int32_t r = 0; r < rows; r++)
+        if (ids[r] < 0)
+            return fg_err_set(FG_ERR_INVALID_ARG, "greedy sampling: row %d has no logit above -inf (all -inf or NaN)", r);
     return FG_OK;
 }
 
@@ -670,6 +762,7 @@ static void gpu_free(fg_backend *be)
     if (g->h_step) (void)cudaFreeHost(g->h_step);
     if (g->d_step) (void)cudaFree(g->d_step);
     if (g->mm_scratch) (void)cudaFree(g->mm_scratch);
+    if (g->d_picked) (void)cudaFree(g->d_picked);
     if (g->blas_scratch) (void)cudaFree(g->blas_scratch);
     if (g->uploaded) (void)cudaEventDestroy(g->uploaded);
     if (g->stream) (void)cudaStreamDestroy(g->stream);
@@ -689,10 +782,13 @@ static const fg_backend_ops gpu_ops = {
     /* .embed = */ gpu_embed,
     /* .rms_norm = */ gpu_rms_norm,
     /* .matmul = */ gpu_matmul,
+    /* .matmul_n = */ gpu_matmul_n,
     /* .rope = */ gpu_rope,
     /* .kv_store = */ gpu_kv_store,
+    /* .rope_store = */ gpu_rope_store,
     /* .attention = */ gpu_attention,
     /* .swiglu = */ gpu_swiglu,
+    /* .argmax = */ gpu_argmax,
     /* .read = */ gpu_read,
     /* .write = */ gpu_write,
 };

@@ -19,6 +19,7 @@
 #include <math.h>
 
 #include "backend/gpu/kernels/kernels.h"
+#include "backend/gpu/kernels/q8.cuh"
 
 enum { ATTN_THREADS = 128, ATTN_MAX_D = 256, ATTN_R = ATTN_MAX_D / FG_WARP, ATTN_MAX_SPLITS = 32 };
 
@@ -56,6 +57,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) attention_kernel(fg_gpu_attn_arg
             slot = table[j / a.block_size] * a.block_size + j % a.block_size;
             const __half2 *k2 = (const __half2 *)(K + (int64_t)slot * a.k_row);
             float dot = 0.0f;
+#pragma unroll 8
             for (int i = 0; i < Dk / 2; i++) {
                 float2 kv = __half22float2(k2[i]);
                 dot += qs[2 * i] * kv.x + qs[2 * i + 1] * kv.y;
@@ -117,27 +119,42 @@ __global__ void __launch_bounds__(ATTN_THREADS) attention_kernel(fg_gpu_attn_arg
     }
 }
 
-/* Merges the n_splits partial results of each (token, head). */
+/* Merges the n_splits partial results of each (token, head): the first 32
+ * threads read the splits' maxima and sums side by side and leave each
+ * split's weight exp(m_z - M) / L in shared memory, then each output
+ * element is one pass over the splits. With xq, the output row (K
+ * elements, Dv a multiple of 32) is also quantized for the integer GEMV,
+ * one 32-block per warp (q8.cuh). */
 __global__ void attention_merge_kernel(const float *__restrict__ part, int n_splits, int32_t n_head, int32_t Dv,
-                                       float *out, int64_t ldo)
+                                       float *out, int64_t ldo, int8_t *xq, float2 *xs, int64_t K)
 {
+    __shared__ float wz[ATTN_MAX_SPLITS];
     int h = blockIdx.x;
     int64_t t = blockIdx.y;
     const float *pp = part + ((int64_t)t * n_head + h) * n_splits * (Dv + 2);
-    float M = -INFINITY;
-    for (int z = 0; z < n_splits; z++) M = fmaxf(M, pp[z * (Dv + 2) + Dv]);
-    float L = 0.0f;
-    for (int z = 0; z < n_splits; z++) {
-        float m = pp[z * (Dv + 2) + Dv];
-        if (m != -INFINITY) L += pp[z * (Dv + 2) + Dv + 1] * expf(m - M);
+    if (threadIdx.x < 32) {
+        int z = threadIdx.x;
+        float m = z < n_splits ? pp[z * (Dv + 2) + Dv] : -INFINITY;
+        float l = z < n_splits ? pp[z * (Dv + 2) + Dv + 1] : 0.0f;
+        float M = fg_max32(m); /* finite: split 0 holds the first key */
+        float w = m == -INFINITY ? 0.0f : expf(m - M);
+        float L = fg_sum32(l * w);
+        if (z < n_splits) wz[z] = w / L;
     }
-    for (int d = threadIdx.x; d < Dv; d += blockDim.x) {
+    __syncthreads();
+    for (int d0 = 0; d0 < Dv; d0 += blockDim.x) {
+        int d = d0 + threadIdx.x;
+        if (d0 + (int)(threadIdx.x / 32) * 32 >= Dv) break; /* whole groups of 32 leave together */
         float o = 0.0f;
-        for (int z = 0; z < n_splits; z++) {
-            float m = pp[z * (Dv + 2) + Dv];
-            if (m != -INFINITY) o += pp[z * (Dv + 2) + d] * expf(m - M);
+        if (d < Dv) {
+#pragma unroll 4
+            for (int z = 0; z < n_splits; z++) o += pp[z * (Dv + 2) + d] * wz[z];
+            out[t * ldo + (int64_t)h * Dv + d] = o;
         }
-        out[t * ldo + (int64_t)h * Dv + d] = o / L;
+        if (xq) {
+            int64_t e = (int64_t)h * Dv + d0 + (threadIdx.x / 32) * 32;
+            fg_q8_lanes(o, threadIdx.x % 32, xq + t * K + e, xs + t * (K / 32) + e / 32);
+        }
     }
 }
 
@@ -152,7 +169,8 @@ int fg_gpu_attention_splits(int32_t n_tokens, int32_t n_head, int n_sm)
     return splits < 1 ? 1 : splits > ATTN_MAX_SPLITS ? ATTN_MAX_SPLITS : splits;
 }
 
-cudaError_t fg_gpu_attention(const fg_gpu_attn_args *a, int n_splits, float *scratch, int warp, cudaStream_t s)
+cudaError_t fg_gpu_attention(const fg_gpu_attn_args *a, int n_splits, float *scratch, void *q8, int warp,
+                             cudaStream_t s)
 {
     if (a->head_dim_k > ATTN_MAX_D || a->head_dim_v > ATTN_MAX_D || a->head_dim_k % 2) return cudaErrorInvalidValue;
     if (n_splits > 1 && !scratch) n_splits = 1;
@@ -161,7 +179,12 @@ cudaError_t fg_gpu_attention(const fg_gpu_attn_args *a, int n_splits, float *scr
     dim3 grid((unsigned)a->n_head, (unsigned)a->n_tokens, (unsigned)n_splits);
     attention_kernel<<<grid, ATTN_THREADS, smem, s>>>(*a, n_splits, scratch);
     if (n_splits > 1)
+    {
+        int64_t K = (int64_t)a->n_head * a->head_dim_v;
+        int8_t *xq = q8 && a->head_dim_v % 32 == 0 ? (int8_t *)q8 : NULL;
+        float2 *xs = xq ? (float2 *)(xq + 8 * K) : NULL;
         attention_merge_kernel<<<dim3((unsigned)a->n_head, (unsigned)a->n_tokens), 128, 0, s>>>(
-            scratch, n_splits, a->n_head, a->head_dim_v, a->out, a->ldo);
+            scratch, n_splits, a->n_head, a->head_dim_v, a->out, a->ldo, xq, xs, K);
+    }
     return cudaGetLastError();
 }

@@ -6,9 +6,10 @@
  * w[0..8). Eight divides every block size (32, 256), so the eight always sit
  * in one block and share its scales; a warp whose lanes take consecutive g
  * reads consecutive bytes. The layouts are those of gguf/quant.c (the scalar
- * reference, checked against the gguf package), restated per field below.
- * Loads are as wide as each field's alignment allows: blocks of 18, 22, 34
- * and 210 bytes leave their fields only 2-byte aligned.
+ * reference, checked against the gguf package), restated per field below,
+ * except for Q4_0 and Q8_0, which the backend regroups at upload (below).
+ * Loads are as wide as each field's alignment allows: blocks of 22 and 210
+ * bytes leave their fields only 2-byte aligned.
  */
 #ifndef FG_BACKEND_GPU_DEQUANT_CUH
 #define FG_BACKEND_GPU_DEQUANT_CUH
@@ -111,16 +112,27 @@ template <> struct fg_dq<FG_DQ_BF16> {
     }
 };
 
-/* Q4_0: 18 bytes per 32: f16 d, qs[16]; element j is the low nibble of
- * qs[j] (j < 16) or the high nibble of qs[j - 16]; y = d (q - 8). */
+/* Q4_0 and Q8_0 are stored on the GPU in groups of eight blocks (fg_gpu_
+ * repack rearranges them at upload): the eight f16 scales first, then the
+ * eight blocks' codes. A GGUF block is 18 or 34 bytes, so its codes sit at
+ * 2-byte alignment and a lane needs eight or more loads to fetch them; in a
+ * group they are 16-byte aligned and a lane fetches a block's codes in one
+ * (Q4_0) or two (Q8_0) vector loads. A row is padded to whole groups, the
+ * padding blocks all zero. */
+enum { FG_Q4_0_GROUP = 144, FG_Q8_0_GROUP = 272 };
+
+/* Q4_0 codes: 16 bytes per 32 elements; element j is the low nibble of
+ * qs[j] (j < 16) or the high nibble of qs[j - 16]; y = d (q - 8). Block b:
+ * d at 144 (b/8) + 2 (b%8), qs at 144 (b/8) + 16 + 16 (b%8). */
 template <> struct fg_dq<FG_DQ_Q4_0> {
     static __device__ __forceinline__ void get8(const uint8_t *row, int64_t g, float w[8])
     {
-        const uint8_t *b = row + 18 * (g / 4);
+        int64_t b = g / 4;
+        const uint8_t *grp = row + FG_Q4_0_GROUP * (b / 8);
         int j = 8 * (int)(g % 4), sh = j < 16 ? 0 : 4;
-        float d = fg_h2f(fg_ld16(b));
-        uint32_t q[2];
-        fg_ld64_a2(b + 2 + j % 16, q);
+        float d = fg_h2f(fg_ld16(grp + 2 * (b % 8)));
+        uint2 u = *(const uint2 *)(grp + 16 + 16 * (b % 8) + j % 16);
+        uint32_t q[2] = {u.x, u.y};
 #pragma unroll
         for (int i = 0; i < 8; i++) w[i] = d * (float)(((fg_byte(q, i) >> sh) & 0xf) - 8);
     }
@@ -169,15 +181,16 @@ template <> struct fg_dq<FG_DQ_Q5_1> {
     }
 };
 
-/* Q8_0: 34 bytes per 32: f16 d, i8 qs[32]; y = d q. */
+/* Q8_0 codes: i8 qs[32] per 32 elements; y = d q. Block b: d at
+ * 272 (b/8) + 2 (b%8), qs at 272 (b/8) + 16 + 32 (b%8). */
 template <> struct fg_dq<FG_DQ_Q8_0> {
     static __device__ __forceinline__ void get8(const uint8_t *row, int64_t g, float w[8])
     {
-        const uint8_t *b = row + 34 * (g / 4);
-        int j = 8 * (int)(g % 4);
-        float d = fg_h2f(fg_ld16(b));
-        uint32_t q[2];
-        fg_ld64_a2(b + 2 + j, q);
+        int64_t b = g / 4;
+        const uint8_t *grp = row + FG_Q8_0_GROUP * (b / 8);
+        float d = fg_h2f(fg_ld16(grp + 2 * (b % 8)));
+        uint2 u = *(const uint2 *)(grp + 16 + 32 * (b % 8) + 8 * (g % 4));
+        uint32_t q[2] = {u.x, u.y};
 #pragma unroll
         for (int i = 0; i < 8; i++) w[i] = d * (float)(int8_t)fg_byte(q, i);
     }

@@ -18,6 +18,13 @@
  * hold k elements. */
 bool fg_gpu_type_ok(int type, int64_t k);
 
+/* Q4_0 and Q8_0 weights are regrouped on the GPU (dequant.cuh): their rows
+ * take fg_gpu_weight_row_bytes(type, k) bytes there (0 for a type kept in
+ * its GGUF layout). fg_gpu_regroup rearranges rows uploaded in the GGUF
+ * layout, at that stride, in place. */
+size_t fg_gpu_weight_row_bytes(int type, int64_t k);
+cudaError_t fg_gpu_regroup(int type, void *w, size_t row_bytes, int64_t rows, int64_t k, cudaStream_t s);
+
 /* out[t] = row ids[t] of table, as F32 (t < n). */
 cudaError_t fg_gpu_embed(int type, const void *table, size_t row_bytes, int64_t ne0, const int32_t *ids, int32_t n,
                          float *out, int64_t ldo, cudaStream_t s);
@@ -32,6 +39,22 @@ cudaError_t fg_gpu_matmul(int type, const void *w, size_t row_bytes, int64_t N, 
                           int32_t T, const float *bias, const float *add, int64_t ldadd, float *y, int64_t ldy,
                           void *scratch, bool x_ready, int warp, cudaStream_t s);
 size_t fg_gpu_matmul_scratch(int64_t K);
+
+/* Several matmuls of one input x (T <= 8 rows) in one integer-GEMV launch:
+ * y_i[t][j] = x[t] . w_i[j] (+ bias_i[j]), for up to three weights of one
+ * type (one with an integer GEMV: fg_gpu_matmul_quantizes) and row length
+ * K. Scratch and x_ready as for fg_gpu_matmul (the scratch is required). */
+typedef struct fg_gpu_mm_out {
+    const void *w;
+    size_t row_bytes;
+    int64_t N;
+    const float *bias;
+    float *y;
+    int64_t ldy;
+} fg_gpu_mm_out;
+
+cudaError_t fg_gpu_matmul_n(int type, int n, const fg_gpu_mm_out *outs, int64_t K, const float *x, int64_t ldx,
+                            int32_t T, void *scratch, bool x_ready, int warp, cudaStream_t s);
 /* Whether a matmul of this type and token count quantizes its activations
  * into the scratch (the integer GEMV, eight tokens per launch: only a call
  * of T <= 8 leaves all of x there). */
@@ -74,6 +97,27 @@ cudaError_t fg_gpu_rope(float *x, int64_t ldx, int64_t ne0, int32_t head_dim, bo
 cudaError_t fg_gpu_kv_store(const float *k, int64_t ldk, const float *v, int64_t ldv, int64_t k_row, int64_t v_row,
                             const int32_t *slot, int32_t n, void *kc, void *vc, cudaStream_t s);
 
+/* RoPE of q (n_head heads) and k (k_row / head_dim heads) in place, and the
+ * store of k and v as F16 at rows slot[t] of the layer's caches (kc, vc),
+ * for n tokens: fg_gpu_rope then fg_gpu_kv_store in one launch. */
+typedef struct fg_gpu_rope_store_args {
+    float *q;
+    int64_t ldq;
+    float *k;
+    int64_t ldk;
+    const float *v;
+    int64_t ldv;
+    int32_t n_head, head_dim, n_rot;
+    bool neox;
+    float freq_scale;
+    const float *ff; /* freq factors (n_rot/2) or NULL */
+    const int32_t *pos, *slot;
+    __half *kc, *vc;
+    int64_t k_row, v_row;
+} fg_gpu_rope_store_args;
+
+cudaError_t fg_gpu_rope_store(const fg_gpu_rope_store_args *a, float base, int32_t n, cudaStream_t s);
+
 typedef struct fg_gpu_attn_args {
     const float *q;
     int64_t ldq;
@@ -91,8 +135,11 @@ typedef struct fg_gpu_attn_args {
 /* Causal attention of each query row over its sequence's cached keys, each
  * (token, head)'s keys split n_splits ways (fg_gpu_attention_splits) with
  * partial results in scratch (fg_gpu_attention_scratch bytes; NULL runs
- * one split). */
-cudaError_t fg_gpu_attention(const fg_gpu_attn_args *a, int n_splits, float *scratch, int warp, cudaStream_t s);
+ * one split). With several splits and q8 (a matmul scratch for K = n_head
+ * x head_dim_v, n_tokens <= 8), the merge also leaves the output quantized
+ * there for the integer GEMV (head_dim_v must then be a multiple of 32). */
+cudaError_t fg_gpu_attention(const fg_gpu_attn_args *a, int n_splits, float *scratch, void *q8, int warp,
+                             cudaStream_t s);
 size_t fg_gpu_attention_scratch(int32_t n_tokens, int64_t o_row, int32_t n_head);
 /* The tiled prefill kernel (attention_tiled.cu): for batches whose every
  * 64-token tile is one sequence's consecutive positions, head dims 64 and
@@ -106,6 +153,10 @@ int fg_gpu_attention_splits(int32_t n_tokens, int32_t n_head, int n_sm);
 /* out = silu(g) * u over n rows of ne0; out may alias g. */
 cudaError_t fg_gpu_swiglu(const float *g, int64_t ldg, const float *u, int64_t ldu, int64_t ne0, int32_t n, float *out,
                           int64_t ldo, cudaStream_t s);
+
+/* ids[r] = the lowest index of the largest of the n floats of row r of x
+ * (NaN never wins; -1 if nothing is above -inf), for rows r < rows. */
+cudaError_t fg_gpu_argmax(const float *x, int64_t ldx, int64_t n, int32_t rows, int32_t *ids, cudaStream_t s);
 
 /* Reads `bytes` of buf once (a bandwidth probe). */
 cudaError_t fg_gpu_read_bw(const void *buf, size_t bytes, int n_sm, cudaStream_t s);

@@ -25,6 +25,31 @@
 
 /* ---- GEMV: T <= 8 ---------------------------------------------------------------- */
 
+/* The end of a one-row-per-block GEMV: the block's per-thread sums of each
+ * token (acc) reduced through the warps and part (shared memory), plus the
+ * bias and residual, stored as y[t][n]. */
+template <int NT>
+static __device__ __forceinline__ void row_store(const float (&acc)[NT], float (*part)[NT], int64_t n, int32_t T,
+                                                 const float *bias, const float *add, int64_t ldadd, float *y,
+                                                 int64_t ldy)
+{
+    int lane = threadIdx.x % FG_WARP, warp = threadIdx.x / FG_WARP, nw = blockDim.x / FG_WARP;
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        float s = fg_warp_sum(acc[t]);
+        if (lane == 0) part[warp][t] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x < NT && threadIdx.x < T) {
+        int t = threadIdx.x;
+        float s = 0.0f;
+        for (int i = 0; i < nw; i++) s += part[i][t];
+        if (bias) s += bias[n];
+        if (add) s += add[t * ldadd + n];
+        y[t * ldy + n] = s;
+    }
+}
+
 template <int TYPE, int NT>
 __global__ void __launch_bounds__(128) gemv_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t N,
                                                    int64_t K, const float *__restrict__ x, int64_t ldx, int32_t T,
@@ -55,7 +80,7 @@ __global__ void __launch_bounds__(128) gemv_kernel(const uint8_t *__restrict__ w
             }
         }
     }
-    fg_row_store<NT>(acc, part, n, T, bias, add, ldadd, y, ldy);
+    row_store<NT>(acc, part, n, T, bias, add, ldadd, y, ldy);
 }
 
 /* ---- Tiled GEMM: T > 8 ----------------------------------------------------------- */
@@ -151,26 +176,48 @@ template <int TYPE> constexpr bool has_mmvq()
 }
 
 template <int TYPE, int NT> struct mmvq_launch {
-    static void run(const mm_args &a, int8_t *xq, float2 *xs, const float *add, float *y, int32_t nt)
+    static void run(const fg_mmvq_parts &p, int64_t K, const int8_t *xq, const float2 *xs, int32_t nt, int warp,
+                    cudaStream_t s)
     {
-        fg_mmvq_kernel<TYPE, NT><<<(unsigned)a.N, 128, 0, a.s>>>(a.w, a.row_bytes, a.K, xq, xs, nt, a.bias, add,
-                                                                 a.ldadd, y, a.ldy);
+        int64_t rows = p.first[p.n], per_block = FG_MMVQ_THREADS / warp;
+        fg_mmvq_kernel<TYPE, NT><<<(unsigned)((rows + per_block - 1) / per_block), FG_MMVQ_THREADS, 0, s>>>(p, K, xq, xs,
+                                                                                                        nt);
     }
 };
+
+/* The integer GEMV over parts for nt <= 8 tokens whose activations are in
+ * the scratch, quantized. */
+template <int TYPE> static void mmvq_run(const fg_mmvq_parts &p, int64_t K, void *scratch, int32_t nt, int warp,
+                                         cudaStream_t s)
+{
+    const int8_t *xq = (const int8_t *)scratch;
+    const float2 *xs = (const float2 *)(xq + 8 * K);
+    if (nt == 1) mmvq_launch<TYPE, 1>::run(p, K, xq, xs, nt, warp, s);
+    else if (nt == 2) mmvq_launch<TYPE, 2>::run(p, K, xq, xs, nt, warp, s);
+    else if (nt <= 4) mmvq_launch<TYPE, 4>::run(p, K, xq, xs, nt, warp, s);
+    else mmvq_launch<TYPE, 8>::run(p, K, xq, xs, nt, warp, s);
+}
+
+/* Quantizes nt activation rows into the scratch, as the integer GEMV reads
+ * them. */
+static void quantize_q8(const float *x, int64_t ldx, int64_t K, int32_t nt, void *scratch, cudaStream_t s)
+{
+    int8_t *xq = (int8_t *)scratch;
+    float2 *xs = (float2 *)(xq + 8 * K);
+    int64_t threads = 32 * nt * (K / 32);
+    fg_quantize_q8_kernel<<<(unsigned)((threads + 255) / 256), 256, 0, s>>>(x, ldx, K, nt, xq, xs);
+}
 
 template <int TYPE> struct mm_launch {
     /* Quantizes nt activation rows to int8 and runs the integer GEMV. */
     static void mmvq(const mm_args &a, const float *x, const float *add, float *y, int32_t nt)
     {
-        int8_t *xq = (int8_t *)a.scratch;
-        float2 *xs = (float2 *)(xq + 8 * a.K);
-        int64_t blocks = nt * (a.K / 32);
-        if (!a.x_ready)
-            fg_quantize_q8_kernel<<<(unsigned)((blocks + 127) / 128), 128, 0, a.s>>>(x, a.ldx, a.K, nt, xq, xs);
-        if (nt == 1) mmvq_launch<TYPE, 1>::run(a, xq, xs, add, y, nt);
-        else if (nt == 2) mmvq_launch<TYPE, 2>::run(a, xq, xs, add, y, nt);
-        else if (nt <= 4) mmvq_launch<TYPE, 4>::run(a, xq, xs, add, y, nt);
-        else mmvq_launch<TYPE, 8>::run(a, xq, xs, add, y, nt);
+        if (!a.x_ready) quantize_q8(x, a.ldx, a.K, nt, a.scratch, a.s);
+        fg_mmvq_parts p = {};
+        p.n = 1;
+        p.first[1] = a.N;
+        p.p[0] = {a.w, a.row_bytes, a.bias, add, a.ldadd, y, a.ldy};
+        mmvq_run<TYPE>(p, a.K, a.scratch, nt, a.warp, a.s);
     }
 
     /* NT token slots; one block of 128 threads per weight row. */
@@ -235,6 +282,77 @@ cudaError_t fg_gpu_matmul(int type, const void *w, size_t row_bytes, int64_t N, 
 {
     mm_args a = {scratch, x_ready, (const uint8_t *)w, row_bytes, N, K, x, ldx, T, bias, add, ldadd, y, ldy, warp, s};
     if (!FG_DQ_DISPATCH(type, mm_launch, a)) return cudaErrorInvalidValue;
+    return cudaGetLastError();
+}
+
+template <int TYPE> struct mm_n_launch {
+    static void run(const fg_mmvq_parts &p, int64_t K, void *scratch, int32_t T, int warp, cudaStream_t s)
+    {
+        if constexpr (has_mmvq<TYPE>()) mmvq_run<TYPE>(p, K, scratch, T, warp, s);
+    }
+};
+
+cudaError_t fg_gpu_matmul_n(int type, int n, const fg_gpu_mm_out *outs, int64_t K, const float *x, int64_t ldx,
+                            int32_t T, void *scratch, bool x_ready, int warp, cudaStream_t s)
+{
+    if (n < 1 || n > FG_MMVQ_MAX_PARTS || T > 8 || !scratch || !fg_gpu_matmul_quantizes(type, T))
+        return cudaErrorInvalidValue;
+    fg_mmvq_parts p = {};
+    p.n = n;
+    for (int i = 0; i < n; i++) {
+        p.first[i + 1] = p.first[i] + outs[i].N;
+        p.p[i] = {(const uint8_t *)outs[i].w, outs[i].row_bytes, outs[i].bias, NULL, 0, outs[i].y, outs[i].ldy};
+    }
+    if (!x_ready) quantize_q8(x, ldx, K, T, scratch, s);
+    if (!FG_DQ_DISPATCH(type, mm_n_launch, p, K, scratch, T, warp, s)) return cudaErrorInvalidValue;
+    return cudaGetLastError();
+}
+
+/* ---- Regrouping Q4_0 and Q8_0 at upload ------------------------------------------ */
+
+size_t fg_gpu_weight_row_bytes(int type, int64_t k)
+{
+    size_t groups = (size_t)((k / 32 + 7) / 8);
+    if (type == FG_DQ_Q4_0) return groups * FG_Q4_0_GROUP;
+    if (type == FG_DQ_Q8_0) return groups * FG_Q8_0_GROUP;
+    return 0;
+}
+
+/* One thread per group of eight blocks of BB bytes (f16 d, then QW words of
+ * codes), in place: the group's GGUF bytes are read whole before its
+ * regrouped bytes (same span: 8 BB = 16 + 32 QW) are written. Blocks past
+ * the row's nb (padding) become zero. */
+template <int BB, int QW>
+__global__ void regroup_kernel(uint8_t *w, size_t row_bytes, int64_t rows, int64_t nb)
+{
+    int64_t groups = (nb + 7) / 8, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * groups) return;
+    int64_t r = i / groups, s = i % groups;
+    uint8_t *p = w + (size_t)r * row_bytes + (size_t)s * (8 * BB);
+    int nv = nb - 8 * s < 8 ? (int)(nb - 8 * s) : 8;
+    uint16_t d[8];
+    uint32_t q[8][QW];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        d[j] = j < nv ? fg_ld16(p + BB * j) : 0;
+#pragma unroll
+        for (int k = 0; k < QW; k++) q[j][k] = j < nv ? fg_ld32_a2(p + BB * j + 2 + 4 * k) : 0;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        *(uint16_t *)(p + 2 * j) = d[j];
+#pragma unroll
+        for (int k = 0; k < QW; k++) *(uint32_t *)(p + 16 + 4 * QW * j + 4 * k) = q[j][k];
+    }
+}
+
+cudaError_t fg_gpu_regroup(int type, void *w, size_t row_bytes, int64_t rows, int64_t k, cudaStream_t s)
+{
+    int64_t nb = k / 32, n = rows * ((nb + 7) / 8);
+    unsigned blocks = (unsigned)((n + 127) / 128);
+    if (type == FG_DQ_Q4_0) regroup_kernel<18, 4><<<blocks, 128, 0, s>>>((uint8_t *)w, row_bytes, rows, nb);
+    else if (type == FG_DQ_Q8_0) regroup_kernel<34, 8><<<blocks, 128, 0, s>>>((uint8_t *)w, row_bytes, rows, nb);
+    else return cudaErrorInvalidValue;
     return cudaGetLastError();
 }
 

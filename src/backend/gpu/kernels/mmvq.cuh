@@ -1,22 +1,36 @@
 /*
- * mmvq.cuh — integer-dot GEMV for the 32-blocks with a plain byte layout
- * (Q4_0, Q4_1, Q8_0) and Q4_K, used by matmul.cu for small batches.
+ * mmvq.cuh — integer-dot GEMV for Q4_0, Q4_1, Q8_0 and Q4_K, used by
+ * matmul.cu for small batches.
  *
  * The activations are first quantized to int8 per 32 elements (d = max|x| /
- * 127, q = round(x / d)), so one __dp4a multiplies four weight codes by four
+ * 127, q = round(x / d)), so one dp4a multiplies four weight codes by four
  * activation codes and adds them in one instruction, and the activation
- * bytes read per weight drop from 4 to 1. A thread takes one "unit" of 16
- * weights (half a block) per step: four dp4a. The quantizer also stores
- * each block's sum of activation codes, which the offsets of Q4_0 and Q4_1
- * need once per block.
- *   Q4_0: w = d (q - 8):  sum w x = d dx (sum q qx - 8 sum qx)
- *   Q4_1: w = d q + m:    sum w x = dx (d sum q qx + m sum qx)
- *   Q8_0: w = d q:        sum w x = d dx sum q qx
+ * bytes read per weight drop from 4 to 1. The quantizer also stores each
+ * block's sum of activation codes, which the offsets of Q4_0, Q4_1 and
+ * Q4_K need once per block.
+ *   Q4_0: w = d (q - 8):        sum w x = d dx (sum q qx - 8 sum qx)
+ *   Q4_1: w = d q + m:          sum w x = dx (d sum q qx + m sum qx)
+ *   Q8_0: w = d q:              sum w x = d dx sum q qx
+ *   Q4_K: w = (d sc) q - dmin m: sum w x = dx (d sc sum q qx - dmin m sum qx)
+ *
+ * One warp computes one output row (for up to eight tokens): lane l takes
+ * the row's units l, l + warp, ... A unit is what one lane decodes from
+ * aligned vector loads: a whole 32-block of Q4_0 or Q8_0 (16 or 32 bytes of
+ * codes, regrouped at upload: dequant.cuh), a Q4_1 block, or a pair of Q4_K
+ * sub-blocks (64 weights sharing 32 bytes of codes). The loop is unrolled
+ * so that a lane's loads for several units are in flight together; a warp
+ * reads its row in contiguous 512-byte spans. The warp's sums are reduced
+ * by shuffles alone: no shared memory, no block barrier, so a warp leaves
+ * as soon as its row is done.
+ *
+ * One launch may cover the rows of up to three matrices that read the same
+ * activations (q, k and v; gate and up): fg_mmvq_parts lists them.
  */
 #ifndef FG_BACKEND_GPU_MMVQ_CUH
 #define FG_BACKEND_GPU_MMVQ_CUH
 
 #include "backend/gpu/kernels/dequant.cuh"
+#include "backend/gpu/kernels/kernels.h"
 #include "backend/gpu/kernels/q8.cuh"
 
 #if defined(FG_GPU_HIP)
@@ -31,158 +45,201 @@ static __device__ __forceinline__ int fg_dp4a(int a, int b, int c)
 }
 #endif
 
-/* A unit is 16 weights: half a 32-block. The activation side of block b
- * is codes xq[32 b ..] with xs[b] = {d, sum of the block's 32 codes}. */
-struct fg_wunit {
-    int a0, a1, b0, b1; /* Q4: low nibbles (a) and high nibbles (b); Q8_0: a0 a1 b0 b1 in order */
-    float d, m;
+/* Sum of the products of 16 weight codes (four words) with 16 activation
+ * codes. */
+static __device__ __forceinline__ int fg_dot16(int w0, int w1, int w2, int w3, int4 x)
+{
+    return fg_dp4a(w0, x.x, fg_dp4a(w1, x.y, fg_dp4a(w2, x.z, fg_dp4a(w3, x.w, 0))));
+}
+
+/* The activation side of 32-block b of a token: codes xq[32 b ..], xs[b] =
+ * {d, sum of the block's codes}. */
+struct fg_xblk {
+    int4 lo, hi; /* codes 0..15, 16..31 */
+    float2 ds;
 };
+
+static __device__ __forceinline__ fg_xblk fg_xload(const int8_t *xq, const float2 *xs, int b)
+{
+    const int4 *p = (const int4 *)(xq + 32 * b);
+    return {p[0], p[1], xs[b]};
+}
 
 template <int TYPE> struct fg_q;
 
-/* Q4_0 unit u: block u/2, half h = u%2: code bytes 8h..8h+7, whose low
- * nibbles are elements 8h..8h+7 and high nibbles 16+8h..16+8h+7. The -8
- * offset enters once per block, through the unit with h = 0. */
+/* Q4_0, regrouped: a unit is block u (16 bytes of codes, f16 d). */
 template <> struct fg_q<FG_DQ_Q4_0> {
-    static __device__ __forceinline__ fg_wunit load(const uint8_t *row, int64_t u)
+    enum { UNIT = 32 };
+    struct w_t {
+        uint4 q;
+        float d;
+    };
+    static __device__ __forceinline__ w_t load(const uint8_t *row, int u)
     {
-        const uint8_t *blk = row + 18 * (u / 2);
-        uint32_t q0 = fg_ld32_a2(blk + 2 + 8 * (u % 2)), q1 = fg_ld32_a2(blk + 6 + 8 * (u % 2));
-        return {(int)(q0 & 0x0f0f0f0fu), (int)(q1 & 0x0f0f0f0fu), (int)((q0 >> 4) & 0x0f0f0f0fu),
-                (int)((q1 >> 4) & 0x0f0f0f0fu), fg_h2f(fg_ld16(blk)), 0.0f};
+        const uint8_t *grp = row + FG_Q4_0_GROUP * (u / 8);
+        return {*(const uint4 *)(grp + 16 + 16 * (u % 8)), fg_h2f(fg_ld16(grp + 2 * (u % 8)))};
     }
-    static __device__ __forceinline__ float dot(const fg_wunit &w, const int8_t *xq, const float2 *xs, int64_t u)
+    static __device__ __forceinline__ float dot(const w_t &w, const int8_t *xq, const float2 *xs, int u)
     {
-        const int *x = (const int *)(xq + 32 * (u / 2) + 8 * (u % 2));
-        int s = fg_dp4a(w.a0, x[0], fg_dp4a(w.a1, x[1], fg_dp4a(w.b0, x[4], fg_dp4a(w.b1, x[5], 0))));
-        float2 ds = xs[u / 2];
-        return w.d * ds.x * ((float)s - (u % 2 == 0 ? 8.0f * ds.y : 0.0f));
+        fg_xblk x = fg_xload(xq, xs, u);
+        const uint32_t m = 0x0f0f0f0fu;
+        int s = fg_dot16((int)(w.q.x & m), (int)(w.q.y & m), (int)(w.q.z & m), (int)(w.q.w & m), x.lo) +
+                fg_dot16((int)((w.q.x >> 4) & m), (int)((w.q.y >> 4) & m), (int)((w.q.z >> 4) & m),
+                         (int)((w.q.w >> 4) & m), x.hi);
+        return w.d * x.ds.x * ((float)s - 8.0f * x.ds.y);
     }
 };
 
+/* Q4_1 (GGUF layout, 20-byte blocks, 4-byte aligned): a unit is block u. */
 template <> struct fg_q<FG_DQ_Q4_1> {
-    static __device__ __forceinline__ fg_wunit load(const uint8_t *row, int64_t u)
+    enum { UNIT = 32 };
+    struct w_t {
+        uint32_t q[4];
+        float d, m;
+    };
+    static __device__ __forceinline__ w_t load(const uint8_t *row, int u)
     {
-        const uint8_t *blk = row + 20 * (u / 2);
-        const uint32_t *q = (const uint32_t *)(blk + 4 + 8 * (u % 2));
-        uint32_t q0 = q[0], q1 = q[1];
-        return {(int)(q0 & 0x0f0f0f0fu), (int)(q1 & 0x0f0f0f0fu), (int)((q0 >> 4) & 0x0f0f0f0fu),
-                (int)((q1 >> 4) & 0x0f0f0f0fu), fg_h2f(fg_ld16(blk)), fg_h2f(fg_ld16(blk + 2))};
+        const uint32_t *b = (const uint32_t *)(row + 20 * u);
+        uint32_t dm = b[0];
+        return {{b[1], b[2], b[3], b[4]}, fg_h2f((uint16_t)dm), fg_h2f((uint16_t)(dm >> 16))};
     }
-    static __device__ __forceinline__ float dot(const fg_wunit &w, const int8_t *xq, const float2 *xs, int64_t u)
+    static __device__ __forceinline__ float dot(const w_t &w, const int8_t *xq, const float2 *xs, int u)
     {
-        const int *x = (const int *)(xq + 32 * (u / 2) + 8 * (u % 2));
-        int s = fg_dp4a(w.a0, x[0], fg_dp4a(w.a1, x[1], fg_dp4a(w.b0, x[4], fg_dp4a(w.b1, x[5], 0))));
-        float2 ds = xs[u / 2];
-        return ds.x * (w.d * (float)s + (u % 2 == 0 ? w.m * ds.y : 0.0f));
+        fg_xblk x = fg_xload(xq, xs, u);
+        const uint32_t m = 0x0f0f0f0fu;
+        int s = fg_dot16((int)(w.q[0] & m), (int)(w.q[1] & m), (int)(w.q[2] & m), (int)(w.q[3] & m), x.lo) +
+                fg_dot16((int)((w.q[0] >> 4) & m), (int)((w.q[1] >> 4) & m), (int)((w.q[2] >> 4) & m),
+                         (int)((w.q[3] >> 4) & m), x.hi);
+        return x.ds.x * (w.d * (float)s + w.m * x.ds.y);
     }
 };
 
-/* Q8_0 unit u: codes 16 (u%2) .. +15 of block u/2. */
+/* Q8_0, regrouped: a unit is block u (32 bytes of codes, f16 d). */
 template <> struct fg_q<FG_DQ_Q8_0> {
-    static __device__ __forceinline__ fg_wunit load(const uint8_t *row, int64_t u)
+    enum { UNIT = 32 };
+    struct w_t {
+        int4 lo, hi;
+        float d;
+    };
+    static __device__ __forceinline__ w_t load(const uint8_t *row, int u)
     {
-        const uint8_t *blk = row + 34 * (u / 2), *q = blk + 2 + 16 * (u % 2);
-        return {(int)fg_ld32_a2(q), (int)fg_ld32_a2(q + 4), (int)fg_ld32_a2(q + 8), (int)fg_ld32_a2(q + 12),
-                fg_h2f(fg_ld16(blk)), 0.0f};
+        const uint8_t *grp = row + FG_Q8_0_GROUP * (u / 8);
+        const int4 *q = (const int4 *)(grp + 16 + 32 * (u % 8));
+        return {q[0], q[1], fg_h2f(fg_ld16(grp + 2 * (u % 8)))};
     }
-    static __device__ __forceinline__ float dot(const fg_wunit &w, const int8_t *xq, const float2 *xs, int64_t u)
+    static __device__ __forceinline__ float dot(const w_t &w, const int8_t *xq, const float2 *xs, int u)
     {
-        const int *x = (const int *)(xq + 16 * u);
-        int s = fg_dp4a(w.a0, x[0], fg_dp4a(w.a1, x[1], fg_dp4a(w.b0, x[2], fg_dp4a(w.b1, x[3], 0))));
-        return w.d * xs[u / 2].x * (float)s;
+        fg_xblk x = fg_xload(xq, xs, u);
+        int s = fg_dot16(w.lo.x, w.lo.y, w.lo.z, w.lo.w, x.lo) + fg_dot16(w.hi.x, w.hi.y, w.hi.z, w.hi.w, x.hi);
+        return w.d * x.ds.x * (float)s;
     }
 };
 
-/* Q4_K unit u: super-block u/16 (144 bytes), sub-block s = (u%16)/2 of 32
- * weights, half h = u%2: code bytes qs[32 (s/2) + 16 h .. +15], nibble s%2,
- * which are the row's elements 16u .. 16u+15, so the activations are
- * linear too. w = (d sc) q - (dmin m): the min enters once per sub-block,
- * through the unit with h = 0, with the sub-block's activation sum. */
+/* Q4_K (144-byte super-blocks of 256: f16 d, f16 dmin, 12 bytes of 6-bit
+ * scales and mins, 128 bytes of codes): unit u is sub-blocks 2i and 2i + 1
+ * of super-block u/4 (i = u%4), whose 64 weights are the low and high
+ * nibbles of the same 32 code bytes, qs[32 i ..]. They are the row's
+ * elements 64u .. 64u+63: activation blocks 2u and 2u + 1. */
 template <> struct fg_q<FG_DQ_Q4_K> {
-    static __device__ __forceinline__ fg_wunit load(const uint8_t *row, int64_t u)
+    enum { UNIT = 64 };
+    struct w_t {
+        uint4 q0, q1;
+        float d0, m0, d1, m1; /* d sc and dmin m of the two sub-blocks */
+    };
+    static __device__ __forceinline__ w_t load(const uint8_t *row, int u)
     {
-        const uint8_t *blk = row + 144 * (u / 16);
-        int s = (int)(u % 16) / 2, sc, m;
-        fg_k4_scale_min(blk + 4, s, &sc, &m);
-        uint4 q = *(const uint4 *)(blk + 16 + 32 * (s / 2) + 16 * (u % 2));
-        int sh = 4 * (s % 2);
-        return {(int)((q.x >> sh) & 0x0f0f0f0fu), (int)((q.y >> sh) & 0x0f0f0f0fu), (int)((q.z >> sh) & 0x0f0f0f0fu),
-                (int)((q.w >> sh) & 0x0f0f0f0fu), fg_h2f(fg_ld16(blk)) * (float)sc,
-                fg_h2f(fg_ld16(blk + 2)) * (float)m};
+        const uint8_t *blk = row + 144 * (u / 4);
+        int i = u % 4, sc0, m0, sc1, m1;
+        const uint4 *q = (const uint4 *)(blk + 16 + 32 * i);
+        uint32_t dm = *(const uint32_t *)blk;
+        fg_k4_scale_min(blk + 4, 2 * i, &sc0, &m0);
+        fg_k4_scale_min(blk + 4, 2 * i + 1, &sc1, &m1);
+        float d = fg_h2f((uint16_t)dm), dmin = fg_h2f((uint16_t)(dm >> 16));
+        return {q[0], q[1], d * (float)sc0, dmin * (float)m0, d * (float)sc1, dmin * (float)m1};
     }
-    static __device__ __forceinline__ float dot(const fg_wunit &w, const int8_t *xq, const float2 *xs, int64_t u)
+    static __device__ __forceinline__ float dot(const w_t &w, const int8_t *xq, const float2 *xs, int u)
     {
-        const int *x = (const int *)(xq + 16 * u);
-        int s = fg_dp4a(w.a0, x[0], fg_dp4a(w.a1, x[1], fg_dp4a(w.b0, x[2], fg_dp4a(w.b1, x[3], 0))));
-        float2 ds = xs[u / 2];
-        return ds.x * (w.d * (float)s - (u % 2 == 0 ? w.m * ds.y : 0.0f));
+        fg_xblk a = fg_xload(xq, xs, 2 * u), b = fg_xload(xq, xs, 2 * u + 1);
+        const uint32_t m = 0x0f0f0f0fu;
+        int s0 = fg_dot16((int)(w.q0.x & m), (int)(w.q0.y & m), (int)(w.q0.z & m), (int)(w.q0.w & m), a.lo) +
+                 fg_dot16((int)(w.q1.x & m), (int)(w.q1.y & m), (int)(w.q1.z & m), (int)(w.q1.w & m), a.hi);
+        int s1 = fg_dot16((int)((w.q0.x >> 4) & m), (int)((w.q0.y >> 4) & m), (int)((w.q0.z >> 4) & m),
+                          (int)((w.q0.w >> 4) & m), b.lo) +
+                 fg_dot16((int)((w.q1.x >> 4) & m), (int)((w.q1.y >> 4) & m), (int)((w.q1.z >> 4) & m),
+                          (int)((w.q1.w >> 4) & m), b.hi);
+        return a.ds.x * (w.d0 * (float)s0 - w.m0 * a.ds.y) + b.ds.x * (w.d1 * (float)s1 - w.m1 * b.ds.y);
     }
 };
 
 /* x rows (T of them, K floats at stride ldx) to int8 codes xq[T][K] and per
- * 32 elements xs[T][K/32] = {d, sum of the codes}. One thread per block. */
+ * 32 elements xs[T][K/32] = {d, sum of the codes}: one warp per 32-block
+ * (fg_q8_lanes), so the loads are coalesced and every block is its own. */
 static __global__ void fg_quantize_q8_kernel(const float *__restrict__ x, int64_t ldx, int64_t K, int32_t T,
                                              int8_t *xq, float2 *xs)
 {
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, nb = K / 32;
-    if (i >= nb * T) return;
+    int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32, nb = K / 32;
+    int lane = threadIdx.x % 32;
+    if (i >= nb * T) return; /* whole groups of 32 lanes leave together */
     int64_t t = i / nb, b = i % nb;
-    const float4 *p = (const float4 *)(x + t * ldx + 32 * b);
-    float v[32];
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-        float4 f = p[k];
-        v[4 * k] = f.x, v[4 * k + 1] = f.y, v[4 * k + 2] = f.z, v[4 * k + 3] = f.w;
-    }
-    fg_q8_block(v, xq + t * K + 32 * b, xs + t * nb + b);
+    fg_q8_lanes(x[t * ldx + 32 * b + lane], lane, xq + t * K + 32 * b, xs + t * nb + b);
 }
 
-/* The end of a one-row-per-block GEMV: the block's per-thread sums of each
- * token (acc) reduced through the warps and part (shared memory), plus the
- * bias and residual, stored as y[t][n]. */
-template <int NT>
-static __device__ __forceinline__ void fg_row_store(const float (&acc)[NT], float (*part)[NT], int64_t n, int32_t T,
-                                                    const float *bias, const float *add, int64_t ldadd, float *y,
-                                                    int64_t ldy)
-{
-    int lane = threadIdx.x % FG_WARP, warp = threadIdx.x / FG_WARP, nw = blockDim.x / FG_WARP;
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-        float s = fg_warp_sum(acc[t]);
-        if (lane == 0) part[warp][t] = s;
-    }
-    __syncthreads();
-    if (threadIdx.x < NT && threadIdx.x < T) {
-        int t = threadIdx.x;
-        float s = 0.0f;
-        for (int i = 0; i < nw; i++) s += part[i][t];
-        if (bias) s += bias[n];
-        if (add) s += add[t * ldadd + n];
-        y[t * ldy + n] = s;
-    }
-}
+/* The rows of one launch: part i's rows are rows first[i] .. first[i+1]-1
+ * of the launch; row n of part i is y[t][n] = x[t] . w[n] (+ bias[n])
+ * (+ add[t][n]). */
+enum { FG_MMVQ_MAX_PARTS = 3 };
+
+struct fg_mmvq_part {
+    const uint8_t *w;
+    size_t row_bytes;
+    const float *bias, *add;
+    int64_t ldadd;
+    float *y;
+    int64_t ldy;
+};
+
+struct fg_mmvq_parts {
+    int n;
+    int64_t first[FG_MMVQ_MAX_PARTS + 1];
+    fg_mmvq_part p[FG_MMVQ_MAX_PARTS];
+};
+
+enum { FG_MMVQ_THREADS = 128 };
 
 template <int TYPE, int NT>
-__global__ void __launch_bounds__(128) fg_mmvq_kernel(const uint8_t *__restrict__ w, size_t row_bytes, int64_t K,
-                                                      const int8_t *__restrict__ xq, const float2 *__restrict__ xs,
-                                                      int32_t T, const float *__restrict__ bias, const float *add,
-                                                      int64_t ldadd, float *y, int64_t ldy)
+__global__ void __launch_bounds__(FG_MMVQ_THREADS) fg_mmvq_kernel(const fg_mmvq_parts parts, int64_t K,
+                                                                  const int8_t *__restrict__ xq,
+                                                                  const float2 *__restrict__ xs, int32_t T)
 {
-    __shared__ float part[128 / 32][NT];
-    int64_t n = blockIdx.x, n_units = K / 16;
-    const uint8_t *row = w + (size_t)n * row_bytes;
+    int lane = threadIdx.x % FG_WARP;
+    int64_t r = (int64_t)blockIdx.x * (FG_MMVQ_THREADS / FG_WARP) + threadIdx.x / FG_WARP;
+    if (r >= parts.first[parts.n]) return; /* a whole warp */
+    int pi = 0;
+    while (pi + 1 < parts.n && r >= parts.first[pi + 1]) pi++;
+    const fg_mmvq_part &P = parts.p[pi];
+    int64_t n = r - parts.first[pi];
+    const uint8_t *row = P.w + (size_t)n * P.row_bytes;
+    const int n_units = (int)(K / fg_q<TYPE>::UNIT), nb = (int)(K / 32);
+
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) acc[t] = 0.0f;
 #pragma unroll 4
-    for (int64_t u = threadIdx.x; u < n_units; u += blockDim.x) {
-        fg_wunit wu = fg_q<TYPE>::load(row, u);
+    for (int u = lane; u < n_units; u += FG_WARP) {
+        typename fg_q<TYPE>::w_t wu = fg_q<TYPE>::load(row, u);
 #pragma unroll
         for (int t = 0; t < NT; t++)
-            if (t < T) acc[t] += fg_q<TYPE>::dot(wu, xq + t * K, xs + t * (K / 32), u);
+            if (t < T) acc[t] += fg_q<TYPE>::dot(wu, xq + t * K, xs + t * nb, u);
     }
-    fg_row_store<NT>(acc, part, n, T, bias, add, ldadd, y, ldy);
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        float s = fg_warp_sum(acc[t]);
+        if (lane == t && t < T) {
+            if (P.bias) s += P.bias[n];
+            if (P.add) s += P.add[t * P.ldadd + n];
+            P.y[t * P.ldy + n] = s;
+        }
+    }
 }
 
 #endif

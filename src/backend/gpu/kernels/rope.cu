@@ -9,6 +9,22 @@
  */
 #include "backend/gpu/kernels/kernels.h"
 
+/* Rotates pair i of the head at v (pairs (2i, 2i+1), or (i, i + n_rot/2)
+ * for NeoX) to position p. */
+static __device__ __forceinline__ void rope_pair(float *v, int32_t i, int32_t p, bool neox, int32_t n_rot,
+                                                 float theta_scale, float freq_scale, const float *__restrict__ ff)
+{
+    int32_t half = n_rot / 2;
+    float theta = (float)p;
+    for (int32_t k = 0; k < i; k++) theta *= theta_scale;
+    theta = freq_scale * (ff ? theta / ff[i] : theta);
+    float cs = cosf(theta), sn = sinf(theta);
+    int32_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+    float x0 = v[a], x1 = v[b];
+    v[a] = x0 * cs - x1 * sn;
+    v[b] = x0 * sn + x1 * cs;
+}
+
 __global__ void rope_kernel(float *x, int64_t ldx, int32_t n_heads, int32_t head_dim, bool neox, int32_t n_rot,
                             float theta_scale, float freq_scale, const float *__restrict__ ff,
                             const int32_t *__restrict__ pos)
@@ -17,15 +33,7 @@ __global__ void rope_kernel(float *x, int64_t ldx, int32_t n_heads, int32_t head
     int64_t t = blockIdx.y, idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (int64_t)n_heads * half) return;
     int32_t h = (int32_t)(idx / half), i = (int32_t)(idx % half);
-    float theta = (float)pos[t];
-    for (int32_t k = 0; k < i; k++) theta *= theta_scale;
-    theta = freq_scale * (ff ? theta / ff[i] : theta);
-    float cs = cosf(theta), sn = sinf(theta);
-    float *v = x + t * ldx + (int64_t)h * head_dim;
-    int32_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-    float x0 = v[a], x1 = v[b];
-    v[a] = x0 * cs - x1 * sn;
-    v[b] = x0 * sn + x1 * cs;
+    rope_pair(x + t * ldx + (int64_t)h * head_dim, i, pos[t], neox, n_rot, theta_scale, freq_scale, ff);
 }
 
 cudaError_t fg_gpu_rope(float *x, int64_t ldx, int64_t ne0, int32_t head_dim, bool neox, int32_t n_rot, float base,
@@ -54,5 +62,49 @@ cudaError_t fg_gpu_kv_store(const float *k, int64_t ldk, const float *v, int64_t
 {
     dim3 grid((unsigned)((k_row + v_row + 255) / 256), (unsigned)n);
     kv_store_kernel<<<grid, 256, 0, s>>>(k, ldk, v, ldv, k_row, v_row, slot, (__half *)kc, (__half *)vc);
+    return cudaGetLastError();
+}
+
+/* RoPE of q and k and the store of k and v in one launch: per token, one
+ * thread per rotated pair of q, then one per element of the k row (the
+ * first of each rotated pair rotates it, in k and in the cache; the other
+ * rotary element idles; elements past n_rot are copied), then one per
+ * element of the v row. */
+__global__ void rope_store_kernel(fg_gpu_rope_store_args a, float theta_scale)
+{
+    int32_t half = a.n_rot / 2, D = a.head_dim;
+    int64_t t = blockIdx.y, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int64_t nq = (int64_t)a.n_head * half, sl = a.slot[t];
+    int32_t p = a.pos[t];
+    if (i < nq) {
+        rope_pair(a.q + t * a.ldq + (i / half) * D, (int32_t)(i % half), p, a.neox, a.n_rot, theta_scale,
+                  a.freq_scale, a.ff);
+        return;
+    }
+    i -= nq;
+    if (i < a.k_row) {
+        int32_t d = (int32_t)(i % D);
+        float *kh = a.k + t * a.ldk + (i - d);
+        __half *ch = a.kc + sl * a.k_row + (i - d);
+        if (d >= a.n_rot) {
+            ch[d] = __float2half_rn(kh[d]);
+        } else if (a.neox ? d < half : d % 2 == 0) {
+            int32_t pi = a.neox ? d : d / 2, e = a.neox ? d + half : d + 1;
+            rope_pair(kh, pi, p, a.neox, a.n_rot, theta_scale, a.freq_scale, a.ff);
+            ch[d] = __float2half_rn(kh[d]);
+            ch[e] = __float2half_rn(kh[e]);
+        }
+        return;
+    }
+    i -= a.k_row;
+    if (i < a.v_row) a.vc[sl * a.v_row + i] = __float2half_rn(a.v[t * a.ldv + i]);
+}
+
+cudaError_t fg_gpu_rope_store(const fg_gpu_rope_store_args *a, float base, int32_t n, cudaStream_t s)
+{
+    int64_t items = (int64_t)a->n_head * (a->n_rot / 2) + a->k_row + a->v_row;
+    float theta_scale = powf(base, -2.0f / (float)a->n_rot);
+    dim3 grid((unsigned)((items + 127) / 128), (unsigned)n);
+    rope_store_kernel<<<grid, 128, 0, s>>>(*a, theta_scale);
     return cudaGetLastError();
 }
