@@ -40,6 +40,27 @@ typedef struct fg_tensor {
     void *data;
 } fg_tensor;
 
+/* How a step samples one of its logits rows (the sample op). Each filter
+ * keeps a prefix of the row's tokens ranked by (logit descending, id
+ * ascending), NaN counting as -inf and +inf as FLT_MAX:
+ *   top_k   the first k (0: off);
+ *   top_p   the shortest prefix of those whose softmax mass at temperature 1
+ *           reaches top_p of theirs (1: off);
+ *   min_p   the logits >= max + log(min_p) (0: off);
+ * the candidates are the shortest of the three. The draw: the first
+ * candidate, in id order, at which the running sum of exp((l - max) /
+ * temperature) exceeds u times the candidates' total. temperature 0 is
+ * greedy: the lowest id of the maxima. These are the host sampler's
+ * filters and distribution (runtime/sampler.h, less its penalties), drawn
+ * in another order. */
+typedef struct fg_sample_row {
+    float temperature;
+    int32_t top_k;
+    float top_p;
+    float min_p;
+    double u; /* the draw, uniform in [0, 1); unused when greedy */
+} fg_sample_row;
+
 /* One step's tokens. All arrays are host memory owned by the caller and read
  * only inside fg_backend_step_begin. */
 typedef struct fg_batch {
@@ -56,6 +77,10 @@ typedef struct fg_batch {
      * backend may then capture them once and replay them (CUDA/HIP graphs).
      * Zero (callers that issue ops one by one, such as tests) never replays. */
     int32_t graph_key;
+    /* The sampling of the rows the step's sample op will take (its logits
+     * rows, in order): part of the step's one upload. NULL if none. */
+    int32_t n_sample;
+    const fg_sample_row *sample;
 } fg_batch;
 
 typedef enum fg_rope_mode {
@@ -83,6 +108,8 @@ typedef struct fg_backend fg_backend;
 
 typedef struct fg_backend_ops {
     const char *name;
+    /* Activations live in host memory: reading logits costs no copy. */
+    bool logits_on_host;
     void (*free)(fg_backend *be);
 
     /* Places a weight from the file: the CPU backend returns a view into the
@@ -131,11 +158,13 @@ typedef struct fg_backend_ops {
                            fg_tensor *out);
     /* out = silu(gate) * up, elementwise over the step's rows. */
     fg_status (*swiglu)(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out);
-    /* Greedy sampling of `rows` rows of logits: ids[r] = the lowest index
-     * of the largest logit of row r (NaN counts as -inf), copied to host
-     * memory; on a GPU, the step's one download. Fails, naming the row, if
-     * a row has no logit above -inf. */
-    fg_status (*argmax)(fg_backend *be, const fg_tensor *logits, int32_t rows, int32_t *ids);
+    /* Samples `rows` rows of logits (rows = the step's n_sample), row r with
+     * the step's sample[r], and copies the ids, and only them, to host
+     * memory: on a GPU, the step's one download. Fails, naming the row, if
+     * a row has no logit above -inf. A backend with logits_on_host may
+     * sample greedy rows only (FG_ERR_UNSUPPORTED otherwise): its caller
+     * samples the logits themselves at no copy. */
+    fg_status (*sample)(fg_backend *be, const fg_tensor *logits, int32_t rows, int32_t *ids);
     /* Copies `rows` rows of an activation into host memory (logits). */
     fg_status (*read)(fg_backend *be, const fg_tensor *x, int32_t rows, float *host);
     /* Copies `rows` rows of host floats into an activation. Not part of a

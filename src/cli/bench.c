@@ -62,7 +62,8 @@ static fg_status run_tg(fg_session *s, int n, double *ms)
     fg_session_truncate(s, 0);
     int32_t tok = 1;
     double t0 = fg_now_ms();
-    for (int i = 0; i < n; i++) FG_TRY(fg_session_eval_greedy(s, &tok, 1, &tok));
+    const fg_sample_row greedy = {0};
+    for (int i = 0; i < n; i++) FG_TRY(fg_session_eval_sample(s, &tok, 1, &greedy, &tok));
     *ms = fg_now_ms() - t0;
     return FG_OK;
 }

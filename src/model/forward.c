@@ -237,9 +237,9 @@ static fg_tensor rows_from(const fg_tensor *t, int32_t first)
 /* ---- The plan ----------------------------------------------------------------------- */
 
 /* Runs the plan for batch b, leaving the logits of its tokens logits_from..
- * in f->logits. greedy says the step ends in argmax rather than a read (a
- * different op sequence, so a different graph key). */
-static fg_status plan(fg_forward *f, const fg_batch *b, int32_t logits_from, bool greedy)
+ * in f->logits. sampled says the step ends in the sample op rather than a
+ * read (a different op sequence, so a different graph key). */
+static fg_status plan(fg_forward *f, const fg_batch *b, int32_t logits_from, bool sampled)
 {
     const fg_backend_ops *o = f->be->ops;
     fg_backend *be = f->be;
@@ -253,7 +253,7 @@ static fg_status plan(fg_forward *f, const fg_batch *b, int32_t logits_from, boo
     /* The plan below depends only on the batch's shape and the number of
      * logit rows, which keys the backend's step graphs. */
     fg_batch bg = *b;
-    bg.graph_key = 2 * (1 + (b->n_tokens - logits_from)) + (greedy ? 1 : 0);
+    bg.graph_key = 2 * (1 + (b->n_tokens - logits_from)) + (sampled ? 1 : 0);
     FG_TRY(o->step_begin(be, &bg));
     FG_TRY(o->embed(be, &f->tok_embd, &f->x));
     for (int32_t l = 0; l < hp->n_layer; l++) {
@@ -287,9 +287,17 @@ fg_status fg_forward_step(fg_forward *f, const fg_batch *b, int32_t logits_from,
     return n_out > 0 ? f->be->ops->read(f->be, &f->logits, n_out, logits) : FG_OK;
 }
 
-fg_status fg_forward_step_greedy(fg_forward *f, const fg_batch *b, int32_t logits_from, int32_t *ids)
+fg_status fg_forward_step_sample(fg_forward *f, const fg_batch *b, int32_t logits_from, int32_t *ids)
 {
-    FG_TRY(plan(f, b, logits_from, true));
     int32_t n_out = b->n_tokens - logits_from;
-    return n_out > 0 ? f->be->ops->argmax(f->be, &f->logits, n_out, ids) : FG_OK;
+    if (b->n_sample != n_out || !b->sample)
+        return fg_err_set(FG_ERR_INVALID_ARG, "a sampled step needs sampling parameters for its %d logits rows, not %d",
+                          n_out, b->n_sample);
+    FG_TRY(plan(f, b, logits_from, true));
+    return n_out > 0 ? f->be->ops->sample(f->be, &f->logits, n_out, ids) : FG_OK;
+}
+
+bool fg_forward_logits_on_host(const fg_forward *f)
+{
+    return f->be->ops->logits_on_host;
 }

@@ -40,9 +40,13 @@ int32_t fg_forward_n_batch(const fg_forward *f);
  * logits_from = n_tokens asks for none. */
 fg_status fg_forward_step(fg_forward *f, const fg_batch *b, int32_t logits_from, float *logits);
 
-/* The same step ending in greedy sampling on the backend: ids receives the
- * argmax of each of those tokens' logits (the lowest id among equal
- * maxima), and only the ids leave the device. */
-fg_status fg_forward_step_greedy(fg_forward *f, const fg_batch *b, int32_t logits_from, int32_t *ids);
+/* The same step ending in sampling on the backend: b->sample holds the
+ * parameters of each logits row (n_sample = n_tokens - logits_from), and ids
+ * receives the sampled tokens; only the ids leave the device. */
+fg_status fg_forward_step_sample(fg_forward *f, const fg_batch *b, int32_t logits_from, int32_t *ids);
+
+/* Whether the backend's logits are in host memory anyway (the CPU): its
+ * sample op then takes greedy rows only, and a sampler reads the logits. */
+bool fg_forward_logits_on_host(const fg_forward *f);
 
 #endif

@@ -63,6 +63,19 @@ static long find_stop(const pending *q, const fg_gen_params *p)
     return best;
 }
 
+/* Runs ids, then picks the token after them into *next: on the backend
+ * (on_backend), or from the logits by the sampler. */
+static fg_status advance(fg_session *s, fg_sampler *smp, bool on_backend, const int32_t *ids, int32_t n, int32_t *next)
+{
+    if (on_backend) {
+        fg_sample_row row;
+        fg_sampler_next_row(smp, &row);
+        return fg_session_eval_sample(s, ids, n, &row, next);
+    }
+    FG_TRY(fg_session_eval(s, ids, n));
+    return fg_sampler_sample(smp, fg_session_logits(s), next);
+}
+
 fg_status fg_generate(fg_session *s, const fg_tokenizer *tok, fg_sampler *smp, const int32_t *prompt,
                       int32_t n_prompt, const fg_gen_params *p, fg_gen_emit emit, void *ud, fg_tokens *out_ids,
                       fg_gen_stats *stats)
@@ -71,15 +84,15 @@ fg_status fg_generate(fg_session *s, const fg_tokenizer *tok, fg_sampler *smp, c
     double t0 = fg_now_ms();
     stats->n_prompt = n_prompt;
     if (n_prompt < 1) return fg_err_set(FG_ERR_INVALID_ARG, "the prompt is empty: there is nothing to continue");
-    /* Plain greedy decoding (no penalties) picks on the backend, so that
-     * only the ids leave the device; otherwise the sampler reads the
-     * logits. Both pick the same token: the lowest id of the maxima. */
-    bool greedy = fg_sampler_is_plain_greedy(smp);
+    /* Sampling without penalties runs on a GPU backend, so that only the
+     * ids leave the device (greedy too on the CPU, where it is a plain
+     * argmax); otherwise the sampler reads the logits. */
+    bool on_backend = !fg_sampler_has_penalties(smp) && (fg_sampler_is_greedy(smp) || !fg_session_logits_on_host(s));
+    for (int32_t i = 0; i < n_prompt; i++) fg_sampler_accept(smp, prompt[i]);
     int32_t next = -1;
-    FG_TRY(greedy ? fg_session_eval_greedy(s, prompt, n_prompt, &next) : fg_session_eval(s, prompt, n_prompt));
+    FG_TRY(advance(s, smp, on_backend, prompt, n_prompt, &next));
     double t1 = fg_now_ms();
     stats->prompt_ms = t1 - t0;
-    for (int32_t i = 0; i < n_prompt; i++) fg_sampler_accept(smp, prompt[i]);
 
     fg_detok d;
     fg_detok_init(&d, tok, false);
@@ -88,9 +101,7 @@ fg_status fg_generate(fg_session *s, const fg_tokenizer *tok, fg_sampler *smp, c
     bool first = true;
     stats->stop = FG_STOP_LENGTH;
     for (int32_t n = 0; p->n_predict < 0 || n < p->n_predict; n++) {
-        int32_t id;
-        if (greedy) id = next;
-        else if ((st = fg_sampler_sample(smp, fg_session_logits(s), &id)) != FG_OK) break;
+        int32_t id = next;
         fg_sampler_accept(smp, id);
         if (out_ids && (st = fg_tokens_push(out_ids, id)) != FG_OK) break;
         stats->n_gen++;
@@ -124,7 +135,7 @@ fg_status fg_generate(fg_session *s, const fg_tokenizer *tok, fg_sampler *smp, c
             stats->stop = FG_STOP_CONTEXT;
             break;
         }
-        if ((st = greedy ? fg_session_eval_greedy(s, &id, 1, &next) : fg_session_eval(s, &id, 1)) != FG_OK) break;
+        if ((st = advance(s, smp, on_backend, &id, 1, &next)) != FG_OK) break;
     }
     if (st == FG_OK && stats->stop != FG_STOP_STRING && stats->stop != FG_STOP_CALLER)
         st = fg_detok_flush(&d, &q.buf, &q.len, &q.cap);

@@ -893,12 +893,24 @@ static int32_t draw_dense(fg_sampler *s, float inv_t, double u)
     return b * BLK + j;
 }
 
-bool fg_sampler_is_plain_greedy(const fg_sampler *s)
+bool fg_sampler_is_greedy(const fg_sampler *s)
+{
+    return inv_temp(s) == 0.0f;
+}
+
+bool fg_sampler_has_penalties(const fg_sampler *s)
 {
     const fg_sampler_params *p = &s->p;
-    bool penalties = p->repeat_last_n > 0 &&
-                     (p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f);
-    return inv_temp(s) == 0.0f && !penalties;
+    return p->repeat_last_n > 0 &&
+           (p->repeat_penalty != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f);
+}
+
+void fg_sampler_next_row(fg_sampler *s, fg_sample_row *row)
+{
+    FG_ASSERT(!fg_sampler_has_penalties(s));
+    bool greedy = fg_sampler_is_greedy(s);
+    *row = (fg_sample_row){greedy ? 0.0f : s->p.temperature, s->p.top_k, s->p.top_p, s->p.min_p,
+                           greedy ? 0.0 : fg_sampler_rng_uniform(&s->rng)};
 }
 
 fg_status fg_sampler_sample(fg_sampler *s, const float *logits, int32_t *id)

@@ -49,6 +49,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "forge.h"
 
 /* A seed value asking fg_sampler_init for a fresh one from the clock (as
@@ -95,10 +96,19 @@ void fg_sampler_accept(fg_sampler *s, int32_t id);
  * Fails only if no logit is above -inf. */
 fg_status fg_sampler_sample(fg_sampler *s, const float *logits, int32_t *id);
 
-/* Whether sampling is the argmax of the raw logits: temperature 0 (or an
- * inverse that overflows) and no penalty in effect, so that the caller may
- * take the argmax elsewhere (on the GPU) and skip fg_sampler_sample. */
-bool fg_sampler_is_plain_greedy(const fg_sampler *s);
+/* Whether sampling is the argmax: temperature 0, or so small that its
+ * inverse overflows. */
+bool fg_sampler_is_greedy(const fg_sampler *s);
+
+/* Whether a penalty is in effect (a history window and a penalty that is
+ * not neutral). A backend's sample op has no penalties. */
+bool fg_sampler_has_penalties(const fg_sampler *s);
+
+/* The next sample as a backend's sampling row (backend.h): the filters and
+ * temperature, and u taken from the stream exactly as fg_sampler_sample
+ * takes it (one draw, none when greedy), so that the i-th token sampled
+ * either way uses the i-th draw. For a sampler without penalties. */
+void fg_sampler_next_row(fg_sampler *s, fg_sample_row *row);
 
 /* Forgets the history and rewinds the random stream to its seed, so the
  * same calls again give the same tokens. */

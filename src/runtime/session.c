@@ -54,7 +54,7 @@ void fg_session_free(fg_session *s)
 
 /* Runs ids in batches; all_logits asks for every token's logits (to fn). */
 static fg_status eval(fg_session *s, const int32_t *ids, int32_t n, bool all_logits,
-                      void (*fn)(void *, int32_t, const float *), void *ctx, int32_t *greedy)
+                      void (*fn)(void *, int32_t, const float *), void *ctx, const fg_sample_row *row, int32_t *next)
 {
     if (n < 0 || n > s->n_ctx - s->n_past) {
         return fg_err_set(FG_ERR_INVALID_ARG,
@@ -70,8 +70,12 @@ static fg_status eval(fg_session *s, const int32_t *ids, int32_t n, bool all_log
                       .n_seqs = 1, .max_blocks = s->n_ctx / FG_KV_BLOCK_SIZE, .block_tables = s->table};
         bool last = done + k == n;
         int32_t from = all_logits ? 0 : last ? k - 1 : k;
-        fg_status st = greedy && last ? fg_forward_step_greedy(s->f, &b, from, greedy)
-                                      : fg_forward_step(s->f, &b, from, s->logits);
+        if (row && last) {
+            b.n_sample = 1;
+            b.sample = row;
+        }
+        fg_status st = row && last ? fg_forward_step_sample(s->f, &b, from, next)
+                                   : fg_forward_step(s->f, &b, from, s->logits);
         if (st != FG_OK) {
             s->n_past = start; /* the partial sequence is not usable */
             return st;
@@ -92,19 +96,25 @@ static fg_status eval(fg_session *s, const int32_t *ids, int32_t n, bool all_log
 
 fg_status fg_session_eval(fg_session *s, const int32_t *ids, int32_t n)
 {
-    return eval(s, ids, n, false, NULL, NULL, NULL);
+    return eval(s, ids, n, false, NULL, NULL, NULL, NULL);
 }
 
-fg_status fg_session_eval_greedy(fg_session *s, const int32_t *ids, int32_t n, int32_t *next)
+fg_status fg_session_eval_sample(fg_session *s, const int32_t *ids, int32_t n, const fg_sample_row *row,
+                                 int32_t *next)
 {
-    if (n < 1) return fg_err_set(FG_ERR_INVALID_ARG, "greedy evaluation needs at least one token");
-    return eval(s, ids, n, false, NULL, NULL, next);
+    if (n < 1) return fg_err_set(FG_ERR_INVALID_ARG, "sampled evaluation needs at least one token");
+    return eval(s, ids, n, false, NULL, NULL, row, next);
+}
+
+bool fg_session_logits_on_host(const fg_session *s)
+{
+    return fg_forward_logits_on_host(s->f);
 }
 
 fg_status fg_session_eval_all(fg_session *s, const int32_t *ids, int32_t n,
                               void (*fn)(void *ctx, int32_t i, const float *logits), void *ctx)
 {
-    return eval(s, ids, n, true, fn, ctx, NULL);
+    return eval(s, ids, n, true, fn, ctx, NULL, NULL);
 }
 
 const float *fg_session_logits(const fg_session *s)

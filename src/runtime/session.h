@@ -22,12 +22,14 @@ void fg_session_free(fg_session *s);
  * message, changing nothing, if they do not fit in the context. */
 fg_status fg_session_eval(fg_session *s, const int32_t *ids, int32_t n);
 
-/* Like fg_session_eval, but the step ends in greedy sampling on the
- * backend: *next is the argmax of the logits after the last token (lowest
- * id among equal maxima), and only that id leaves the device (the GPU
- * downloads 4 bytes instead of the logits). fg_session_logits is not
- * updated. n >= 1. */
-fg_status fg_session_eval_greedy(fg_session *s, const int32_t *ids, int32_t n, int32_t *next);
+/* Like fg_session_eval, but the step ends in sampling on the backend with
+ * *row (backend.h): *next is the token after the last one, and only that id
+ * leaves the device (a GPU downloads 4 bytes instead of the logits).
+ * fg_session_logits is not updated. n >= 1. A backend whose logits are on
+ * the host (fg_session_logits_on_host) samples greedy rows only. */
+fg_status fg_session_eval_sample(fg_session *s, const int32_t *ids, int32_t n, const fg_sample_row *row,
+                                 int32_t *next);
+bool fg_session_logits_on_host(const fg_session *s);
 
 /* Like fg_session_eval, but calls fn with the logits after every token
  * (index i of ids, n_vocab floats), batch by batch: for perplexity. */

@@ -127,22 +127,24 @@ Test(gpu_model, decode_step_is_one_upload_one_download, .init = need_gpu_and_mod
     rig_open(&g, true, 256);
     int32_t prompt[5] = {1, 100, 200, 300, 400};
     cr_assert_eq(fg_session_eval(g.s, prompt, 5), FG_OK, "%s", fg_last_error());
-    /* Logits out (the host sampler's path), then greedy on the GPU: the
-     * download is then the sampled id alone. */
+    /* Logits out (the host sampler's path), then sampling on the GPU,
+     * greedy and with llama.cpp's default filters: the download is then the
+     * sampled id alone. */
     int32_t next = fg_test_argmax(fg_session_logits(g.s), fg_model_n_vocab(g.m));
-    for (int step = 0; step < 6; step++) {
-        bool greedy = step >= 3;
+    for (int step = 0; step < 9; step++) {
+        bool sampled = step >= 3;
+        fg_sample_row row = {step < 6 ? 0.0f : 0.8f, 40, 0.95f, 0.05f, 0.37 + 0.1 * step};
         fg_backend_gpu_transfers_reset(g.be);
         int32_t id = next;
-        cr_assert_eq(greedy ? fg_session_eval_greedy(g.s, &id, 1, &next) : fg_session_eval(g.s, &id, 1), FG_OK, "%s",
-                     fg_last_error());
-        if (!greedy) next = fg_test_argmax(fg_session_logits(g.s), fg_model_n_vocab(g.m));
+        cr_assert_eq(sampled ? fg_session_eval_sample(g.s, &id, 1, &row, &next) : fg_session_eval(g.s, &id, 1), FG_OK,
+                     "%s", fg_last_error());
+        if (!sampled) next = fg_test_argmax(fg_session_logits(g.s), fg_model_n_vocab(g.m));
         fg_gpu_transfers t;
         fg_backend_gpu_transfers(g.be, &t);
         cr_expect_eq(t.uploads, 1, "decode step %d made %llu uploads", step, (unsigned long long)t.uploads);
         cr_expect_eq(t.downloads, 1, "decode step %d made %llu downloads", step, (unsigned long long)t.downloads);
-        if (greedy)
-            cr_expect_eq(t.bytes_down, 4, "a greedy decode step downloaded %llu bytes, not the one id",
+        if (sampled)
+            cr_expect_eq(t.bytes_down, 4, "a sampled decode step downloaded %llu bytes, not the one id",
                          (unsigned long long)t.bytes_down);
     }
     fg_test_rig_close(&g);

@@ -26,6 +26,7 @@
 #include "backend/gpu/gpu.h"
 #include "gguf/quant.h"
 #include "gguf/types.h"
+#include "runtime/sampler.h"
 
 /* ---- Set-up ------------------------------------------------------------------------ */
 
@@ -222,7 +223,7 @@ static void step_plain(int32_t n, int32_t pos0)
     int32_t *table = calloc((size_t)n_blocks, 4);
     for (int32_t i = 0; i < n; i++) pos[i] = pos0 + i, slot[i] = i;
     for (int32_t b = 0; b < n_blocks; b++) table[b] = b;
-    fg_batch b = {n, ids, pos, seq, slot, 1, n_blocks, table, 0};
+    fg_batch b = {n, ids, pos, seq, slot, 1, n_blocks, table, 0, 0, NULL};
     cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
     cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
     free(ids), free(pos), free(seq), free(slot), free(table);
@@ -378,7 +379,7 @@ Test(gpu_ops, matmul_and_embed_rows_of_odd_block_counts, .init = need_gpu, .fini
 
             /* Embedding rows 0, N-1 and random ones of the same weight. */
             int32_t ids[3] = {0, N - 1, rnd(N)}, pos[3] = {0, 1, 2}, seq[3] = {0}, slot[3] = {0, 1, 2}, table[1] = {0};
-            fg_batch b = {3, ids, pos, seq, slot, 1, 1, table, 0};
+            fg_batch b = {3, ids, pos, seq, slot, 1, 1, table, 0, 0, NULL};
             cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
             cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK);
             pair e = make_pair(K, 3, NULL);
@@ -453,7 +454,7 @@ Test(gpu_ops, embed_every_type, .init = need_gpu, .fini = done)
         wpair w = make_weight(gpu_types[ti], ne0, rows);
         for (int i = 0; i < T; i++) ids[i] = rnd((int)rows), pos[i] = i, seq[i] = 0, slot[i] = i;
         ids[0] = 0, ids[1] = (int32_t)rows - 1;
-        fg_batch b = {T, ids, pos, seq, slot, 1, 3, table, 0};
+        fg_batch b = {T, ids, pos, seq, slot, 1, 3, table, 0, 0, NULL};
         if (ti == 0) {
             cr_assert_eq(cpu->ops->kv_alloc(cpu, 1, 48, 16, 8, 8, 8, FG_TYPE_F16), FG_OK);
             cr_assert_eq(gpu->ops->kv_alloc(gpu, 1, 48, 16, 8, 8, 8, FG_TYPE_F16), FG_OK);
@@ -507,7 +508,7 @@ Test(gpu_ops, rope_normal_neox_partial_scaled, .init = need_gpu, .fini = done)
         else {
             int32_t ids[11] = {0}, pos[11], seq[11] = {0}, slot[11], table[1] = {0};
             for (int t = 0; t < T; t++) pos[t] = cases[i][5] + 13 * t, slot[t] = t;
-            fg_batch b = {T, ids, pos, seq, slot, 1, 1, table, 0};
+            fg_batch b = {T, ids, pos, seq, slot, 1, 1, table, 0, 0, NULL};
             cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
             cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK);
         }
@@ -541,13 +542,15 @@ Test(gpu_ops, swiglu, .init = need_gpu, .fini = done)
     expect_close(&y, 19, 1e-6, "swiglu");
 }
 
-/* Greedy sampling on the GPU against the CPU backend's argmax: random rows
- * of a vocabulary-sized width and an odd one, with planted ties (the lower
- * index wins), NaN (never wins) and +inf (wins). */
-Test(gpu_ops, argmax_rows_ties_nan_inf, .init = need_gpu, .fini = done)
+/* Greedy sampling on the GPU against the CPU backend's (an argmax): random
+ * rows of a vocabulary-sized width and an odd one, with planted ties (the
+ * lower index wins), NaN (never wins) and +inf (wins). */
+Test(gpu_ops, sample_greedy_rows_ties_nan_inf, .init = need_gpu, .fini = done)
 {
     static const int widths[] = {128256, 49153, 7};
     begin_simple(8, 5, 0, 8);
+    fg_sample_row rows[5];
+    memset(rows, 0, sizeof rows);
     for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++) {
         int n = widths[wi], T = 5;
         float *x = random_rows((int64_t)n * T, 10.0f);
@@ -558,17 +561,92 @@ Test(gpu_ops, argmax_rows_ties_nan_inf, .init = need_gpu, .fini = done)
         x[3 * n + n - 1] = INFINITY, x[3 * n + n / 2] = INFINITY;
         x[4 * n + n - 1] = 30.0f;
         pair l = make_pair(n, T, x);
-        int32_t ic[5], ig[5];
-        cr_assert_eq(cpu->ops->argmax(cpu, &l.c, T, ic), FG_OK, "%s", fg_last_error());
-        cr_assert_eq(gpu->ops->argmax(gpu, &l.g, T, ig), FG_OK, "%s", fg_last_error());
+        int32_t ic[5], ig[5], zero[5] = {0}, slot[5] = {0, 1, 2, 3, 4}, table[1] = {0};
+        fg_batch b = {T, zero, slot, zero, slot, 1, 1, table, 0, T, rows};
+        cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
+        cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(cpu->ops->sample(cpu, &l.c, T, ic), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(gpu->ops->sample(gpu, &l.g, T, ig), FG_OK, "%s", fg_last_error());
         for (int t = 0; t < T; t++)
-            cr_expect_eq(ig[t], ic[t], "argmax width %d row %d: GPU %d, CPU %d; seed %llu", n, t, ig[t], ic[t],
+            cr_expect_eq(ig[t], ic[t], "greedy width %d row %d: GPU %d, CPU %d; seed %llu", n, t, ig[t], ic[t],
                          (unsigned long long)seed);
         for (int i = 0; i < n; i++) x[i] = i % 2 ? NAN : -INFINITY;
         cr_assert_eq(gpu->ops->write(gpu, &l.g, 1, x), FG_OK);
-        cr_expect_eq(gpu->ops->argmax(gpu, &l.g, 1, ig), FG_ERR_INVALID_ARG, "a row of -inf and NaN must fail");
+        b.n_sample = 1;
+        cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
+        cr_expect_eq(gpu->ops->sample(gpu, &l.g, 1, ig), FG_ERR_INVALID_ARG, "a row of -inf and NaN must fail");
         free(x);
     }
+}
+
+/* Stochastic sampling on the GPU against the host sampler (runtime/sampler.c,
+ * an independent implementation of the same filters): R copies of one row of
+ * logits, row r drawn with u = (r + 1/2) / R. The GPU inverts the CDF of the
+ * candidates in id order, so token i must be drawn R p_i times, to within
+ * the grid's rounding, where p_i is the host sampler's probability of i
+ * (fg_sampler_candidates); no token outside its candidates may appear.
+ * Settings: no filter, llama.cpp's defaults, top-p alone (every token in
+ * play), top-k cutting through a tie (the lower ids stay), min-p alone, top-k
+ * then top-p, a high temperature, a top-k above the vocabulary (off) with
+ * top-p; rows of a real vocabulary's width with NaN and -inf. */
+Test(gpu_ops, sample_matches_the_host_sampler_distribution, .init = need_gpu, .fini = done)
+{
+    enum { R = 2048, N = 32000 };
+    static const fg_sampler_params base = {1.0f, 0, 1.0f, 0.0f, 1.0f, 0, 0.0f, 0.0f, 1};
+    struct { float t; int k; float p, minp; } cases[] = {
+        {1.0f, 0, 1.0f, 0.0f}, {0.8f, 40, 0.95f, 0.05f}, {1.3f, 0, 0.9f, 0.0f}, {0.7f, 6, 1.0f, 0.0f},
+        {1.0f, 0, 1.0f, 0.2f}, {1.0f, 50, 0.5f, 0.0f},   {2.5f, 200, 1.0f, 0.0f}, {1.0f, 40000, 0.8f, 0.0f}};
+    begin_simple(8, 1, 0, 8);
+    float *x = malloc(N * sizeof *x), *xs = malloc((size_t)N * R * sizeof *xs);
+    fg_sample_row *rows = malloc(R * sizeof *rows);
+    int32_t *ids = malloc(R * sizeof *ids), *count = calloc(N, sizeof *count), zero[1] = {0}, table[1] = {0};
+    /* Two rows: a flat one (most candidates sets are thousands of tokens:
+     * the kernel's whole-row path) and a peaked one, like a model's (its
+     * shared-memory path). Both with a few clear leaders, a tie straddling
+     * the 6th place, NaN and -inf. */
+    for (int shape = 0; shape < 2; shape++) {
+        for (int i = 0; i < N; i++) x[i] = shape == 0 ? 4.0f * unif() : unif() - 3.0f;
+        if (shape == 1)
+            for (int i = 0; i < 120; i++) x[rnd(N)] = 5.0f + 3.0f * unif();
+        x[100] = 9.0f, x[2000] = 8.5f, x[31999] = 8.5f, x[7] = 8.0f;
+        x[500] = 7.5f, x[600] = 7.5f, x[700] = 7.5f, x[800] = 7.5f;
+        x[3] = NAN, x[4] = -INFINITY;
+        for (int r = 0; r < R; r++) memcpy(xs + (size_t)r * N, x, (size_t)N * sizeof *x);
+        pair l = make_pair(N, R, xs);
+        for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+            fg_sampler_params sp = base;
+            sp.temperature = cases[ci].t, sp.top_k = cases[ci].k, sp.top_p = cases[ci].p, sp.min_p = cases[ci].minp;
+            for (int r = 0; r < R; r++) rows[r] = (fg_sample_row){sp.temperature, sp.top_k, sp.top_p, sp.min_p, (r + 0.5) / R};
+            fg_batch b = {1, zero, zero, zero, zero, 1, 1, table, 0, R, rows};
+            cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
+            cr_assert_eq(gpu->ops->sample(gpu, &l.g, R, ids), FG_OK, "%s", fg_last_error());
+            fg_sampler *smp;
+            cr_assert_eq(fg_sampler_init(&sp, N, &smp), FG_OK, "%s", fg_last_error());
+            fg_sampler_cands c;
+            cr_assert_eq(fg_sampler_candidates(smp, x, &c), FG_OK, "%s", fg_last_error());
+            memset(count, 0, N * sizeof *count);
+            for (int r = 0; r < R; r++) {
+                cr_assert(ids[r] >= 0 && ids[r] < N, "case %zu: id %d", ci, ids[r]);
+                count[ids[r]]++;
+            }
+            double *p = calloc(N, sizeof *p);
+            for (int32_t i = 0; i < c.n; i++) p[c.id[i]] = c.p[i];
+            int worst = 0;
+            double worst_d = 0;
+            for (int i = 0; i < N; i++) {
+                double d = fabs(count[i] - R * p[i]);
+                if (d > worst_d) worst_d = d, worst = i;
+            }
+            cr_expect_leq(worst_d, 2.0,
+                          "%s row, case %zu (t %.2f k %d p %.2f min_p %.2f): token %d drawn %d times of %d, host "
+                          "probability %.5f (%d candidates)",
+                          shape ? "peaked" : "flat", ci, sp.temperature, sp.top_k, sp.top_p, sp.min_p, worst, count[worst],
+                          R, p[worst], c.n);
+            free(p);
+            fg_sampler_free(smp);
+        }
+    }
+    free(rows), free(ids), free(count), free(x), free(xs);
 }
 
 /* ---- kv_store + attention ------------------------------------------------------------ */
@@ -607,7 +685,7 @@ static void attention_case(int n_head, int n_kv, int hd, int window, float softc
                 slot[n] = table[s * MAXB + p / BS] * BS + p % BS;
             }
         }
-        fg_batch b = {n, ids, pos, seq, slot, N_SEQ, MAXB, table, 0};
+        fg_batch b = {n, ids, pos, seq, slot, N_SEQ, MAXB, table, 0, 0, NULL};
         cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
         cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
         pair q = random_pair((int64_t)n_head * hd, n, 1.0f), k = random_pair(k_row, n, 1.0f),
@@ -660,7 +738,7 @@ static void attention_one_sequence(int n_head, int n_kv, int hd, int window, flo
         int n = 0;
         for (int p = spans[step][0]; p < spans[step][1]; p++, n++)
             ids[n] = 0, pos[n] = p, seq[n] = 0, slot[n] = table[p / BS] * BS + p % BS;
-        fg_batch b = {n, ids, pos, seq, slot, 1, MAXB, table, 0};
+        fg_batch b = {n, ids, pos, seq, slot, 1, MAXB, table, 0, 0, NULL};
         cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
         cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
         pair q = random_pair((int64_t)n_head * hd, n, 1.0f), k = random_pair(k_row, n, 1.0f),
@@ -717,7 +795,7 @@ Test(gpu_ops, rope_store_attention_and_the_merged_quantization, .init = need_gpu
                 pos[i] = spans[step][0] + i;
                 slot[i] = table[pos[i] / 16] * 16 + pos[i] % 16;
             }
-            fg_batch b = {n, ids, pos, seq, slot, 1, 4, table, 0};
+            fg_batch b = {n, ids, pos, seq, slot, 1, 4, table, 0, 0, NULL};
             cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
             cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
             pair q = random_pair(o_row, n, 1.0f), k = random_pair(k_row, n, 1.0f), v = random_pair(k_row, n, 1.0f),

@@ -12,6 +12,7 @@
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <string.h>
 #include <stdio.h>
 
 #include "test_util.h"
@@ -43,9 +44,9 @@ Test(llama_synth, mqa_f16) { check("mqa-f16"); }
 Test(llama_synth, mqa_q8_0) { check("mqa-q8_0"); }
 Test(llama_synth, mqa_q4_0) { check("mqa-q4_0"); }
 
-/* Greedy sampling on the backend (fg_session_eval_greedy: the argmax op,
- * only ids come back) picks the argmax of the logits that fg_session_eval
- * returns, step after step. */
+/* Greedy sampling on the backend (fg_session_eval_sample with a greedy
+ * row: only ids come back) picks the argmax of the logits that
+ * fg_session_eval returns, step after step. */
 Test(llama_synth, greedy_on_the_backend_matches_the_logits_argmax)
 {
     fg_backend *be;
@@ -61,21 +62,26 @@ Test(llama_synth, greedy_on_the_backend_matches_the_logits_argmax)
     }
     fg_session_truncate(r.s, 0);
     int32_t next;
-    cr_assert_eq(fg_session_eval_greedy(r.s, prompt, 4, &next), FG_OK, "%s", fg_last_error());
+    const fg_sample_row greedy = {0};
+    cr_assert_eq(fg_session_eval_sample(r.s, prompt, 4, &greedy, &next), FG_OK, "%s", fg_last_error());
     for (int i = 0; i < 24; i++) {
         b[i] = next;
-        cr_assert_eq(fg_session_eval_greedy(r.s, &b[i], 1, &next), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_session_eval_sample(r.s, &b[i], 1, &greedy, &next), FG_OK, "%s", fg_last_error());
         cr_assert_eq(b[i], a[i], "step %d: backend argmax %d, logits argmax %d", i, b[i], a[i]);
     }
     fg_test_rig_close(&r);
 }
 
-/* The argmax op itself: ties go to the lowest index, NaN never wins, +inf
- * does, and a row with nothing above -inf is an error. */
-Test(llama_synth, backend_argmax_ties_nan_and_inf)
+/* The CPU backend's sample op: greedy rows (ties go to the lowest index,
+ * NaN never wins, +inf does), an error for a row with nothing above -inf,
+ * and UNSUPPORTED for a row with a temperature (its logits are on the host:
+ * the sampler reads them). */
+Test(llama_synth, cpu_sample_op_greedy_rows)
 {
     fg_backend *be;
     cr_assert_eq(fg_backend_cpu_init(1, false, &be), FG_OK, "%s", fg_last_error());
+    cr_assert(be->ops->logits_on_host);
+    cr_assert_eq(be->ops->kv_alloc(be, 1, 16, 16, 8, 8, 8, FG_TYPE_F16), FG_OK);
     fg_tensor t;
     cr_assert_eq(be->ops->alloc(be, 6, 4, &t), FG_OK);
     const float rows[4][6] = {{1, 3, 3, NAN, 2, 3},
@@ -83,11 +89,23 @@ Test(llama_synth, backend_argmax_ties_nan_and_inf)
                               {0, INFINITY, 7, INFINITY, NAN, 1},
                               {-INFINITY, NAN, -INFINITY, NAN, NAN, -INFINITY}};
     cr_assert_eq(be->ops->write(be, &t, 4, &rows[0][0]), FG_OK);
-    int32_t ids[4];
-    cr_assert_eq(be->ops->argmax(be, &t, 3, ids), FG_OK, "%s", fg_last_error());
+    int32_t ids[4], zero[4] = {0}, slot[4] = {0, 1, 2, 3}, table[1] = {0};
+    fg_sample_row sr[4];
+    memset(sr, 0, sizeof sr);
+    fg_batch b = {4, zero, slot, zero, slot, 1, 1, table, 0, 3, sr};
+    cr_assert_eq(be->ops->step_begin(be, &b), FG_OK);
+    cr_assert_eq(be->ops->sample(be, &t, 3, ids), FG_OK, "%s", fg_last_error());
     cr_expect_eq(ids[0], 1);
     cr_expect_eq(ids[1], 2);
     cr_expect_eq(ids[2], 1);
-    cr_expect_eq(be->ops->argmax(be, &t, 4, ids), FG_ERR_INVALID_ARG, "an all -inf/NaN row must fail");
+    b.n_sample = 4;
+    cr_assert_eq(be->ops->step_begin(be, &b), FG_OK);
+    cr_expect_eq(be->ops->sample(be, &t, 4, ids), FG_ERR_INVALID_ARG, "an all -inf/NaN row must fail");
+    sr[0].temperature = 0.8f;
+    cr_assert_eq(be->ops->step_begin(be, &b), FG_OK);
+    cr_expect_eq(be->ops->sample(be, &t, 1, ids), FG_ERR_INVALID_ARG, "rows must match the step's n_sample");
+    b.n_sample = 1;
+    cr_assert_eq(be->ops->step_begin(be, &b), FG_OK);
+    cr_expect_eq(be->ops->sample(be, &t, 1, ids), FG_ERR_UNSUPPORTED, "a temperature row is the host sampler's");
     fg_backend_free(be);
 }

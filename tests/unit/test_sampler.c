@@ -1164,28 +1164,47 @@ Test(sampler, timing, .timeout = 120)
     }
 }
 
-/* Which settings let a caller take the argmax on the backend instead. */
-Test(sampler, plain_greedy_is_temperature_zero_without_penalties)
+/* Which settings a backend's sample op can take (no penalties), and the
+ * row it gets: the same parameters, and the draw fg_sampler_sample would
+ * have used. */
+Test(sampler, backend_rows_take_the_same_draws)
 {
     fg_sampler_params p = plain();
     p.temperature = 0.0f;
     fg_sampler *s = mk(p, 100);
-    cr_expect(fg_sampler_is_plain_greedy(s));
+    cr_expect(fg_sampler_is_greedy(s) && !fg_sampler_has_penalties(s));
     fg_sampler_free(s);
     p.repeat_last_n = 64; /* a window, but every penalty neutral */
     s = mk(p, 100);
-    cr_expect(fg_sampler_is_plain_greedy(s));
+    cr_expect(!fg_sampler_has_penalties(s));
     fg_sampler_free(s);
     p.repeat_penalty = 1.1f;
     s = mk(p, 100);
-    cr_expect(!fg_sampler_is_plain_greedy(s), "a repeat penalty changes the argmax");
+    cr_expect(fg_sampler_has_penalties(s), "a repeat penalty");
     fg_sampler_free(s);
     p.repeat_penalty = 1.0f, p.presence_penalty = 0.5f;
     s = mk(p, 100);
-    cr_expect(!fg_sampler_is_plain_greedy(s), "a presence penalty changes the argmax");
+    cr_expect(fg_sampler_has_penalties(s), "a presence penalty");
     fg_sampler_free(s);
+
     p = plain();
-    s = mk(p, 100);
-    cr_expect(!fg_sampler_is_plain_greedy(s), "temperature 1 samples");
-    fg_sampler_free(s);
+    p.temperature = 0.7f, p.top_k = 5, p.top_p = 0.9f, p.min_p = 0.1f;
+    fg_sampler *a = mk(p, 100);
+    cr_expect(!fg_sampler_is_greedy(a));
+    fg_sampler_rng rng;
+    fg_sampler_rng_seed(&rng, fg_sampler_seed(a));
+    for (int i = 0; i < 5; i++) {
+        fg_sample_row row;
+        fg_sampler_next_row(a, &row);
+        cr_expect(row.temperature == 0.7f && row.top_k == 5 && row.top_p == 0.9f && row.min_p == 0.1f);
+        double u = fg_sampler_rng_uniform(&rng);
+        cr_expect(row.u == u, "draw %d: %.17g, the stream's is %.17g", i, row.u, u);
+    }
+    fg_sampler_free(a);
+    p.temperature = 0.0f;
+    a = mk(p, 100);
+    fg_sample_row row;
+    fg_sampler_next_row(a, &row);
+    cr_expect(row.temperature == 0.0f && row.u == 0.0, "greedy takes no draw");
+    fg_sampler_free(a);
 }

@@ -9,6 +9,7 @@
  * integer SIMD dots); the others are here, written plainly: they are a small
  * share of the time at the batch sizes a CPU runs.
  */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,8 @@ typedef struct cpu_backend {
     int32_t n_tokens, n_seqs, max_blocks;
     int32_t *ids, *pos, *seq, *slot, *block_tables;
     int32_t cap_tokens, cap_tables;
+    fg_sample_row *sample; /* the step's sampling rows */
+    int32_t n_sample, cap_sample;
 
     /* KV pool: per layer, n_slots rows of k_row / v_row elements of kv_type
      * (F16 by default, as llama.cpp's cache; F32 on request). */
@@ -178,6 +181,14 @@ static fg_status cpu_step_begin(fg_backend *be, const fg_batch *b)
     memcpy(c->seq, b->seq, n);
     memcpy(c->slot, b->slot, n);
     memcpy(c->block_tables, b->block_tables, (size_t)b->n_seqs * (size_t)b->max_blocks * sizeof(int32_t));
+    if (b->n_sample > c->cap_sample) {
+        fg_sample_row *p = realloc(c->sample, (size_t)b->n_sample * sizeof *p);
+        if (!p) return fg_err_set(FG_ERR_NOMEM, "cpu backend: out of memory for %d sampling rows", b->n_sample);
+        c->sample = p;
+        c->cap_sample = b->n_sample;
+    }
+    if (b->n_sample > 0) memcpy(c->sample, b->sample, (size_t)b->n_sample * sizeof *c->sample);
+    c->n_sample = b->n_sample > 0 ? b->n_sample : 0;
     c->n_tokens = b->n_tokens;
     c->n_seqs = b->n_seqs;
     c->max_blocks = b->max_blocks;
@@ -604,16 +615,26 @@ static fg_status cpu_read(fg_backend *be, const fg_tensor *x, int32_t rows, floa
     return FG_OK;
 }
 
-static fg_status cpu_argmax(fg_backend *be, const fg_tensor *logits, int32_t rows, int32_t *ids)
+/* Greedy rows only: with the logits in host memory, the host sampler reads
+ * them directly. */
+static fg_status cpu_sample(fg_backend *be, const fg_tensor *logits, int32_t rows, int32_t *ids)
 {
-    (void)be;
+    cpu_backend *c = cpu(be);
+    if (rows != c->n_sample)
+        return fg_err_set(FG_ERR_INVALID_ARG, "sample: %d rows asked, the step gave parameters for %d", rows, c->n_sample);
     for (int32_t r = 0; r < rows; r++) {
+        if (c->sample[r].temperature != 0.0f)
+            return fg_err_set(FG_ERR_UNSUPPORTED,
+                              "the CPU backend samples greedy rows only; sample its logits on the host (runtime/sampler.h)");
         const float *l = row_f32(logits, r);
         int32_t best = -1;
-        for (int64_t i = 0; i < logits->ne0; i++) /* NaN and -inf never win */
-            if (l[i] > -INFINITY && (best < 0 || l[i] > l[best])) best = (int32_t)i;
+        float bv = -INFINITY;
+        for (int64_t i = 0; i < logits->ne0; i++) { /* NaN and -inf never win; +inf counts as FLT_MAX */
+            float v = l[i] > FLT_MAX ? FLT_MAX : l[i];
+            if (v > bv) bv = v, best = (int32_t)i;
+        }
         if (best < 0)
-            return fg_err_set(FG_ERR_INVALID_ARG, "greedy sampling: row %d has no logit above -inf (all -inf or NaN)", r);
+            return fg_err_set(FG_ERR_INVALID_ARG, "sampling: row %d has no logit above -inf (all -inf or NaN)", r);
         ids[r] = best;
     }
     return FG_OK;
@@ -644,6 +665,7 @@ static void cpu_free(fg_backend *be)
     free(c->seq);
     free(c->slot);
     free(c->block_tables);
+    free(c->sample);
     free(c->mm_scratch);
     fg_pool_free(c->pool);
     free(c);
@@ -666,6 +688,7 @@ static fg_status cpu_rope_store(fg_backend *be, int32_t layer, fg_tensor *q, fg_
 
 static const fg_backend_ops cpu_ops = {
     .name = "cpu",
+    .logits_on_host = true,
     .free = cpu_free,
     .weight = cpu_weight,
     .alloc = cpu_alloc,
@@ -680,7 +703,7 @@ static const fg_backend_ops cpu_ops = {
     .rope_store = cpu_rope_store,
     .attention = cpu_attention,
     .swiglu = cpu_swiglu,
-    .argmax = cpu_argmax,
+    .sample = cpu_sample,
     .read = cpu_read,
     .write = cpu_write,
 };

@@ -128,6 +128,17 @@ static __device__ __forceinline__ float fg_sum32(float v)
     return v;
 }
 
+/* The value of v in lane (this lane - delta) of each group of width lanes
+ * (this lane's own below delta). */
+static __device__ __forceinline__ unsigned fg_shfl_up(unsigned v, int delta, int width = FG_WARP)
+{
+#if defined(FG_GPU_HIP)
+    return (unsigned)__shfl_up((int)v, delta, width);
+#else
+    return __shfl_up_sync(0xffffffffu, v, delta, width);
+#endif
+}
+
 /* Lane src's value of v. */
 static __device__ __forceinline__ float fg_shfl(float v, int src)
 {

@@ -65,6 +65,8 @@ typedef struct gpu_backend {
     int32_t n_tokens, n_seqs, max_blocks;
     bool tiles_uniform; /* every 64-token tile is one sequence's consecutive positions */
     const int32_t *d_ids, *d_pos, *d_seq, *d_slot, *d_tables; /* into d_step */
+    const fg_gpu_sample_row *d_sample;                           /* into d_step: n_sample rows */
+    int32_t n_sample;
     const int32_t *h_ids;                                        /* into h_step */
 
     /* cuBLAS (CUDA builds): the handle on our stream, and its prefill
@@ -121,6 +123,9 @@ typedef struct gpu_backend {
 } gpu_backend;
 
 enum { GRAPH_MAX_T = 8 };
+
+/* 32-bit words of a sampling row in the step buffer. */
+enum { SAMPLE_WORDS = sizeof(fg_gpu_sample_row) / sizeof(int32_t) };
 
 static gpu_backend *gpu(fg_backend *be)
 {
@@ -348,7 +353,7 @@ static fg_status gpu_kv_alloc(fg_backend *be, int32_t n_layer, int64_t n_slots, 
     /* The step buffer: four per-token arrays and block tables of up to
      * cap_tokens sequences (a batch has at most one sequence per token). */
     int32_t cap = g->cap_tokens > 0 ? g->cap_tokens : 1;
-    return grow_step(g, 4 * (int64_t)cap + (int64_t)cap * ((n_slots + block_size - 1) / block_size));
+    return grow_step(g, (4 + SAMPLE_WORDS) * (int64_t)cap + (int64_t)cap * ((n_slots + block_size - 1) / block_size));
 }
 
 /* ---- Graphs ---------------------------------------------------------------------- */
@@ -408,7 +413,8 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
 {
     gpu_backend *g = gpu(be);
     FG_ASSERT(g->k); /* kv_alloc came first */
-    int64_t n = b->n_tokens, tables = (int64_t)b->n_seqs * b->max_blocks, need = 4 * n + tables;
+    int64_t n = b->n_tokens, tables = (int64_t)b->n_seqs * b->max_blocks, n_sample = b->n_sample > 0 ? b->n_sample : 0,
+            need = 4 * n + tables + SAMPLE_WORDS * n_sample;
     if (n < 1) return fg_err_set(FG_ERR_INVALID_ARG, "gpu backend: a step needs at least one token");
     FG_TRY(grow_step(g, need));
     for (int64_t t = 0; t < n; t++) {
@@ -426,6 +432,13 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
     memcpy(h + 2 * n, b->seq, (size_t)n * 4);
     memcpy(h + 3 * n, b->slot, (size_t)n * 4);
     memcpy(h + 4 * n, b->block_tables, (size_t)tables * 4);
+    for (int64_t r = 0; r < n_sample; r++) {
+        const fg_sample_row *sr = &b->sample[r];
+        uint64_t u;
+        memcpy(&u, &sr->u, 8);
+        fg_gpu_sample_row row = {sr->temperature, sr->top_k, sr->top_p, sr->min_p, (uint32_t)u, (uint32_t)(u >> 32)};
+        memcpy(h + 4 * n + tables + SAMPLE_WORDS * r, &row, sizeof row);
+    }
     GPU_TRY(cudaMemcpyAsync(g->d_step, h, (size_t)need * 4, cudaMemcpyHostToDevice, g->stream));
     GPU_TRY(cudaEventRecord(g->uploaded, g->stream));
     g->upload_pending = true;
@@ -449,6 +462,8 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
     g->d_seq = g->d_step + 2 * n;
     g->d_slot = g->d_step + 3 * n;
     g->d_tables = g->d_step + 4 * n;
+    g->d_sample = (const fg_gpu_sample_row *)(g->d_step + 4 * n + tables);
+    g->n_sample = (int32_t)n_sample;
     return graph_start(g, (int32_t)n, b->n_seqs, b->max_blocks, b->graph_key);
 }
 
@@ -696,16 +711,19 @@ static fg_status gpu_read(fg_backend *be, const fg_tensor *x, int32_t rows, floa
     return FG_OK;
 }
 
-/* The argmax runs inside the step's graph; its ids are the step's one
- * download. */
-static fg_status gpu_argmax(fg_backend *be, const fg_tensor *logits, int32_t rows, int32_t *ids)
+/* The sampling runs inside the step's graph, from the parameters of the
+ * step's upload; its ids are the step's one download. */
+static fg_status gpu_sample(fg_backend *be, const fg_tensor *logits, int32_t rows, int32_t *ids)
 {
     gpu_backend *g = gpu(be);
+    if (rows != g->n_sample)
+        return fg_err_set(FG_ERR_INVALID_ARG, "sample: %d rows asked, the step gave parameters for %d", rows, g->n_sample);
     FG_ASSERT(rows >= 1 && (size_t)rows * sizeof(int32_t) <= g->picked_bytes);
     op_begin(g);
     if (!g->replay)
-        FG_TRY(op_done(g, fg_gpu_argmax((const float *)logits->data, ld(logits), logits->ne0, rows, g->d_picked, g->stream),
-                       "argmax"));
+        FG_TRY(op_done(g, fg_gpu_sample((const float *)logits->data, ld(logits), logits->ne0, rows, g->d_sample,
+                                        g->d_picked, g->stream),
+                       "sample"));
     FG_TRY(graph_finish(g));
     GPU_TRY(cudaMemcpyAsync(ids, g->d_picked, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, g->stream));
     GPU_TRY(cudaStreamSynchronize(g->stream));
@@ -713,7 +731,7 @@ static fg_status gpu_argmax(fg_backend *be, const fg_tensor *logits, int32_t row
     g->xfer.bytes_down += (uint64_t)rows * sizeof(int32_t);
     for (int32_t r = 0; r < rows; r++)
         if (ids[r] < 0)
-            return fg_err_set(FG_ERR_INVALID_ARG, "greedy sampling: row %d has no logit above -inf (all -inf or NaN)", r);
+            return fg_err_set(FG_ERR_INVALID_ARG, "sampling: row %d has no logit above -inf (all -inf or NaN)", r);
     return FG_OK;
 }
 
@@ -774,6 +792,7 @@ static void gpu_free(fg_backend *be)
 
 static const fg_backend_ops gpu_ops = {
     /* .name = */ "gpu",
+    /* .logits_on_host = */ false,
     /* .free = */ gpu_free,
     /* .weight = */ gpu_weight,
     /* .alloc = */ gpu_alloc,
@@ -788,7 +807,7 @@ static const fg_backend_ops gpu_ops = {
     /* .rope_store = */ gpu_rope_store,
     /* .attention = */ gpu_attention,
     /* .swiglu = */ gpu_swiglu,
-    /* .argmax = */ gpu_argmax,
+    /* .sample = */ gpu_sample,
     /* .read = */ gpu_read,
     /* .write = */ gpu_write,
 };

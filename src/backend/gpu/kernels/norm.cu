@@ -10,6 +10,24 @@
 #include "backend/gpu/kernels/kernels.h"
 #include "backend/gpu/kernels/q8.cuh"
 
+/* 1 / sqrt(mean of squares + eps) for the block's group, from each
+ * thread's partial sum of squares: summed through the warps and partial
+ * (shared memory, one slot per warp and one for the total). */
+static __device__ __forceinline__ float rms_scale(float ss, float *partial, int64_t group, float eps)
+{
+    ss = fg_warp_sum(ss);
+    int warp = threadIdx.x / FG_WARP, n_warps = blockDim.x / FG_WARP;
+    if (threadIdx.x % FG_WARP == 0) partial[warp] = ss;
+    __syncthreads();
+    if (warp == 0) {
+        ss = threadIdx.x < n_warps ? partial[threadIdx.x] : 0.0f;
+        ss = fg_warp_sum(ss);
+        if (threadIdx.x == 0) partial[0] = ss;
+    }
+    __syncthreads();
+    return 1.0f / sqrtf(partial[0] / (float)group + eps);
+}
+
 __global__ void rms_norm_kernel(const float *x, int64_t ldx, const float *__restrict__ w, int64_t ne0, int64_t group,
                                 float eps, float *out, int64_t ldo, int8_t *xq, float2 *xs)
 {
@@ -22,17 +40,7 @@ __global__ void rms_norm_kernel(const float *x, int64_t ldx, const float *__rest
      * memory latencies. */
 #pragma unroll 8
     for (int64_t i = threadIdx.x; i < group; i += blockDim.x) ss += xr[i] * xr[i];
-    ss = fg_warp_sum(ss);
-    int warp = threadIdx.x / FG_WARP, n_warps = blockDim.x / FG_WARP;
-    if (threadIdx.x % FG_WARP == 0) partial[warp] = ss;
-    __syncthreads();
-    if (warp == 0) {
-        ss = threadIdx.x < n_warps ? partial[threadIdx.x] : 0.0f;
-        ss = fg_warp_sum(ss);
-        if (threadIdx.x == 0) partial[0] = ss;
-    }
-    __syncthreads();
-    float scale = 1.0f / sqrtf(partial[0] / (float)group + eps);
+    float scale = rms_scale(ss, partial, group, eps);
     float *yr = out + r * ldo + g0;
     if (!xq) {
 #pragma unroll 8
@@ -77,17 +85,7 @@ __global__ void rms_norm_vec_kernel(const float *x, int64_t ldx, const float *__
         wv[k] = c < n4 ? wr[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
     }
-    ss = fg_warp_sum(ss);
-    int warp = threadIdx.x / FG_WARP, n_warps = blockDim.x / FG_WARP;
-    if (threadIdx.x % FG_WARP == 0) partial[warp] = ss;
-    __syncthreads();
-    if (warp == 0) {
-        ss = threadIdx.x < n_warps ? partial[threadIdx.x] : 0.0f;
-        ss = fg_warp_sum(ss);
-        if (threadIdx.x == 0) partial[0] = ss;
-    }
-    __syncthreads();
-    float scale = 1.0f / sqrtf(partial[0] / (float)group + eps);
+    float scale = rms_scale(ss, partial, group, eps);
     float4 *yr = (float4 *)(out + r * ldo + g0);
 #pragma unroll
     for (int k = 0; k < NV; k++) {
