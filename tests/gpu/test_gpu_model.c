@@ -3,7 +3,8 @@
  * execution plan, against the CPU backend's reference arithmetic (f32
  * activations, F16 KV cache as on the GPU) on the same file, and the step
  * transfer rule: a decode step makes exactly one upload (the packed batch)
- * and one download (its logits, until sampling moves to the GPU).
+ * and one download (its logits, or only the sampled id when it samples on
+ * the GPU).
  *
  * Also the GPU against HF transformers on the synthetic llama models of
  * tests/data/llama-synth (tools/make_llama_synth.py; the CPU side of that
@@ -42,32 +43,32 @@ static void need_gpu_and_model(void)
         cr_skip_test("SKIPPED: no model (set FORGE_GPU_TEST_MODEL or run tools/fetch-model smollm2)");
 }
 
-/* The model on the GPU, or on the CPU backend in reference mode; both with
- * an F16 KV cache. */
-static void rig_open(rig *r, bool on_gpu, int32_t n_ctx)
+/* The model at path on the GPU, or on the CPU backend in reference mode;
+ * both with an F16 KV cache. */
+static void rig_open_path(rig *r, const char *path, bool on_gpu, int32_t n_ctx)
 {
     fg_backend *be;
     if (on_gpu) cr_assert_eq(fg_backend_gpu_init(0, &be), FG_OK, "%s", fg_last_error());
     else cr_assert_eq(fg_backend_cpu_init(0, true, &be), FG_OK, "%s", fg_last_error());
-    cr_assert_eq(fg_test_rig_open(r, model_path, be, n_ctx, FG_TYPE_F16), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_test_rig_open(r, path, be, n_ctx, FG_TYPE_F16), FG_OK, "%s", fg_last_error());
 }
 
-/* Teacher-forced logits at every position of a token sequence (prefilled in
- * batches of 64, so both the GEMM and, for the tail, the GEMV paths run),
- * then a free-running greedy continuation. */
-Test(gpu_model, logits_and_greedy_match_cpu_reference, .init = need_gpu_and_model, .timeout = 600)
+static void rig_open(rig *r, bool on_gpu, int32_t n_ctx)
+{
+    rig_open_path(r, model_path, on_gpu, n_ctx);
+}
+
+/* The GPU against the CPU reference on the model at path: teacher-forced
+ * logits at every position of ids (prefilled in batches of 64, so both the
+ * GEMM and, for the tail, the GEMV paths run), then a free-running greedy
+ * continuation. Top-1 agreement must reach 99%; with float weights the
+ * logits must match closely and the continuation for 64 tokens. */
+static void gpu_matches_cpu(const char *path, const int32_t *ids, int32_t n)
 {
     rig g, c;
-    rig_open(&g, true, 512);
-    rig_open(&c, false, 512);
+    rig_open_path(&g, path, true, 512);
+    rig_open_path(&c, path, false, 512);
     int32_t n_vocab = fg_model_n_vocab(g.m);
-    const char *text = "The quick brown fox jumps over the lazy dog. In 1905, Albert Einstein published four papers "
-                       "that changed physics: on the photoelectric effect, Brownian motion, special relativity and "
-                       "the equivalence of mass and energy. def fib(n):\n    return n if n < 2 else fib(n-1)+fib(n-2)\n";
-    int32_t *ids;
-    size_t n_ids;
-    cr_assert_eq(fg_model_tokenize(g.m, text, strlen(text), true, false, &ids, &n_ids), FG_OK);
-    int32_t n = (int32_t)n_ids;
     fg_test_keep kg = {malloc((size_t)n * (size_t)n_vocab * sizeof(float)), n_vocab};
     fg_test_keep kc = {malloc((size_t)n * (size_t)n_vocab * sizeof(float)), n_vocab};
     cr_assert_eq(fg_session_eval_all(g.s, ids, n, fg_test_keep_logits, &kg), FG_OK, "%s", fg_last_error());
@@ -99,11 +100,11 @@ Test(gpu_model, logits_and_greedy_match_cpu_reference, .init = need_gpu_and_mode
     }
     cr_log_info("gpu_model %s: %d positions, top-1 agreement %d/%d, max relative logit error %.3g; greedy identical "
                 "for %d of %d tokens",
-                model_path, n, agree, n, worst, same, N_GEN);
+                path, n, agree, n, worst, same, N_GEN);
     fprintf(stderr,
             "gpu_model %s: %d positions, top-1 agreement %d/%d, max relative logit error %.3g; greedy identical for %d "
             "of %d tokens\n",
-            model_path, n, agree, n, worst, same, N_GEN);
+            path, n, agree, n, worst, same, N_GEN);
     /* With float weights the GPU decodes in f32 like the reference; with
      * Q4_0/Q4_1/Q8_0/Q4_K its decode GEMV takes int8 activations (as
      * llama.cpp's does), so only agreement of the picks is required there. */
@@ -116,9 +117,23 @@ Test(gpu_model, logits_and_greedy_match_cpu_reference, .init = need_gpu_and_mode
     if (float_weights) cr_expect_eq(same, N_GEN, "greedy continuations part after %d tokens", same);
     free(kg.dst);
     free(kc.dst);
-    free(ids);
     fg_test_rig_close(&g);
     fg_test_rig_close(&c);
+}
+
+Test(gpu_model, logits_and_greedy_match_cpu_reference, .init = need_gpu_and_model, .timeout = 600)
+{
+    fg_model *m;
+    cr_assert_eq(fg_model_open(model_path, &m), FG_OK, "%s", fg_last_error());
+    const char *text = "The quick brown fox jumps over the lazy dog. In 1905, Albert Einstein published four papers "
+                       "that changed physics: on the photoelectric effect, Brownian motion, special relativity and "
+                       "the equivalence of mass and energy. def fib(n):\n    return n if n < 2 else fib(n-1)+fib(n-2)\n";
+    int32_t *ids;
+    size_t n_ids;
+    cr_assert_eq(fg_model_tokenize(m, text, strlen(text), true, false, &ids, &n_ids), FG_OK);
+    fg_model_close(m);
+    gpu_matches_cpu(model_path, ids, (int32_t)n_ids);
+    free(ids);
 }
 
 Test(gpu_model, decode_step_is_one_upload_one_download, .init = need_gpu_and_model)
@@ -193,3 +208,27 @@ Test(gpu_synth, mqa_f32, .init = need_gpu) { synth_on_gpu("mqa-f32", true); }
 Test(gpu_synth, mqa_f16, .init = need_gpu) { synth_on_gpu("mqa-f16", true); }
 Test(gpu_synth, mqa_q8_0, .init = need_gpu) { synth_on_gpu("mqa-q8_0", false); }
 Test(gpu_synth, mqa_q4_0, .init = need_gpu) { synth_on_gpu("mqa-q4_0", false); }
+
+/* The quantized synthetic models (the files the transformers check reads)
+ * on the GPU against the CPU reference: 120 teacher-forced positions of
+ * random tokens, top-1 agreement >= 99%. */
+static void synth_matches_cpu(const char *type)
+{
+    char path[512];
+    snprintf(path, sizeof path, "tests/data/llama-synth/%s.gguf", type);
+    fg_model *m;
+    cr_assert_eq(fg_model_open(path, &m), FG_OK, "%s", fg_last_error());
+    int32_t n_vocab = fg_model_n_vocab(m), ids[120];
+    fg_model_close(m);
+    uint64_t x = 12345;
+    for (int i = 0; i < 120; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = 1 + (int32_t)((x >> 33) % (uint64_t)(n_vocab - 1));
+    }
+    gpu_matches_cpu(path, ids, 120);
+}
+
+Test(gpu_synth, gqa_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("gqa-q8_0"); }
+Test(gpu_synth, gqa_q4_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("gqa-q4_0"); }
+Test(gpu_synth, mqa_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("mqa-q8_0"); }
+Test(gpu_synth, mqa_q4_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("mqa-q4_0"); }
