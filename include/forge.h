@@ -29,6 +29,7 @@ typedef enum fg_status {
     FG_ERR_NOMEM,        /* an allocation failed */
     FG_ERR_NOT_FOUND,    /* a key, tensor or token does not exist */
     FG_ERR_DEVICE,       /* the GPU runtime failed (launch, copy, driver) */
+    FG_ERR_FULL,         /* a bounded resource (KV blocks, sequences, a queue) is exhausted */
 } fg_status;
 
 /* A short fixed name for a status code, e.g. "format error". */

@@ -59,6 +59,7 @@ const char *fg_status_str(fg_status st)
     case FG_ERR_NOMEM: return "out of memory";
     case FG_ERR_NOT_FOUND: return "not found";
     case FG_ERR_DEVICE: return "device error";
+    case FG_ERR_FULL: return "full";
     }
     return "unknown status";
 }
