@@ -307,6 +307,30 @@ bool fg_kvcache_can_append(const fg_kvcache *c, int32_t seq, int32_t n)
     return (c->len[seq] + n + bs - 1) / bs <= c->max_bps && blocks_needed(c, seq, n) <= c->n_free + c->n_cached;
 }
 
+int32_t fg_kvcache_room(const fg_kvcache *c, int32_t seq)
+{
+    check_seq(c, seq);
+    const int32_t bs = c->block_size, len = c->len[seq];
+    int64_t room = (int64_t)(c->n_free + c->n_cached) * bs;
+    if (len % bs != 0) {
+        if (c->ref[seq_table(c, seq)[c->n_tbl[seq] - 1]] == 1) room += bs - len % bs;
+        else room += bs - len % bs - bs; /* the copy takes one of the free blocks */
+    }
+    int64_t limit = (int64_t)c->max_bps * bs - len;
+    if (room > limit) room = limit;
+    return room > 0 ? (int32_t)room : 0;
+}
+
+int32_t fg_kvcache_max_blocks(const fg_kvcache *c)
+{
+    return c->max_bps;
+}
+
+int32_t fg_kvcache_block_size(const fg_kvcache *c)
+{
+    return c->block_size;
+}
+
 fg_status fg_kvcache_append(fg_kvcache *c, int32_t seq, const int32_t *tokens, int32_t n, int32_t *slots,
                             fg_kv_copy *copies, int32_t *n_copies)
 {

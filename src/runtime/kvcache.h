@@ -83,6 +83,15 @@ fg_status fg_kvcache_append(fg_kvcache *c, int32_t seq, const int32_t *tokens, i
 /* Whether n more tokens would fit now (free plus evictable blocks). */
 bool fg_kvcache_can_append(const fg_kvcache *c, int32_t seq, int32_t n);
 
+/* How many tokens the sequence could take now: the room in its last block
+ * (if it is not shared) and in every free or evictable block, within its
+ * table's limit. */
+int32_t fg_kvcache_room(const fg_kvcache *c, int32_t seq);
+
+/* The most blocks one sequence may hold, and the block size. */
+int32_t fg_kvcache_max_blocks(const fg_kvcache *c);
+int32_t fg_kvcache_block_size(const fg_kvcache *c);
+
 /* A new sequence sharing all of seq's blocks (copy-on-write). */
 fg_status fg_kvcache_fork(fg_kvcache *c, int32_t seq, int32_t *out);
 
