@@ -81,6 +81,11 @@ typedef struct fg_batch {
      * rows, in order): part of the step's one upload. NULL if none. */
     int32_t n_sample;
     const fg_sample_row *sample;
+    /* The tokens (indices into this batch, ascending) whose rows the
+     * gather op collects: the last token of each sequence that needs
+     * logits. NULL if none. */
+    int32_t n_out;
+    const int32_t *out_rows;
 } fg_batch;
 
 typedef enum fg_rope_mode {
@@ -143,6 +148,8 @@ typedef struct fg_backend_ops {
      * may run as one. bias may be NULL, or hold NULL entries. */
     fg_status (*matmul_n)(fg_backend *be, int n, const fg_tensor *const *w, const fg_tensor *const *bias,
                           const fg_tensor *x, fg_tensor *const *out);
+    /* out[r] = x[out_rows[r]] for the step's n_out rows (fg_batch). */
+    fg_status (*gather)(fg_backend *be, const fg_tensor *x, fg_tensor *out);
     /* Rotates the first n_rot dims of each head_dim-sized head of each row in
      * place, at the step's positions. */
     fg_status (*rope)(fg_backend *be, fg_tensor *x, int32_t head_dim, const fg_rope *rp);

@@ -32,6 +32,7 @@ struct fg_forward {
     fg_backend *be;
     const fg_arch *arch;
     int32_t n_ctx, n_batch;
+    int32_t *rows; /* (n_batch) logits rows of a step run through fg_forward_step */
     fg_tensor tok_embd, out_norm, output;
     fg_tensor rope_freqs; /* (n_rot / 2) F32, or data NULL */
     fg_forward_progress progress;
@@ -180,7 +181,8 @@ fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int3
     f->progress_ctx = progress_ctx;
     for (uint64_t i = 0; i < m->gguf->n_tensors; i++) f->total += m->gguf->tensors[i].nbytes;
     f->layers = calloc((size_t)hp->n_layer, sizeof *f->layers);
-    fg_status st = f->layers ? FG_OK : fg_err_set(FG_ERR_NOMEM, "out of memory");
+    f->rows = malloc((size_t)n_batch * sizeof *f->rows);
+    fg_status st = f->layers && f->rows ? FG_OK : fg_err_set(FG_ERR_NOMEM, "out of memory");
     if (st == FG_OK) st = read_rope(f);
     if (st == FG_OK) st = load_weights(f);
     if (st != FG_OK) {
@@ -212,6 +214,7 @@ void fg_forward_free(fg_forward *f)
 {
     if (!f) return;
     free(f->layers);
+    free(f->rows);
     free(f);
 }
 
@@ -239,7 +242,7 @@ static fg_tensor rows_from(const fg_tensor *t, int32_t first)
 /* Runs the plan for batch b, leaving the logits of its tokens logits_from..
  * in f->logits. sampled says the step ends in the sample op rather than a
  * read (a different op sequence, so a different graph key). */
-static fg_status plan(fg_forward *f, const fg_batch *b, int32_t logits_from, bool sampled)
+static fg_status plan(fg_forward *f, const fg_batch *b, bool sampled)
 {
     const fg_backend_ops *o = f->be->ops;
     fg_backend *be = f->be;
@@ -247,13 +250,19 @@ static fg_status plan(fg_forward *f, const fg_batch *b, int32_t logits_from, boo
     float eps = (float)hp->norm_eps;
     if (b->n_tokens < 1 || b->n_tokens > f->n_batch)
         return fg_err_set(FG_ERR_INVALID_ARG, "a step has %d tokens; it must have 1..%d", b->n_tokens, f->n_batch);
-    if (logits_from < 0 || logits_from > b->n_tokens)
-        return fg_err_set(FG_ERR_INVALID_ARG, "logits_from %d is outside 0..%d", logits_from, b->n_tokens);
+    int32_t n_out = b->n_out;
+    if (n_out < 0 || n_out > b->n_tokens)
+        return fg_err_set(FG_ERR_INVALID_ARG, "%d logits rows asked of a step of %d tokens", n_out, b->n_tokens);
+    /* The last n_out tokens are read in place; any other rows are gathered
+     * first. */
+    bool tail = true;
+    for (int32_t r = 0; r < n_out; r++) tail = tail && b->out_rows[r] == b->n_tokens - n_out + r;
 
-    /* The plan below depends only on the batch's shape and the number of
-     * logit rows, which keys the backend's step graphs. */
+    /* The plan below depends only on the batch's shape, the number of logit
+     * rows and whether they are gathered, which key the backend's step
+     * graphs. */
     fg_batch bg = *b;
-    bg.graph_key = 2 * (1 + (b->n_tokens - logits_from)) + (sampled ? 1 : 0);
+    bg.graph_key = 4 * (1 + n_out) + (tail ? 0 : 2) + (sampled ? 1 : 0);
     FG_TRY(o->step_begin(be, &bg));
     FG_TRY(o->embed(be, &f->tok_embd, &f->x));
     for (int32_t l = 0; l < hp->n_layer; l++) {
@@ -273,28 +282,51 @@ static fg_status plan(fg_forward *f, const fg_batch *b, int32_t logits_from, boo
         FG_TRY(o->swiglu(be, &f->gate, &f->up, &f->gate));
         FG_TRY(o->matmul(be, &w->w_down, NULL, &f->gate, &f->x, 0, &f->x));
     }
-    int32_t n_out = b->n_tokens - logits_from;
     if (n_out == 0) return FG_OK;
     FG_TRY(o->rms_norm(be, &f->x, &f->out_norm, hp->n_embd, eps, &f->h));
-    fg_tensor h_out = rows_from(&f->h, logits_from);
+    fg_tensor h_out = rows_from(&f->h, b->n_tokens - n_out);
+    if (!tail) { /* the layers are done with x: it takes the gathered rows */
+        FG_TRY(o->gather(be, &f->h, &f->x));
+        h_out = f->x;
+    }
     return o->matmul(be, &f->output, NULL, &h_out, NULL, n_out, &f->logits);
+}
+
+fg_status fg_forward_run(fg_forward *f, const fg_batch *b, float *logits, int32_t *ids)
+{
+    FG_ASSERT(!logits != !ids);
+    if (ids && (b->n_sample != b->n_out || !b->sample))
+        return fg_err_set(FG_ERR_INVALID_ARG, "a sampled step needs sampling parameters for its %d logits rows, not %d",
+                          b->n_out, b->n_sample);
+    FG_TRY(plan(f, b, ids != NULL));
+    if (b->n_out == 0) return FG_OK;
+    return ids ? f->be->ops->sample(f->be, &f->logits, b->n_out, ids) : f->be->ops->read(f->be, &f->logits, b->n_out, logits);
+}
+
+/* b with its last n_tokens - logits_from tokens as the logits rows. */
+static fg_status with_tail(fg_forward *f, const fg_batch *b, int32_t logits_from, fg_batch *out)
+{
+    if (logits_from < 0 || logits_from > b->n_tokens)
+        return fg_err_set(FG_ERR_INVALID_ARG, "logits_from %d is outside 0..%d", logits_from, b->n_tokens);
+    *out = *b;
+    out->n_out = b->n_tokens - logits_from;
+    for (int32_t r = 0; r < out->n_out; r++) f->rows[r] = logits_from + r;
+    out->out_rows = f->rows;
+    return FG_OK;
 }
 
 fg_status fg_forward_step(fg_forward *f, const fg_batch *b, int32_t logits_from, float *logits)
 {
-    FG_TRY(plan(f, b, logits_from, false));
-    int32_t n_out = b->n_tokens - logits_from;
-    return n_out > 0 ? f->be->ops->read(f->be, &f->logits, n_out, logits) : FG_OK;
+    fg_batch t;
+    FG_TRY(with_tail(f, b, logits_from, &t));
+    return t.n_out > 0 ? fg_forward_run(f, &t, logits, NULL) : plan(f, &t, false);
 }
 
 fg_status fg_forward_step_sample(fg_forward *f, const fg_batch *b, int32_t logits_from, int32_t *ids)
 {
-    int32_t n_out = b->n_tokens - logits_from;
-    if (b->n_sample != n_out || !b->sample)
-        return fg_err_set(FG_ERR_INVALID_ARG, "a sampled step needs sampling parameters for its %d logits rows, not %d",
-                          n_out, b->n_sample);
-    FG_TRY(plan(f, b, logits_from, true));
-    return n_out > 0 ? f->be->ops->sample(f->be, &f->logits, n_out, ids) : FG_OK;
+    fg_batch t;
+    FG_TRY(with_tail(f, b, logits_from, &t));
+    return t.n_out > 0 ? fg_forward_run(f, &t, NULL, ids) : plan(f, &t, true);
 }
 
 bool fg_forward_logits_on_host(const fg_forward *f)

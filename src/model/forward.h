@@ -45,6 +45,13 @@ fg_status fg_forward_step(fg_forward *f, const fg_batch *b, int32_t logits_from,
  * receives the sampled tokens; only the ids leave the device. */
 fg_status fg_forward_step_sample(fg_forward *f, const fg_batch *b, int32_t logits_from, int32_t *ids);
 
+/* Runs one batch whose logits rows are b->out_rows (n_out of them,
+ * ascending token indices; any tokens, e.g. the last of each sequence):
+ * their logits go to logits (n_out x n_vocab floats), or, with ids instead,
+ * they are sampled on the backend with b->sample (n_sample = n_out) and
+ * only the ids come back. Exactly one of logits and ids is given. */
+fg_status fg_forward_run(fg_forward *f, const fg_batch *b, float *logits, int32_t *ids);
+
 /* Whether the backend's logits are in host memory anyway (the CPU): its
  * sample op then takes greedy rows only, and a sampler reads the logits. */
 bool fg_forward_logits_on_host(const fg_forward *f);

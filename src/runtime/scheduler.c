@@ -203,7 +203,7 @@ fg_status fg_sched_cancel(fg_sched *s, uint64_t id)
 {
     FG_ASSERT(!s->planned);
     req *r = lookup(s, id);
-    if (!r || r->state == FG_REQ_FINISHED || r->state == FG_REQ_CANCELLED)
+    if (!r || r->state == FG_REQ_FINISHED || r->state == FG_REQ_CANCELLED || r->state == FG_REQ_FAILED)
         return fg_err_set(FG_ERR_NOT_FOUND, "request %llu is not queued or running", (unsigned long long)id);
     if (r->state == FG_REQ_WAITING) wait_remove(s, (int32_t)(r - s->pool));
     else stop_running(s, r);
@@ -222,7 +222,7 @@ fg_status fg_sched_info(const fg_sched *s, uint64_t id, fg_req_info *out)
 void fg_sched_release(fg_sched *s, uint64_t id)
 {
     req *r = lookup(s, id);
-    FG_ASSERT(r && (r->state == FG_REQ_FINISHED || r->state == FG_REQ_CANCELLED));
+    FG_ASSERT(r && (r->state == FG_REQ_FINISHED || r->state == FG_REQ_CANCELLED || r->state == FG_REQ_FAILED));
     free(r->tok);
     *r = (req){0};
 }
@@ -353,5 +353,17 @@ void fg_sched_commit(fg_sched *s, const int32_t *sampled)
             stop_running(s, r);
             r->state = FG_REQ_FINISHED;
         }
+    }
+}
+
+void fg_sched_fail(fg_sched *s)
+{
+    FG_ASSERT(s->planned);
+    s->planned = false;
+    for (int32_t q = 0; q < s->n_planned; q++) {
+        req *r = &s->pool[s->planned_req[q]];
+        r->chunk = 0;
+        stop_running(s, r);
+        r->state = FG_REQ_FAILED;
     }
 }

@@ -48,6 +48,7 @@ typedef enum fg_req_state {
     FG_REQ_DECODING,
     FG_REQ_FINISHED,
     FG_REQ_CANCELLED,
+    FG_REQ_FAILED, /* the step that ran it failed */
 } fg_req_state;
 
 typedef struct fg_req_info {
@@ -91,9 +92,12 @@ fg_status fg_sched_plan(fg_sched *s, fg_sched_batch *b);
 /* The sampled token of each of the plan's logits rows. */
 void fg_sched_commit(fg_sched *s, const int32_t *sampled);
 
+/* The planned step could not run: its requests fail and free their blocks. */
+void fg_sched_fail(fg_sched *s);
+
 fg_status fg_sched_info(const fg_sched *s, uint64_t id, fg_req_info *out);
 
-/* Forgets a finished or cancelled request (its id becomes unknown). */
+/* Forgets a finished, cancelled or failed request (its id becomes unknown). */
 void fg_sched_release(fg_sched *s, uint64_t id);
 
 int32_t fg_sched_n_waiting(const fg_sched *s);

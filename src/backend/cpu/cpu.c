@@ -33,6 +33,8 @@ typedef struct cpu_backend {
     int32_t cap_tokens, cap_tables;
     fg_sample_row *sample; /* the step's sampling rows */
     int32_t n_sample, cap_sample;
+    int32_t *out_rows; /* (cap_tokens) the step's gathered rows */
+    int32_t n_out;
 
     /* KV pool: per layer, n_slots rows of k_row / v_row elements of kv_type
      * (F16 by default, as llama.cpp's cache; F32 on request). */
@@ -164,6 +166,7 @@ static fg_status cpu_step_begin(fg_backend *be, const fg_batch *b)
         FG_TRY(grow_i32(&c->seq, b->n_tokens));
         FG_TRY(grow_i32(&c->slot, b->n_tokens));
         FG_TRY(grow_i32(&c->runs, 3 * b->n_tokens));
+        FG_TRY(grow_i32(&c->out_rows, b->n_tokens));
         c->cap_tokens = b->n_tokens;
     }
     if (b->n_seqs * b->max_blocks > c->cap_tables) {
@@ -181,6 +184,15 @@ static fg_status cpu_step_begin(fg_backend *be, const fg_batch *b)
     memcpy(c->seq, b->seq, n);
     memcpy(c->slot, b->slot, n);
     memcpy(c->block_tables, b->block_tables, (size_t)b->n_seqs * (size_t)b->max_blocks * sizeof(int32_t));
+    if (b->n_out < 0 || b->n_out > b->n_tokens)
+        return fg_err_set(FG_ERR_INVALID_ARG, "cpu backend: %d gathered rows for a step of %d tokens", b->n_out, b->n_tokens);
+    for (int32_t r = 0; r < b->n_out; r++) {
+        if (b->out_rows[r] < 0 || b->out_rows[r] >= b->n_tokens)
+            return fg_err_set(FG_ERR_INVALID_ARG, "cpu backend: gathered row %d is token %d of a step of %d", r,
+                              b->out_rows[r], b->n_tokens);
+    }
+    if (b->n_out > 0) memcpy(c->out_rows, b->out_rows, (size_t)b->n_out * sizeof *c->out_rows);
+    c->n_out = b->n_out;
     if (b->n_sample > c->cap_sample) {
         fg_sample_row *p = realloc(c->sample, (size_t)b->n_sample * sizeof *p);
         if (!p) return fg_err_set(FG_ERR_NOMEM, "cpu backend: out of memory for %d sampling rows", b->n_sample);
@@ -666,6 +678,7 @@ static void cpu_free(fg_backend *be)
     free(c->slot);
     free(c->block_tables);
     free(c->sample);
+    free(c->out_rows);
     free(c->mm_scratch);
     fg_pool_free(c->pool);
     free(c);
@@ -675,6 +688,15 @@ static fg_status cpu_matmul_n(fg_backend *be, int n, const fg_tensor *const *w, 
                               const fg_tensor *x, fg_tensor *const *out)
 {
     for (int i = 0; i < n; i++) FG_TRY(cpu_matmul(be, w[i], bias ? bias[i] : NULL, x, NULL, 0, out[i]));
+    return FG_OK;
+}
+
+static fg_status cpu_gather(fg_backend *be, const fg_tensor *x, fg_tensor *out)
+{
+    cpu_backend *c = cpu(be);
+    FG_ASSERT(out->ne0 == x->ne0 && out->rows >= c->n_out);
+    for (int32_t r = 0; r < c->n_out; r++)
+        memcpy(row_f32(out, r), row_f32(x, c->out_rows[r]), (size_t)x->ne0 * sizeof(float));
     return FG_OK;
 }
 
@@ -698,6 +720,7 @@ static const fg_backend_ops cpu_ops = {
     .rms_norm = cpu_rms_norm,
     .matmul = cpu_matmul,
     .matmul_n = cpu_matmul_n,
+    .gather = cpu_gather,
     .rope = cpu_rope,
     .kv_store = cpu_kv_store,
     .rope_store = cpu_rope_store,

@@ -67,6 +67,8 @@ typedef struct gpu_backend {
     const int32_t *d_ids, *d_pos, *d_seq, *d_slot, *d_tables; /* into d_step */
     const fg_gpu_sample_row *d_sample;                           /* into d_step: n_sample rows */
     int32_t n_sample;
+    const int32_t *d_out_rows; /* into d_step: the gather op's n_out rows */
+    int32_t n_out;
     const int32_t *h_ids;                                        /* into h_step */
 
     /* cuBLAS (CUDA builds): the handle on our stream, and its prefill
@@ -353,7 +355,7 @@ static fg_status gpu_kv_alloc(fg_backend *be, int32_t n_layer, int64_t n_slots, 
     /* The step buffer: four per-token arrays and block tables of up to
      * cap_tokens sequences (a batch has at most one sequence per token). */
     int32_t cap = g->cap_tokens > 0 ? g->cap_tokens : 1;
-    return grow_step(g, (4 + SAMPLE_WORDS) * (int64_t)cap + (int64_t)cap * ((n_slots + block_size - 1) / block_size));
+    return grow_step(g, (5 + SAMPLE_WORDS) * (int64_t)cap + (int64_t)cap * ((n_slots + block_size - 1) / block_size));
 }
 
 /* ---- Graphs ---------------------------------------------------------------------- */
@@ -414,9 +416,16 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
     gpu_backend *g = gpu(be);
     FG_ASSERT(g->k); /* kv_alloc came first */
     int64_t n = b->n_tokens, tables = (int64_t)b->n_seqs * b->max_blocks, n_sample = b->n_sample > 0 ? b->n_sample : 0,
-            need = 4 * n + tables + SAMPLE_WORDS * n_sample;
+            n_out = b->n_out > 0 ? b->n_out : 0, need = 4 * n + tables + SAMPLE_WORDS * n_sample + n_out;
     if (n < 1) return fg_err_set(FG_ERR_INVALID_ARG, "gpu backend: a step needs at least one token");
     FG_TRY(grow_step(g, need));
+    if (n_out > n) return fg_err_set(FG_ERR_INVALID_ARG, "gpu backend: %lld gathered rows for a step of %lld tokens",
+                                     (long long)n_out, (long long)n);
+    for (int64_t r = 0; r < n_out; r++) {
+        if (b->out_rows[r] < 0 || b->out_rows[r] >= n)
+            return fg_err_set(FG_ERR_INVALID_ARG, "gpu backend: gathered row %lld is token %d of a step of %lld",
+                              (long long)r, b->out_rows[r], (long long)n);
+    }
     for (int64_t t = 0; t < n; t++) {
         if (b->slot[t] < 0 || b->slot[t] >= g->n_slots || b->seq[t] < 0 || b->seq[t] >= b->n_seqs || b->pos[t] < 0)
             return fg_err_set(FG_ERR_INVALID_ARG,
@@ -439,6 +448,7 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
         fg_gpu_sample_row row = {sr->temperature, sr->top_k, sr->top_p, sr->min_p, (uint32_t)u, (uint32_t)(u >> 32)};
         memcpy(h + 4 * n + tables + SAMPLE_WORDS * r, &row, sizeof row);
     }
+    if (n_out > 0) memcpy(h + 4 * n + tables + SAMPLE_WORDS * n_sample, b->out_rows, (size_t)n_out * 4);
     GPU_TRY(cudaMemcpyAsync(g->d_step, h, (size_t)need * 4, cudaMemcpyHostToDevice, g->stream));
     GPU_TRY(cudaEventRecord(g->uploaded, g->stream));
     g->upload_pending = true;
@@ -464,6 +474,8 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
     g->d_tables = g->d_step + 4 * n;
     g->d_sample = (const fg_gpu_sample_row *)(g->d_step + 4 * n + tables);
     g->n_sample = (int32_t)n_sample;
+    g->d_out_rows = g->d_step + 4 * n + tables + SAMPLE_WORDS * n_sample;
+    g->n_out = (int32_t)n_out;
     return graph_start(g, (int32_t)n, b->n_seqs, b->max_blocks, b->graph_key);
 }
 
@@ -600,6 +612,18 @@ static fg_status gpu_matmul_n(fg_backend *be, int n, const fg_tensor *const *w, 
                            "matmul");
     if (st == FG_OK) q8_hold(g, x, x->ne0);
     return st;
+}
+
+static fg_status gpu_gather(fg_backend *be, const fg_tensor *x, fg_tensor *out)
+{
+    gpu_backend *g = gpu(be);
+    op_begin(g);
+    wrote(g, out);
+    FG_ASSERT(out->ne0 == x->ne0 && out->rows >= g->n_out);
+    if (g->replay || g->n_out == 0) return FG_OK;
+    return op_done(g, fg_gpu_gather((const float *)x->data, ld(x), x->ne0, g->d_out_rows, g->n_out, (float *)out->data,
+                                    ld(out), g->stream),
+                   "gather");
 }
 
 static fg_status gpu_rope(fg_backend *be, fg_tensor *x, int32_t head_dim, const fg_rope *rp)
@@ -802,6 +826,7 @@ static const fg_backend_ops gpu_ops = {
     /* .rms_norm = */ gpu_rms_norm,
     /* .matmul = */ gpu_matmul,
     /* .matmul_n = */ gpu_matmul_n,
+    /* .gather = */ gpu_gather,
     /* .rope = */ gpu_rope,
     /* .kv_store = */ gpu_kv_store,
     /* .rope_store = */ gpu_rope_store,

@@ -1,7 +1,8 @@
 /*
  * elementwise.cu — SwiGLU: out = silu(g) * u, one thread per element; or,
  * feeding an integer GEMV, the same with each 32 threads quantizing their
- * block as they write it.
+ * block as they write it. Also the row gather (the rows that need logits)
+ * and the read-bandwidth probe.
  */
 #include "backend/gpu/kernels/kernels.h"
 #include "backend/gpu/kernels/q8.cuh"
@@ -66,5 +67,21 @@ __global__ void read_bw_kernel(const float4 *__restrict__ src, int64_t n4, float
 cudaError_t fg_gpu_read_bw(const void *buf, size_t bytes, int n_sm, cudaStream_t s)
 {
     read_bw_kernel<<<(unsigned)(n_sm * 8), 512, 0, s>>>((const float4 *)buf, (int64_t)(bytes / 16), (float *)buf);
+    return cudaGetLastError();
+}
+
+/* Row gather: one block row per gathered row, threads along it. */
+__global__ void gather_kernel(const float *__restrict__ x, int64_t ldx, int64_t ne0, const int32_t *__restrict__ rows,
+                              float *out, int64_t ldo)
+{
+    int64_t r = blockIdx.y, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < ne0) out[r * ldo + i] = x[(int64_t)rows[r] * ldx + i];
+}
+
+cudaError_t fg_gpu_gather(const float *x, int64_t ldx, int64_t ne0, const int32_t *rows, int32_t n, float *out,
+                          int64_t ldo, cudaStream_t s)
+{
+    dim3 grid((unsigned)((ne0 + 255) / 256), (unsigned)n);
+    gather_kernel<<<grid, 256, 0, s>>>(x, ldx, ne0, rows, out, ldo);
     return cudaGetLastError();
 }

@@ -25,6 +25,10 @@ bool fg_gpu_type_ok(int type, int64_t k);
 size_t fg_gpu_weight_row_bytes(int type, int64_t k);
 cudaError_t fg_gpu_regroup(int type, void *w, size_t row_bytes, int64_t rows, int64_t k, cudaStream_t s);
 
+/* out[r] = x[rows[r]] for r < n, rows of ne0 floats. */
+cudaError_t fg_gpu_gather(const float *x, int64_t ldx, int64_t ne0, const int32_t *rows, int32_t n, float *out,
+                          int64_t ldo, cudaStream_t s);
+
 /* out[t] = row ids[t] of table, as F32 (t < n). */
 cudaError_t fg_gpu_embed(int type, const void *table, size_t row_bytes, int64_t ne0, const int32_t *ids, int32_t n,
                          float *out, int64_t ldo, cudaStream_t s);

@@ -1,0 +1,162 @@
+/*
+ * engine.c — the step loop of engine.h: plan (scheduler), run (forward),
+ * sample (backend op or each request's sampler), commit.
+ */
+#include "runtime/engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "model/forward.h"
+
+typedef struct engine_req {
+    uint64_t id; /* 0: unused */
+    fg_sampler *smp;
+} engine_req;
+
+struct fg_engine {
+    fg_forward *f;
+    fg_kvcache *kv;
+    fg_sched *sched;
+    int32_t n_vocab, n_reqs;
+    engine_req *reqs;     /* (n_reqs) each request's sampler */
+    float *logits;        /* (max_running, n_vocab) */
+    fg_sample_row *rows;  /* (max_running) */
+    int32_t *picked;      /* (max_running) */
+};
+
+fg_status fg_engine_init(const fg_model *m, fg_backend *be, const fg_engine_params *p, fg_engine **out)
+{
+    *out = NULL;
+    if (p->kv_tokens < 1 || p->max_seq_tokens < 1 || p->max_running < 1 || p->max_step_tokens < 1 || p->max_waiting < 1)
+        return fg_err_set(FG_ERR_INVALID_ARG, "engine: every size must be positive");
+    fg_engine *e = calloc(1, sizeof *e);
+    if (!e) return fg_err_set(FG_ERR_NOMEM, "engine: out of memory");
+    const int32_t bs = FG_KV_BLOCK_SIZE, n_blocks = (p->kv_tokens + bs - 1) / bs;
+    e->n_vocab = fg_model_n_vocab(m);
+    e->n_reqs = p->max_running + p->max_waiting;
+    fg_sched_params sp = {p->max_step_tokens, p->max_running, p->max_waiting};
+    fg_status st = fg_forward_init(m, be, n_blocks * bs, p->max_step_tokens, FG_TYPE_F16, NULL, NULL, &e->f);
+    if (st == FG_OK) st = fg_kvcache_init(n_blocks, bs, p->max_running, (p->max_seq_tokens + bs - 1) / bs, &e->kv);
+    if (st == FG_OK) st = fg_sched_init(&sp, e->kv, &e->sched);
+    if (st == FG_OK) {
+        e->reqs = calloc((size_t)e->n_reqs, sizeof *e->reqs);
+        e->logits = malloc((size_t)p->max_running * (size_t)e->n_vocab * sizeof *e->logits);
+        e->rows = malloc((size_t)p->max_running * sizeof *e->rows);
+        e->picked = malloc((size_t)p->max_running * sizeof *e->picked);
+        if (!e->reqs || !e->logits || !e->rows || !e->picked) st = fg_err_set(FG_ERR_NOMEM, "engine: out of memory");
+    }
+    if (st != FG_OK) {
+        fg_engine_free(e);
+        return st;
+    }
+    *out = e;
+    return FG_OK;
+}
+
+void fg_engine_free(fg_engine *e)
+{
+    if (!e) return;
+    for (int32_t i = 0; e->reqs && i < e->n_reqs; i++) fg_sampler_free(e->reqs[i].smp);
+    free(e->reqs), free(e->logits), free(e->rows), free(e->picked);
+    fg_sched_free(e->sched);
+    fg_kvcache_free(e->kv);
+    fg_forward_free(e->f);
+    free(e);
+}
+
+static engine_req *find(const fg_engine *e, uint64_t id)
+{
+    for (int32_t i = 0; i < e->n_reqs; i++)
+        if (e->reqs[i].id == id) return &e->reqs[i];
+    return NULL;
+}
+
+fg_status fg_engine_submit(fg_engine *e, const int32_t *prompt, int32_t n, int32_t max_new, int32_t eos,
+                           const fg_sampler_params *sp, uint64_t *id)
+{
+    for (int32_t i = 0; i < n; i++)
+        if (prompt[i] < 0 || prompt[i] >= e->n_vocab)
+            return fg_err_set(FG_ERR_INVALID_ARG, "prompt token %d is %d, outside the vocabulary of %d", i, prompt[i],
+                              e->n_vocab);
+    engine_req *r = find(e, 0);
+    if (!r) return fg_err_set(FG_ERR_FULL, "engine: every request slot is taken");
+    fg_sampler *smp;
+    FG_TRY(fg_sampler_init(sp, e->n_vocab, &smp));
+    fg_status st = fg_sched_submit(e->sched, prompt, n, max_new, eos, id);
+    if (st != FG_OK) {
+        fg_sampler_free(smp);
+        return st;
+    }
+    for (int32_t i = 0; i < n; i++) fg_sampler_accept(smp, prompt[i]);
+    *r = (engine_req){*id, smp};
+    return FG_OK;
+}
+
+fg_status fg_engine_step(fg_engine *e, int32_t *n_tokens)
+{
+    fg_sched_batch sb;
+    FG_TRY(fg_sched_plan(e->sched, &sb));
+    *n_tokens = sb.n_tokens;
+    if (sb.n_tokens == 0) {
+        fg_sched_commit(e->sched, NULL);
+        return FG_OK;
+    }
+    fg_batch b = {sb.n_tokens, sb.ids, sb.pos, sb.seq, sb.slot, sb.n_seqs, sb.max_blocks, sb.block_tables, 0,
+                  0, NULL, sb.n_logits, sb.logits_token};
+    /* On the backend if every row can be: no penalties, and greedy or
+     * logits that would have to be copied to the host. */
+    bool on_backend = sb.n_logits > 0;
+    for (int32_t r = 0; r < sb.n_logits && on_backend; r++) {
+        fg_sampler *smp = find(e, sb.logits_req[r])->smp;
+        on_backend = !fg_sampler_has_penalties(smp) &&
+                     (fg_sampler_is_greedy(smp) || !fg_forward_logits_on_host(e->f));
+    }
+    fg_status st;
+    if (on_backend) {
+        for (int32_t r = 0; r < sb.n_logits; r++) fg_sampler_next_row(find(e, sb.logits_req[r])->smp, &e->rows[r]);
+        b.n_sample = sb.n_logits;
+        b.sample = e->rows;
+        st = fg_forward_run(e->f, &b, NULL, e->picked);
+    } else if (sb.n_logits > 0) {
+        st = fg_forward_run(e->f, &b, e->logits, NULL);
+        for (int32_t r = 0; r < sb.n_logits && st == FG_OK; r++)
+            st = fg_sampler_sample(find(e, sb.logits_req[r])->smp, e->logits + (size_t)r * (size_t)e->n_vocab,
+                                   &e->picked[r]);
+    } else {
+        st = fg_forward_run(e->f, &b, e->logits, NULL); /* prefill chunks only: no logits */
+    }
+    if (st != FG_OK) {
+        fg_sched_fail(e->sched); /* its requests fail and free their blocks */
+        return st;
+    }
+    for (int32_t r = 0; r < sb.n_logits; r++) fg_sampler_accept(find(e, sb.logits_req[r])->smp, e->picked[r]);
+    fg_sched_commit(e->sched, e->picked);
+    return FG_OK;
+}
+
+fg_status fg_engine_info(const fg_engine *e, uint64_t id, fg_req_info *out)
+{
+    return fg_sched_info(e->sched, id, out);
+}
+
+fg_status fg_engine_cancel(fg_engine *e, uint64_t id)
+{
+    return fg_sched_cancel(e->sched, id);
+}
+
+void fg_engine_release(fg_engine *e, uint64_t id)
+{
+    fg_sched_release(e->sched, id);
+    engine_req *r = find(e, id);
+    if (r) {
+        fg_sampler_free(r->smp);
+        *r = (engine_req){0};
+    }
+}
+
+void fg_engine_kv_usage(const fg_engine *e, fg_kvcache_usage *u)
+{
+    fg_kvcache_usage_get(e->kv, u);
+}
