@@ -84,14 +84,20 @@ static void check_output(const expect *e, const fg_req_info *info, const int32_t
     cr_assert_eq(info->n_gen, g < e->max_new ? g + 1 : e->max_new);
 }
 
+/* A cache of n_blocks (max_bps a sequence) and a scheduler over it. */
+static void open_sched(int32_t n_blocks, int32_t max_bps, const fg_sched_params *p, fg_kvcache **kv, fg_sched **s)
+{
+    cr_assert_eq(fg_kvcache_init(n_blocks, BS, p->max_running, max_bps, kv), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_sched_init(p, *kv, s), FG_OK, "%s", fg_last_error());
+}
+
 static void workload(int32_t n_req, int32_t n_blocks, const fg_sched_params *p, uint64_t seed)
 {
     rng = seed;
-    fg_kvcache *kv;
     enum { MAXB = 24 };
-    cr_assert_eq(fg_kvcache_init(n_blocks, BS, p->max_running, MAXB, &kv), FG_OK);
+    fg_kvcache *kv;
     fg_sched *s;
-    cr_assert_eq(fg_sched_init(p, kv, &s), FG_OK, "%s", fg_last_error());
+    open_sched(n_blocks, MAXB, p, &kv, &s);
     expect *ex = calloc((size_t)n_req, sizeof *ex);
     int32_t **prompts = calloc((size_t)n_req, sizeof *prompts);
     int32_t *sampled = malloc((size_t)p->max_running * sizeof *sampled);
@@ -177,10 +183,9 @@ Test(scheduler, tight_pool_and_budget)
 Test(scheduler, preempted_requests_resume_with_the_same_tokens)
 {
     fg_kvcache *kv;
-    cr_assert_eq(fg_kvcache_init(12, BS, 4, 12, &kv), FG_OK);
-    fg_sched_params p = {40, 4, 8};
     fg_sched *s;
-    cr_assert_eq(fg_sched_init(&p, kv, &s), FG_OK);
+    fg_sched_params p = {40, 4, 8};
+    open_sched(12, 12, &p, &kv, &s);
     int32_t prompts[4][100];
     uint64_t id[4];
     expect ex[4];
@@ -217,10 +222,9 @@ Test(scheduler, preempted_requests_resume_with_the_same_tokens)
 Test(scheduler, prefix_reuse_queue_bound_and_cancel)
 {
     fg_kvcache *kv;
-    cr_assert_eq(fg_kvcache_init(256, BS, 4, 80, &kv), FG_OK);
-    fg_sched_params p = {512, 4, 2};
     fg_sched *s;
-    cr_assert_eq(fg_sched_init(&p, kv, &s), FG_OK);
+    fg_sched_params p = {512, 4, 2};
+    open_sched(256, 80, &p, &kv, &s);
     int32_t prompt[1010], sampled[4], seen[256 * BS];
     for (int i = 0; i < 1010; i++) prompt[i] = (i * 37) % 3000;
     uint64_t a, b;
