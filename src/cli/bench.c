@@ -24,9 +24,10 @@
 #include "base/err.h"
 #include "cli/cli.h"
 #include "gguf/gguf.h"
+#include "runtime/engine.h"
 #include "runtime/generate.h"
 
-enum { OPT_MEASURE_BW = OPT_CMD_FIRST };
+enum { OPT_MEASURE_BW = OPT_CMD_FIRST, OPT_PARALLEL };
 
 static void help(void)
 {
@@ -37,9 +38,143 @@ static void help(void)
            "  -r, --repetitions N    timed repetitions of each (default 5)\n"
            "  -o, --output FORMAT    text (default) or json\n"
            "      --measure-bw       measure the GPU's read bandwidth and report tg as a share of\n"
-           "                         the floor: weight bytes read per token over that bandwidth\n");
+           "                         the floor: weight bytes read per token over that bandwidth\n"
+           "      --parallel N       serve N streams at once through the engine (continuous batching\n"
+           "                         over the paged KV cache), each a -p token prompt and -n generated\n"
+           "                         tokens, like llama.cpp's batched-bench: prefill, decode and total\n"
+           "                         tokens/s\n");
     fg_cli_engine_help();
     printf("  -h, --help             show this help\n");
+}
+
+static void stats(const double *tps, int r, double *mean, double *sd)
+{
+    double m = 0, v = 0;
+    for (int i = 0; i < r; i++) m += tps[i];
+    m /= r;
+    for (int i = 0; i < r; i++) v += (tps[i] - m) * (tps[i] - m);
+    *mean = m;
+    *sd = r > 1 ? sqrt(v / (r - 1)) : 0.0;
+}
+
+/* ---- --parallel ------------------------------------------------------------ */
+
+typedef struct par_result {
+    double pp_ms, tg_ms; /* until every stream has its first token; the rest */
+} par_result;
+
+/* One batched run: n_par streams of n_prompt random ids each, n_gen greedy
+ * tokens each, submitted at once; prompts differ from run to run, so no
+ * run reuses another's cached prefixes. */
+static fg_status run_parallel(fg_engine *e, int32_t n_par, int32_t n_prompt, int32_t n_gen, int32_t n_vocab,
+                              uint64_t *rng, par_result *res)
+{
+    fg_sampler_params sp = fg_sampler_defaults();
+    sp.temperature = 0.0f;
+    sp.seed = 1;
+    uint64_t *ids = calloc((size_t)n_par, sizeof *ids);
+    int32_t *prompt = malloc((size_t)n_prompt * sizeof *prompt);
+    if (!ids || !prompt) {
+        free(ids), free(prompt);
+        return fg_err_set(FG_ERR_NOMEM, "out of memory");
+    }
+    fg_status st = FG_OK;
+    double t0 = fg_now_ms(), t_first = -1;
+    int32_t submitted = 0;
+    for (; st == FG_OK && submitted < n_par; submitted++) {
+        for (int32_t i = 0; i < n_prompt; i++) {
+            *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+            prompt[i] = (int32_t)((*rng >> 33) % (uint64_t)n_vocab);
+        }
+        st = fg_engine_submit(e, prompt, n_prompt, n_gen, -1, &sp, &ids[submitted]);
+    }
+    for (int32_t done = 0; st == FG_OK && done < n_par;) {
+        int32_t t;
+        st = fg_engine_step(e, &t);
+        int32_t started = 0;
+        done = 0;
+        for (int32_t i = 0; st == FG_OK && i < n_par; i++) {
+            fg_req_info info;
+            st = fg_engine_info(e, ids[i], &info);
+            started += info.n_gen > 0;
+            done += info.state == FG_REQ_FINISHED;
+        }
+        if (t_first < 0 && started == n_par) t_first = fg_now_ms();
+        if (st == FG_OK && t == 0 && done < n_par) st = fg_err_set(FG_ERR_FULL, "the engine stalled with %d of %d streams done", done, n_par);
+    }
+    double t1 = fg_now_ms();
+    for (int32_t i = 0; i < submitted; i++) {
+        fg_req_info info;
+        if (fg_engine_info(e, ids[i], &info) == FG_OK && info.state != FG_REQ_FINISHED) fg_engine_cancel(e, ids[i]);
+        if (fg_engine_info(e, ids[i], &info) == FG_OK) fg_engine_release(e, ids[i]);
+    }
+    res->pp_ms = t_first - t0;
+    res->tg_ms = t1 - t_first;
+    free(ids), free(prompt);
+    return st;
+}
+
+static int bench_parallel(fg_cli_engine_opts *eo, int32_t n_par, int32_t n_prompt, int32_t n_gen, int reps, bool json)
+{
+    eo->model_only = true;
+    fg_cli_engine ce;
+    fg_status st = fg_cli_engine_load(eo, &ce);
+    if (st != FG_OK) return fg_cli_fail(st);
+    /* Every stream's KV at once; a step budget of 512 tokens (at least one
+     * decode per stream). */
+    int32_t step = n_par > 512 ? n_par : 512;
+    fg_engine_params p = {n_par * (n_prompt + n_gen + FG_KV_BLOCK_SIZE), n_prompt + n_gen + FG_KV_BLOCK_SIZE, n_par, step,
+                          n_par};
+    fg_engine *e = NULL;
+    st = fg_engine_init(ce.model, ce.be, &p, &e);
+    int32_t n_vocab = fg_model_n_vocab(ce.model);
+    uint64_t rng = 0x2545f4914f6cdd1dull;
+    par_result warm, *r = calloc((size_t)reps, sizeof *r);
+    if (st == FG_OK && !r) st = fg_err_set(FG_ERR_NOMEM, "out of memory");
+    if (st == FG_OK) st = run_parallel(e, n_par, n_prompt < 16 ? n_prompt : 16, n_gen < 4 ? n_gen : 4, n_vocab, &rng, &warm);
+    for (int i = 0; st == FG_OK && i < reps; i++) st = run_parallel(e, n_par, n_prompt, n_gen, n_vocab, &rng, &r[i]);
+    int rc = 0;
+    if (st != FG_OK) {
+        rc = fg_cli_fail(st);
+    } else {
+        double pp[1000], tg[1000], tot[1000], pm, ps, gm, gs, tm, ts;
+        for (int i = 0; i < reps; i++) {
+            pp[i] = (double)n_par * n_prompt / (r[i].pp_ms / 1e3);
+            tg[i] = (double)n_par * (n_gen - 1) / (r[i].tg_ms / 1e3);
+            tot[i] = (double)n_par * (n_prompt + n_gen) / ((r[i].pp_ms + r[i].tg_ms) / 1e3);
+        }
+        stats(pp, reps, &pm, &ps);
+        stats(tg, reps, &gm, &gs);
+        stats(tot, reps, &tm, &ts);
+        const char *model = eo->model ? eo->model : fg_cli_default_model();
+        const char *dev = strcmp(ce.be->ops->name, "gpu") == 0 ? fg_backend_gpu_describe(ce.be) : "cpu";
+        if (json) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "model", model);
+            cJSON_AddStringToObject(o, "device", dev);
+            cJSON_AddNumberToObject(o, "parallel", n_par);
+            cJSON_AddNumberToObject(o, "n_prompt", n_prompt);
+            cJSON_AddNumberToObject(o, "n_gen", n_gen);
+            cJSON_AddNumberToObject(o, "repetitions", reps);
+            cJSON_AddNumberToObject(o, "pp_tps_mean", pm);
+            cJSON_AddNumberToObject(o, "tg_tps_mean", gm);
+            cJSON_AddNumberToObject(o, "total_tps_mean", tm);
+            cJSON_AddNumberToObject(o, "tg_tps_sd", gs);
+            char *out = cJSON_PrintUnformatted(o);
+            if (out) printf("%s\n", out);
+            free(out);
+            cJSON_Delete(o);
+        } else {
+            printf("model: %s\ndevice: %s\n", model, dev);
+            printf("| streams | pp | tg | prefill t/s | decode t/s | total t/s |\n|---|---|---|---|---|---|\n");
+            printf("| %d | %d | %d | %.1f ± %.1f | %.1f ± %.1f | %.1f ± %.1f |\n", n_par, n_prompt, n_gen, pm, ps, gm, gs,
+                   tm, ts);
+        }
+    }
+    free(r);
+    fg_engine_free(e);
+    fg_cli_engine_free(&ce);
+    return rc;
 }
 
 /* One pp run: n random ids from an empty context; returns ms. */
@@ -68,15 +203,6 @@ static fg_status run_tg(fg_session *s, int n, double *ms)
     return FG_OK;
 }
 
-static void stats(const double *tps, int r, double *mean, double *sd)
-{
-    double m = 0, v = 0;
-    for (int i = 0; i < r; i++) m += tps[i];
-    m /= r;
-    for (int i = 0; i < r; i++) v += (tps[i] - m) * (tps[i] - m);
-    *mean = m;
-    *sd = r > 1 ? sqrt(v / (r - 1)) : 0.0;
-}
 
 int fg_cli_bench(int argc, char **argv)
 {
@@ -87,11 +213,12 @@ int fg_cli_bench(int argc, char **argv)
         {"repetitions", required_argument, 0, 'r'},
         {"output", required_argument, 0, 'o'},
         {"measure-bw", no_argument, 0, OPT_MEASURE_BW},
+        {"parallel", required_argument, 0, OPT_PARALLEL},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     fg_cli_engine_opts eo = {0};
-    int32_t n_prompt = 512, n_gen = 128, reps = 5;
+    int32_t n_prompt = 512, n_gen = 128, reps = 5, n_par = 0;
     bool json = false, measure_bw = false;
     int c;
     optind = 1;
@@ -110,12 +237,20 @@ int fg_cli_bench(int argc, char **argv)
             else if (strcmp(optarg, "text") != 0) return fg_cli_usage_error("bench", "-o must be text or json, not '%s'", optarg);
             break;
         case OPT_MEASURE_BW: measure_bw = true; break;
+        case OPT_PARALLEL: if (fg_cli_parse_int("bench", "--parallel", optarg, 1, 4096, &n_par)) return 2; break;
         case 'h': help(); return 0;
         default: return fg_cli_usage_error("bench", "unknown option");
         }
     }
     if (optind < argc) return fg_cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
     if (n_prompt == 0 && n_gen == 0) return fg_cli_usage_error("bench", "-p and -n are both 0: nothing to measure");
+    if (n_par > 0) {
+        if (n_prompt < 1 || n_gen < 2)
+            return fg_cli_usage_error("bench", "--parallel needs -p of at least 1 and -n of at least 2");
+        if (measure_bw) return fg_cli_usage_error("bench", "--measure-bw measures single-stream decoding; drop --parallel");
+        if (reps > 1000) reps = 1000;
+        return bench_parallel(&eo, n_par, n_prompt, n_gen, reps, json);
+    }
     /* The context must hold the longer of the two runs. */
     if (eo.n_ctx == 0) eo.n_ctx = (n_prompt > n_gen ? n_prompt : n_gen) + 16;
     if (eo.n_ctx < n_prompt || eo.n_ctx < n_gen)

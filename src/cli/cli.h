@@ -55,6 +55,7 @@ typedef struct fg_cli_engine_opts {
     bool kv_f32;         /* KV cache in F32 instead of F16 */
     const char *device;  /* NULL: auto */
     bool reference;      /* exact CPU arithmetic (tests) */
+    bool model_only;     /* load the model and open the backend, but no forward context or session */
 } fg_cli_engine_opts;
 
 /* ---- Sampling and stopping options (sampling.c) ----------------------------- */

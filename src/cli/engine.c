@@ -97,6 +97,7 @@ fg_status fg_cli_engine_load(const fg_cli_engine_opts *o, fg_cli_engine *e)
     }
     st = use_gpu ? fg_backend_gpu_init(0, &e->be) : fg_backend_cpu_init(o->n_threads, o->reference, &e->be);
     if (st == FG_OK && use_gpu) fprintf(stderr, "forge: GPU: %s\n", fg_backend_gpu_describe(e->be));
+    if (st == FG_OK && o->model_only) return FG_OK;
     if (st != FG_OK ||
         (st = fg_forward_init(e->model, e->be, n_ctx, n_batch, o->kv_f32 ? FG_TYPE_F32 : FG_TYPE_F16, load_progress,
                               &bar, &e->fwd)) != FG_OK ||

@@ -182,6 +182,21 @@ fi
 run bench -p 0 -n 0
 [ $rc -eq 2 ] && grep -q "nothing to measure" "$tmp/err" && ok "forge bench with nothing to measure is a usage error" ||
     bad "bench -p 0 -n 0" "rc=$rc $err"
+# Batched serving through the engine, on a committed synthetic model.
+run bench -m tests/data/llama-synth/gqa-q4_0.gguf --device cpu --parallel 6 -p 24 -n 8 -r 2 -o json
+if [ $rc -eq 0 ] && "$PY" -c "
+import json, sys
+b = json.loads(sys.stdin.read())
+assert b['parallel'] == 6 and b['n_prompt'] == 24 and b['n_gen'] == 8 and b['repetitions'] == 2
+assert b['pp_tps_mean'] > 0 and b['tg_tps_mean'] > 0 and b['total_tps_mean'] > 0
+" <<<"$out"; then
+    ok "forge bench --parallel 6 -o json reports prefill, decode and total throughput"
+else
+    bad "forge bench --parallel" "rc=$rc $out $err"
+fi
+run bench --parallel 4 -p 8 -n 1
+[ $rc -eq 2 ] && grep -q "at least 2" "$tmp/err" && ok "forge bench --parallel with -n 1 is a usage error" ||
+    bad "bench --parallel -n 1" "rc=$rc $err"
 run run -p "x" --top-p 0
 [ $rc -eq 2 ] && grep -q "top_p 0 is out of range" "$tmp/err" && ok "an out-of-range sampling parameter is a usage error" ||
     bad "--top-p 0" "rc=$rc $err"
