@@ -175,13 +175,17 @@ template <int TYPE> constexpr bool has_mmvq()
     return TYPE == FG_DQ_Q4_0 || TYPE == FG_DQ_Q4_1 || TYPE == FG_DQ_Q8_0 || TYPE == FG_DQ_Q4_K;
 }
 
+/* One row a warp for one token (decode: as many warps as rows); two rows a
+ * warp for several, so each activation load serves two rows (four measured
+ * slower: 160+ registers a thread). */
 template <int TYPE, int NT> struct mmvq_launch {
+    enum { R = NT == 1 ? 1 : 2 };
     static void run(const fg_mmvq_parts &p, int64_t K, const int8_t *xq, const float2 *xs, int32_t nt, int warp,
                     cudaStream_t s)
     {
-        int64_t rows = p.first[p.n], per_block = FG_MMVQ_THREADS / warp;
-        fg_mmvq_kernel<TYPE, NT><<<(unsigned)((rows + per_block - 1) / per_block), FG_MMVQ_THREADS, 0, s>>>(p, K, xq, xs,
-                                                                                                        nt);
+        int64_t rows = p.first[p.n], per_block = FG_MMVQ_THREADS / warp * R;
+        fg_mmvq_kernel<TYPE, NT, R><<<(unsigned)((rows + per_block - 1) / per_block), FG_MMVQ_THREADS, 0, s>>>(
+            p, K, xq, xs, nt);
     }
 };
 

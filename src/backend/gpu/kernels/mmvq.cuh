@@ -206,38 +206,62 @@ struct fg_mmvq_parts {
 
 enum { FG_MMVQ_THREADS = 128 };
 
-template <int TYPE, int NT>
+/* R rows per warp: with several tokens, the activations a lane loads for a
+ * unit serve R rows, not one (the loads are the same addresses through
+ * __restrict__ pointers, so the compiler issues them once). Rows past the
+ * last compute on the last and store nothing. */
+template <int TYPE, int NT, int R>
 __global__ void __launch_bounds__(FG_MMVQ_THREADS) fg_mmvq_kernel(const fg_mmvq_parts parts, int64_t K,
                                                                   const int8_t *__restrict__ xq,
                                                                   const float2 *__restrict__ xs, int32_t T)
 {
     int lane = threadIdx.x % FG_WARP;
-    int64_t r = (int64_t)blockIdx.x * (FG_MMVQ_THREADS / FG_WARP) + threadIdx.x / FG_WARP;
-    if (r >= parts.first[parts.n]) return; /* a whole warp */
-    int pi = 0;
-    while (pi + 1 < parts.n && r >= parts.first[pi + 1]) pi++;
-    const fg_mmvq_part &P = parts.p[pi];
-    int64_t n = r - parts.first[pi];
-    const uint8_t *row = P.w + (size_t)n * P.row_bytes;
-    const int n_units = (int)(K / fg_q<TYPE>::UNIT), nb = (int)(K / 32);
-
-    float acc[NT];
+    int64_t r0 = ((int64_t)blockIdx.x * (FG_MMVQ_THREADS / FG_WARP) + threadIdx.x / FG_WARP) * R,
+            total = parts.first[parts.n];
+    if (r0 >= total) return; /* a whole warp */
+    const uint8_t *row[R];
+    int pi[R];
+    int64_t n[R];
 #pragma unroll
-    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
-#pragma unroll 4
+    for (int i = 0; i < R; i++) {
+        int64_t r = r0 + i < total ? r0 + i : total - 1;
+        int k = 0;
+        while (k + 1 < parts.n && r >= parts.first[k + 1]) k++;
+        pi[i] = k;
+        n[i] = r - parts.first[k];
+        row[i] = parts.p[k].w + (size_t)n[i] * parts.p[k].row_bytes;
+    }
+    const int n_units = (int)(K / fg_q<TYPE>::UNIT), nb = (int)(K / 32);
+    enum { UNROLL = R == 1 ? 4 : 2 };
+
+    float acc[R][NT];
+#pragma unroll
+    for (int i = 0; i < R; i++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[i][t] = 0.0f;
+#pragma unroll UNROLL
     for (int u = lane; u < n_units; u += FG_WARP) {
-        typename fg_q<TYPE>::w_t wu = fg_q<TYPE>::load(row, u);
+        typename fg_q<TYPE>::w_t wu[R];
+#pragma unroll
+        for (int i = 0; i < R; i++) wu[i] = fg_q<TYPE>::load(row[i], u);
 #pragma unroll
         for (int t = 0; t < NT; t++)
-            if (t < T) acc[t] += fg_q<TYPE>::dot(wu, xq + t * K, xs + t * nb, u);
+            if (t < T)
+#pragma unroll
+                for (int i = 0; i < R; i++) acc[i][t] += fg_q<TYPE>::dot(wu[i], xq + t * K, xs + t * nb, u);
     }
 #pragma unroll
-    for (int t = 0; t < NT; t++) {
-        float s = fg_warp_sum(acc[t]);
-        if (lane == t && t < T) {
-            if (P.bias) s += P.bias[n];
-            if (P.add) s += P.add[t * P.ldadd + n];
-            P.y[t * P.ldy + n] = s;
+    for (int i = 0; i < R; i++) {
+        const fg_mmvq_part &P = parts.p[pi[i]];
+        bool live = r0 + i < total;
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            float s = fg_warp_sum(acc[i][t]);
+            if (live && lane == t && t < T) {
+                if (P.bias) s += P.bias[n[i]];
+                if (P.add) s += P.add[t * P.ldadd + n[i]];
+                P.y[t * P.ldy + n[i]] = s;
+            }
         }
     }
 }
