@@ -27,7 +27,7 @@
 #include "runtime/engine.h"
 #include "runtime/generate.h"
 
-enum { OPT_MEASURE_BW = OPT_CMD_FIRST, OPT_PARALLEL };
+enum { OPT_MEASURE_BW = OPT_CMD_FIRST, OPT_PARALLEL, OPT_PREFIX_REUSE };
 
 static void help(void)
 {
@@ -42,7 +42,9 @@ static void help(void)
            "      --parallel N       serve N streams at once through the engine (continuous batching\n"
            "                         over the paged KV cache), each a -p token prompt and -n generated\n"
            "                         tokens, like llama.cpp's batched-bench: prefill, decode and total\n"
-           "                         tokens/s\n");
+           "                         tokens/s\n"
+           "      --prefix-reuse     prefix caching: a -p token prompt, then the same prompt with 16 more\n"
+           "                         tokens; the second's time to first token and the tokens it reused\n");
     fg_cli_engine_help();
     printf("  -h, --help             show this help\n");
 }
@@ -177,6 +179,80 @@ static int bench_parallel(fg_cli_engine_opts *eo, int32_t n_par, int32_t n_promp
     return rc;
 }
 
+/* ---- --prefix-reuse ---------------------------------------------------------- */
+
+/* Runs one request of n prompt tokens to its first token: ms, and the
+ * prompt tokens found in the prefix cache. */
+static fg_status first_token(fg_engine *e, const int32_t *prompt, int32_t n, double *ms, int32_t *cached)
+{
+    fg_sampler_params sp = fg_sampler_defaults();
+    sp.temperature = 0.0f;
+    sp.seed = 1;
+    uint64_t id;
+    double t0 = fg_now_ms();
+    FG_TRY(fg_engine_submit(e, prompt, n, 1, -1, &sp, &id));
+    fg_req_info info = {0};
+    fg_status st = FG_OK;
+    while (st == FG_OK && info.state != FG_REQ_FINISHED) {
+        int32_t t;
+        if ((st = fg_engine_step(e, &t)) == FG_OK) st = fg_engine_info(e, id, &info);
+    }
+    *ms = fg_now_ms() - t0;
+    *cached = info.n_cached;
+    if (st == FG_OK) fg_engine_release(e, id);
+    return st;
+}
+
+static int bench_prefix(fg_cli_engine_opts *eo, int32_t n_prompt, bool json)
+{
+    eo->model_only = true;
+    fg_cli_engine ce;
+    fg_status st = fg_cli_engine_load(eo, &ce);
+    if (st != FG_OK) return fg_cli_fail(st);
+    int32_t n2 = n_prompt + 16;
+    fg_engine_params p = {2 * (n2 + FG_KV_BLOCK_SIZE), n2 + FG_KV_BLOCK_SIZE, 2, 512, 2};
+    fg_engine *e = NULL;
+    st = fg_engine_init(ce.model, ce.be, &p, &e);
+    int32_t *prompt = malloc((size_t)n2 * sizeof *prompt), n_vocab = fg_model_n_vocab(ce.model), c_warm, c1, c2;
+    double t_warm, t1, t2;
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    if (st == FG_OK && !prompt) st = fg_err_set(FG_ERR_NOMEM, "out of memory");
+    for (int32_t i = 0; st == FG_OK && i < n2; i++) {
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        prompt[i] = (int32_t)((rng >> 33) % (uint64_t)n_vocab);
+    }
+    /* A warm-up on other tokens, then the prompt, then prompt + 16. */
+    if (st == FG_OK) st = first_token(e, prompt + 16, n_prompt < 64 ? n_prompt : 64, &t_warm, &c_warm);
+    if (st == FG_OK) st = first_token(e, prompt, n_prompt, &t1, &c1);
+    if (st == FG_OK) st = first_token(e, prompt, n2, &t2, &c2);
+    int rc = 0;
+    if (st != FG_OK) {
+        rc = fg_cli_fail(st);
+    } else if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "n_prompt", n_prompt);
+        cJSON_AddNumberToObject(o, "first_ms", t1);
+        cJSON_AddNumberToObject(o, "first_cached", c1);
+        cJSON_AddNumberToObject(o, "second_prompt", n2);
+        cJSON_AddNumberToObject(o, "second_ms", t2);
+        cJSON_AddNumberToObject(o, "second_cached", c2);
+        cJSON_AddNumberToObject(o, "block_size", FG_KV_BLOCK_SIZE);
+        char *out = cJSON_PrintUnformatted(o);
+        if (out) printf("%s\n", out);
+        free(out);
+        cJSON_Delete(o);
+    } else {
+        printf("| request | prompt tokens | reused from the cache (blocks) | computed | time to first token |\n"
+               "|---|---|---|---|---|\n");
+        printf("| first | %d | %d (%d) | %d | %.1f ms |\n", n_prompt, c1, c1 / FG_KV_BLOCK_SIZE, n_prompt - c1, t1);
+        printf("| same + 16 | %d | %d (%d) | %d | %.1f ms |\n", n2, c2, c2 / FG_KV_BLOCK_SIZE, n2 - c2, t2);
+    }
+    free(prompt);
+    fg_engine_free(e);
+    fg_cli_engine_free(&ce);
+    return rc;
+}
+
 /* One pp run: n random ids from an empty context; returns ms. */
 static fg_status run_pp(fg_session *s, int32_t *ids, int n, int32_t n_vocab, uint64_t *rng, double *ms)
 {
@@ -214,12 +290,13 @@ int fg_cli_bench(int argc, char **argv)
         {"output", required_argument, 0, 'o'},
         {"measure-bw", no_argument, 0, OPT_MEASURE_BW},
         {"parallel", required_argument, 0, OPT_PARALLEL},
+        {"prefix-reuse", no_argument, 0, OPT_PREFIX_REUSE},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     fg_cli_engine_opts eo = {0};
     int32_t n_prompt = 512, n_gen = 128, reps = 5, n_par = 0;
-    bool json = false, measure_bw = false;
+    bool json = false, measure_bw = false, prefix_reuse = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, FG_CLI_ENGINE_SHORT "p:n:r:o:h", opts, NULL)) != -1) {
@@ -238,12 +315,18 @@ int fg_cli_bench(int argc, char **argv)
             break;
         case OPT_MEASURE_BW: measure_bw = true; break;
         case OPT_PARALLEL: if (fg_cli_parse_int("bench", "--parallel", optarg, 1, 4096, &n_par)) return 2; break;
+        case OPT_PREFIX_REUSE: prefix_reuse = true; break;
         case 'h': help(); return 0;
         default: return fg_cli_usage_error("bench", "unknown option");
         }
     }
     if (optind < argc) return fg_cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
     if (n_prompt == 0 && n_gen == 0) return fg_cli_usage_error("bench", "-p and -n are both 0: nothing to measure");
+    if (prefix_reuse) {
+        if (n_par > 0 || measure_bw) return fg_cli_usage_error("bench", "--prefix-reuse runs alone");
+        if (n_prompt < 1) return fg_cli_usage_error("bench", "--prefix-reuse needs -p of at least 1");
+        return bench_prefix(&eo, n_prompt, json);
+    }
     if (n_par > 0) {
         if (n_prompt < 1 || n_gen < 2)
             return fg_cli_usage_error("bench", "--parallel needs -p of at least 1 and -n of at least 2");

@@ -194,6 +194,17 @@ assert b['pp_tps_mean'] > 0 and b['tg_tps_mean'] > 0 and b['total_tps_mean'] > 0
 else
     bad "forge bench --parallel" "rc=$rc $out $err"
 fi
+run bench -m tests/data/llama-synth/gqa-q4_0.gguf --device cpu --prefix-reuse -p 200 -o json
+if [ $rc -eq 0 ] && "$PY" -c "
+import json, sys
+b = json.loads(sys.stdin.read())
+assert b['first_cached'] == 0 and b['second_cached'] == 192 and b['second_prompt'] == 216
+assert b['first_ms'] > 0 and b['second_ms'] > 0
+" <<<"$out"; then
+    ok "forge bench --prefix-reuse: the second request reuses the first's 12 full blocks"
+else
+    bad "forge bench --prefix-reuse" "rc=$rc $out $err"
+fi
 run bench --parallel 4 -p 8 -n 1
 [ $rc -eq 2 ] && grep -q "at least 2" "$tmp/err" && ok "forge bench --parallel with -n 1 is a usage error" ||
     bad "bench --parallel -n 1" "rc=$rc $err"
