@@ -12,6 +12,7 @@
  */
 #if !defined(FG_GPU_HIP)
 #include <cublas_v2.h>
+#include <stdlib.h>
 
 #include "backend/gpu/kernels/dequant.cuh"
 #include "backend/gpu/kernels/kernels.h"
@@ -65,11 +66,21 @@ size_t fg_gpu_blas_scratch(int64_t max_k, int32_t max_t)
     return (size_t)(FG_GPU_BLAS_SLAB + (int64_t)max_t * max_k) * sizeof(__half);
 }
 
+/* The handle and the workspace cuBLAS would otherwise allocate itself on a
+ * first GEMM, during serving: it is given one at load (32 MiB, what NVIDIA
+ * recommends for Hopper). */
+typedef struct blas_ctx {
+    cublasHandle_t h;
+    void *ws;
+} blas_ctx;
+
+enum { BLAS_WORKSPACE = 32 << 20 };
+
 cudaError_t fg_gpu_matmul_blas(void *handle, int type, const void *w, size_t row_bytes, int64_t N, int64_t K,
                                const float *x, int64_t ldx, int32_t T, const float *bias, const float *add,
                                int64_t ldadd, float *y, int64_t ldy, void *scratch, cudaStream_t s)
 {
-    cublasHandle_t h = (cublasHandle_t)handle;
+    cublasHandle_t h = ((blas_ctx *)handle)->h;
     __half *wh = (__half *)scratch, *xh = wh + FG_GPU_BLAS_SLAB;
     int64_t n_x = (int64_t)T * K;
     to_f16_kernel<<<(unsigned)((n_x + 255) / 256), 256, 0, s>>>(x, ldx, K, T, xh);
@@ -97,19 +108,29 @@ cudaError_t fg_gpu_matmul_blas(void *handle, int type, const void *w, size_t row
     return cudaGetLastError();
 }
 
+
 void *fg_gpu_blas_create(cudaStream_t s)
 {
-    cublasHandle_t h = NULL;
-    if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) return NULL;
-    if (cublasSetStream(h, s) != CUBLAS_STATUS_SUCCESS) {
-        cublasDestroy(h);
+    blas_ctx *c = (blas_ctx *)calloc(1, sizeof *c);
+    if (!c) return NULL;
+    if (cublasCreate(&c->h) != CUBLAS_STATUS_SUCCESS) {
+        free(c);
         return NULL;
     }
-    return h;
+    if (cublasSetStream(c->h, s) != CUBLAS_STATUS_SUCCESS || cudaMalloc(&c->ws, BLAS_WORKSPACE) != cudaSuccess ||
+        cublasSetWorkspace(c->h, c->ws, BLAS_WORKSPACE) != CUBLAS_STATUS_SUCCESS) {
+        fg_gpu_blas_destroy(c);
+        return NULL;
+    }
+    return c;
 }
 
 void fg_gpu_blas_destroy(void *handle)
 {
-    if (handle) cublasDestroy((cublasHandle_t)handle);
+    blas_ctx *c = (blas_ctx *)handle;
+    if (!c) return;
+    if (c->h) cublasDestroy(c->h);
+    if (c->ws) (void)cudaFree(c->ws);
+    free(c);
 }
 #endif
