@@ -59,6 +59,43 @@ static void stats(const double *tps, int r, double *mean, double *sd)
     *sd = r > 1 ? sqrt(v / (r - 1)) : 0.0;
 }
 
+/* n random token ids from the generator *rng (a 64-bit LCG). */
+static void random_ids(int32_t *ids, int32_t n, int32_t n_vocab, uint64_t *rng)
+{
+    for (int32_t i = 0; i < n; i++) {
+        *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int32_t)((*rng >> 33) % (uint64_t)n_vocab);
+    }
+}
+
+static fg_sampler_params greedy_params(void)
+{
+    fg_sampler_params sp = fg_sampler_defaults();
+    sp.temperature = 0.0f;
+    sp.seed = 1;
+    return sp;
+}
+
+/* Prints o as one line and frees it. */
+static void print_json(cJSON *o)
+{
+    char *out = cJSON_PrintUnformatted(o);
+    if (out) printf("%s\n", out);
+    free(out);
+    cJSON_Delete(o);
+}
+
+/* The model and backend alone (no session), and an engine on them. */
+static fg_status open_engine(fg_cli_engine_opts *eo, const fg_engine_params *p, fg_cli_engine *ce, fg_engine **e)
+{
+    *e = NULL;
+    eo->model_only = true;
+    FG_TRY(fg_cli_engine_load(eo, ce));
+    fg_status st = fg_engine_init(ce->model, ce->be, p, e);
+    if (st != FG_OK) fg_cli_engine_free(ce);
+    return st;
+}
+
 /* ---- --parallel ------------------------------------------------------------ */
 
 typedef struct par_result {
@@ -71,9 +108,7 @@ typedef struct par_result {
 static fg_status run_parallel(fg_engine *e, int32_t n_par, int32_t n_prompt, int32_t n_gen, int32_t n_vocab,
                               uint64_t *rng, par_result *res)
 {
-    fg_sampler_params sp = fg_sampler_defaults();
-    sp.temperature = 0.0f;
-    sp.seed = 1;
+    fg_sampler_params sp = greedy_params();
     uint64_t *ids = calloc((size_t)n_par, sizeof *ids);
     int32_t *prompt = malloc((size_t)n_prompt * sizeof *prompt);
     if (!ids || !prompt) {
@@ -84,10 +119,7 @@ static fg_status run_parallel(fg_engine *e, int32_t n_par, int32_t n_prompt, int
     double t0 = fg_now_ms(), t_first = -1;
     int32_t submitted = 0;
     for (; st == FG_OK && submitted < n_par; submitted++) {
-        for (int32_t i = 0; i < n_prompt; i++) {
-            *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
-            prompt[i] = (int32_t)((*rng >> 33) % (uint64_t)n_vocab);
-        }
+        random_ids(prompt, n_prompt, n_vocab, rng);
         st = fg_engine_submit(e, prompt, n_prompt, n_gen, -1, &sp, &ids[submitted]);
     }
     for (int32_t done = 0; st == FG_OK && done < n_par;) {
@@ -107,8 +139,10 @@ static fg_status run_parallel(fg_engine *e, int32_t n_par, int32_t n_prompt, int
     double t1 = fg_now_ms();
     for (int32_t i = 0; i < submitted; i++) {
         fg_req_info info;
-        if (fg_engine_info(e, ids[i], &info) == FG_OK && info.state != FG_REQ_FINISHED) fg_engine_cancel(e, ids[i]);
-        if (fg_engine_info(e, ids[i], &info) == FG_OK) fg_engine_release(e, ids[i]);
+        if (fg_engine_info(e, ids[i], &info) != FG_OK) continue;
+        if (info.state == FG_REQ_WAITING || info.state == FG_REQ_PREFILLING || info.state == FG_REQ_DECODING)
+            fg_engine_cancel(e, ids[i]);
+        fg_engine_release(e, ids[i]);
     }
     res->pp_ms = t_first - t0;
     res->tg_ms = t1 - t_first;
@@ -118,17 +152,15 @@ static fg_status run_parallel(fg_engine *e, int32_t n_par, int32_t n_prompt, int
 
 static int bench_parallel(fg_cli_engine_opts *eo, int32_t n_par, int32_t n_prompt, int32_t n_gen, int reps, bool json)
 {
-    eo->model_only = true;
-    fg_cli_engine ce;
-    fg_status st = fg_cli_engine_load(eo, &ce);
-    if (st != FG_OK) return fg_cli_fail(st);
     /* Every stream's KV at once; a step budget of 512 tokens (at least one
      * decode per stream). */
     int32_t step = n_par > 512 ? n_par : 512;
     fg_engine_params p = {n_par * (n_prompt + n_gen + FG_KV_BLOCK_SIZE), n_prompt + n_gen + FG_KV_BLOCK_SIZE, n_par, step,
                           n_par};
-    fg_engine *e = NULL;
-    st = fg_engine_init(ce.model, ce.be, &p, &e);
+    fg_cli_engine ce;
+    fg_engine *e;
+    fg_status st = open_engine(eo, &p, &ce, &e);
+    if (st != FG_OK) return fg_cli_fail(st);
     int32_t n_vocab = fg_model_n_vocab(ce.model);
     uint64_t rng = 0x2545f4914f6cdd1dull;
     par_result warm, *r = calloc((size_t)reps, sizeof *r);
@@ -162,10 +194,7 @@ static int bench_parallel(fg_cli_engine_opts *eo, int32_t n_par, int32_t n_promp
             cJSON_AddNumberToObject(o, "tg_tps_mean", gm);
             cJSON_AddNumberToObject(o, "total_tps_mean", tm);
             cJSON_AddNumberToObject(o, "tg_tps_sd", gs);
-            char *out = cJSON_PrintUnformatted(o);
-            if (out) printf("%s\n", out);
-            free(out);
-            cJSON_Delete(o);
+            print_json(o);
         } else {
             printf("model: %s\ndevice: %s\n", model, dev);
             printf("| streams | pp | tg | prefill t/s | decode t/s | total t/s |\n|---|---|---|---|---|---|\n");
@@ -185,9 +214,7 @@ static int bench_parallel(fg_cli_engine_opts *eo, int32_t n_par, int32_t n_promp
  * prompt tokens found in the prefix cache. */
 static fg_status first_token(fg_engine *e, const int32_t *prompt, int32_t n, double *ms, int32_t *cached)
 {
-    fg_sampler_params sp = fg_sampler_defaults();
-    sp.temperature = 0.0f;
-    sp.seed = 1;
+    fg_sampler_params sp = greedy_params();
     uint64_t id;
     double t0 = fg_now_ms();
     FG_TRY(fg_engine_submit(e, prompt, n, 1, -1, &sp, &id));
@@ -205,22 +232,17 @@ static fg_status first_token(fg_engine *e, const int32_t *prompt, int32_t n, dou
 
 static int bench_prefix(fg_cli_engine_opts *eo, int32_t n_prompt, bool json)
 {
-    eo->model_only = true;
-    fg_cli_engine ce;
-    fg_status st = fg_cli_engine_load(eo, &ce);
-    if (st != FG_OK) return fg_cli_fail(st);
     int32_t n2 = n_prompt + 16;
     fg_engine_params p = {2 * (n2 + FG_KV_BLOCK_SIZE), n2 + FG_KV_BLOCK_SIZE, 2, 512, 2};
-    fg_engine *e = NULL;
-    st = fg_engine_init(ce.model, ce.be, &p, &e);
+    fg_cli_engine ce;
+    fg_engine *e;
+    fg_status st = open_engine(eo, &p, &ce, &e);
+    if (st != FG_OK) return fg_cli_fail(st);
     int32_t *prompt = malloc((size_t)n2 * sizeof *prompt), n_vocab = fg_model_n_vocab(ce.model), c_warm, c1, c2;
     double t_warm, t1, t2;
     uint64_t rng = 0x9e3779b97f4a7c15ull;
     if (st == FG_OK && !prompt) st = fg_err_set(FG_ERR_NOMEM, "out of memory");
-    for (int32_t i = 0; st == FG_OK && i < n2; i++) {
-        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-        prompt[i] = (int32_t)((rng >> 33) % (uint64_t)n_vocab);
-    }
+    if (st == FG_OK) random_ids(prompt, n2, n_vocab, &rng);
     /* A warm-up on other tokens, then the prompt, then prompt + 16. */
     if (st == FG_OK) st = first_token(e, prompt + 16, n_prompt < 64 ? n_prompt : 64, &t_warm, &c_warm);
     if (st == FG_OK) st = first_token(e, prompt, n_prompt, &t1, &c1);
@@ -237,10 +259,7 @@ static int bench_prefix(fg_cli_engine_opts *eo, int32_t n_prompt, bool json)
         cJSON_AddNumberToObject(o, "second_ms", t2);
         cJSON_AddNumberToObject(o, "second_cached", c2);
         cJSON_AddNumberToObject(o, "block_size", FG_KV_BLOCK_SIZE);
-        char *out = cJSON_PrintUnformatted(o);
-        if (out) printf("%s\n", out);
-        free(out);
-        cJSON_Delete(o);
+        print_json(o);
     } else {
         printf("| request | prompt tokens | reused from the cache (blocks) | computed | time to first token |\n"
                "|---|---|---|---|---|\n");
@@ -256,10 +275,7 @@ static int bench_prefix(fg_cli_engine_opts *eo, int32_t n_prompt, bool json)
 /* One pp run: n random ids from an empty context; returns ms. */
 static fg_status run_pp(fg_session *s, int32_t *ids, int n, int32_t n_vocab, uint64_t *rng, double *ms)
 {
-    for (int i = 0; i < n; i++) {
-        *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
-        ids[i] = (int32_t)((*rng >> 33) % (uint64_t)n_vocab);
-    }
+    random_ids(ids, n, n_vocab, rng);
     fg_session_truncate(s, 0);
     double t0 = fg_now_ms();
     FG_TRY(fg_session_eval(s, ids, n));
@@ -331,7 +347,6 @@ int fg_cli_bench(int argc, char **argv)
         if (n_prompt < 1 || n_gen < 2)
             return fg_cli_usage_error("bench", "--parallel needs -p of at least 1 and -n of at least 2");
         if (measure_bw) return fg_cli_usage_error("bench", "--measure-bw measures single-stream decoding; drop --parallel");
-        if (reps > 1000) reps = 1000;
         return bench_parallel(&eo, n_par, n_prompt, n_gen, reps, json);
     }
     /* The context must hold the longer of the two runs. */
@@ -401,10 +416,7 @@ int fg_cli_bench(int argc, char **argv)
                 cJSON_AddNumberToObject(o, "tg_floor_tps", bw * 1e9 / bytes_per_token);
                 if (n_gen > 0) cJSON_AddNumberToObject(o, "tg_pct_of_floor", 100.0 * gm / (bw * 1e9 / bytes_per_token));
             }
-            char *out = cJSON_PrintUnformatted(o);
-            if (out) printf("%s\n", out);
-            free(out);
-            cJSON_Delete(o);
+            print_json(o);
         } else {
             printf("model: %s\ndevice: %s\n", model, dev);
             printf("| test | t/s |\n|---|---|\n");
