@@ -253,6 +253,17 @@ static void q8_roundtrip(float *x, int64_t n)
     }
 }
 
+/* dst's CPU side = src's CPU rows as the GPU's int8 activations stand for
+ * them (the reference input of a GEMV that reads src quantized). */
+static void cpu_q8_copy(const pair *src, pair *dst, int32_t rows)
+{
+    float *host = malloc((size_t)(src->ne0 * rows) * sizeof *host);
+    cr_assert_eq(cpu->ops->read(cpu, &src->c, rows, host), FG_OK);
+    q8_roundtrip(host, src->ne0 * rows);
+    cr_assert_eq(cpu->ops->write(cpu, &dst->c, rows, host), FG_OK);
+    free(host);
+}
+
 static const fg_type gpu_types[] = {FG_TYPE_F32, FG_TYPE_F16, FG_TYPE_BF16, FG_TYPE_Q4_0, FG_TYPE_Q4_1, FG_TYPE_Q5_0,
                                     FG_TYPE_Q5_1, FG_TYPE_Q8_0, FG_TYPE_Q4_K, FG_TYPE_Q5_K, FG_TYPE_Q6_K};
 enum { N_GPU_TYPES = sizeof gpu_types / sizeof *gpu_types };
@@ -319,15 +330,12 @@ Test(gpu_ops, fused_quantization_feeds_the_gemv, .init = need_gpu, .fini = done)
     pair x = random_pair(K, T, 2.0f), h = make_pair(K, T, NULL), y1 = make_pair(N, T, NULL), y2 = make_pair(N, T, NULL),
          hq = make_pair(K, T, NULL), g = random_pair(K, T, 3.0f), u = random_pair(K, T, 1.0f), sw = make_pair(K, T, NULL),
          y3 = make_pair(N, T, NULL);
-    float *host = malloc((size_t)K * T * sizeof *host);
     poison(&h), poison(&y1), poison(&y2), poison(&sw), poison(&y3);
 
     cr_assert_eq(cpu->ops->rms_norm(cpu, &x.c, &nw.c, K, 1e-5f, &h.c), FG_OK);
     cr_assert_eq(gpu->ops->rms_norm(gpu, &x.g, &nw.g, K, 1e-5f, &h.g), FG_OK, "%s", fg_last_error());
     expect_close(&h, T, 1e-5, "fused rms_norm output");
-    cr_assert_eq(cpu->ops->read(cpu, &h.c, T, host), FG_OK);
-    q8_roundtrip(host, (int64_t)K * T);
-    cr_assert_eq(cpu->ops->write(cpu, &hq.c, T, host), FG_OK);
+    cpu_q8_copy(&h, &hq, T);
     cr_assert_eq(cpu->ops->matmul(cpu, &w1.c, NULL, &hq.c, NULL, T, &y1.c), FG_OK);
     cr_assert_eq(gpu->ops->matmul(gpu, &w1.g, NULL, &h.g, NULL, T, &y1.g), FG_OK, "%s", fg_last_error());
     expect_close(&y1, T, 1e-5, "Q4_0 GEMV on the fused rms_norm quantization");
@@ -338,13 +346,10 @@ Test(gpu_ops, fused_quantization_feeds_the_gemv, .init = need_gpu, .fini = done)
     cr_assert_eq(cpu->ops->swiglu(cpu, &g.c, &u.c, &sw.c), FG_OK);
     cr_assert_eq(gpu->ops->swiglu(gpu, &g.g, &u.g, &sw.g), FG_OK, "%s", fg_last_error());
     expect_close(&sw, T, 1e-6, "fused swiglu output");
-    cr_assert_eq(cpu->ops->read(cpu, &sw.c, T, host), FG_OK);
-    q8_roundtrip(host, (int64_t)K * T);
-    cr_assert_eq(cpu->ops->write(cpu, &hq.c, T, host), FG_OK);
+    cpu_q8_copy(&sw, &hq, T);
     cr_assert_eq(cpu->ops->matmul(cpu, &w3.c, NULL, &hq.c, NULL, T, &y3.c), FG_OK);
     cr_assert_eq(gpu->ops->matmul(gpu, &w3.g, NULL, &sw.g, NULL, T, &y3.g), FG_OK, "%s", fg_last_error());
     expect_close(&y3, T, 1e-5, "Q8_0 GEMV on the fused swiglu quantization");
-    free(host);
     free(nv);
     free(nw.host);
     free(w1.host), free(w2.host), free(w3.host);
@@ -832,11 +837,7 @@ Test(gpu_ops, rope_store_attention_and_the_merged_quantization, .init = need_gpu
              * in the cache: a last-bit difference can round one element of
              * a cached key to the next f16 (1e-3 of it). */
             expect_close(&o, n, 1e-4, "attention over the rope_store cache");
-            float *host = malloc((size_t)(o_row * n) * sizeof *host);
-            cr_assert_eq(cpu->ops->read(cpu, &o.c, n, host), FG_OK);
-            q8_roundtrip(host, o_row * n);
-            cr_assert_eq(cpu->ops->write(cpu, &oq.c, n, host), FG_OK);
-            free(host);
+            cpu_q8_copy(&o, &oq, n);
             cr_assert_eq(cpu->ops->matmul(cpu, &wo.c, NULL, &oq.c, NULL, 0, &y.c), FG_OK);
             cr_assert_eq(gpu->ops->matmul(gpu, &wo.g, NULL, &o.g, NULL, 0, &y.g), FG_OK, "%s", fg_last_error());
             expect_close(&y, n, 1e-3, "output projection of the attention (merged quantization on decode)");
