@@ -184,6 +184,12 @@ struct fg_backend {
     const fg_backend_ops *ops;
 };
 
+/* Checks a step's batch against a KV pool of n_slots slots: every token's
+ * slot, sequence and position, the gathered rows and the sampling rows.
+ * The error names who (the backend) and the first bad entry. Backends call
+ * it in step_begin before taking anything from the batch. */
+fg_status fg_batch_check(const fg_batch *b, int64_t n_slots, const char *who);
+
 /* The CPU backend with n_threads workers (0: one per core). reference
  * selects exact arithmetic for tests: matmuls over f32 activations with the
  * dequantized weights, summed in double (no Q8 activation quantization), so

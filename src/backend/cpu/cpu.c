@@ -160,6 +160,7 @@ static fg_status grow_i32(int32_t **p, int32_t need)
 static fg_status cpu_step_begin(fg_backend *be, const fg_batch *b)
 {
     cpu_backend *c = cpu(be);
+    FG_TRY(fg_batch_check(b, c->n_slots, "cpu backend"));
     if (b->n_tokens > c->cap_tokens) {
         FG_TRY(grow_i32(&c->ids, b->n_tokens));
         FG_TRY(grow_i32(&c->pos, b->n_tokens));
@@ -173,24 +174,12 @@ static fg_status cpu_step_begin(fg_backend *be, const fg_batch *b)
         FG_TRY(grow_i32(&c->block_tables, b->n_seqs * b->max_blocks));
         c->cap_tables = b->n_seqs * b->max_blocks;
     }
-    for (int32_t t = 0; t < b->n_tokens; t++) {
-        if (b->slot[t] < 0 || b->slot[t] >= c->n_slots || b->seq[t] < 0 || b->seq[t] >= b->n_seqs || b->pos[t] < 0)
-            return fg_err_set(FG_ERR_INVALID_ARG, "cpu backend: token %d of the batch has slot %d, seq %d, pos %d out of range",
-                              t, b->slot[t], b->seq[t], b->pos[t]);
-    }
     size_t n = (size_t)b->n_tokens * sizeof(int32_t);
     memcpy(c->ids, b->ids, n);
     memcpy(c->pos, b->pos, n);
     memcpy(c->seq, b->seq, n);
     memcpy(c->slot, b->slot, n);
     memcpy(c->block_tables, b->block_tables, (size_t)b->n_seqs * (size_t)b->max_blocks * sizeof(int32_t));
-    if (b->n_out < 0 || b->n_out > b->n_tokens)
-        return fg_err_set(FG_ERR_INVALID_ARG, "cpu backend: %d gathered rows for a step of %d tokens", b->n_out, b->n_tokens);
-    for (int32_t r = 0; r < b->n_out; r++) {
-        if (b->out_rows[r] < 0 || b->out_rows[r] >= b->n_tokens)
-            return fg_err_set(FG_ERR_INVALID_ARG, "cpu backend: gathered row %d is token %d of a step of %d", r,
-                              b->out_rows[r], b->n_tokens);
-    }
     if (b->n_out > 0) memcpy(c->out_rows, b->out_rows, (size_t)b->n_out * sizeof *c->out_rows);
     c->n_out = b->n_out;
     if (b->n_sample > c->cap_sample) {
@@ -200,7 +189,7 @@ static fg_status cpu_step_begin(fg_backend *be, const fg_batch *b)
         c->cap_sample = b->n_sample;
     }
     if (b->n_sample > 0) memcpy(c->sample, b->sample, (size_t)b->n_sample * sizeof *c->sample);
-    c->n_sample = b->n_sample > 0 ? b->n_sample : 0;
+    c->n_sample = b->n_sample;
     c->n_tokens = b->n_tokens;
     c->n_seqs = b->n_seqs;
     c->max_blocks = b->max_blocks;

@@ -415,23 +415,12 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
 {
     gpu_backend *g = gpu(be);
     FG_ASSERT(g->k); /* kv_alloc came first */
-    int64_t n = b->n_tokens, tables = (int64_t)b->n_seqs * b->max_blocks, n_sample = b->n_sample > 0 ? b->n_sample : 0,
-            n_out = b->n_out > 0 ? b->n_out : 0, need = 4 * n + tables + SAMPLE_WORDS * n_sample + n_out;
-    if (n < 1) return fg_err_set(FG_ERR_INVALID_ARG, "gpu backend: a step needs at least one token");
+    FG_TRY(fg_batch_check(b, g->n_slots, "gpu backend"));
+    /* The step buffer: ids, pos, seq, slot (n each), block tables, sampling
+     * rows, gathered rows. */
+    int64_t n = b->n_tokens, tables = (int64_t)b->n_seqs * b->max_blocks, n_sample = b->n_sample, n_out = b->n_out,
+            at_sample = 4 * n + tables, at_out = at_sample + SAMPLE_WORDS * n_sample, need = at_out + n_out;
     FG_TRY(grow_step(g, need));
-    if (n_out > n) return fg_err_set(FG_ERR_INVALID_ARG, "gpu backend: %lld gathered rows for a step of %lld tokens",
-                                     (long long)n_out, (long long)n);
-    for (int64_t r = 0; r < n_out; r++) {
-        if (b->out_rows[r] < 0 || b->out_rows[r] >= n)
-            return fg_err_set(FG_ERR_INVALID_ARG, "gpu backend: gathered row %lld is token %d of a step of %lld",
-                              (long long)r, b->out_rows[r], (long long)n);
-    }
-    for (int64_t t = 0; t < n; t++) {
-        if (b->slot[t] < 0 || b->slot[t] >= g->n_slots || b->seq[t] < 0 || b->seq[t] >= b->n_seqs || b->pos[t] < 0)
-            return fg_err_set(FG_ERR_INVALID_ARG,
-                              "gpu backend: token %lld of the batch has slot %d, seq %d, pos %d out of range",
-                              (long long)t, b->slot[t], b->seq[t], b->pos[t]);
-    }
     FG_TRY(graph_finish(g)); /* a step without a read */
     if (g->upload_pending) GPU_TRY(cudaEventSynchronize(g->uploaded));
     g->q8_src = NULL;
@@ -446,9 +435,9 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
         uint64_t u;
         memcpy(&u, &sr->u, 8);
         fg_gpu_sample_row row = {sr->temperature, sr->top_k, sr->top_p, sr->min_p, (uint32_t)u, (uint32_t)(u >> 32)};
-        memcpy(h + 4 * n + tables + SAMPLE_WORDS * r, &row, sizeof row);
+        memcpy(h + at_sample + SAMPLE_WORDS * r, &row, sizeof row);
     }
-    if (n_out > 0) memcpy(h + 4 * n + tables + SAMPLE_WORDS * n_sample, b->out_rows, (size_t)n_out * 4);
+    if (n_out > 0) memcpy(h + at_out, b->out_rows, (size_t)n_out * 4);
     GPU_TRY(cudaMemcpyAsync(g->d_step, h, (size_t)need * 4, cudaMemcpyHostToDevice, g->stream));
     GPU_TRY(cudaEventRecord(g->uploaded, g->stream));
     g->upload_pending = true;
@@ -472,9 +461,9 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
     g->d_seq = g->d_step + 2 * n;
     g->d_slot = g->d_step + 3 * n;
     g->d_tables = g->d_step + 4 * n;
-    g->d_sample = (const fg_gpu_sample_row *)(g->d_step + 4 * n + tables);
+    g->d_sample = (const fg_gpu_sample_row *)(g->d_step + at_sample);
     g->n_sample = (int32_t)n_sample;
-    g->d_out_rows = g->d_step + 4 * n + tables + SAMPLE_WORDS * n_sample;
+    g->d_out_rows = g->d_step + at_out;
     g->n_out = (int32_t)n_out;
     return graph_start(g, (int32_t)n, b->n_seqs, b->max_blocks, b->graph_key);
 }
@@ -716,6 +705,17 @@ static fg_status gpu_swiglu(fg_backend *be, const fg_tensor *gate, const fg_tens
 
 /* ---- Copies ------------------------------------------------------------------------ */
 
+/* Waits for the step's download (queued on the stream) and counts it;
+ * op names it in the profile, or NULL. */
+static fg_status download_done(gpu_backend *g, uint64_t bytes, const char *op)
+{
+    GPU_TRY(cudaStreamSynchronize(g->stream));
+    if (g->profile && op) prof_add(g, op, false);
+    g->xfer.downloads++;
+    g->xfer.bytes_down += bytes;
+    return FG_OK;
+}
+
 static fg_status gpu_read(fg_backend *be, const fg_tensor *x, int32_t rows, float *host)
 {
     gpu_backend *g = gpu(be);
@@ -728,11 +728,7 @@ static fg_status gpu_read(fg_backend *be, const fg_tensor *x, int32_t rows, floa
             GPU_TRY(cudaMemcpyAsync(host + (size_t)r * (size_t)x->ne0, (const char *)x->data + (size_t)r * x->row_bytes,
                                     row, cudaMemcpyDeviceToHost, g->stream));
     }
-    GPU_TRY(cudaStreamSynchronize(g->stream));
-    if (g->profile) prof_add(g, "read", false);
-    g->xfer.downloads++;
-    g->xfer.bytes_down += (uint64_t)row * (uint64_t)rows;
-    return FG_OK;
+    return download_done(g, (uint64_t)row * (uint64_t)rows, "read");
 }
 
 /* The sampling runs inside the step's graph, from the parameters of the
@@ -750,9 +746,7 @@ static fg_status gpu_sample(fg_backend *be, const fg_tensor *logits, int32_t row
                        "sample"));
     FG_TRY(graph_finish(g));
     GPU_TRY(cudaMemcpyAsync(ids, g->d_picked, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, g->stream));
-    GPU_TRY(cudaStreamSynchronize(g->stream));
-    g->xfer.downloads++;
-    g->xfer.bytes_down += (uint64_t)rows * sizeof(int32_t);
+    FG_TRY(download_done(g, (uint64_t)rows * sizeof(int32_t), NULL));
     for (int32_t r = 0; r < rows; r++)
         if (ids[r] < 0)
             return fg_err_set(FG_ERR_INVALID_ARG, "sampling: row %d has no logit above -inf (all -inf or NaN)", r);
