@@ -22,6 +22,7 @@ struct fg_engine {
     int32_t n_vocab, n_reqs;
     engine_req *reqs;     /* (n_reqs) each request's sampler */
     float *logits;        /* (max_running, n_vocab) */
+    fg_sampler **row_smp; /* (max_running) the sampler of each logits row of the step */
     fg_sample_row *rows;  /* (max_running) */
     int32_t *picked;      /* (max_running) */
 };
@@ -45,7 +46,8 @@ fg_status fg_engine_init(const fg_model *m, fg_backend *be, const fg_engine_para
         e->logits = malloc((size_t)p->max_running * (size_t)e->n_vocab * sizeof *e->logits);
         e->rows = malloc((size_t)p->max_running * sizeof *e->rows);
         e->picked = malloc((size_t)p->max_running * sizeof *e->picked);
-        if (!e->reqs || !e->logits || !e->rows || !e->picked) st = fg_err_set(FG_ERR_NOMEM, "engine: out of memory");
+        e->row_smp = malloc((size_t)p->max_running * sizeof *e->row_smp);
+        if (!e->reqs || !e->logits || !e->rows || !e->picked || !e->row_smp) st = fg_err_set(FG_ERR_NOMEM, "engine: out of memory");
     }
     if (st != FG_OK) {
         fg_engine_free(e);
@@ -59,7 +61,7 @@ void fg_engine_free(fg_engine *e)
 {
     if (!e) return;
     for (int32_t i = 0; e->reqs && i < e->n_reqs; i++) fg_sampler_free(e->reqs[i].smp);
-    free(e->reqs), free(e->logits), free(e->rows), free(e->picked);
+    free(e->reqs), free(e->logits), free(e->rows), free(e->picked), free(e->row_smp);
     fg_sched_free(e->sched);
     fg_kvcache_free(e->kv);
     fg_forward_free(e->f);
@@ -108,22 +110,21 @@ fg_status fg_engine_step(fg_engine *e, int32_t *n_tokens)
     /* On the backend if every row can be: no penalties, and greedy or
      * logits that would have to be copied to the host. */
     bool on_backend = sb.n_logits > 0;
-    for (int32_t r = 0; r < sb.n_logits && on_backend; r++) {
-        fg_sampler *smp = find(e, sb.logits_req[r])->smp;
-        on_backend = !fg_sampler_has_penalties(smp) &&
+    for (int32_t r = 0; r < sb.n_logits; r++) {
+        fg_sampler *smp = e->row_smp[r] = find(e, sb.logits_req[r])->smp;
+        on_backend = on_backend && !fg_sampler_has_penalties(smp) &&
                      (fg_sampler_is_greedy(smp) || !fg_forward_logits_on_host(e->f));
     }
     fg_status st;
     if (on_backend) {
-        for (int32_t r = 0; r < sb.n_logits; r++) fg_sampler_next_row(find(e, sb.logits_req[r])->smp, &e->rows[r]);
+        for (int32_t r = 0; r < sb.n_logits; r++) fg_sampler_next_row(e->row_smp[r], &e->rows[r]);
         b.n_sample = sb.n_logits;
         b.sample = e->rows;
         st = fg_forward_run(e->f, &b, NULL, e->picked);
     } else if (sb.n_logits > 0) {
         st = fg_forward_run(e->f, &b, e->logits, NULL);
         for (int32_t r = 0; r < sb.n_logits && st == FG_OK; r++)
-            st = fg_sampler_sample(find(e, sb.logits_req[r])->smp, e->logits + (size_t)r * (size_t)e->n_vocab,
-                                   &e->picked[r]);
+            st = fg_sampler_sample(e->row_smp[r], e->logits + (size_t)r * (size_t)e->n_vocab, &e->picked[r]);
     } else {
         st = fg_forward_run(e->f, &b, e->logits, NULL); /* prefill chunks only: no logits */
     }
@@ -131,7 +132,7 @@ fg_status fg_engine_step(fg_engine *e, int32_t *n_tokens)
         fg_sched_fail(e->sched); /* its requests fail and free their blocks */
         return st;
     }
-    for (int32_t r = 0; r < sb.n_logits; r++) fg_sampler_accept(find(e, sb.logits_req[r])->smp, e->picked[r]);
+    for (int32_t r = 0; r < sb.n_logits; r++) fg_sampler_accept(e->row_smp[r], e->picked[r]);
     fg_sched_commit(e->sched, e->picked);
     return FG_OK;
 }

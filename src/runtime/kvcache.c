@@ -302,9 +302,7 @@ static int32_t blocks_needed(const fg_kvcache *c, int32_t seq, int32_t n)
 
 bool fg_kvcache_can_append(const fg_kvcache *c, int32_t seq, int32_t n)
 {
-    check_seq(c, seq);
-    const int32_t bs = c->block_size;
-    return (c->len[seq] + n + bs - 1) / bs <= c->max_bps && blocks_needed(c, seq, n) <= c->n_free + c->n_cached;
+    return n <= fg_kvcache_room(c, seq);
 }
 
 int32_t fg_kvcache_room(const fg_kvcache *c, int32_t seq)

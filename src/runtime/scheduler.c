@@ -275,8 +275,8 @@ fg_status fg_sched_plan(fg_sched *s, fg_sched_batch *b)
     for (int32_t k = 0; k < s->n_run && budget > 0; k++) {
         req *r = &s->pool[s->run[k]];
         if (known(r) - r->computed != 1) continue;
-        while (fg_kvcache_room(s->kv, r->seq) < 1 && preempt_newest(s, NULL))
-            if (r->seq < 0) break;
+        while (fg_kvcache_room(s->kv, r->seq) < 1 && preempt_newest(s, NULL) && r->seq >= 0) {
+        }
         if (r->seq < 0) break; /* it was the newest: the rest are newer still, and gone */
         if (fg_kvcache_room(s->kv, r->seq) < 1) continue;
         FG_TRY(plan_chunk(s, b, r, 1, &budget));
@@ -289,7 +289,7 @@ fg_status fg_sched_plan(fg_sched *s, fg_sched_batch *b)
         int32_t want = known(r) - r->computed < budget ? known(r) - r->computed : budget;
         while (k == 0 && fg_kvcache_room(s->kv, r->seq) < want && preempt_newest(s, r)) {
         }
-        int32_t n = fg_kvcache_room(s->kv, r->seq) < want ? fg_kvcache_room(s->kv, r->seq) : want;
+        int32_t room = fg_kvcache_room(s->kv, r->seq), n = room < want ? room : want;
         if (n > 0) FG_TRY(plan_chunk(s, b, r, n, &budget));
     }
     /* 3. Admissions in arrival order, while the budget, the running list
