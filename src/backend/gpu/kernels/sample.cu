@@ -69,6 +69,13 @@ static __device__ __forceinline__ uint64_t fixed(float w) /* w in [0, 1] */
     return (uint64_t)(w * 1099511627776.0f);
 }
 
+/* The softmax weight at temperature 1 of a finite key, below max m, in
+ * fixed point; 0 for -inf. */
+static __device__ __forceinline__ uint64_t mass_of(uint32_t k, float m)
+{
+    return k > KEY_NEG_INF ? fixed(expf(value_of(k) - m)) : 0;
+}
+
 static __device__ __forceinline__ uint64_t shfl_xor_u64(uint64_t v, int o)
 {
     uint32_t lo = (uint32_t)v, hi = (uint32_t)(v >> 32);
@@ -101,28 +108,31 @@ struct sample_smem {
     int at;
 };
 
-static __device__ __forceinline__ void take(float v, int i, float *bv, int *bi)
+static __device__ __forceinline__ void take(float v, int i, float *bv, int *bi, int *fin)
 {
     v = sanitized(v);
+    *fin += v > -INFINITY;
     if (v > *bv) *bv = v, *bi = i; /* ascending i within a thread: the first of equal maxima stays */
 }
 
-/* The max (and the lowest id holding it) of the sanitized row, read as
- * float4 where the row is 16-byte aligned. */
-static __device__ void row_max(const float *row, int n, sample_smem &sm, float *m, int *mi)
+/* The max (and the lowest id holding it) of the sanitized row, and how many
+ * of its logits are finite, in one pass, read as float4 where the row is
+ * 16-byte aligned. */
+static __device__ void row_max(const float *row, int n, sample_smem &sm, float *m, int *mi, uint64_t *n_fin)
 {
     float bv = -INFINITY;
-    int bi = -1, n4 = ((uintptr_t)row & 15) == 0 ? n / 4 : 0;
+    int bi = -1, fin = 0, n4 = ((uintptr_t)row & 15) == 0 ? n / 4 : 0;
     const float4 *r4 = (const float4 *)row;
 #pragma unroll 4
     for (int i = threadIdx.x; i < n4; i += blockDim.x) {
         float4 v = r4[i];
-        take(v.x, 4 * i, &bv, &bi);
-        take(v.y, 4 * i + 1, &bv, &bi);
-        take(v.z, 4 * i + 2, &bv, &bi);
-        take(v.w, 4 * i + 3, &bv, &bi);
+        take(v.x, 4 * i, &bv, &bi, &fin);
+        take(v.y, 4 * i + 1, &bv, &bi, &fin);
+        take(v.z, 4 * i + 2, &bv, &bi, &fin);
+        take(v.w, 4 * i + 3, &bv, &bi, &fin);
     }
-    for (int i = 4 * n4 + threadIdx.x; i < n; i += blockDim.x) take(row[i], i, &bv, &bi);
+    for (int i = 4 * n4 + threadIdx.x; i < n; i += blockDim.x) take(row[i], i, &bv, &bi, &fin);
+    fin = fg_sum32(fin);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
         float v = fg_shfl_xor(bv, o, 32);
@@ -130,14 +140,18 @@ static __device__ void row_max(const float *row, int n, sample_smem &sm, float *
         if (beats(v, i, bv, bi)) bv = v, bi = i;
     }
     int g = threadIdx.x / 32;
-    if (threadIdx.x % 32 == 0) sm.bv[g] = bv, sm.bi[g] = bi;
+    if (threadIdx.x % 32 == 0) sm.bv[g] = bv, sm.bi[g] = bi, sm.part[g] = (unsigned long long)fin;
     __syncthreads();
     bv = sm.bv[0], bi = sm.bi[0];
-    for (int k = 1; k < (int)blockDim.x / 32; k++)
+    uint64_t f = sm.part[0];
+    for (int k = 1; k < (int)blockDim.x / 32; k++) {
         if (beats(sm.bv[k], sm.bi[k], bv, bi)) bv = sm.bv[k], bi = sm.bi[k];
+        f += sm.part[k];
+    }
     __syncthreads();
     *m = bv;
     *mi = bi;
+    *n_fin = f;
 }
 
 /* Sum over i < n of f(i), the same on every thread. */
@@ -351,16 +365,14 @@ static __device__ int filter_and_draw(int n, K key_at, float m, float inv_t, con
         tau = t;
     }
     if (p.top_p < 1.0f) {
-        auto mass = [&](int i, uint32_t k) -> uint64_t {
-            return in_set(i, k) ? fixed(expf(value_of(k) - m)) : 0;
-        };
+        auto mass = [&](int i, uint32_t k) -> uint64_t { return in_set(i, k) ? mass_of(k, m) : 0; };
         uint64_t sum = top_k ? block_sum(n, [&](int i) { return mass(i, key_at(i)); }, sm) : total;
         double want = ceil((double)p.top_p * (double)sum);
         uint64_t target = want < 1.0 ? 1 : (uint64_t)want;
         if (target < sum) {
             uint64_t above, at;
             uint32_t t = select(mass, target, tau, &above, &at);
-            uint64_t w = fixed(expf(value_of(t) - m)), c = w ? (target - above + w - 1) / w : at;
+            uint64_t w = mass_of(t, m), c = w ? (target - above + w - 1) / w : at;
             uint64_t count = w ? at / w : 0;
             int limit = t == tau ? tcut : n;
             tcut = cut_ties(t, c, count, limit);
@@ -394,7 +406,8 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *__r
     fg_gpu_sample_row p = rows[blockIdx.x];
     float m;
     int mi;
-    row_max(row, n, sm, &m, &mi);
+    uint64_t n_fin;
+    row_max(row, n, sm, &m, &mi, &n_fin);
     float inv_t = p.temperature > 0.0f ? 1.0f / p.temperature : 0.0f;
     if (!(inv_t <= FLT_MAX)) inv_t = 0.0f;
     if (mi < 0 || m == -INFINITY || inv_t == 0.0f) {
@@ -405,33 +418,30 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *__r
     /* The row's finite count, and their mass when top-p measures against it
      * (top-k off). */
     auto key_at = [&](int i) { return key_of(sanitized(row[i])); };
-    uint64_t n_fin = block_sum(n, [&](int i) -> uint64_t { return key_at(i) > KEY_NEG_INF; }, sm), total = 0;
+    uint64_t total = 0;
     bool top_k = p.top_k > 0 && (uint64_t)p.top_k < n_fin, top_p = p.top_p < 1.0f, min_p = p.min_p > 0.0f;
-    if (!top_k && top_p) total = block_sum(n, [&](int i) -> uint64_t {
-        uint32_t k = key_at(i);
-        return k > KEY_NEG_INF ? fixed(expf(value_of(k) - m)) : 0;
-    }, sm);
+    if (!top_k && top_p) total = block_sum(n, [&](int i) -> uint64_t { return mass_of(key_at(i), m); }, sm);
     int g = threadIdx.x / 32;
 
     /* A key every candidate reaches: top-k's k-th (when k fits in shared
      * memory), else top-p's cut, else min-p's threshold. If the tokens
      * from it up fit, gather them; the filters then run on those alone. */
     uint32_t floor_key = 0;
-    uint64_t above, at;
-    if (top_k && p.top_k <= SAMPLE_CAP) {
+    uint64_t above, at, nc = 0;
+    if (top_k && p.top_k <= SAMPLE_CAP) { /* counted: the tokens from the k-th up are above + at */
         floor_key = band_select(n, key_at, [&](int, uint32_t k) -> uint64_t { return k > KEY_NEG_INF; },
                                 (uint64_t)p.top_k, KEY_NEG_INF + 1, key_of(m) + 1, ckey, cid, sm, &above, &at);
+        nc = above + at;
     } else if (!top_k && top_p) {
         double want = ceil((double)p.top_p * (double)total);
         uint64_t target = want < 1.0 ? 1 : (uint64_t)want;
         if (target < total)
-            floor_key = band_select(
-                n, key_at, [&](int, uint32_t k) -> uint64_t { return k > KEY_NEG_INF ? fixed(expf(value_of(k) - m)) : 0; },
-                target, KEY_NEG_INF + 1, key_of(m) + 1, ckey, cid, sm, &above, &at);
+            floor_key = band_select(n, key_at, [&](int, uint32_t k) -> uint64_t { return mass_of(k, m); }, target,
+                                    KEY_NEG_INF + 1, key_of(m) + 1, ckey, cid, sm, &above, &at);
     } else if (!top_k && min_p) {
         floor_key = key_of(m + logf(p.min_p));
     }
-    uint64_t nc = floor_key ? block_sum(n, [&](int i) -> uint64_t { return key_at(i) >= floor_key; }, sm) : 0;
+    if (floor_key && !nc) nc = block_sum(n, [&](int i) -> uint64_t { return key_at(i) >= floor_key; }, sm);
     int id;
     if (floor_key && nc <= SAMPLE_CAP) {
         /* In id order: each thread takes a contiguous segment, counts, and
