@@ -116,6 +116,9 @@ typedef struct fg_backend_ops {
     /* Activations live in host memory: reading logits costs no copy. */
     bool logits_on_host;
     void (*free)(fg_backend *be);
+    /* The memory still free for buffers (the KV pool), in bytes: the
+     * device's on a GPU, the host's available RAM on the CPU. */
+    fg_status (*mem_free)(fg_backend *be, uint64_t *bytes);
 
     /* Places a weight from the file: the CPU backend returns a view into the
      * mmap, a GPU backend uploads it. Fails, naming the tensor, for a type the

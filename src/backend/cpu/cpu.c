@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backend/backend.h"
 #include "backend/cpu/attn.h"
@@ -697,10 +698,20 @@ static fg_status cpu_rope_store(fg_backend *be, int32_t layer, fg_tensor *q, fg_
     return cpu_kv_store(be, layer, k, v);
 }
 
+static fg_status cpu_mem_free(fg_backend *be, uint64_t *bytes)
+{
+    (void)be;
+    long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages < 0 || page < 0) return fg_err_set(FG_ERR_UNSUPPORTED, "cpu backend: cannot tell the free memory");
+    *bytes = (uint64_t)pages * (uint64_t)page;
+    return FG_OK;
+}
+
 static const fg_backend_ops cpu_ops = {
     .name = "cpu",
     .logits_on_host = true,
     .free = cpu_free,
+    .mem_free = cpu_mem_free,
     .weight = cpu_weight,
     .alloc = cpu_alloc,
     .kv_alloc = cpu_kv_alloc,

@@ -808,10 +808,20 @@ static void gpu_free(fg_backend *be)
     free(g);
 }
 
+static fg_status gpu_mem_free(fg_backend *be, uint64_t *bytes)
+{
+    gpu_backend *g = gpu(be);
+    size_t free_b = 0, total_b = 0;
+    GPU_TRY(cudaMemGetInfo(&free_b, &total_b));
+    *bytes = free_b;
+    return FG_OK;
+}
+
 static const fg_backend_ops gpu_ops = {
     /* .name = */ "gpu",
     /* .logits_on_host = */ false,
     /* .free = */ gpu_free,
+    /* .mem_free = */ gpu_mem_free,
     /* .weight = */ gpu_weight,
     /* .alloc = */ gpu_alloc,
     /* .kv_alloc = */ gpu_kv_alloc,
