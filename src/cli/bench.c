@@ -24,7 +24,7 @@
 #include "base/err.h"
 #include "cli/cli.h"
 #include "gguf/gguf.h"
-#include "runtime/engine.h"
+#include "runtime/runner.h"
 #include "runtime/generate.h"
 
 enum { OPT_MEASURE_BW = OPT_CMD_FIRST, OPT_PARALLEL, OPT_PREFIX_REUSE };
@@ -86,12 +86,12 @@ static void print_json(cJSON *o)
 }
 
 /* The model and backend alone (no session), and an engine on them. */
-static fg_status open_engine(fg_cli_engine_opts *eo, const fg_engine_params *p, fg_cli_engine *ce, fg_engine **e)
+static fg_status open_engine(fg_cli_engine_opts *eo, const fg_runner_params *p, fg_cli_engine *ce, fg_runner **e)
 {
     *e = NULL;
     eo->model_only = true;
     FG_TRY(fg_cli_engine_load(eo, ce));
-    fg_status st = fg_engine_init(ce->model, ce->be, p, e);
+    fg_status st = fg_runner_init(ce->model, ce->be, p, e);
     if (st != FG_OK) fg_cli_engine_free(ce);
     return st;
 }
@@ -105,7 +105,7 @@ typedef struct par_result {
 /* One batched run: n_par streams of n_prompt random ids each, n_gen greedy
  * tokens each, submitted at once; prompts differ from run to run, so no
  * run reuses another's cached prefixes. */
-static fg_status run_parallel(fg_engine *e, int32_t n_par, int32_t n_prompt, int32_t n_gen, int32_t n_vocab,
+static fg_status run_parallel(fg_runner *e, int32_t n_par, int32_t n_prompt, int32_t n_gen, int32_t n_vocab,
                               uint64_t *rng, par_result *res)
 {
     fg_sampler_params sp = greedy_params();
@@ -120,16 +120,16 @@ static fg_status run_parallel(fg_engine *e, int32_t n_par, int32_t n_prompt, int
     int32_t submitted = 0;
     for (; st == FG_OK && submitted < n_par; submitted++) {
         random_ids(prompt, n_prompt, n_vocab, rng);
-        st = fg_engine_submit(e, prompt, n_prompt, n_gen, -1, &sp, &ids[submitted]);
+        st = fg_runner_submit(e, prompt, n_prompt, n_gen, -1, &sp, &ids[submitted]);
     }
     for (int32_t done = 0; st == FG_OK && done < n_par;) {
         int32_t t;
-        st = fg_engine_step(e, &t);
+        st = fg_runner_step(e, &t);
         int32_t started = 0;
         done = 0;
         for (int32_t i = 0; st == FG_OK && i < n_par; i++) {
             fg_req_info info;
-            st = fg_engine_info(e, ids[i], &info);
+            st = fg_runner_info(e, ids[i], &info);
             started += info.n_gen > 0;
             done += info.state == FG_REQ_FINISHED;
         }
@@ -139,10 +139,10 @@ static fg_status run_parallel(fg_engine *e, int32_t n_par, int32_t n_prompt, int
     double t1 = fg_now_ms();
     for (int32_t i = 0; i < submitted; i++) {
         fg_req_info info;
-        if (fg_engine_info(e, ids[i], &info) != FG_OK) continue;
+        if (fg_runner_info(e, ids[i], &info) != FG_OK) continue;
         if (info.state == FG_REQ_WAITING || info.state == FG_REQ_PREFILLING || info.state == FG_REQ_DECODING)
-            fg_engine_cancel(e, ids[i]);
-        fg_engine_release(e, ids[i]);
+            fg_runner_cancel(e, ids[i]);
+        fg_runner_release(e, ids[i]);
     }
     res->pp_ms = t_first - t0;
     res->tg_ms = t1 - t_first;
@@ -155,10 +155,10 @@ static int bench_parallel(fg_cli_engine_opts *eo, int32_t n_par, int32_t n_promp
     /* Every stream's KV at once; a step budget of 512 tokens (at least one
      * decode per stream). */
     int32_t step = n_par > 512 ? n_par : 512;
-    fg_engine_params p = {n_par * (n_prompt + n_gen + FG_KV_BLOCK_SIZE), n_prompt + n_gen + FG_KV_BLOCK_SIZE, n_par, step,
+    fg_runner_params p = {n_par * (n_prompt + n_gen + FG_KV_BLOCK_SIZE), n_prompt + n_gen + FG_KV_BLOCK_SIZE, n_par, step,
                           n_par};
     fg_cli_engine ce;
-    fg_engine *e;
+    fg_runner *e;
     fg_status st = open_engine(eo, &p, &ce, &e);
     if (st != FG_OK) return fg_cli_fail(st);
     int32_t n_vocab = fg_model_n_vocab(ce.model);
@@ -203,7 +203,7 @@ static int bench_parallel(fg_cli_engine_opts *eo, int32_t n_par, int32_t n_promp
         }
     }
     free(r);
-    fg_engine_free(e);
+    fg_runner_free(e);
     fg_cli_engine_free(&ce);
     return rc;
 }
@@ -212,30 +212,30 @@ static int bench_parallel(fg_cli_engine_opts *eo, int32_t n_par, int32_t n_promp
 
 /* Runs one request of n prompt tokens to its first token: ms, and the
  * prompt tokens found in the prefix cache. */
-static fg_status first_token(fg_engine *e, const int32_t *prompt, int32_t n, double *ms, int32_t *cached)
+static fg_status first_token(fg_runner *e, const int32_t *prompt, int32_t n, double *ms, int32_t *cached)
 {
     fg_sampler_params sp = greedy_params();
     uint64_t id;
     double t0 = fg_now_ms();
-    FG_TRY(fg_engine_submit(e, prompt, n, 1, -1, &sp, &id));
+    FG_TRY(fg_runner_submit(e, prompt, n, 1, -1, &sp, &id));
     fg_req_info info = {0};
     fg_status st = FG_OK;
     while (st == FG_OK && info.state != FG_REQ_FINISHED) {
         int32_t t;
-        if ((st = fg_engine_step(e, &t)) == FG_OK) st = fg_engine_info(e, id, &info);
+        if ((st = fg_runner_step(e, &t)) == FG_OK) st = fg_runner_info(e, id, &info);
     }
     *ms = fg_now_ms() - t0;
     *cached = info.n_cached;
-    if (st == FG_OK) fg_engine_release(e, id);
+    if (st == FG_OK) fg_runner_release(e, id);
     return st;
 }
 
 static int bench_prefix(fg_cli_engine_opts *eo, int32_t n_prompt, bool json)
 {
     int32_t n2 = n_prompt + 16;
-    fg_engine_params p = {2 * (n2 + FG_KV_BLOCK_SIZE), n2 + FG_KV_BLOCK_SIZE, 2, 512, 2};
+    fg_runner_params p = {2 * (n2 + FG_KV_BLOCK_SIZE), n2 + FG_KV_BLOCK_SIZE, 2, 512, 2};
     fg_cli_engine ce;
-    fg_engine *e;
+    fg_runner *e;
     fg_status st = open_engine(eo, &p, &ce, &e);
     if (st != FG_OK) return fg_cli_fail(st);
     int32_t *prompt = malloc((size_t)n2 * sizeof *prompt), n_vocab = fg_model_n_vocab(ce.model), c_warm, c1, c2;
@@ -267,7 +267,7 @@ static int bench_prefix(fg_cli_engine_opts *eo, int32_t n_prompt, bool json)
         printf("| same + 16 | %d | %d (%d) | %d | %.1f ms |\n", n2, c2, c2 / FG_KV_BLOCK_SIZE, n2 - c2, t2);
     }
     free(prompt);
-    fg_engine_free(e);
+    fg_runner_free(e);
     fg_cli_engine_free(&ce);
     return rc;
 }

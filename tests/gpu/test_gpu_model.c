@@ -24,7 +24,7 @@
 #include "backend/gpu/gpu.h"
 #include "model/forward.h"
 #include "model/model.h"
-#include "runtime/engine.h"
+#include "runtime/runner.h"
 #include "runtime/session.h"
 #include "../unit/test_util.h"
 
@@ -246,31 +246,31 @@ Test(gpu_synth, engine_serves_requests, .init = need_gpu, .timeout = 120)
     cr_assert_eq(fg_model_open(path, &m), FG_OK, "%s", fg_last_error());
     fg_backend *be;
     cr_assert_eq(fg_backend_gpu_init(0, &be), FG_OK, "%s", fg_last_error());
-    fg_engine_params p = {1024, 256, 8, 32, 16};
-    fg_engine *e;
-    cr_assert_eq(fg_engine_init(m, be, &p, &e), FG_OK, "%s", fg_last_error());
+    fg_runner_params p = {1024, 256, 8, 32, 16};
+    fg_runner *e;
+    cr_assert_eq(fg_runner_init(m, be, &p, &e), FG_OK, "%s", fg_last_error());
     fg_sampler_params sp = fg_sampler_defaults();
     sp.temperature = 0.0f;
     int32_t prompt[5][40], n_vocab = fg_model_n_vocab(m);
     uint64_t ids[5];
     for (int r = 0; r < 5; r++) {
         for (int i = 0; i < 40; i++) prompt[r][i] = 1 + (r * 53 + i * 29) % (n_vocab - 1);
-        cr_assert_eq(fg_engine_submit(e, prompt[r], 10 + 7 * r, 16, -1, &sp, &ids[r]), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_runner_submit(e, prompt[r], 10 + 7 * r, 16, -1, &sp, &ids[r]), FG_OK, "%s", fg_last_error());
     }
     for (int steps = 0, done = 0; done < 5; steps++) {
         cr_assert(steps < 5000);
         int32_t t;
-        cr_assert_eq(fg_engine_step(e, &t), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_runner_step(e, &t), FG_OK, "%s", fg_last_error());
         done = 0;
         for (int r = 0; r < 5; r++) {
             fg_req_info info;
-            fg_engine_info(e, ids[r], &info);
+            fg_runner_info(e, ids[r], &info);
             done += info.state == FG_REQ_FINISHED;
         }
     }
     /* Request 0 against the session path on a fresh GPU backend. */
     fg_req_info info;
-    fg_engine_info(e, ids[0], &info);
+    fg_runner_info(e, ids[0], &info);
     fg_backend *be2;
     cr_assert_eq(fg_backend_gpu_init(0, &be2), FG_OK, "%s", fg_last_error());
     fg_test_rig r;
@@ -286,11 +286,11 @@ Test(gpu_synth, engine_serves_requests, .init = need_gpu, .timeout = 120)
     fprintf(stderr, "gpu engine: 5 requests served; request 0 equals the session path for %d of 16 tokens\n", same);
     cr_expect_eq(same, 16, "engine and session part after %d tokens", same);
     fg_test_rig_close(&r);
-    for (int i = 0; i < 5; i++) fg_engine_release(e, ids[i]);
+    for (int i = 0; i < 5; i++) fg_runner_release(e, ids[i]);
     fg_kvcache_usage u;
-    fg_engine_kv_usage(e, &u);
+    fg_runner_kv_usage(e, &u);
     cr_assert_eq(u.used, 0);
-    fg_engine_free(e);
+    fg_runner_free(e);
     fg_backend_free(be);
     fg_model_close(m);
 }

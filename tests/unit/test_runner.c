@@ -1,5 +1,5 @@
 /*
- * test_engine.c — the engine (runtime/engine.c) on the CPU backend with a
+ * test_runner.c — the engine (runtime/runner.c) on the CPU backend with a
  * synthetic llama model: batch invariance (greedy requests served together,
  * with chunked prefill interleaved with decodes, give exactly the tokens
  * each gives alone), agreement with the single-sequence session path, and
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/engine.h"
+#include "runtime/runner.h"
 #include "runtime/session.h"
 #include "test_util.h"
 
@@ -22,26 +22,26 @@ static void prompt_of(int r, int32_t *p, int32_t n_vocab)
     for (int32_t i = 0; i < lens[r]; i++) p[i] = 1 + (r * 97 + i * 31) % (n_vocab - 1);
 }
 
-static fg_engine *open_engine(fg_model **m, fg_backend **be, int32_t step_tokens)
+static fg_runner *open_engine(fg_model **m, fg_backend **be, int32_t step_tokens)
 {
     cr_assert_eq(fg_model_open("tests/data/llama-synth/gqa-q4_0.gguf", m), FG_OK, "%s", fg_last_error());
     cr_assert_eq(fg_backend_cpu_init(2, false, be), FG_OK, "%s", fg_last_error());
-    fg_engine_params p = {1024, 256, 8, step_tokens, 16};
-    fg_engine *e;
-    cr_assert_eq(fg_engine_init(*m, *be, &p, &e), FG_OK, "%s", fg_last_error());
+    fg_runner_params p = {1024, 256, 8, step_tokens, 16};
+    fg_runner *e;
+    cr_assert_eq(fg_runner_init(*m, *be, &p, &e), FG_OK, "%s", fg_last_error());
     return e;
 }
 
-static void run_until_done(fg_engine *e, const uint64_t *ids, int n)
+static void run_until_done(fg_runner *e, const uint64_t *ids, int n)
 {
     for (int steps = 0;; steps++) {
         cr_assert(steps < 10000, "the engine does not finish");
         int32_t t;
-        cr_assert_eq(fg_engine_step(e, &t), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_runner_step(e, &t), FG_OK, "%s", fg_last_error());
         int done = 0;
         for (int i = 0; i < n; i++) {
             fg_req_info info;
-            cr_assert_eq(fg_engine_info(e, ids[i], &info), FG_OK);
+            cr_assert_eq(fg_runner_info(e, ids[i], &info), FG_OK);
             done += info.state == FG_REQ_FINISHED;
         }
         if (done == n) return;
@@ -55,7 +55,7 @@ static void greedy_params(fg_sampler_params *sp)
     sp->seed = 1;
 }
 
-Test(engine, greedy_requests_together_give_what_each_gives_alone, .timeout = 120)
+Test(runner, greedy_requests_together_give_what_each_gives_alone, .timeout = 120)
 {
     fg_sampler_params sp;
     greedy_params(&sp);
@@ -64,18 +64,18 @@ Test(engine, greedy_requests_together_give_what_each_gives_alone, .timeout = 120
     for (int r = 0; r < N_REQ; r++) {
         fg_model *m;
         fg_backend *be;
-        fg_engine *e = open_engine(&m, &be, 64);
+        fg_runner *e = open_engine(&m, &be, 64);
         n_vocab = fg_model_n_vocab(m);
         prompt_of(r, prompt, n_vocab);
         uint64_t id;
-        cr_assert_eq(fg_engine_submit(e, prompt, lens[r], N_GEN, -1, &sp, &id), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(fg_runner_submit(e, prompt, lens[r], N_GEN, -1, &sp, &id), FG_OK, "%s", fg_last_error());
         run_until_done(e, &id, 1);
         fg_req_info info;
-        fg_engine_info(e, id, &info);
+        fg_runner_info(e, id, &info);
         cr_assert_eq(info.n_gen, N_GEN);
         memcpy(alone[r], info.gen, sizeof alone[r]);
-        fg_engine_release(e, id);
-        fg_engine_free(e);
+        fg_runner_release(e, id);
+        fg_runner_free(e);
         fg_backend_free(be);
         fg_model_close(m);
     }
@@ -85,25 +85,25 @@ Test(engine, greedy_requests_together_give_what_each_gives_alone, .timeout = 120
     for (int bi = 0; bi < 2; bi++) {
         fg_model *m;
         fg_backend *be;
-        fg_engine *e = open_engine(&m, &be, budgets[bi]);
+        fg_runner *e = open_engine(&m, &be, budgets[bi]);
         uint64_t ids[N_REQ];
         for (int r = 0; r < N_REQ; r++) {
             prompt_of(r, prompt, n_vocab);
-            cr_assert_eq(fg_engine_submit(e, prompt, lens[r], N_GEN, -1, &sp, &ids[r]), FG_OK, "%s", fg_last_error());
+            cr_assert_eq(fg_runner_submit(e, prompt, lens[r], N_GEN, -1, &sp, &ids[r]), FG_OK, "%s", fg_last_error());
         }
         run_until_done(e, ids, N_REQ);
         for (int r = 0; r < N_REQ; r++) {
             fg_req_info info;
-            fg_engine_info(e, ids[r], &info);
+            fg_runner_info(e, ids[r], &info);
             for (int g = 0; g < N_GEN; g++)
                 cr_assert_eq(info.gen[g], alone[r][g], "budget %d: request %d token %d is %d together, %d alone",
                              budgets[bi], r, g, info.gen[g], alone[r][g]);
-            fg_engine_release(e, ids[r]);
+            fg_runner_release(e, ids[r]);
         }
         fg_kvcache_usage u;
-        fg_engine_kv_usage(e, &u);
+        fg_runner_kv_usage(e, &u);
         cr_assert_eq(u.used, 0, "blocks left used when idle: %d", u.used);
-        fg_engine_free(e);
+        fg_runner_free(e);
         fg_backend_free(be);
         fg_model_close(m);
     }
@@ -111,20 +111,20 @@ Test(engine, greedy_requests_together_give_what_each_gives_alone, .timeout = 120
 
 /* One request through the engine gives the session's greedy continuation
  * (the single-stream path forge run uses). */
-Test(engine, one_request_matches_the_session_path, .timeout = 60)
+Test(runner, one_request_matches_the_session_path, .timeout = 60)
 {
     fg_model *m;
     fg_backend *be;
-    fg_engine *e = open_engine(&m, &be, 64);
+    fg_runner *e = open_engine(&m, &be, 64);
     int32_t prompt[64], n_vocab = fg_model_n_vocab(m);
     prompt_of(2, prompt, n_vocab);
     fg_sampler_params sp;
     greedy_params(&sp);
     uint64_t id;
-    cr_assert_eq(fg_engine_submit(e, prompt, lens[2], N_GEN, -1, &sp, &id), FG_OK);
+    cr_assert_eq(fg_runner_submit(e, prompt, lens[2], N_GEN, -1, &sp, &id), FG_OK);
     run_until_done(e, &id, 1);
     fg_req_info info;
-    fg_engine_info(e, id, &info);
+    fg_runner_info(e, id, &info);
 
     fg_backend *be2;
     cr_assert_eq(fg_backend_cpu_init(2, false, &be2), FG_OK);
@@ -140,8 +140,8 @@ Test(engine, one_request_matches_the_session_path, .timeout = 60)
         cr_assert_eq(fg_session_eval_sample(r.s, &t, 1, &greedy, &next), FG_OK);
     }
     fg_test_rig_close(&r);
-    fg_engine_release(e, id);
-    fg_engine_free(e);
+    fg_runner_release(e, id);
+    fg_runner_free(e);
     fg_backend_free(be);
     fg_model_close(m);
 }

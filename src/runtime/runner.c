@@ -1,8 +1,8 @@
 /*
- * engine.c — the step loop of engine.h: plan (scheduler), run (forward),
+ * runner.c — the step loop of runner.h: plan (scheduler), run (forward),
  * sample (backend op or each request's sampler), commit.
  */
-#include "runtime/engine.h"
+#include "runtime/runner.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -10,30 +10,30 @@
 #include "base/err.h"
 #include "model/forward.h"
 
-typedef struct engine_req {
+typedef struct runner_req {
     uint64_t id; /* 0: unused */
     fg_sampler *smp;
-} engine_req;
+} runner_req;
 
-struct fg_engine {
+struct fg_runner {
     fg_forward *f;
     fg_kvcache *kv;
     fg_sched *sched;
     int32_t n_vocab, n_reqs;
-    engine_req *reqs;     /* (n_reqs) each request's sampler */
+    runner_req *reqs;     /* (n_reqs) each request's sampler */
     float *logits;        /* (max_running, n_vocab) */
     fg_sampler **row_smp; /* (max_running) the sampler of each logits row of the step */
     fg_sample_row *rows;  /* (max_running) */
     int32_t *picked;      /* (max_running) */
 };
 
-fg_status fg_engine_init(const fg_model *m, fg_backend *be, const fg_engine_params *p, fg_engine **out)
+fg_status fg_runner_init(const fg_model *m, fg_backend *be, const fg_runner_params *p, fg_runner **out)
 {
     *out = NULL;
     if (p->kv_tokens < 1 || p->max_seq_tokens < 1 || p->max_running < 1 || p->max_step_tokens < 1 || p->max_waiting < 1)
-        return fg_err_set(FG_ERR_INVALID_ARG, "engine: every size must be positive");
-    fg_engine *e = calloc(1, sizeof *e);
-    if (!e) return fg_err_set(FG_ERR_NOMEM, "engine: out of memory");
+        return fg_err_set(FG_ERR_INVALID_ARG, "runner: every size must be positive");
+    fg_runner *e = calloc(1, sizeof *e);
+    if (!e) return fg_err_set(FG_ERR_NOMEM, "runner: out of memory");
     const int32_t bs = FG_KV_BLOCK_SIZE, n_blocks = (p->kv_tokens + bs - 1) / bs;
     e->n_vocab = fg_model_n_vocab(m);
     e->n_reqs = p->max_running + p->max_waiting;
@@ -47,17 +47,17 @@ fg_status fg_engine_init(const fg_model *m, fg_backend *be, const fg_engine_para
         e->rows = malloc((size_t)p->max_running * sizeof *e->rows);
         e->picked = malloc((size_t)p->max_running * sizeof *e->picked);
         e->row_smp = malloc((size_t)p->max_running * sizeof *e->row_smp);
-        if (!e->reqs || !e->logits || !e->rows || !e->picked || !e->row_smp) st = fg_err_set(FG_ERR_NOMEM, "engine: out of memory");
+        if (!e->reqs || !e->logits || !e->rows || !e->picked || !e->row_smp) st = fg_err_set(FG_ERR_NOMEM, "runner: out of memory");
     }
     if (st != FG_OK) {
-        fg_engine_free(e);
+        fg_runner_free(e);
         return st;
     }
     *out = e;
     return FG_OK;
 }
 
-void fg_engine_free(fg_engine *e)
+void fg_runner_free(fg_runner *e)
 {
     if (!e) return;
     for (int32_t i = 0; e->reqs && i < e->n_reqs; i++) fg_sampler_free(e->reqs[i].smp);
@@ -68,22 +68,22 @@ void fg_engine_free(fg_engine *e)
     free(e);
 }
 
-static engine_req *find(const fg_engine *e, uint64_t id)
+static runner_req *find(const fg_runner *e, uint64_t id)
 {
     for (int32_t i = 0; i < e->n_reqs; i++)
         if (e->reqs[i].id == id) return &e->reqs[i];
     return NULL;
 }
 
-fg_status fg_engine_submit(fg_engine *e, const int32_t *prompt, int32_t n, int32_t max_new, int32_t eos,
+fg_status fg_runner_submit(fg_runner *e, const int32_t *prompt, int32_t n, int32_t max_new, int32_t eos,
                            const fg_sampler_params *sp, uint64_t *id)
 {
     for (int32_t i = 0; i < n; i++)
         if (prompt[i] < 0 || prompt[i] >= e->n_vocab)
             return fg_err_set(FG_ERR_INVALID_ARG, "prompt token %d is %d, outside the vocabulary of %d", i, prompt[i],
                               e->n_vocab);
-    engine_req *r = find(e, 0);
-    if (!r) return fg_err_set(FG_ERR_FULL, "engine: every request slot is taken");
+    runner_req *r = find(e, 0);
+    if (!r) return fg_err_set(FG_ERR_FULL, "runner: every request slot is taken");
     fg_sampler *smp;
     FG_TRY(fg_sampler_init(sp, e->n_vocab, &smp));
     fg_status st = fg_sched_submit(e->sched, prompt, n, max_new, eos, id);
@@ -92,11 +92,11 @@ fg_status fg_engine_submit(fg_engine *e, const int32_t *prompt, int32_t n, int32
         return st;
     }
     for (int32_t i = 0; i < n; i++) fg_sampler_accept(smp, prompt[i]);
-    *r = (engine_req){*id, smp};
+    *r = (runner_req){*id, smp};
     return FG_OK;
 }
 
-fg_status fg_engine_step(fg_engine *e, int32_t *n_tokens)
+fg_status fg_runner_step(fg_runner *e, int32_t *n_tokens)
 {
     fg_sched_batch sb;
     FG_TRY(fg_sched_plan(e->sched, &sb));
@@ -137,27 +137,27 @@ fg_status fg_engine_step(fg_engine *e, int32_t *n_tokens)
     return FG_OK;
 }
 
-fg_status fg_engine_info(const fg_engine *e, uint64_t id, fg_req_info *out)
+fg_status fg_runner_info(const fg_runner *e, uint64_t id, fg_req_info *out)
 {
     return fg_sched_info(e->sched, id, out);
 }
 
-fg_status fg_engine_cancel(fg_engine *e, uint64_t id)
+fg_status fg_runner_cancel(fg_runner *e, uint64_t id)
 {
     return fg_sched_cancel(e->sched, id);
 }
 
-void fg_engine_release(fg_engine *e, uint64_t id)
+void fg_runner_release(fg_runner *e, uint64_t id)
 {
     fg_sched_release(e->sched, id);
-    engine_req *r = find(e, id);
+    runner_req *r = find(e, id);
     if (r) {
         fg_sampler_free(r->smp);
-        *r = (engine_req){0};
+        *r = (runner_req){0};
     }
 }
 
-void fg_engine_kv_usage(const fg_engine *e, fg_kvcache_usage *u)
+void fg_runner_kv_usage(const fg_runner *e, fg_kvcache_usage *u)
 {
     fg_kvcache_usage_get(e->kv, u);
 }

@@ -1,5 +1,5 @@
 /*
- * engine.h — many requests served over one forward context: each step the
+ * runner.h — many requests served over one forward context: each step the
  * scheduler (scheduler.h) plans a batch over the paged KV cache
  * (kvcache.h), the forward runs it, and each request's own sampler picks
  * its next token.
@@ -9,44 +9,44 @@
  * then downloads ids only); otherwise the logits rows are read and each
  * request's fg_sampler picks. Greedy requests use the sample op everywhere.
  *
- * Synchronous for now: the caller drives fg_engine_step. The engine owns
+ * Synchronous: the caller (the engine thread) drives fg_runner_step. It owns
  * the forward context, the cache and the scheduler; it borrows the model
  * and the backend, which must outlive it. Not thread-safe.
  */
-#ifndef FG_RUNTIME_ENGINE_H
-#define FG_RUNTIME_ENGINE_H
+#ifndef FG_RUNTIME_RUNNER_H
+#define FG_RUNTIME_RUNNER_H
 
 #include "backend/backend.h"
 #include "model/model.h"
 #include "runtime/sampler.h"
 #include "runtime/scheduler.h"
 
-typedef struct fg_engine fg_engine;
+typedef struct fg_runner fg_runner;
 
-typedef struct fg_engine_params {
+typedef struct fg_runner_params {
     int32_t kv_tokens;       /* the KV pool, in tokens (rounded up to whole blocks) */
     int32_t max_seq_tokens;  /* the longest sequence (prompt + generated) */
     int32_t max_running;     /* sequences in one step */
     int32_t max_step_tokens; /* the token budget of one step */
     int32_t max_waiting;     /* the queue bound */
-} fg_engine_params;
+} fg_runner_params;
 
-fg_status fg_engine_init(const fg_model *m, fg_backend *be, const fg_engine_params *p, fg_engine **out);
-void fg_engine_free(fg_engine *e);
+fg_status fg_runner_init(const fg_model *m, fg_backend *be, const fg_runner_params *p, fg_runner **out);
+void fg_runner_free(fg_runner *e);
 
 /* Queues a request: prompt (copied), up to max_new tokens, stopping at eos
  * (-1: never), sampled with *sp. FG_ERR_FULL when the queue is full. */
-fg_status fg_engine_submit(fg_engine *e, const int32_t *prompt, int32_t n, int32_t max_new, int32_t eos,
+fg_status fg_runner_submit(fg_runner *e, const int32_t *prompt, int32_t n, int32_t max_new, int32_t eos,
                            const fg_sampler_params *sp, uint64_t *id);
 
 /* Runs one step; *n_tokens receives the tokens it computed (0: idle). */
-fg_status fg_engine_step(fg_engine *e, int32_t *n_tokens);
+fg_status fg_runner_step(fg_runner *e, int32_t *n_tokens);
 
-fg_status fg_engine_info(const fg_engine *e, uint64_t id, fg_req_info *out);
-fg_status fg_engine_cancel(fg_engine *e, uint64_t id);
+fg_status fg_runner_info(const fg_runner *e, uint64_t id, fg_req_info *out);
+fg_status fg_runner_cancel(fg_runner *e, uint64_t id);
 /* Forgets a finished or cancelled request. */
-void fg_engine_release(fg_engine *e, uint64_t id);
+void fg_runner_release(fg_runner *e, uint64_t id);
 
-void fg_engine_kv_usage(const fg_engine *e, fg_kvcache_usage *u);
+void fg_runner_kv_usage(const fg_runner *e, fg_kvcache_usage *u);
 
 #endif
