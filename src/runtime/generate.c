@@ -8,6 +8,7 @@
 
 #include "base/clock.h"
 #include "base/err.h"
+#include "runtime/textstream.h"
 
 const char *fg_stop_reason_name(fg_stop_reason r)
 {
@@ -19,48 +20,6 @@ const char *fg_stop_reason_name(fg_stop_reason r)
     case FG_STOP_CALLER: return "cancelled";
     }
     return "?";
-}
-
-/* Text decoded but not yet emitted: held back while it may be the start of a
- * stop string. */
-typedef struct pending {
-    char *buf;
-    size_t len, cap;
-} pending;
-
-/* The length of the longest suffix of s[0..n) that is a proper prefix of a
- * stop string: those bytes must wait for more text. */
-static size_t held_suffix(const char *s, size_t n, const fg_gen_params *p)
-{
-    size_t hold = 0;
-    for (int32_t i = 0; i < p->n_stops; i++) {
-        size_t sl = strlen(p->stops[i]);
-        if (sl == 0) continue;
-        for (size_t k = sl - 1 < n ? sl - 1 : n; k > hold; k--) {
-            if (memcmp(s + n - k, p->stops[i], k) == 0) {
-                hold = k;
-                break;
-            }
-        }
-    }
-    return hold;
-}
-
-/* Looks for a stop string in the pending text; returns its offset or -1. */
-static long find_stop(const pending *q, const fg_gen_params *p)
-{
-    long best = -1;
-    for (int32_t i = 0; i < p->n_stops; i++) {
-        size_t sl = strlen(p->stops[i]);
-        if (sl == 0 || sl > q->len) continue;
-        for (size_t at = 0; at + sl <= q->len; at++) {
-            if (memcmp(q->buf + at, p->stops[i], sl) == 0) {
-                if (best < 0 || (long)at < best) best = (long)at;
-                break;
-            }
-        }
-    }
-    return best;
 }
 
 /* Runs ids, then picks the token after them into *next: on the backend
@@ -94,11 +53,10 @@ fg_status fg_generate(fg_session *s, const fg_tokenizer *tok, fg_sampler *smp, c
     double t1 = fg_now_ms();
     stats->prompt_ms = t1 - t0;
 
-    fg_detok d;
-    fg_detok_init(&d, tok, false);
-    pending q = {0};
+    fg_textstream ts;
+    fg_textstream_init(&ts, tok, p->stops, p->n_stops);
     fg_status st = FG_OK;
-    bool first = true;
+    bool first = true, stop = false;
     stats->stop = FG_STOP_LENGTH;
     for (int32_t n = 0; p->n_predict < 0 || n < p->n_predict; n++) {
         int32_t id = next;
@@ -109,22 +67,18 @@ fg_status fg_generate(fg_session *s, const fg_tokenizer *tok, fg_sampler *smp, c
             stats->stop = FG_STOP_EOS;
             break;
         }
-        if ((st = fg_detok_push(&d, id, &q.buf, &q.len, &q.cap)) != FG_OK) break;
-        long at = find_stop(&q, p);
-        if (at >= 0) {
-            q.len = (size_t)at;
+        if ((st = fg_textstream_push(&ts, id, &stop)) != FG_OK) break;
+        if (stop) {
             stats->stop = FG_STOP_STRING;
             break;
         }
-        size_t ready = q.len - held_suffix(q.buf, q.len, p);
-        if (ready > 0) {
+        if (ts.ready > 0) {
             if (first) {
                 stats->ttft_ms = fg_now_ms() - t0;
                 first = false;
             }
-            bool more = emit(ud, q.buf, ready);
-            memmove(q.buf, q.buf + ready, q.len - ready);
-            q.len -= ready;
+            bool more = emit(ud, ts.buf, ts.ready);
+            fg_textstream_take(&ts);
             if (!more) {
                 stats->stop = FG_STOP_CALLER;
                 break;
@@ -137,13 +91,12 @@ fg_status fg_generate(fg_session *s, const fg_tokenizer *tok, fg_sampler *smp, c
         }
         if ((st = advance(s, smp, on_backend, &id, 1, &next)) != FG_OK) break;
     }
-    if (st == FG_OK && stats->stop != FG_STOP_STRING && stats->stop != FG_STOP_CALLER)
-        st = fg_detok_flush(&d, &q.buf, &q.len, &q.cap);
-    if (st == FG_OK && q.len > 0) {
+    if (st == FG_OK && stats->stop != FG_STOP_STRING && stats->stop != FG_STOP_CALLER) st = fg_textstream_flush(&ts);
+    if (st == FG_OK && ts.ready > 0) {
         if (first) stats->ttft_ms = fg_now_ms() - t0;
-        emit(ud, q.buf, q.len);
+        emit(ud, ts.buf, ts.ready);
     }
     stats->gen_ms = fg_now_ms() - t1;
-    free(q.buf);
+    fg_textstream_free(&ts);
     return st;
 }
