@@ -29,6 +29,12 @@ struct fg_runner {
 
 fg_status fg_runner_init(const fg_model *m, fg_backend *be, const fg_runner_params *p, fg_runner **out)
 {
+    return fg_runner_init_kv(m, be, p, FG_TYPE_F16, NULL, NULL, out);
+}
+
+fg_status fg_runner_init_kv(const fg_model *m, fg_backend *be, const fg_runner_params *p, fg_type kv_type,
+                            fg_forward_progress progress, void *progress_ctx, fg_runner **out)
+{
     *out = NULL;
     if (p->kv_tokens < 1 || p->max_seq_tokens < 1 || p->max_running < 1 || p->max_step_tokens < 1 || p->max_waiting < 1)
         return fg_err_set(FG_ERR_INVALID_ARG, "runner: every size must be positive");
@@ -38,7 +44,7 @@ fg_status fg_runner_init(const fg_model *m, fg_backend *be, const fg_runner_para
     e->n_vocab = fg_model_n_vocab(m);
     e->n_reqs = p->max_running + p->max_waiting;
     fg_sched_params sp = {p->max_step_tokens, p->max_running, p->max_waiting};
-    fg_status st = fg_forward_init(m, be, n_blocks * bs, p->max_step_tokens, FG_TYPE_F16, NULL, NULL, &e->f);
+    fg_status st = fg_forward_init(m, be, n_blocks * bs, p->max_step_tokens, kv_type, progress, progress_ctx, &e->f);
     if (st == FG_OK) st = fg_kvcache_init(n_blocks, bs, p->max_running, (p->max_seq_tokens + bs - 1) / bs, &e->kv);
     if (st == FG_OK) st = fg_sched_init(&sp, e->kv, &e->sched);
     if (st == FG_OK) {
@@ -147,6 +153,11 @@ fg_status fg_runner_cancel(fg_runner *e, uint64_t id)
     return fg_sched_cancel(e->sched, id);
 }
 
+fg_status fg_runner_finish(fg_runner *e, uint64_t id)
+{
+    return fg_sched_finish(e->sched, id);
+}
+
 void fg_runner_release(fg_runner *e, uint64_t id)
 {
     fg_sched_release(e->sched, id);
@@ -160,4 +171,10 @@ void fg_runner_release(fg_runner *e, uint64_t id)
 void fg_runner_kv_usage(const fg_runner *e, fg_kvcache_usage *u)
 {
     fg_kvcache_usage_get(e->kv, u);
+}
+
+void fg_runner_counts(const fg_runner *e, int32_t *running, int32_t *waiting)
+{
+    *running = fg_sched_n_running(e->sched);
+    *waiting = fg_sched_n_waiting(e->sched);
 }

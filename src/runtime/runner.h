@@ -17,6 +17,7 @@
 #define FG_RUNTIME_RUNNER_H
 
 #include "backend/backend.h"
+#include "model/forward.h"
 #include "model/model.h"
 #include "runtime/sampler.h"
 #include "runtime/scheduler.h"
@@ -31,7 +32,12 @@ typedef struct fg_runner_params {
     int32_t max_waiting;     /* the queue bound */
 } fg_runner_params;
 
+/* A runner with an F16 KV pool (llama.cpp's default). fg_runner_init_kv
+ * takes the pool's type (F16 or F32) and reports the weights' placement to
+ * progress (may be NULL), as fg_forward_init does. */
 fg_status fg_runner_init(const fg_model *m, fg_backend *be, const fg_runner_params *p, fg_runner **out);
+fg_status fg_runner_init_kv(const fg_model *m, fg_backend *be, const fg_runner_params *p, fg_type kv_type,
+                            fg_forward_progress progress, void *progress_ctx, fg_runner **out);
 void fg_runner_free(fg_runner *e);
 
 /* Queues a request: prompt (copied), up to max_new tokens, stopping at eos
@@ -44,9 +50,15 @@ fg_status fg_runner_step(fg_runner *e, int32_t *n_tokens);
 
 fg_status fg_runner_info(const fg_runner *e, uint64_t id, fg_req_info *out);
 fg_status fg_runner_cancel(fg_runner *e, uint64_t id);
+/* Finishes a request now (fg_sched_finish): the caller found its end (an
+ * end-of-generation token other than its eos, a stop string). */
+fg_status fg_runner_finish(fg_runner *e, uint64_t id);
 /* Forgets a finished or cancelled request. */
 void fg_runner_release(fg_runner *e, uint64_t id);
 
 void fg_runner_kv_usage(const fg_runner *e, fg_kvcache_usage *u);
+/* Requests running (admitted, holding blocks) and waiting (queued or
+ * preempted). */
+void fg_runner_counts(const fg_runner *e, int32_t *running, int32_t *waiting);
 
 #endif

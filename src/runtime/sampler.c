@@ -30,6 +30,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +147,12 @@ static uint64_t seed_from_clock(const void *salt)
     x ^= ((uint64_t)b.tv_nsec << 32) ^ (uint64_t)b.tv_sec ^ (uint64_t)(uintptr_t)salt;
     uint64_t seed = splitmix64(&x);
     return seed == FG_SAMPLER_SEED_RANDOM ? 0 : seed;
+}
+
+uint64_t fg_sampler_random_seed(void)
+{
+    static _Atomic uint64_t calls; /* two calls in one clock tick still differ */
+    return seed_from_clock((const void *)(uintptr_t)(atomic_fetch_add(&calls, 1) * 0x9e3779b97f4a7c15u));
 }
 
 /* ---- exp ------------------------------------------------------------------

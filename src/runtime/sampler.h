@@ -75,6 +75,11 @@ typedef struct fg_sampler_params {
  * presence and frequency 0, seed random. */
 fg_sampler_params fg_sampler_defaults(void);
 
+/* A fresh seed, never FG_SAMPLER_SEED_RANDOM: the one fg_sampler_init would
+ * pick, for a caller that must know it before the sampler exists (the
+ * engine reports a request's seed from its submission on). Thread-safe. */
+uint64_t fg_sampler_random_seed(void);
+
 /* FG_OK if every parameter is in range; otherwise FG_ERR_INVALID_ARG with a
  * message naming the first bad one and its valid range. fg_sampler_init
  * checks the same; this lets a CLI reject flags before loading a model. */

@@ -199,7 +199,8 @@ fg_status fg_sched_submit(fg_sched *s, const int32_t *prompt, int32_t n, int32_t
     return FG_OK;
 }
 
-fg_status fg_sched_cancel(fg_sched *s, uint64_t id)
+/* Ends a waiting or running request in state `end`, freeing its blocks. */
+static fg_status end_request(fg_sched *s, uint64_t id, fg_req_state end)
 {
     FG_ASSERT(!s->planned);
     req *r = lookup(s, id);
@@ -207,8 +208,18 @@ fg_status fg_sched_cancel(fg_sched *s, uint64_t id)
         return fg_err_set(FG_ERR_NOT_FOUND, "request %llu is not queued or running", (unsigned long long)id);
     if (r->state == FG_REQ_WAITING) wait_remove(s, (int32_t)(r - s->pool));
     else stop_running(s, r);
-    r->state = FG_REQ_CANCELLED;
+    r->state = end;
     return FG_OK;
+}
+
+fg_status fg_sched_cancel(fg_sched *s, uint64_t id)
+{
+    return end_request(s, id, FG_REQ_CANCELLED);
+}
+
+fg_status fg_sched_finish(fg_sched *s, uint64_t id)
+{
+    return end_request(s, id, FG_REQ_FINISHED);
 }
 
 fg_status fg_sched_info(const fg_sched *s, uint64_t id, fg_req_info *out)

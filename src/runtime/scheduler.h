@@ -18,7 +18,8 @@
  * The caller runs the planned batch, samples a token for each of the plan's
  * logits rows (the last token of each sequence whose chunk reaches its last
  * known token), and commits them: requests that reach their token limit or
- * their end token finish and free their blocks.
+ * their end token finish and free their blocks. Other ends are the
+ * caller's to decide between steps (fg_sched_finish, fg_sched_cancel).
  *
  * Requests are identified by the ids fg_sched_submit returns. Everything is
  * allocated at init (the queue is bounded: submit says FG_ERR_FULL) but a
@@ -84,6 +85,11 @@ fg_status fg_sched_submit(fg_sched *s, const int32_t *prompt, int32_t n, int32_t
 /* Cancels a waiting or running request; a running one frees its blocks
  * now. FG_ERR_NOT_FOUND for an unknown or already released id. */
 fg_status fg_sched_cancel(fg_sched *s, uint64_t id);
+
+/* Finishes a waiting or running request now, as its end token would: the
+ * caller decided its output is complete (another end-of-generation token,
+ * a stop string). Its blocks are freed now. FG_ERR_NOT_FOUND as cancel. */
+fg_status fg_sched_finish(fg_sched *s, uint64_t id);
 
 /* Plans the next step into *b (n_tokens = 0 when nothing is runnable). A
  * plan must be committed before the next one. */

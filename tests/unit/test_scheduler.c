@@ -10,7 +10,8 @@
  * no two tokens share one. Over random workloads of thousands of requests
  * (shared prompt prefixes, random lengths, cancellations, a pool small
  * enough to force preemption): every request ends, finished ones with
- * exactly the expected tokens, and no block stays used when idle.
+ * exactly the expected tokens, and no block stays used when idle. A request
+ * the caller finishes (fg_sched_finish) ends at once, freeing its blocks.
  */
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -265,6 +266,48 @@ Test(scheduler, prefix_reuse_queue_bound_and_cancel)
     cr_assert_eq(fg_sched_cancel(s, q[2]), FG_ERR_NOT_FOUND);
     for (int i = 0; i < 3; i++) fg_sched_release(s, q[i]);
     cr_assert_eq(fg_sched_info(s, q[0], &info), FG_ERR_NOT_FOUND);
+    fg_sched_free(s);
+    fg_kvcache_free(kv);
+}
+
+/* The caller's end of a request (another end-of-generation token, a stop
+ * string): running or waiting, it finishes now and a running one's blocks
+ * are free before the next plan. */
+Test(scheduler, finish_ends_a_request_at_once)
+{
+    fg_kvcache *kv;
+    fg_sched *s;
+    fg_sched_params p = {64, 1, 4};
+    open_sched(32, 16, &p, &kv, &s);
+    int32_t prompt[40], sampled[1], seen[32 * BS];
+    for (int i = 0; i < 40; i++) prompt[i] = 100 + i;
+    uint64_t a, b;
+    cr_assert_eq(fg_sched_submit(s, prompt, 40, 8, -1, &a), FG_OK);
+    cr_assert_eq(fg_sched_submit(s, prompt + 1, 20, 8, -1, &b), FG_OK);
+    run_step(s, kv, &p, sampled, seen, 32 * BS, 0);
+    fg_req_info info;
+    fg_sched_info(s, a, &info);
+    cr_assert_eq(info.state, FG_REQ_DECODING);
+    cr_assert_eq(info.n_gen, 1);
+    fg_kvcache_usage u;
+    fg_kvcache_usage_get(kv, &u);
+    cr_assert(u.used > 0);
+    cr_assert_eq(fg_sched_finish(s, a), FG_OK);
+    fg_sched_info(s, a, &info);
+    cr_assert_eq(info.state, FG_REQ_FINISHED);
+    cr_assert_eq(info.n_gen, 1, "its tokens are kept");
+    fg_kvcache_usage_get(kv, &u);
+    cr_assert_eq(u.used, 0, "its blocks are free at once");
+    cr_assert_eq(fg_sched_n_running(s), 0);
+    cr_assert_eq(fg_sched_finish(s, a), FG_ERR_NOT_FOUND, "an ended request cannot end again");
+    /* b was waiting behind it (one running at a time). */
+    fg_sched_info(s, b, &info);
+    cr_assert_eq(info.state, FG_REQ_WAITING);
+    cr_assert_eq(fg_sched_finish(s, b), FG_OK);
+    cr_assert_eq(fg_sched_n_waiting(s), 0);
+    cr_assert(fg_kvcache_check(kv));
+    fg_sched_release(s, a);
+    fg_sched_release(s, b);
     fg_sched_free(s);
     fg_kvcache_free(kv);
 }
