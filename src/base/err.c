@@ -60,6 +60,7 @@ const char *fg_status_str(fg_status st)
     case FG_ERR_NOT_FOUND: return "not found";
     case FG_ERR_DEVICE: return "device error";
     case FG_ERR_FULL: return "full";
+    case FG_ERR_TIMEOUT: return "timed out";
     }
     return "unknown status";
 }

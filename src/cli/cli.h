@@ -37,6 +37,7 @@ enum {
     OPT_SEED,
     OPT_STOP,
     OPT_IGNORE_EOS,
+    OPT_KV_FRACTION,
     OPT_CMD_FIRST,
 };
 
@@ -46,6 +47,9 @@ enum {
         {"batch-size", required_argument, 0, 'b'}, {"threads", required_argument, 0, 't'},      \
         {"kv-type", required_argument, 0, OPT_KV_TYPE}, {"device", required_argument, 0, OPT_DEVICE}
 #define FG_CLI_ENGINE_SHORT "m:c:b:t:"
+/* The options of the commands that run on the engine (forge.h's fg_engine):
+ * run and chat. fg_cli_engine_opt takes them too. */
+#define FG_CLI_SERVING_OPTIONS {"kv-fraction", required_argument, 0, OPT_KV_FRACTION}
 
 typedef struct fg_cli_engine_opts {
     const char *model;   /* NULL: the default model */
@@ -56,6 +60,7 @@ typedef struct fg_cli_engine_opts {
     const char *device;  /* NULL: auto */
     bool reference;      /* exact CPU arithmetic (tests) */
     bool model_only;     /* load the model and open the backend, but no forward context or session */
+    float kv_fraction;   /* the engine's KV pool share of free memory; 0: its default */
 } fg_cli_engine_opts;
 
 /* ---- Sampling and stopping options (sampling.c) ----------------------------- */
@@ -88,6 +93,10 @@ int fg_cli_gen_opt(const char *cmd, int c, const char *arg, fg_cli_gen_opts *g);
 /* Range-checks the sampling parameters; 0, or 2 after a usage error. */
 int fg_cli_gen_check(const char *cmd, const fg_cli_gen_opts *g);
 void fg_cli_gen_help(const fg_cli_gen_opts *defaults);
+/* A request for prompt[0..n) on an engine of context ctx, with g's
+ * sampling, stops and EOS choice; -n beyond the context (or -1) becomes
+ * max_tokens -1: until the context is full. p borrows g's stop strings. */
+fg_request_params fg_cli_gen_request(const fg_cli_gen_opts *g, const int32_t *prompt, size_t n, int32_t ctx);
 
 typedef struct fg_cli_engine {
     fg_model *model;
@@ -103,8 +112,30 @@ int fg_cli_engine_opt(const char *cmd, int c, const char *arg, fg_cli_engine_opt
  * usage error (fg_cli_usage_error's return) naming the option and range. */
 int fg_cli_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int32_t *out);
 void fg_cli_engine_help(void);
+void fg_cli_serving_help(void);
+/* The model on a backend with a forward context and one session, for the
+ * commands that drive one sequence themselves (perplexity, bench). */
 fg_status fg_cli_engine_load(const fg_cli_engine_opts *o, fg_cli_engine *e);
 void fg_cli_engine_free(fg_cli_engine *e);
+/* The model on an engine (forge.h) serving up to max_running sequences:
+ * what run and chat use. Prints the GPU line and the weights' progress bar
+ * as fg_cli_engine_load does. Close with fg_engine_close. */
+fg_status fg_cli_engine_open(const fg_cli_engine_opts *o, int32_t max_running, fg_engine **out);
+
+/* A growable string (malloc'd, NUL-terminated once not empty). */
+typedef struct fg_cli_text {
+    char *s;
+    size_t len, cap;
+} fg_cli_text;
+
+/* Streams the text of request id to stdout as the engine makes it (and
+ * appends it to reply, if not NULL) until the request ends; *info is then
+ * its final status. A FAILED request fails with its message. */
+fg_status fg_cli_stream(fg_engine *e, uint64_t id, fg_cli_text *reply, fg_request_info *info);
+
+/* The old single-sequence loop's names for how generation stopped ("stop
+ * string", "context full", ...), which the timing lines print. */
+const char *fg_cli_finish_name(fg_finish_reason r);
 
 /* The model used when -m is not given: $FORGE_MODEL, else the default model
  * under $FORGE_MODEL_DIR or models/. */

@@ -1,6 +1,9 @@
 /*
- * engine.c — what forge run, chat and perplexity share: the model/backend
- * options and loading a model onto a backend for one sequence.
+ * engine.c — what the commands that run a model share: the model/backend
+ * options, and opening the model either on the engine of forge.h (run,
+ * chat) or on a backend with one session (perplexity, bench). The device
+ * choice and the default context are the library's (runtime/load.h), so
+ * both ways pick the same.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +14,7 @@
 #include "backend/gpu/gpu.h"
 #include "base/err.h"
 #include "cli/cli.h"
+#include "runtime/load.h"
 
 int fg_cli_parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int32_t *out)
 {
@@ -39,6 +43,14 @@ int fg_cli_engine_opt(const char *cmd, int c, const char *arg, fg_cli_engine_opt
             return fg_cli_usage_error(cmd, "--device must be auto, cpu, cuda or hip, not '%s'", arg);
         o->device = arg;
         return 0;
+    case OPT_KV_FRACTION: {
+        char *end;
+        double v = strtod(arg, &end);
+        if (*arg == 0 || *end || !(v > 0 && v <= 1))
+            return fg_cli_usage_error(cmd, "--kv-fraction must be a number in (0, 1], not '%s'", arg);
+        o->kv_fraction = (float)v;
+        return 0;
+    }
     }
     return -1;
 }
@@ -53,6 +65,12 @@ void fg_cli_engine_help(void)
            "      --kv-type T        KV cache type: f16 (default, as llama.cpp) or f32\n"
            "      --device D         auto (default), cpu, cuda or hip\n",
            fg_cli_default_model());
+}
+
+void fg_cli_serving_help(void)
+{
+    printf("      --kv-fraction F    the share of free memory (after the weights) for the KV cache, in (0, 1]\n"
+           "                         (default: 0.9 on a GPU; on the CPU the cache is one context)\n");
 }
 
 /* The weight-loading bar: drawn on a terminal, for models of 256 MB and
@@ -72,31 +90,27 @@ static void load_progress(void *ctx, uint64_t done, uint64_t total)
     b->drawn = true;
 }
 
+/* Running past the training context works, but the model was never
+ * trained to attend that far: say so. */
+static void warn_long_ctx(const fg_model *m, int32_t n_ctx)
+{
+    if (m->hp.n_ctx_train > 0 && n_ctx > m->hp.n_ctx_train)
+        fprintf(stderr, "forge: warning: context %d is longer than the model was trained for (%lld)\n", n_ctx,
+                (long long)m->hp.n_ctx_train);
+}
+
 fg_status fg_cli_engine_load(const fg_cli_engine_opts *o, fg_cli_engine *e)
 {
     memset(e, 0, sizeof *e);
-    const char *dev = o->device ? o->device : "auto";
-    const char *api = fg_backend_gpu_api();
-    bool want_gpu = strcmp(dev, "cuda") == 0 || strcmp(dev, "hip") == 0;
-    if (want_gpu && api && strcasecmp(api, dev) != 0)
-        return fg_err_set(FG_ERR_UNSUPPORTED, "--device %s: this build of forge has a %s backend, not %s; use --device %s",
-                          dev, api, dev, api[0] == 'C' ? "cuda" : "hip");
-    bool use_gpu = want_gpu || (strcmp(dev, "auto") == 0 && !o->reference && fg_backend_gpu_count() > 0);
     fg_status st = fg_model_open(o->model ? o->model : fg_cli_default_model(), &e->model);
     if (st != FG_OK) return st;
-    int32_t n_ctx = o->n_ctx;
-    if (n_ctx <= 0) n_ctx = e->model->hp.n_ctx_train > 0 && e->model->hp.n_ctx_train < 4096 ? (int32_t)e->model->hp.n_ctx_train : 4096;
-    if (e->model->hp.n_ctx_train > 0 && n_ctx > e->model->hp.n_ctx_train)
-        fprintf(stderr, "forge: warning: context %d is longer than the model was trained for (%lld)\n", n_ctx,
-                (long long)e->model->hp.n_ctx_train);
+    int32_t n_ctx = o->n_ctx > 0 ? o->n_ctx : fg_load_default_ctx(e->model);
+    warn_long_ctx(e->model, n_ctx);
     int32_t n_batch = o->n_batch > 0 ? o->n_batch : 512;
     load_bar bar = {false};
-    if (use_gpu && o->reference) {
-        fg_cli_engine_free(e);
-        return fg_err_set(FG_ERR_INVALID_ARG, "--reference is a CPU backend mode; use it with --device cpu");
-    }
-    st = use_gpu ? fg_backend_gpu_init(0, &e->be) : fg_backend_cpu_init(o->n_threads, o->reference, &e->be);
-    if (st == FG_OK && use_gpu) fprintf(stderr, "forge: GPU: %s\n", fg_backend_gpu_describe(e->be));
+    bool gpu;
+    st = fg_load_backend(o->device, o->n_threads, o->reference, &e->be, &gpu);
+    if (st == FG_OK && gpu) fprintf(stderr, "forge: GPU: %s\n", fg_backend_gpu_describe(e->be));
     if (st == FG_OK && o->model_only) return FG_OK;
     if (st != FG_OK ||
         (st = fg_forward_init(e->model, e->be, n_ctx, n_batch, o->kv_f32 ? FG_TYPE_F32 : FG_TYPE_F16, load_progress,
@@ -110,6 +124,31 @@ fg_status fg_cli_engine_load(const fg_cli_engine_opts *o, fg_cli_engine *e)
     return FG_OK;
 }
 
+fg_status fg_cli_engine_open(const fg_cli_engine_opts *o, int32_t max_running, fg_engine **out)
+{
+    fg_engine_config c = fg_engine_config_default();
+    c.device = o->device;
+    c.n_threads = o->n_threads;
+    c.cpu_reference = o->reference;
+    c.ctx = o->n_ctx;
+    c.max_step_tokens = o->n_batch;
+    c.kv_type = o->kv_f32 ? FG_KV_F32 : FG_KV_F16;
+    if (o->kv_fraction > 0) c.kv_fraction = o->kv_fraction;
+    c.max_running = max_running;
+    c.max_waiting = max_running;
+    load_bar bar = {false};
+    c.on_load_progress = load_progress;
+    c.load_progress_ud = &bar;
+    fg_status st = fg_engine_open(o->model ? o->model : fg_cli_default_model(), &c, out);
+    if (bar.drawn) fputc('\n', stderr);
+    if (st != FG_OK) return st;
+    fg_engine_stats s;
+    fg_engine_stats_get(*out, &s);
+    if (strcmp(s.device, "cpu") != 0) fprintf(stderr, "forge: GPU: %s\n", s.device);
+    warn_long_ctx(fg_engine_model(*out), s.ctx);
+    return FG_OK;
+}
+
 void fg_cli_engine_free(fg_cli_engine *e)
 {
     fg_session_free(e->session);
@@ -117,4 +156,56 @@ void fg_cli_engine_free(fg_cli_engine *e)
     fg_backend_free(e->be);
     fg_model_close(e->model);
     memset(e, 0, sizeof *e);
+}
+
+static fg_status text_append(fg_cli_text *t, const char *s, size_t n)
+{
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = 2 * (t->len + n + 1);
+        char *ns = realloc(t->s, cap);
+        if (!ns) return fg_err_set(FG_ERR_NOMEM, "out of memory");
+        t->s = ns;
+        t->cap = cap;
+    }
+    memcpy(t->s + t->len, s, n);
+    t->len += n;
+    t->s[t->len] = 0;
+    return FG_OK;
+}
+
+fg_status fg_cli_stream(fg_engine *e, uint64_t id, fg_cli_text *reply, fg_request_info *info)
+{
+    char buf[4096];
+    for (;;) {
+        FG_TRY(fg_request_wait(e, id, -1));
+        /* The status first: once it says ended, the poll after it takes the rest. */
+        FG_TRY(fg_request_status(e, id, info));
+        size_t n;
+        do {
+            FG_TRY(fg_request_poll(e, id, NULL, 0, NULL, buf, sizeof buf, &n));
+            fwrite(buf, 1, n, stdout);
+            if (reply) FG_TRY(text_append(reply, buf, n));
+        } while (n == sizeof buf);
+        fflush(stdout);
+        if (info->state == FG_REQUEST_FAILED) return fg_err_set(FG_ERR_DEVICE, "%s", info->error);
+        if (info->state >= FG_REQUEST_FINISHED) return FG_OK;
+        /* Tokens are polled too, so the next wait blocks until new output. */
+        int32_t ids[256];
+        while (fg_request_poll(e, id, ids, 256, &n, NULL, 0, NULL) == FG_OK && n == 256) {
+        }
+    }
+}
+
+const char *fg_cli_finish_name(fg_finish_reason r)
+{
+    switch (r) {
+    case FG_FINISH_EOS: return "eos";
+    case FG_FINISH_STOP: return "stop string";
+    case FG_FINISH_LENGTH: return "length";
+    case FG_FINISH_CONTEXT: return "context full";
+    case FG_FINISH_CANCELLED: return "cancelled";
+    case FG_FINISH_ERROR: return "error";
+    case FG_FINISH_NONE: break;
+    }
+    return "?";
 }
