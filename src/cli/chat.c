@@ -2,11 +2,13 @@
  * chat.c — `forge chat`: an interactive conversation with the model.
  *
  * Each turn renders the whole conversation with the model's chat template,
- * tokenizes it, keeps the longest prefix the KV cache already holds and
- * evaluates only the rest, then streams the reply. When the conversation no
- * longer fits in the context (leaving room for a reply of -n tokens), the
- * oldest turns are dropped, the system message kept. Line editing and history
- * come from libedit; /reset starts over, /exit (or Ctrl-D) leaves.
+ * tokenizes it and submits it to the engine (forge.h) as one request; the
+ * engine's prefix cache finds the blocks of the turns before, so only the
+ * new text is computed. The reply streams as it is generated. When the
+ * conversation no longer fits in the context (leaving room for a reply of -n
+ * tokens), the oldest turns are dropped, the system message kept. Line
+ * editing and history come from libedit; /reset starts over, /exit (or
+ * Ctrl-D) leaves.
  */
 #include <editline/readline.h>
 #include <getopt.h>
@@ -17,10 +19,9 @@
 
 #include "base/err.h"
 #include "cli/cli.h"
-#include "runtime/generate.h"
 #include "tokenizer/chat.h"
 
-enum { OPT_SYSTEM = OPT_CMD_FIRST, OPT_TEMPLATE };
+enum { OPT_SYSTEM = OPT_CMD_FIRST, OPT_TEMPLATE, OPT_TIMINGS };
 
 static void help(void)
 {
@@ -31,9 +32,12 @@ static void help(void)
            "within the context window (oldest turns dropped first). Type /reset to start\n"
            "over and /exit or Ctrl-D to leave.\n\n"
            "  -s, --system TEXT      a system message\n"
-           "      --chat-template NAME  this template instead of the model's\n\n");
+           "      --chat-template NAME  this template instead of the model's\n"
+           "      --timings          after each reply, its token counts (and the prompt tokens reused\n"
+           "                         from the cache) and speeds on stderr (default: on a terminal)\n\n");
     fg_cli_gen_help(&d);
     fg_cli_engine_help();
+    fg_cli_serving_help();
     printf("  -h, --help             show this help\n");
 }
 
@@ -75,39 +79,16 @@ static void conv_clear(conversation *c, bool keep_system)
     c->n = keep;
 }
 
-typedef struct reply {
-    char *text;
-    size_t len, cap;
-} reply;
-
-static bool emit(void *ud, const char *text, size_t len)
-{
-    reply *r = ud;
-    fwrite(text, 1, len, stdout);
-    fflush(stdout);
-    if (r->len + len + 1 > r->cap) {
-        size_t cap = (r->len + len + 1) * 2;
-        char *t = realloc(r->text, cap);
-        if (!t) return false;
-        r->text = t;
-        r->cap = cap;
-    }
-    memcpy(r->text + r->len, text, len);
-    r->len += len;
-    r->text[r->len] = 0;
-    return true;
-}
-
 /* Renders and tokenizes the conversation, dropping old turns until it fits
  * in n_ctx - reserve tokens. */
-static fg_status render_fitting(const fg_cli_engine *e, const fg_chat_tmpl *t, conversation *c, int32_t budget,
+static fg_status render_fitting(const fg_model *m, const fg_chat_tmpl *t, conversation *c, int32_t budget,
                                 fg_tokens *ids)
 {
     for (;;) {
         char *prompt = NULL;
         FG_TRY(fg_chat_apply(t, c->msgs, c->n, true, &prompt));
         ids->n = 0;
-        fg_status st = fg_tok_encode(e->model->tok, prompt, strlen(prompt), true, true, ids);
+        fg_status st = fg_tok_encode(m->tok, prompt, strlen(prompt), true, true, ids);
         free(prompt);
         FG_TRY(st);
         if ((int64_t)ids->n <= budget) return FG_OK;
@@ -122,9 +103,11 @@ int fg_cli_chat(int argc, char **argv)
 {
     static const struct option opts[] = {
         FG_CLI_ENGINE_OPTIONS,
+        FG_CLI_SERVING_OPTIONS,
         FG_CLI_GEN_OPTIONS,
         {"system", required_argument, 0, 's'},
         {"chat-template", required_argument, 0, OPT_TEMPLATE},
+        {"timings", no_argument, 0, OPT_TIMINGS},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -132,6 +115,7 @@ int fg_cli_chat(int argc, char **argv)
     fg_cli_gen_opts go;
     fg_cli_gen_defaults(&go, 512);
     const char *system = NULL, *tmpl_name = NULL;
+    bool tty = isatty(STDIN_FILENO), timings = tty;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, FG_CLI_ENGINE_SHORT FG_CLI_GEN_SHORT "s:h", opts, NULL)) != -1) {
@@ -144,6 +128,7 @@ int fg_cli_chat(int argc, char **argv)
         switch (c) {
         case 's': system = optarg; break;
         case OPT_TEMPLATE: tmpl_name = optarg; break;
+        case OPT_TIMINGS: timings = true; break;
         case 'h': help(); return 0;
         default: return fg_cli_usage_error("chat", "unknown option");
         }
@@ -151,28 +136,27 @@ int fg_cli_chat(int argc, char **argv)
     if (optind < argc) return fg_cli_usage_error("chat", "unexpected argument '%s'", argv[optind]);
     if (fg_cli_gen_check("chat", &go)) return 2;
 
-    fg_cli_engine e;
+    fg_engine *e = NULL;
     fg_chat_tmpl tmpl;
-    fg_sampler *smp = NULL;
-    fg_status st = fg_cli_engine_load(&eo, &e);
+    fg_status st = fg_cli_engine_open(&eo, 1, &e);
+    const fg_model *m = e ? fg_engine_model(e) : NULL;
     const char *how = NULL;
-    if (st == FG_OK) st = fg_model_chat_template(e.model->gguf, e.model->tok, tmpl_name, &tmpl, &how);
-    if (st == FG_OK) st = fg_sampler_init(&go.sp, fg_model_n_vocab(e.model), &smp);
+    if (st == FG_OK) st = fg_model_chat_template(m->gguf, m->tok, tmpl_name, &tmpl, &how);
     if (st != FG_OK) {
-        fg_cli_engine_free(&e);
+        fg_engine_close(e);
         return fg_cli_fail(st);
     }
-    int32_t n_ctx = fg_session_n_ctx(e.session);
+    fg_engine_stats es;
+    fg_engine_stats_get(e, &es);
+    int32_t n_ctx = es.ctx;
     int32_t reserve = go.n_predict > 0 && go.n_predict < n_ctx / 2 ? go.n_predict : n_ctx / 4;
-    bool tty = isatty(STDIN_FILENO);
     if (tty)
         fprintf(stderr, "forge chat: %s, template %s (%s), context %d; /reset starts over, /exit or Ctrl-D leaves\n",
-                e.model->hp.arch, fg_chat_name(tmpl.kind), how, n_ctx);
+                m->hp.arch, fg_chat_name(tmpl.kind), how, n_ctx);
 
     conversation conv = {0};
-    fg_tokens ids = {0}, cached = {0}, out = {0};
+    fg_tokens ids = {0};
     if (system) st = conv_add(&conv, "system", system);
-    fg_gen_params gp = {.n_predict = go.n_predict, .stops = go.stops, .n_stops = go.n_stops, .ignore_eos = go.ignore_eos};
     int rc = 0;
     while (st == FG_OK) {
         char *line = readline(tty ? "> " : "");
@@ -183,8 +167,6 @@ int fg_cli_chat(int argc, char **argv)
         }
         if (strcmp(line, "/reset") == 0) {
             conv_clear(&conv, true);
-            cached.n = 0;
-            fg_session_truncate(e.session, 0);
             fprintf(stderr, "(conversation reset)\n");
             free(line);
             continue;
@@ -196,7 +178,7 @@ int fg_cli_chat(int argc, char **argv)
         add_history(line);
         st = conv_add(&conv, "user", line);
         free(line);
-        if (st == FG_OK) st = render_fitting(&e, &tmpl, &conv, n_ctx - reserve, &ids);
+        if (st == FG_OK) st = render_fitting(m, &tmpl, &conv, n_ctx - reserve, &ids);
         if (st != FG_OK) {
             /* A message that cannot fit is reported, not fatal: drop it. */
             fprintf(stderr, "forge: error: %s\n", fg_last_error());
@@ -207,38 +189,27 @@ int fg_cli_chat(int argc, char **argv)
             st = FG_OK;
             continue;
         }
-        /* Reuse the KV of the longest prefix already evaluated. */
-        size_t keep = 0;
-        while (keep < cached.n && keep < ids.n && cached.ids[keep] == ids.ids[keep]) keep++;
-        if (keep == ids.n) keep--; /* the last prompt token must run to give logits */
-        fg_session_truncate(e.session, (int32_t)keep);
-        fg_sampler_reset(smp);
-        for (size_t i = 0; i < keep; i++) fg_sampler_accept(smp, ids.ids[i]);
-        reply r = {0};
-        fg_gen_stats stats;
-        out.n = 0;
-        st = fg_generate(e.session, e.model->tok, smp, ids.ids + keep, (int32_t)(ids.n - keep), &gp, emit, &r, &out,
-                         &stats);
+        fg_request_params rp = fg_cli_gen_request(&go, ids.ids, ids.n, n_ctx);
+        uint64_t id = 0;
+        fg_cli_text reply = {0};
+        fg_request_info info;
+        st = fg_engine_submit(e, &rp, &id);
+        if (st == FG_OK) st = fg_cli_stream(e, id, &reply, &info);
+        if (id) fg_request_release(e, id);
         printf("\n");
-        if (st == FG_OK) st = conv_add(&conv, "assistant", r.text ? r.text : "");
-        free(r.text);
-        /* What the KV now holds: the prompt and the evaluated reply tokens. */
-        cached.n = 0;
-        for (size_t i = 0; i < ids.n && st == FG_OK; i++) st = fg_tokens_push(&cached, ids.ids[i]);
-        for (size_t i = 0; i < out.n && (int32_t)cached.n < fg_session_n_past(e.session) && st == FG_OK; i++)
-            st = fg_tokens_push(&cached, out.ids[i]);
-        if (st == FG_OK && tty)
-            fprintf(stderr, "(%d prompt tokens at %.1f t/s, %d generated at %.1f t/s)\n", stats.n_prompt,
-                    stats.n_prompt / (stats.prompt_ms / 1e3), stats.n_gen,
-                    stats.gen_ms > 0 ? stats.n_gen / (stats.gen_ms / 1e3) : 0.0);
+        if (st == FG_OK) st = conv_add(&conv, "assistant", reply.s ? reply.s : "");
+        free(reply.s);
+        if (st == FG_OK && timings) {
+            double prompt_ms = info.ttft_ms - info.queue_ms;
+            fprintf(stderr, "(%d prompt tokens, %d of them cached, at %.1f t/s, %d generated at %.1f t/s)\n",
+                    info.n_prompt, info.n_cached, prompt_ms > 0 ? (info.n_prompt - info.n_cached) / (prompt_ms / 1e3) : 0.0,
+                    info.n_gen, info.decode_ms_per_token > 0 ? 1e3 / info.decode_ms_per_token : 0.0);
+        }
     }
     if (st != FG_OK) rc = fg_cli_fail(st);
     conv_clear(&conv, false);
     free(conv.msgs);
     fg_tokens_free(&ids);
-    fg_tokens_free(&cached);
-    fg_tokens_free(&out);
-    fg_sampler_free(smp);
-    fg_cli_engine_free(&e);
+    fg_engine_close(e);
     return rc;
 }

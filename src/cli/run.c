@@ -1,9 +1,10 @@
 /*
  * run.c — `forge run -p PROMPT`: generate a continuation and stream it.
  *
- * The text goes to stdout as it is generated; the timings go to stderr:
- * prompt tokens/s (prefill), generation tokens/s and time to first token,
- * measured the way llama.cpp reports them.
+ * One request on the engine (forge.h): the text goes to stdout as it is
+ * generated; the timings go to stderr from the request's status: prompt
+ * tokens/s (prefill), generation tokens/s and time to first token, measured
+ * the way llama.cpp reports them.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -13,8 +14,6 @@
 
 #include "base/err.h"
 #include "cli/cli.h"
-#include "runtime/generate.h"
-#include "runtime/sampler.h"
 #include "tokenizer/chat.h"
 
 enum { OPT_CHAT = OPT_CMD_FIRST, OPT_SYSTEM, OPT_TEMPLATE, OPT_REFERENCE };
@@ -34,21 +33,46 @@ static void help(void)
            "      --chat-template NAME  with --chat: this template instead of the model's\n\n");
     fg_cli_gen_help(&d);
     fg_cli_engine_help();
+    fg_cli_serving_help();
     printf("  -h, --help             show this help\n");
 }
 
-static bool emit_stdout(void *ud, const char *text, size_t len)
+/* Renders text as a user turn (after an optional system message) with the
+ * model's chat template, or the one named; *text is replaced. */
+static fg_status render_chat(const fg_model *m, const char *tmpl_name, const char *system, char **text)
 {
-    (void)ud;
-    fwrite(text, 1, len, stdout);
-    fflush(stdout);
-    return true;
+    fg_chat_tmpl tmpl;
+    fg_chat_msg msgs[2];
+    size_t n = 0;
+    if (system) msgs[n++] = (fg_chat_msg){"system", system};
+    msgs[n++] = (fg_chat_msg){"user", *text};
+    char *rendered = NULL;
+    FG_TRY(fg_model_chat_template(m->gguf, m->tok, tmpl_name, &tmpl, NULL));
+    FG_TRY(fg_chat_apply(&tmpl, msgs, n, true, &rendered));
+    free(*text);
+    *text = rendered;
+    return FG_OK;
+}
+
+static void print_timings(const fg_request_info *i)
+{
+    /* Prefill: from the first step that ran it to its first token; generation:
+     * from then to the end, at the mean time between tokens. */
+    double prompt_ms = i->ttft_ms >= 0 ? i->ttft_ms - i->queue_ms : 0;
+    double gen_ms = i->ttft_ms >= 0 ? i->total_ms - i->ttft_ms : 0;
+    fprintf(stderr,
+            "\nforge: prompt %d tokens in %.1f ms (%.1f t/s) | generation %d tokens in %.1f ms (%.1f t/s) | "
+            "time to first token %.1f ms | stop: %s | seed %llu\n",
+            i->n_prompt, prompt_ms, prompt_ms > 0 ? i->n_prompt / (prompt_ms / 1e3) : 0.0, i->n_gen, gen_ms,
+            i->decode_ms_per_token > 0 ? 1e3 / i->decode_ms_per_token : 0.0, i->ttft_ms >= 0 ? i->ttft_ms : 0.0,
+            fg_cli_finish_name(i->finish), (unsigned long long)i->seed);
 }
 
 int fg_cli_run(int argc, char **argv)
 {
     static const struct option opts[] = {
         FG_CLI_ENGINE_OPTIONS,
+        FG_CLI_SERVING_OPTIONS,
         FG_CLI_GEN_OPTIONS,
         {"prompt", required_argument, 0, 'p'},
         {"file", required_argument, 0, 'f'},
@@ -88,7 +112,6 @@ int fg_cli_run(int argc, char **argv)
     if (!prompt == !file) return fg_cli_usage_error("run", "give the prompt with -p TEXT or -f FILE");
     if ((system || tmpl_name) && !chat) return fg_cli_usage_error("run", "--system and --chat-template need --chat");
     if (fg_cli_gen_check("run", &go)) return 2;
-    fg_gen_params gp = {.n_predict = go.n_predict, .stops = go.stops, .n_stops = go.n_stops, .ignore_eos = go.ignore_eos};
 
     char *text = NULL;
     if (file) {
@@ -98,48 +121,32 @@ int fg_cli_run(int argc, char **argv)
         fprintf(stderr, "forge: error: out of memory\n");
         return 1;
     }
-    fg_cli_engine e;
-    fg_status st = fg_cli_engine_load(&eo, &e);
-    fg_sampler *smp = NULL;
+    fg_engine *e = NULL;
+    fg_status st = fg_cli_engine_open(&eo, 1, &e);
+    const fg_model *m = e ? fg_engine_model(e) : NULL;
+    fg_engine_stats es = {0};
+    if (e) fg_engine_stats_get(e, &es);
     fg_tokens ids = {0};
-    if (st == FG_OK && chat) {
-        fg_chat_tmpl tmpl;
-        fg_chat_msg msgs[2];
-        size_t n = 0;
-        if (system) msgs[n++] = (fg_chat_msg){"system", system};
-        msgs[n++] = (fg_chat_msg){"user", text};
-        char *rendered = NULL;
-        st = fg_model_chat_template(e.model->gguf, e.model->tok, tmpl_name, &tmpl, NULL);
-        if (st == FG_OK) st = fg_chat_apply(&tmpl, msgs, n, true, &rendered);
-        if (st == FG_OK) {
-            free(text);
-            text = rendered;
-        }
-    }
-    if (st == FG_OK) st = fg_tok_encode(e.model->tok, text, strlen(text), true, true, &ids);
-    if (st == FG_OK && (int64_t)ids.n > fg_session_n_ctx(e.session)) {
-        st = fg_err_set(FG_ERR_INVALID_ARG, "the prompt is %zu tokens, longer than the context of %d; shorten it or raise -c",
-                        ids.n, fg_session_n_ctx(e.session));
-    }
-    if (st == FG_OK) st = fg_sampler_init(&go.sp, fg_model_n_vocab(e.model), &smp);
-    fg_gen_stats stats;
-    if (st == FG_OK)
-        st = fg_generate(e.session, e.model->tok, smp, ids.ids, (int32_t)ids.n, &gp, emit_stdout, NULL, NULL, &stats);
+    if (st == FG_OK && chat) st = render_chat(m, tmpl_name, system, &text);
+    if (st == FG_OK) st = fg_tok_encode(m->tok, text, strlen(text), true, true, &ids);
+    if (st == FG_OK && (int64_t)ids.n >= es.ctx)
+        st = fg_err_set(FG_ERR_INVALID_ARG, "the prompt is %zu tokens, %s the context of %d; shorten it or raise -c", ids.n,
+                        (int64_t)ids.n > es.ctx ? "longer than" : "which fills", es.ctx);
+    uint64_t id = 0;
+    fg_request_params rp = fg_cli_gen_request(&go, ids.ids, ids.n, es.ctx);
+    if (st == FG_OK) st = fg_engine_submit(e, &rp, &id);
+    fg_request_info info;
+    if (st == FG_OK) st = fg_cli_stream(e, id, NULL, &info);
     int rc = 0;
     if (st != FG_OK) {
         rc = fg_cli_fail(st);
     } else {
         printf("\n");
-        fprintf(stderr,
-                "\nforge: prompt %d tokens in %.1f ms (%.1f t/s) | generation %d tokens in %.1f ms (%.1f t/s) | "
-                "time to first token %.1f ms | stop: %s | seed %llu\n",
-                stats.n_prompt, stats.prompt_ms, stats.n_prompt / (stats.prompt_ms / 1e3), stats.n_gen, stats.gen_ms,
-                stats.gen_ms > 0 ? stats.n_gen / (stats.gen_ms / 1e3) : 0.0, stats.ttft_ms,
-                fg_stop_reason_name(stats.stop), (unsigned long long)fg_sampler_seed(smp));
+        print_timings(&info);
     }
-    fg_sampler_free(smp);
+    if (id) fg_request_release(e, id);
     fg_tokens_free(&ids);
     free(text);
-    fg_cli_engine_free(&e);
+    fg_engine_close(e);
     return rc;
 }

@@ -34,8 +34,9 @@ int fg_cli_gen_opt(const char *cmd, int c, const char *arg, fg_cli_gen_opts *g)
     switch (c) {
     case 'n': {
         long v = strtol(arg, &end, 10);
-        if (*arg == 0 || *end || v < -1 || v > INT32_MAX)
-            return fg_cli_usage_error(cmd, "-n must be -1 or a token count, not '%s'", arg);
+        if (*arg == 0 || *end || v < -1 || v == 0 || v > INT32_MAX)
+            return fg_cli_usage_error(cmd, "-n must be -1 (until EOS or a full context) or a token count >= 1, not '%s'",
+                                      arg);
         g->n_predict = (int32_t)v;
         return 0;
     }
@@ -105,4 +106,19 @@ void fg_cli_gen_help(const fg_cli_gen_opts *d)
            "      --seed S           random seed (default: a fresh one, printed)\n\n",
            d->n_predict, d->sp.temperature, d->sp.top_k, d->sp.top_p, d->sp.min_p, d->sp.repeat_penalty,
            d->sp.repeat_last_n);
+}
+
+fg_request_params fg_cli_gen_request(const fg_cli_gen_opts *g, const int32_t *prompt, size_t n, int32_t ctx)
+{
+    fg_request_params p = fg_request_params_default();
+    p.prompt = prompt;
+    p.n_prompt = n;
+    p.max_tokens = g->n_predict > 0 && (int64_t)n + g->n_predict <= ctx ? g->n_predict : -1;
+    const fg_sampler_params *s = &g->sp;
+    p.sampling = (fg_sampling){s->temperature, s->top_k, s->top_p, s->min_p, s->repeat_penalty,
+                               s->repeat_last_n, s->presence_penalty, s->frequency_penalty, s->seed};
+    p.stops = g->stops;
+    p.n_stops = g->n_stops;
+    p.ignore_eos = g->ignore_eos;
+    return p;
 }

@@ -149,6 +149,20 @@ if [ -f "$SMOL" ]; then
     rc=$?
     [ $rc -eq 0 ] && [ "$(grep -c . "$tmp/out")" -ge 2 ] && grep -q "conversation reset" "$tmp/err" &&
         ok "forge chat answers, resets and exits at end of input" || bad "forge chat" "rc=$rc $(cat "$tmp/out" "$tmp/err")"
+    # Run and chat are requests on the engine: the second turn resubmits the
+    # whole conversation and finds the first turn's blocks in the prefix cache.
+    printf 'What is 2+2?\nAnd 3+3?\n' | "$FORGE" chat -m "$SMOL" -n 16 --temp 0 --timings >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    cached=$(sed -n 's/^(\([0-9]*\) prompt tokens, \([0-9]*\) of them cached.*/\2/p' "$tmp/err" | tail -1)
+    [ $rc -eq 0 ] && [ "$(grep -c "of them cached" "$tmp/err")" -eq 2 ] && [ "${cached:-0}" -ge 16 ] &&
+        ok "forge chat --timings: the second turn reuses $cached cached prompt tokens" ||
+        bad "forge chat prefix reuse" "rc=$rc $(cat "$tmp/err")"
+    run run -m "$SMOL" -p "1, 2, 3, 4, 5, 6," -n 16 --temp 0 --kv-type f32 --kv-fraction 0.5
+    [ $rc -eq 0 ] && [ "$out" = " 7, 8, 9, 10, 11" ] && ok "forge run --kv-type f32 --kv-fraction 0.5 on the engine" ||
+        bad "forge run --kv-type f32" "rc=$rc out='$out' $err"
+    run run -m "$SMOL" -c 64 -p "$(printf 'word %.0s' $(seq 1 58))" -n 10 --temp 0
+    [ $rc -eq 0 ] && grep -q "stop: context full" "$tmp/err" &&
+        ok "forge run -n past the context stops when the context is full" || bad "run to a full context" "rc=$rc $err"
     lic=/usr/share/common-licenses
     if [ -f $lic/GPL-3 ] && [ -f $lic/GFDL-1.3 ]; then
         cat $lic/GPL-3 $lic/GPL-2 $lic/LGPL-2.1 $lic/Apache-2.0 $lic/MPL-2.0 $lic/GFDL-1.3 >"$tmp/ppl.txt"
@@ -208,6 +222,11 @@ fi
 run bench --parallel 4 -p 8 -n 1
 [ $rc -eq 2 ] && grep -q "at least 2" "$tmp/err" && ok "forge bench --parallel with -n 1 is a usage error" ||
     bad "bench --parallel -n 1" "rc=$rc $err"
+run run -p "x" --kv-fraction 1.5
+[ $rc -eq 2 ] && grep -q "kv-fraction must be a number in (0, 1\]" "$tmp/err" && ok "--kv-fraction out of range is a usage error" ||
+    bad "--kv-fraction 1.5" "rc=$rc $err"
+run run -p "x" -n 0
+[ $rc -eq 2 ] && grep -q "token count >= 1" "$tmp/err" && ok "-n 0 is a usage error" || bad "-n 0" "rc=$rc $err"
 run run -p "x" --top-p 0
 [ $rc -eq 2 ] && grep -q "top_p 0 is out of range" "$tmp/err" && ok "an out-of-range sampling parameter is a usage error" ||
     bad "--top-p 0" "rc=$rc $err"
