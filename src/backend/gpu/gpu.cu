@@ -102,6 +102,12 @@ typedef struct gpu_backend {
     size_t q8_bytes; /* the rows' extent from q8_src */
     int32_t q8_T;
     int64_t q8_K;
+    /* The most tokens a matmul of the weights placed so far quantizes its
+     * input for (at least 8): ops that feed a matmul quantize their output
+     * for it up to this step size. */
+    int32_t q8_max_t;
+    /* Batch-invariant mode (fg_backend_gpu_set_batch_invariant). */
+    bool invariant;
 
     /* Graphs (CUDA/HIP graphs; off with FORGE_GPU_GRAPHS=0, and under
      * FORGE_GPU_SYNC or FORGE_GPU_PROFILE). A step of at most GRAPH_MAX_T
@@ -258,6 +264,8 @@ static fg_status gpu_weight(fg_backend *be, const fg_gguf_tensor *src, fg_tensor
                           (int)src->name.len, src->name.ptr, fg_type_name(src->type), (long long)ne0);
     }
     if (!vector && ne0 > g->max_k) g->max_k = ne0;
+    for (int32_t t = g->q8_max_t * 2; !vector && t <= FG_GPU_Q8_ROWS; t *= 2)
+        if (fg_gpu_matmul_quantizes(src->type, t, false)) g->q8_max_t = t;
     if (g->max_k > 0)
         FG_TRY(grow_dev(g, &g->mm_scratch, &g->mm_scratch_bytes, fg_gpu_matmul_scratch(g->max_k),
                         "the matmul activations"));
@@ -474,7 +482,8 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
  * quantized for the integer GEMV as it writes them (decode-sized steps). */
 static bool q8_fusable(const gpu_backend *g, int64_t ne0)
 {
-    return g->n_tokens <= 8 && ne0 % 32 == 0 && g->mm_scratch && g->mm_scratch_bytes >= fg_gpu_matmul_scratch(ne0);
+    return g->n_tokens <= g->q8_max_t && ne0 % 32 == 0 && g->mm_scratch &&
+           g->mm_scratch_bytes >= fg_gpu_matmul_scratch(ne0);
 }
 
 /* The scratch now holds out's step rows, quantized. */
@@ -546,11 +555,12 @@ static fg_status gpu_matmul(fg_backend *be, const fg_tensor *w, const fg_tensor 
     FG_ASSERT(!bias || (bias->type == FG_TYPE_F32 && bias->ne0 == w->rows));
     if (g->replay) return FG_OK;
     void *scratch = g->mm_scratch_bytes >= fg_gpu_matmul_scratch(w->ne0) ? g->mm_scratch : NULL;
-    bool quantizes = scratch && fg_gpu_matmul_quantizes(w->type, T);
+    bool quantizes = scratch && fg_gpu_matmul_quantizes(w->type, T, g->invariant);
     bool ready = quantizes && g->q8_src == x->data && g->q8_T == T && g->q8_K == w->ne0;
     wrote(g, out);
 #if !defined(FG_GPU_HIP)
-    if (g->blas_scratch && T > FG_GPU_GEMV_MAX_T && T <= g->cap_tokens && w->ne0 <= g->max_k && w->ne0 % 8 == 0)
+    if (g->blas_scratch && !g->invariant && T > FG_GPU_GEMV_MAX_T && !fg_gpu_matmul_mmq(w->type, T, false) &&
+        T <= g->cap_tokens && w->ne0 <= g->max_k && w->ne0 % 8 == 0)
         return op_done(g, fg_gpu_matmul_blas(g->blas, w->type, w->data, w->row_bytes, w->rows, w->ne0,
                                              (const float *)x->data, ld(x), T,
                                              bias ? (const float *)bias->data : NULL,
@@ -561,10 +571,11 @@ static fg_status gpu_matmul(fg_backend *be, const fg_tensor *w, const fg_tensor 
     fg_status st = op_done(g, fg_gpu_matmul(w->type, w->data, w->row_bytes, w->rows, w->ne0, (const float *)x->data,
                                             ld(x), T, bias ? (const float *)bias->data : NULL,
                                             add ? (const float *)add->data : NULL, add ? ld(add) : 0,
-                                            (float *)out->data, ld(out), scratch, ready, g->warp, g->stream),
+                                            (float *)out->data, ld(out), scratch, ready, g->invariant, g->warp,
+                                            g->stream),
                            "matmul");
     if (quantizes) g->q8_src = NULL;
-    if (quantizes && T <= 8 && st == FG_OK && out->data != x->data && T == g->n_tokens) q8_hold(g, x, w->ne0);
+    if (quantizes && st == FG_OK && out->data != x->data && T == g->n_tokens) q8_hold(g, x, w->ne0);
     return st;
 }
 
@@ -576,8 +587,9 @@ static fg_status gpu_matmul_n(fg_backend *be, int n, const fg_tensor *const *w, 
 {
     gpu_backend *g = gpu(be);
     int32_t T = g->n_tokens;
-    bool one = n >= 2 && n <= 3 && T <= 8 && g->mm_scratch_bytes >= fg_gpu_matmul_scratch(x->ne0) &&
-               fg_gpu_matmul_quantizes(w[0]->type, T) && ld(x) % 4 == 0;
+    bool mmq = fg_gpu_matmul_mmq(w[0]->type, T, false);
+    bool one = n >= 2 && n <= 3 && ((T <= 8 && fg_gpu_matmul_quantizes(w[0]->type, T, false)) || mmq) &&
+               !g->invariant && g->mm_scratch_bytes >= fg_gpu_matmul_scratch(x->ne0) && ld(x) % 4 == 0;
     for (int i = 0; one && i < n; i++) {
         one = w[i]->type == w[0]->type && w[i]->ne0 == x->ne0 && out[i]->data != x->data;
         if (bias && bias[i]) FG_ASSERT(bias[i]->type == FG_TYPE_F32 && bias[i]->ne0 == w[i]->rows);
@@ -588,7 +600,7 @@ static fg_status gpu_matmul_n(fg_backend *be, int n, const fg_tensor *const *w, 
     }
     op_begin(g);
     if (g->replay) return FG_OK;
-    bool ready = g->q8_src == x->data && g->q8_T == T && g->q8_K == x->ne0;
+    bool ready = !mmq && g->q8_src == x->data && g->q8_T == T && g->q8_K == x->ne0;
     fg_gpu_mm_out outs[3];
     for (int i = 0; i < n; i++) {
         wrote(g, out[i]);
@@ -599,7 +611,7 @@ static fg_status gpu_matmul_n(fg_backend *be, int n, const fg_tensor *const *w, 
     fg_status st = op_done(g, fg_gpu_matmul_n(w[0]->type, n, outs, x->ne0, (const float *)x->data, ld(x), T,
                                               g->mm_scratch, ready, g->warp, g->stream),
                            "matmul");
-    if (st == FG_OK) q8_hold(g, x, x->ne0);
+    if (st == FG_OK && !mmq) q8_hold(g, x, x->ne0);
     return st;
 }
 
@@ -670,10 +682,14 @@ static fg_status gpu_attention(fg_backend *be, int32_t layer, const fg_tensor *q
                              g->d_seq, g->d_tables, g->max_blocks, g->block_size, g->n_tokens, a->n_head,
                              a->n_head_kv, a->head_dim_k, a->head_dim_v, a->scale, a->softcap, a->window,
                              (float *)out->data, ld(out)};
-    if (g->n_tokens > GRAPH_MAX_T && g->tiles_uniform && fg_gpu_attention_tiled_ok(&args, g->warp))
+    /* Batch-invariant mode: one kernel, unsplit, at every step size. */
+    bool batched = g->n_tokens > GRAPH_MAX_T || g->invariant;
+    if (batched && !g->invariant && g->tiles_uniform && fg_gpu_attention_tiled_ok(&args, g->warp))
         return op_done(g, fg_gpu_attention_tiled(&args, g->stream), "attention");
+    if (batched && fg_gpu_attention_gqa_ok(&args))
+        return op_done(g, fg_gpu_attention_gqa(&args, g->warp, g->stream), "attention");
     int splits = 1;
-    if (g->n_tokens <= GRAPH_MAX_T && (int64_t)a->n_head * a->head_dim_v <= g->o_row)
+    if (!batched && (int64_t)a->n_head * a->head_dim_v <= g->o_row)
         splits = fg_gpu_attention_splits(g->n_tokens, a->n_head, g->n_sm);
     /* The split merge quantizes the output for the matmul that follows. */
     bool q8 = splits > 1 && g->att_part && a->head_dim_v % 32 == 0 && out->ne0 == (int64_t)a->n_head * a->head_dim_v &&
@@ -812,6 +828,7 @@ static fg_status gpu_mem_free(fg_backend *be, uint64_t *bytes)
 {
     gpu_backend *g = gpu(be);
     size_t free_b = 0, total_b = 0;
+    GPU_TRY(cudaSetDevice(g->device)); /* the calling thread's device */
     GPU_TRY(cudaMemGetInfo(&free_b, &total_b));
     *bytes = free_b;
     return FG_OK;
@@ -895,6 +912,9 @@ extern "C" fg_status fg_backend_gpu_init(int device, fg_backend **out)
     }
 #endif
     g->warp = prop.warpSize;
+    g->q8_max_t = 8;
+    const char *inv = getenv("FORGE_BATCH_INVARIANT");
+    g->invariant = inv && strcmp(inv, "0") != 0;
     g->n_sm = prop.multiProcessorCount;
 #if defined(FG_GPU_HIP)
     snprintf(g->desc, sizeof g->desc, "%.200s (%.100s), %.1f GiB, HIP", prop.name, prop.gcnArchName,
@@ -915,6 +935,20 @@ extern "C" void fg_backend_gpu_transfers(const fg_backend *be, fg_gpu_transfers 
 extern "C" void fg_backend_gpu_transfers_reset(fg_backend *be)
 {
     memset(&gpu(be)->xfer, 0, sizeof gpu(be)->xfer);
+}
+
+extern "C" void fg_backend_gpu_set_batch_invariant(fg_backend *be, bool on)
+{
+    gpu(be)->invariant = on;
+}
+
+extern "C" char fg_backend_gpu_matmul_kind(int type, int32_t T)
+{
+    if (fg_gpu_matmul_quantizes(type, T, false)) return 'q';
+#if !defined(FG_GPU_HIP)
+    if (T > FG_GPU_GEMV_MAX_T || fg_gpu_matmul_mmq(type, T, false)) return 'h';
+#endif
+    return 'f';
 }
 
 extern "C" const char *fg_backend_gpu_describe(const fg_backend *be)

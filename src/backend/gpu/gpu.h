@@ -45,6 +45,21 @@ void fg_backend_gpu_transfers_reset(fg_backend *be);
  * for benchmarks, not while serving (it allocates). */
 fg_status fg_backend_gpu_measure_bw(fg_backend *be, double *gb_per_s);
 
+/* Batch-invariant mode (also FORGE_BATCH_INVARIANT=1 at init): every op
+ * computes each token's row with the same kernel and the same order of
+ * sums whatever the step's size and other sequences, so a request's greedy
+ * tokens do not depend on what it is batched with, at some cost in speed
+ * (no cuBLAS, tiled or split-KV attention, or GEMV launch sharing). The CPU
+ * backend is batch-invariant always. Set before the first step. */
+void fg_backend_gpu_set_batch_invariant(fg_backend *be, bool on);
+
+/* How a matmul of GGUF type `type` over T tokens computes in this build:
+ * 'q' on int8 activations (the integer GEMV: each 32 activations rounded
+ * to d * int8), 'h' on f16 tensor cores (cuBLAS, or the GEMM of Q4_0 and
+ * Q8_0 weights dequantized to f16), 'f' in f32. Tests pick their reference
+ * and tolerance by it. */
+char fg_backend_gpu_matmul_kind(int type, int32_t T);
+
 /* A line naming the device, its memory and compute capability / gfx arch. */
 const char *fg_backend_gpu_describe(const fg_backend *be);
 

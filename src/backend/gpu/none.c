@@ -48,3 +48,14 @@ const char *fg_backend_gpu_describe(const fg_backend *be)
     (void)be;
     return "no GPU backend in this build";
 }
+
+char fg_backend_gpu_matmul_kind(int type, int32_t T)
+{
+    (void)type, (void)T;
+    return 'f';
+}
+
+void fg_backend_gpu_set_batch_invariant(fg_backend *be, bool on)
+{
+    (void)be, (void)on;
+}

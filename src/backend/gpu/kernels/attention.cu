@@ -158,6 +158,143 @@ __global__ void attention_merge_kernel(const float *__restrict__ part, int n_spl
     }
 }
 
+/* Batched decoding: one block per (query token, KV head) computes all G
+ * query heads that share the KV head (GQA), so each K and V row is read
+ * once for G heads, not G times. As attention_kernel otherwise: the warps
+ * take the keys FG_WARP at a time, a lane scores one key against the G
+ * query rows (staged in shared memory), online softmax per head, the value
+ * sum with the head dimension across the lanes, and a merge of the warps
+ * through shared memory. No split of the keys: a batch has blocks enough. */
+template <int G>
+__global__ void __launch_bounds__(ATTN_THREADS) attention_gqa_kernel(fg_gpu_attn_args a)
+{
+    extern __shared__ float sm[];
+    int hk = blockIdx.x, lane = threadIdx.x % FG_WARP, warp = threadIdx.x / FG_WARP, nw = blockDim.x / FG_WARP;
+    int64_t t = blockIdx.y;
+    int32_t Dk = a.head_dim_k, Dv = a.head_dim_v;
+    /* q[G][Dk], m[nw][G], l[nw][G], o[nw][G][Dv] */
+    float *qs = sm, *ms = qs + G * Dk, *ls = ms + nw * G, *os = ls + nw * G;
+
+    const float *q = a.q + t * a.ldq + (int64_t)hk * G * Dk;
+    for (int i = threadIdx.x; i < G * Dk; i += blockDim.x) qs[i] = q[i];
+    __syncthreads();
+
+    int32_t p = a.pos[t], start = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
+    const int32_t *table = a.block_tables + (int64_t)a.seq[t] * a.max_blocks;
+    const __half *K = (const __half *)a.kc + (int64_t)hk * Dk, *V = (const __half *)a.vc + (int64_t)hk * Dv;
+
+    float m[G], l[G], acc[G][ATTN_R];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        m[g] = -INFINITY, l[g] = 0.0f;
+#pragma unroll
+        for (int r = 0; r < ATTN_R; r++) acc[g][r] = 0.0f;
+    }
+
+    for (int32_t j0 = start + warp * FG_WARP; j0 <= p; j0 += nw * FG_WARP) {
+        int32_t j = j0 + lane;
+        int slot = 0;
+        float s[G];
+#pragma unroll
+        for (int g = 0; g < G; g++) s[g] = 0.0f;
+        if (j <= p) {
+            slot = table[j / a.block_size] * a.block_size + j % a.block_size;
+            const __half2 *k2 = (const __half2 *)(K + (int64_t)slot * a.k_row);
+#pragma unroll 4
+            for (int i = 0; i < Dk / 2; i++) {
+                float2 kv = __half22float2(k2[i]);
+#pragma unroll
+                for (int g = 0; g < G; g++) s[g] += qs[g * Dk + 2 * i] * kv.x + qs[g * Dk + 2 * i + 1] * kv.y;
+            }
+        }
+        float pj[G];
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float sg = -INFINITY;
+            if (j <= p) {
+                sg = s[g] * a.scale;
+                if (a.softcap > 0.0f) sg = a.softcap * tanhf(sg / a.softcap);
+            }
+            float m_new = fmaxf(m[g], fg_warp_max(sg)); /* finite: lane 0's key is in range */
+            float corr = expf(m[g] - m_new);
+            pj[g] = j <= p ? expf(sg - m_new) : 0.0f;
+            l[g] = l[g] * corr + fg_warp_sum(pj[g]);
+#pragma unroll
+            for (int r = 0; r < ATTN_R; r++) acc[g][r] *= corr;
+            m[g] = m_new;
+        }
+        int32_t n_keys = p - j0 + 1 < FG_WARP ? p - j0 + 1 : FG_WARP;
+        for (int32_t kk = 0; kk < n_keys; kk++) {
+            const __half *vrow = V + (int64_t)fg_shfl(slot, kk) * a.v_row;
+            float v[ATTN_R];
+#pragma unroll
+            for (int r = 0; r < ATTN_R; r++) {
+                int d = r * FG_WARP + lane;
+                v[r] = d < Dv ? __half2float(vrow[d]) : 0.0f;
+            }
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                float pk = fg_shfl(pj[g], kk);
+#pragma unroll
+                for (int r = 0; r < ATTN_R; r++) acc[g][r] += pk * v[r];
+            }
+        }
+    }
+
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        if (lane == 0) {
+            ms[warp * G + g] = m[g];
+            ls[warp * G + g] = l[g];
+        }
+#pragma unroll
+        for (int r = 0; r < ATTN_R; r++) {
+            int d = r * FG_WARP + lane;
+            if (d < Dv) os[(warp * G + g) * Dv + d] = acc[g][r];
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * Dv; i += blockDim.x) {
+        int g = i / Dv, d = i % Dv;
+        float M = -INFINITY, L = 0.0f, o = 0.0f;
+        for (int w = 0; w < nw; w++) M = fmaxf(M, ms[w * G + g]);
+        for (int w = 0; w < nw; w++) {
+            float c = expf(ms[w * G + g] - M);
+            L += ls[w * G + g] * c;
+            o += os[(w * G + g) * Dv + d] * c;
+        }
+        a.out[t * a.ldo + ((int64_t)hk * G + g) * Dv + d] = o / L;
+    }
+}
+
+template <int G> static void attention_gqa_launch(const fg_gpu_attn_args *a, int warp, cudaStream_t s)
+{
+    int nw = ATTN_THREADS / warp;
+    size_t smem = (size_t)(G * a->head_dim_k + 2 * nw * G + nw * G * a->head_dim_v) * sizeof(float);
+    if (smem > 48 * 1024)
+        (void)cudaFuncSetAttribute((const void *)attention_gqa_kernel<G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)smem);
+    attention_gqa_kernel<G><<<dim3((unsigned)a->n_head_kv, (unsigned)a->n_tokens), ATTN_THREADS, smem, s>>>(*a);
+}
+
+bool fg_gpu_attention_gqa_ok(const fg_gpu_attn_args *a)
+{
+    int G = a->n_head / a->n_head_kv;
+    return a->n_head % a->n_head_kv == 0 && (G == 2 || G == 4 || G == 8) && a->head_dim_k <= ATTN_MAX_D &&
+           a->head_dim_v <= ATTN_MAX_D && a->head_dim_k % 2 == 0;
+}
+
+cudaError_t fg_gpu_attention_gqa(const fg_gpu_attn_args *a, int warp, cudaStream_t s)
+{
+    if (!fg_gpu_attention_gqa_ok(a)) return cudaErrorInvalidValue;
+    switch (a->n_head / a->n_head_kv) {
+    case 2: attention_gqa_launch<2>(a, warp, s); break;
+    case 4: attention_gqa_launch<4>(a, warp, s); break;
+    default: attention_gqa_launch<8>(a, warp, s); break;
+    }
+    return cudaGetLastError();
+}
+
 size_t fg_gpu_attention_scratch(int32_t n_tokens, int64_t o_row, int32_t n_head)
 {
     return (size_t)n_tokens * ATTN_MAX_SPLITS * (size_t)(o_row + 2 * n_head) * sizeof(float);
@@ -182,7 +319,7 @@ cudaError_t fg_gpu_attention(const fg_gpu_attn_args *a, int n_splits, float *scr
     {
         int64_t K = (int64_t)a->n_head * a->head_dim_v;
         int8_t *xq = q8 && a->head_dim_v % 32 == 0 ? (int8_t *)q8 : NULL;
-        float2 *xs = xq ? (float2 *)(xq + 8 * K) : NULL;
+        float2 *xs = xq ? fg_gpu_q8_scales(xq, K) : NULL;
         attention_merge_kernel<<<dim3((unsigned)a->n_head, (unsigned)a->n_tokens), 128, 0, s>>>(
             scratch, n_splits, a->n_head, a->head_dim_v, a->out, a->ldo, xq, xs, K);
     }

@@ -45,7 +45,7 @@ cudaError_t fg_gpu_swiglu_q8(const float *g, int64_t ldg, const float *u, int64_
                              float *out, int64_t ldo, void *scratch, cudaStream_t s)
 {
     int8_t *xq = (int8_t *)scratch;
-    float2 *xs = (float2 *)(xq + 8 * ne0);
+    float2 *xs = fg_gpu_q8_scales(scratch, ne0);
     dim3 grid((unsigned)((ne0 + 255) / 256), (unsigned)n);
     swiglu_q8_kernel<<<grid, 256, 0, s>>>(g, ldg, u, ldu, ne0, out, ldo, xq, xs);
     return cudaGetLastError();

@@ -38,13 +38,33 @@ cudaError_t fg_gpu_embed(int type, const void *table, size_t row_bytes, int64_t 
  * bytes of device memory, or NULL) holds the int8 activations of the
  * integer-dot GEMV; without it the float GEMV runs. x_ready says scratch
  * already holds x quantized (the same rows were the input of the previous
- * quantizing matmul and nothing has written them since). */
+ * quantizing matmul and nothing has written them since).
+ *
+ * Batch-invariant mode (inv) computes every token's row with the same
+ * kernel whatever T: the tensor-core GEMM for Q4_0 and Q8_0 (in launches of
+ * FG_GPU_MMQ_MAX_T tokens), the integer GEMV for the other types that have
+ * one, the float GEMV for the rest (eight tokens a launch); none of them
+ * sums a row in an order that depends on the batch. */
 cudaError_t fg_gpu_matmul(int type, const void *w, size_t row_bytes, int64_t N, int64_t K, const float *x, int64_t ldx,
                           int32_t T, const float *bias, const float *add, int64_t ldadd, float *y, int64_t ldy,
-                          void *scratch, bool x_ready, int warp, cudaStream_t s);
+                          void *scratch, bool x_ready, bool inv, int warp, cudaStream_t s);
 size_t fg_gpu_matmul_scratch(int64_t K);
 
-/* Several matmuls of one input x (T <= 8 rows) in one integer-GEMV launch:
+/* The scratch holds the int8 activations of up to FG_GPU_Q8_ROWS tokens
+ * (the integer GEMV's): codes xq[t][K], then per 32 {d, sum of codes} at
+ * fg_gpu_q8_scales. */
+enum { FG_GPU_Q8_ROWS = 32 };
+static inline float2 *fg_gpu_q8_scales(void *scratch, int64_t K)
+{
+    return (float2 *)((int8_t *)scratch + (int64_t)FG_GPU_Q8_ROWS * K);
+}
+
+/* Above eight tokens, up to this many, Q4_0 and Q8_0 matmuls of a CUDA
+ * build run on the tensor cores, dequantizing as they go (mmq.cuh). */
+enum { FG_GPU_MMQ_MAX_T = 256 };
+
+/* Several matmuls of one input x in one integer-GEMV launch (T rows,
+ * fg_gpu_matmul_quantizes) or tensor-core GEMM launch (fg_gpu_matmul_mmq):
  * y_i[t][j] = x[t] . w_i[j] (+ bias_i[j]), for up to three weights of one
  * type (one with an integer GEMV: fg_gpu_matmul_quantizes) and row length
  * K. Scratch and x_ready as for fg_gpu_matmul (the scratch is required). */
@@ -60,9 +80,10 @@ typedef struct fg_gpu_mm_out {
 cudaError_t fg_gpu_matmul_n(int type, int n, const fg_gpu_mm_out *outs, int64_t K, const float *x, int64_t ldx,
                             int32_t T, void *scratch, bool x_ready, int warp, cudaStream_t s);
 /* Whether a matmul of this type and token count quantizes its activations
- * into the scratch (the integer GEMV, eight tokens per launch: only a call
- * of T <= 8 leaves all of x there). */
-bool fg_gpu_matmul_quantizes(int type, int32_t T);
+ * into the scratch (the integer GEMV), all T rows of them. */
+bool fg_gpu_matmul_quantizes(int type, int32_t T, bool inv);
+/* Whether it is the tensor-core GEMM of mmq.cuh (8 < T <= FG_GPU_MMQ_MAX_T). */
+bool fg_gpu_matmul_mmq(int type, int32_t T, bool inv);
 
 /* cuBLAS (CUDA builds): a handle bound to stream s (NULL on failure), and
  * the tensor-core prefill matmul, same contract as fg_gpu_matmul, with
@@ -87,7 +108,7 @@ cudaError_t fg_gpu_rms_norm(const float *x, int64_t ldx, const float *w, int64_t
 
 /* Whole-row RMSNorm (ne0 a multiple of 32) that also leaves its output
  * quantized in a matmul scratch (fg_gpu_matmul_scratch(ne0) bytes), as the
- * integer GEMV reads it: the GEMV then runs with x_ready. n <= 8. */
+ * integer GEMV reads it: the GEMV then runs with x_ready. n <= FG_GPU_Q8_ROWS. */
 cudaError_t fg_gpu_rms_norm_q8(const float *x, int64_t ldx, const float *w, int64_t ne0, float eps, int32_t n,
                                float *out, int64_t ldo, void *scratch, cudaStream_t s);
 
@@ -145,6 +166,10 @@ typedef struct fg_gpu_attn_args {
 cudaError_t fg_gpu_attention(const fg_gpu_attn_args *a, int n_splits, float *scratch, void *q8, int warp,
                              cudaStream_t s);
 size_t fg_gpu_attention_scratch(int32_t n_tokens, int64_t o_row, int32_t n_head);
+/* The same attention with one block per (token, KV head) computing the
+ * 2, 4 or 8 query heads that share it (GQA), unsplit: batched decoding. */
+bool fg_gpu_attention_gqa_ok(const fg_gpu_attn_args *a);
+cudaError_t fg_gpu_attention_gqa(const fg_gpu_attn_args *a, int warp, cudaStream_t s);
 /* The tiled prefill kernel (attention_tiled.cu): for batches whose every
  * 64-token tile is one sequence's consecutive positions, head dims 64 and
  * 128 (K and V alike), 32-wide warps. */
@@ -177,7 +202,7 @@ cudaError_t fg_gpu_sample(const float *x, int64_t ldx, int64_t n, int32_t rows, 
 cudaError_t fg_gpu_read_bw(const void *buf, size_t bytes, int n_sm, cudaStream_t s);
 
 /* SwiGLU that also quantizes its output into a matmul scratch, as
- * fg_gpu_rms_norm_q8 (ne0 a multiple of 32, n <= 8). */
+ * fg_gpu_rms_norm_q8 (ne0 a multiple of 32, n <= FG_GPU_Q8_ROWS). */
 cudaError_t fg_gpu_swiglu_q8(const float *g, int64_t ldg, const float *u, int64_t ldu, int64_t ne0, int32_t n,
                              float *out, int64_t ldo, void *scratch, cudaStream_t s);
 

@@ -21,6 +21,7 @@
  */
 #include "backend/gpu/kernels/dequant.cuh"
 #include "backend/gpu/kernels/kernels.h"
+#include "backend/gpu/kernels/mmq.cuh"
 #include "backend/gpu/kernels/mmvq.cuh"
 
 /* ---- GEMV: T <= 8 ---------------------------------------------------------------- */
@@ -155,6 +156,7 @@ __global__ void __launch_bounds__(TILE_THREADS) gemm_kernel(const uint8_t *__res
 struct mm_args {
     void *scratch; /* fg_gpu_matmul_scratch(K) bytes, or NULL */
     bool x_ready;  /* scratch already holds these activations, quantized */
+    bool inv;      /* batch-invariant mode: one kernel per type at every size */
     const uint8_t *w;
     size_t row_bytes;
     int64_t N, K;
@@ -191,11 +193,9 @@ template <int TYPE, int NT> struct mmvq_launch {
 
 /* The integer GEMV over parts for nt <= 8 tokens whose activations are in
  * the scratch, quantized. */
-template <int TYPE> static void mmvq_run(const fg_mmvq_parts &p, int64_t K, void *scratch, int32_t nt, int warp,
-                                         cudaStream_t s)
+template <int TYPE> static void mmvq_run(const fg_mmvq_parts &p, int64_t K, const int8_t *xq, const float2 *xs,
+                                         int32_t nt, int warp, cudaStream_t s)
 {
-    const int8_t *xq = (const int8_t *)scratch;
-    const float2 *xs = (const float2 *)(xq + 8 * K);
     if (nt == 1) mmvq_launch<TYPE, 1>::run(p, K, xq, xs, nt, warp, s);
     else if (nt == 2) mmvq_launch<TYPE, 2>::run(p, K, xq, xs, nt, warp, s);
     else if (nt <= 4) mmvq_launch<TYPE, 4>::run(p, K, xq, xs, nt, warp, s);
@@ -207,21 +207,148 @@ template <int TYPE> static void mmvq_run(const fg_mmvq_parts &p, int64_t K, void
 static void quantize_q8(const float *x, int64_t ldx, int64_t K, int32_t nt, void *scratch, cudaStream_t s)
 {
     int8_t *xq = (int8_t *)scratch;
-    float2 *xs = (float2 *)(xq + 8 * K);
+    float2 *xs = fg_gpu_q8_scales(scratch, K);
     int64_t threads = 32 * nt * (K / 32);
     fg_quantize_q8_kernel<<<(unsigned)((threads + 255) / 256), 256, 0, s>>>(x, ldx, K, nt, xq, xs);
 }
 
+/* Whether T tokens of this type take the tensor-core GEMM: above eight
+ * tokens, or always in batch-invariant mode (kernels.h). */
+static bool use_mmq(int type, int32_t T, bool inv)
+{
+#if defined(FG_GPU_HIP)
+    (void)type, (void)T, (void)inv;
+    return false;
+#else
+    return (inv || (T > 8 && T <= FG_GPU_MMQ_MAX_T)) && (type == FG_DQ_Q4_0 || type == FG_DQ_Q8_0);
+#endif
+}
+
+/* The float capacity of the split-K partial sums in the matmul scratch
+ * (32 MiB; none without the GEMM). */
+#if defined(FG_GPU_HIP)
+enum { MMQ_PARTIAL_FLOATS = 0 };
+#else
+enum { MMQ_PARTIAL_FLOATS = 1 << 23 };
+#endif
+
+/* The scratch: the GEMV's int8 activations, then the GEMM's f16 ones (none
+ * without the GEMM), then the partial sums (fg_gpu_matmul_scratch). */
+static size_t q8_bytes(int64_t K)
+{
+    return ((size_t)FG_GPU_Q8_ROWS * (size_t)(K + (K / 32) * (int64_t)sizeof(float2)) + 255) / 256 * 256;
+}
+
+static size_t f16_bytes(int64_t K)
+{
+    return MMQ_PARTIAL_FLOATS ? (size_t)FG_GPU_MMQ_MAX_T * (size_t)K * sizeof(__half) : 0;
+}
+
+
+#if !defined(FG_GPU_HIP)
+static __half *mmq_f16(void *scratch, int64_t K)
+{
+    return (__half *)((uint8_t *)scratch + q8_bytes(K));
+}
+
+static float *mmq_partial(void *scratch, int64_t K)
+{
+    return (float *)((uint8_t *)scratch + q8_bytes(K) + f16_bytes(K));
+}
+
+/* K splits for a launch of `tiles` row tiles (`total` rows): enough blocks
+ * for two waves of the GPU's SMs, at most 8 and two groups a split, within
+ * the partial sums' room at the largest batch. */
+static int mmq_splits(int64_t tiles, int64_t total, int n_groups)
+{
+    static int n_sm = 0;
+    if (!n_sm) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) !=
+                                                      cudaSuccess)
+            n_sm = 1;
+    }
+    int64_t want = (2 * n_sm + tiles - 1) / tiles;
+    int splits = (int)(want < 8 ? want : 8);
+    while (splits > 1 && (splits * 2 > n_groups || (int64_t)splits * FG_GPU_MMQ_MAX_T * total > MMQ_PARTIAL_FLOATS))
+        splits--;
+    return splits;
+}
+
+template <int TYPE, int NT> static void mmq_launch(const fg_mmq_parts &p, int64_t K, const __half *xh, int32_t T,
+                                                   float *partial, cudaStream_t s)
+{
+    static bool sized = false; /* the dynamic shared memory above 48 KB, once */
+    int bytes = mmq_smem<TYPE, NT>::BYTES;
+    if (!sized) {
+        if (cudaFuncSetAttribute(fg_mmq_kernel<TYPE, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) !=
+            cudaSuccess)
+            return; /* the launch then fails, and the error is the caller's */
+        sized = true;
+    }
+    int64_t tiles = p.tile_first[p.rows.n], total = p.rows.first[p.rows.n];
+    int n_groups = (int)((K / 32 + 7) / 8), splits = mmq_splits(tiles, total, n_groups);
+    int per = (n_groups + splits - 1) / splits;
+    splits = (n_groups + per - 1) / per; /* no empty split */
+    dim3 grid((unsigned)tiles, (unsigned)((T + NT - 1) / NT), (unsigned)splits);
+    fg_mmq_kernel<TYPE, NT><<<grid, MMQ_THREADS, bytes, s>>>(p, K, xh, T, splits > 1 ? partial : NULL, per);
+    if (splits > 1)
+        fg_mmq_reduce_kernel<<<dim3((unsigned)((total + 127) / 128), (unsigned)T), 128, 0, s>>>(p.rows, partial, splits,
+                                                                                              T);
+}
+#endif
+
+/* The tensor-core GEMM over parts for 8 < T <= FG_GPU_MMQ_MAX_T tokens of
+ * x (K floats at stride ldx), converted to f16 in the scratch first: token
+ * tiles of 16, 32 or 64. */
+template <int TYPE> static void mmq_run(const fg_mmvq_parts &rows, int64_t K, const float *x, int64_t ldx, int32_t T,
+                                        void *scratch, cudaStream_t s)
+{
+#if !defined(FG_GPU_HIP)
+    if constexpr (TYPE == FG_DQ_Q4_0 || TYPE == FG_DQ_Q8_0) {
+        __half *xh = mmq_f16(scratch, K);
+        float *partial = mmq_partial(scratch, K);
+        fg_mmq_f16_kernel<<<dim3((unsigned)((K / 4 + 127) / 128), (unsigned)T), 128, 0, s>>>(x, ldx, K, T, xh);
+        fg_mmq_parts p = {};
+        p.rows = rows;
+        for (int i = 0; i < rows.n; i++)
+            p.tile_first[i + 1] = p.tile_first[i] + (rows.first[i + 1] - rows.first[i] + MMQ_ROWS - 1) / MMQ_ROWS;
+        /* The largest token tile the batch needs whose stages fit the
+         * device's shared memory (sm_89: 99 KB, too little for Q8_0 x 64). */
+        static int smem = 0;
+        if (!smem) {
+            int dev = 0;
+            if (cudaGetDevice(&dev) != cudaSuccess ||
+                cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+                smem = 48 * 1024;
+        }
+        if (T <= 16 || mmq_smem<TYPE, 32>::BYTES > smem) mmq_launch<TYPE, 16>(p, K, xh, T, partial, s);
+        else if (T <= 32 || mmq_smem<TYPE, 64>::BYTES > smem) mmq_launch<TYPE, 32>(p, K, xh, T, partial, s);
+        else mmq_launch<TYPE, 64>(p, K, xh, T, partial, s);
+    }
+#else
+    (void)rows, (void)K, (void)x, (void)ldx, (void)T, (void)scratch, (void)s;
+#endif
+}
+
 template <int TYPE> struct mm_launch {
-    /* Quantizes nt activation rows to int8 and runs the integer GEMV. */
-    static void mmvq(const mm_args &a, const float *x, const float *add, float *y, int32_t nt)
+    /* The rows t0 .. t0+nt-1 as the one part of a launch. */
+    static fg_mmvq_parts one_part(const mm_args &a, int32_t t0)
     {
-        if (!a.x_ready) quantize_q8(x, a.ldx, a.K, nt, a.scratch, a.s);
         fg_mmvq_parts p = {};
         p.n = 1;
         p.first[1] = a.N;
-        p.p[0] = {a.w, a.row_bytes, a.bias, add, a.ldadd, y, a.ldy};
-        mmvq_run<TYPE>(p, a.K, a.scratch, nt, a.warp, a.s);
+        p.p[0] = {a.w, a.row_bytes, a.bias, a.add ? a.add + t0 * a.ldadd : NULL, a.ldadd, a.y + t0 * a.ldy, a.ldy};
+        return p;
+    }
+
+    /* The integer GEMV of rows t0 .. t0+nt-1, whose int8 activations are
+     * rows s0 .. of the scratch. */
+    static void mmvq(const mm_args &a, int32_t t0, int32_t nt, int32_t s0)
+    {
+        const int8_t *xq = (const int8_t *)a.scratch + s0 * a.K;
+        const float2 *xs = fg_gpu_q8_scales(a.scratch, a.K) + s0 * (a.K / 32);
+        mmvq_run<TYPE>(one_part(a, t0), a.K, xq, xs, nt, a.warp, a.s);
     }
 
     /* NT token slots; one block of 128 threads per weight row. */
@@ -233,7 +360,29 @@ template <int TYPE> struct mm_launch {
 
     static void run(const mm_args &a)
     {
-        if (a.T > GEMV_MAX_T && a.K % TILE_K == 0) {
+        if constexpr (has_mmvq<TYPE>()) {
+            if (a.scratch && use_mmq(TYPE, a.T, a.inv)) {
+                for (int32_t t0 = 0; t0 < a.T; t0 += FG_GPU_MMQ_MAX_T)
+                    mmq_run<TYPE>(one_part(a, t0), a.K, a.x + t0 * a.ldx, a.ldx,
+                                  a.T - t0 < FG_GPU_MMQ_MAX_T ? a.T - t0 : FG_GPU_MMQ_MAX_T, a.scratch, a.s);
+                return;
+            }
+            if (a.scratch && fg_gpu_matmul_quantizes(TYPE, a.T, a.inv)) {
+                if (!a.x_ready) quantize_q8(a.x, a.ldx, a.K, a.T, a.scratch, a.s);
+                for (int32_t t0 = 0; t0 < a.T; t0 += 8) mmvq(a, t0, a.T - t0 < 8 ? a.T - t0 : 8, t0);
+                return;
+            }
+            if (a.scratch && a.inv) { /* the GEMV at any size: rows quantized FG_GPU_Q8_ROWS at a time */
+                for (int32_t c0 = 0; c0 < a.T; c0 += FG_GPU_Q8_ROWS) {
+                    int32_t nc = a.T - c0 < FG_GPU_Q8_ROWS ? a.T - c0 : FG_GPU_Q8_ROWS;
+                    quantize_q8(a.x + c0 * a.ldx, a.ldx, a.K, nc, a.scratch, a.s);
+                    for (int32_t t0 = c0; t0 < c0 + nc; t0 += 8)
+                        mmvq(a, t0, c0 + nc - t0 < 8 ? c0 + nc - t0 : 8, t0 - c0);
+                }
+                return;
+            }
+        }
+        if (a.T > GEMV_MAX_T && a.K % TILE_K == 0 && !a.inv) {
             dim3 grid((unsigned)((a.N + TILE_N - 1) / TILE_N), (unsigned)((a.T + TILE_T - 1) / TILE_T));
             gemm_kernel<TYPE><<<grid, TILE_THREADS, 0, a.s>>>(a.w, a.row_bytes, a.N, a.K, a.x, a.ldx, a.T, a.bias,
                                                              a.add, a.ldadd, a.y, a.ldy);
@@ -244,12 +393,6 @@ template <int TYPE> struct mm_launch {
             const float *x = a.x + t0 * a.ldx;
             const float *add = a.add ? a.add + t0 * a.ldadd : NULL;
             float *y = a.y + t0 * a.ldy;
-            if constexpr (has_mmvq<TYPE>()) {
-                if (a.scratch) {
-                    mmvq(a, x, add, y, nt);
-                    continue;
-                }
-            }
             if (nt == 1) gemv<1>(a, x, add, y, nt);
             else if (nt == 2) gemv<2>(a, x, add, y, nt);
             else if (nt <= 4) gemv<4>(a, x, add, y, nt);
@@ -271,35 +414,46 @@ bool fg_gpu_type_ok(int type, int64_t k)
 
 size_t fg_gpu_matmul_scratch(int64_t K)
 {
-    return (size_t)(8 * K + 8 * (K / 32) * (int64_t)sizeof(float2));
+    return q8_bytes(K) + f16_bytes(K) + (size_t)MMQ_PARTIAL_FLOATS * sizeof(float);
 }
 
-bool fg_gpu_matmul_quantizes(int type, int32_t T)
+bool fg_gpu_matmul_mmq(int type, int32_t T, bool inv)
 {
+    return use_mmq(type, T, inv);
+}
+
+bool fg_gpu_matmul_quantizes(int type, int32_t T, bool inv)
+{
+    if (use_mmq(type, T, inv)) return false;
     return T <= GEMV_MAX_T &&
            (type == FG_DQ_Q4_0 || type == FG_DQ_Q4_1 || type == FG_DQ_Q8_0 || type == FG_DQ_Q4_K);
 }
 
 cudaError_t fg_gpu_matmul(int type, const void *w, size_t row_bytes, int64_t N, int64_t K, const float *x, int64_t ldx,
                           int32_t T, const float *bias, const float *add, int64_t ldadd, float *y, int64_t ldy,
-                          void *scratch, bool x_ready, int warp, cudaStream_t s)
+                          void *scratch, bool x_ready, bool inv, int warp, cudaStream_t s)
 {
-    mm_args a = {scratch, x_ready, (const uint8_t *)w, row_bytes, N, K, x, ldx, T, bias, add, ldadd, y, ldy, warp, s};
+    mm_args a = {scratch, x_ready, inv, (const uint8_t *)w, row_bytes, N, K, x, ldx, T, bias, add, ldadd, y, ldy, warp, s};
     if (!FG_DQ_DISPATCH(type, mm_launch, a)) return cudaErrorInvalidValue;
     return cudaGetLastError();
 }
 
 template <int TYPE> struct mm_n_launch {
-    static void run(const fg_mmvq_parts &p, int64_t K, void *scratch, int32_t T, int warp, cudaStream_t s)
+    static void run(const fg_mmvq_parts &p, int64_t K, const float *x, int64_t ldx, void *scratch, int32_t T, int warp,
+                    cudaStream_t s)
     {
-        if constexpr (has_mmvq<TYPE>()) mmvq_run<TYPE>(p, K, scratch, T, warp, s);
+        if constexpr (has_mmvq<TYPE>()) {
+            if (use_mmq(TYPE, T, false)) mmq_run<TYPE>(p, K, x, ldx, T, scratch, s);
+            else mmvq_run<TYPE>(p, K, (const int8_t *)scratch, fg_gpu_q8_scales(scratch, K), T, warp, s);
+        }
     }
 };
 
 cudaError_t fg_gpu_matmul_n(int type, int n, const fg_gpu_mm_out *outs, int64_t K, const float *x, int64_t ldx,
                             int32_t T, void *scratch, bool x_ready, int warp, cudaStream_t s)
 {
-    if (n < 1 || n > FG_MMVQ_MAX_PARTS || T > 8 || !scratch || !fg_gpu_matmul_quantizes(type, T))
+    bool mmq = use_mmq(type, T, false);
+    if (n < 1 || n > FG_MMVQ_MAX_PARTS || !scratch || (!mmq && (T > 8 || !fg_gpu_matmul_quantizes(type, T, false))))
         return cudaErrorInvalidValue;
     fg_mmvq_parts p = {};
     p.n = n;
@@ -307,8 +461,8 @@ cudaError_t fg_gpu_matmul_n(int type, int n, const fg_gpu_mm_out *outs, int64_t 
         p.first[i + 1] = p.first[i] + outs[i].N;
         p.p[i] = {(const uint8_t *)outs[i].w, outs[i].row_bytes, outs[i].bias, NULL, 0, outs[i].y, outs[i].ldy};
     }
-    if (!x_ready) quantize_q8(x, ldx, K, T, scratch, s);
-    if (!FG_DQ_DISPATCH(type, mm_n_launch, p, K, scratch, T, warp, s)) return cudaErrorInvalidValue;
+    if (!x_ready && !mmq) quantize_q8(x, ldx, K, T, scratch, s);
+    if (!FG_DQ_DISPATCH(type, mm_n_launch, p, K, x, ldx, scratch, T, warp, s)) return cudaErrorInvalidValue;
     return cudaGetLastError();
 }
 

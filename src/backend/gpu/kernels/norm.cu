@@ -150,7 +150,7 @@ cudaError_t fg_gpu_rms_norm_q8(const float *x, int64_t ldx, const float *w, int6
                                float *out, int64_t ldo, void *scratch, cudaStream_t s)
 {
     int8_t *xq = (int8_t *)scratch;
-    float2 *xs = (float2 *)(xq + 8 * ne0);
+    float2 *xs = fg_gpu_q8_scales(scratch, ne0);
     if (rms_norm_vec(x, ldx, w, ne0, ne0, eps, n, out, ldo, xq, xs, s)) return cudaGetLastError();
     int threads = norm_threads(ne0);
     rms_norm_kernel<<<(unsigned)n, threads, 0, s>>>(x, ldx, w, ne0, ne0, eps, out, ldo, xq, xs);
