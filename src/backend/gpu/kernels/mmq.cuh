@@ -12,10 +12,14 @@
  * was tried first: its per-32-block scaling of every output element cost
  * 37 instructions per mma and ran at 15% of the bandwidth.)
  *
- * A block of 128 threads (four warps) computes 64 rows x NT tokens (NT 16,
- * 32 or 64), each warp 16 rows x NT. K goes in steps of one regrouped group
+ * A block of 256 threads (eight warps) computes 128 rows x NT tokens (NT
+ * 16, 32 or 64), each warp 16 rows x NT: every block reads the step's
+ * activations once for 128 rows (with 64 rows, at 64 tokens, the
+ * activations' traffic from L2 was 3.6 times the weights'), and two blocks
+ * fit an SM (the kernel is latency-bound: 4 warps an SM ran at 10% of the
+ * SM's warps, stalled on dependent instructions). K goes in steps of one regrouped group
  * (eight 32-blocks, 256 weights: dequant.cuh), double-buffered in shared
- * memory by cp.async: the 64 rows' group bytes and the NT tokens' 256 f16
+ * memory by cp.async: the 128 rows' group bytes and the NT tokens' 256 f16
  * activations, rows padded so that the fragment loads are free of bank
  * conflicts. Blocks past a row's end (a last group of fewer than eight)
  * have zero weights and zero-filled activations.
@@ -28,9 +32,9 @@
  * word of the block.
  *
  * The launch covers up to three matrices that read the same activations,
- * as the GEMV's (fg_mmvq_parts); a block's 64 rows are all of one part.
+ * as the GEMV's (fg_mmvq_parts); a block's 128 rows are all of one part.
  *
- * Matrices of few row tiles (4096 rows: 64 blocks, for 132 SMs) split K
+ * Matrices of few row tiles (4096 rows: 32 blocks, for 132 SMs) split K
  * over grid.z so that every SM has blocks to run; the splits' sums meet in
  * fg_mmq_reduce_kernel. The split count depends on the matrix and the GPU
  * only, not on the token count, so a row's arithmetic is the same in a
@@ -43,7 +47,8 @@
 
 #include "backend/gpu/kernels/mmvq.cuh"
 
-enum { MMQ_ROWS = 64, MMQ_THREADS = 128, MMQ_XSTRIDE = 544 };
+/* MT m16 tiles (16 MT rows) a warp, MMQ_THREADS / 32 warps a block. */
+enum { MMQ_MT = 1, MMQ_THREADS = 256, MMQ_ROWS = 16 * MMQ_MT * (MMQ_THREADS / 32), MMQ_XSTRIDE = 544 };
 
 struct fg_mmq_parts {
     fg_mmvq_parts rows;
@@ -181,9 +186,11 @@ __global__ void __launch_bounds__(MMQ_THREADS) fg_mmq_kernel(const fg_mmq_parts 
     const int g_first = (int)blockIdx.z * groups_per_split, n_all = (int)((K / 32 + 7) / 8);
     const int n_groups = (n_all - g_first < groups_per_split ? n_all - g_first : groups_per_split);
 
-    float acc[NJ][4];
+    float acc[MMQ_MT][NJ][4];
 #pragma unroll
-    for (int j = 0; j < NJ; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    for (int m = 0; m < MMQ_MT; m++)
+#pragma unroll
+        for (int j = 0; j < NJ; j++) acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0.0f;
 
     mmq_load<TYPE, NT>(mmq_sm, w, part.row_bytes, rows_left, x, K, t_left, g_first);
     mmq_commit();
@@ -198,18 +205,23 @@ __global__ void __launch_bounds__(MMQ_THREADS) fg_mmq_kernel(const fg_mmq_parts 
             mmq_wait<0>();
         }
         __syncthreads();
-        const uint8_t *r0 = st + (warp * 16 + g) * WS, *r1 = r0 + 8 * WS, *sx = st + mmq_smem<TYPE, NT>::W;
+        /* the warp's rows: m tile m holds rows 16 (MT warp + m) + g and + 8 */
+        const uint8_t *r0 = st + (16 * MMQ_MT * warp + g) * WS, *sx = st + mmq_smem<TYPE, NT>::W;
 #pragma unroll 2
         for (int i = 0; i < 8; i++) {
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                uint32_t a0, a1, a2, a3;
-                mmq_weights<TYPE>(r0, i, h, q, &a0, &a2);
-                mmq_weights<TYPE>(r1, i, h, q, &a1, &a3);
+                uint32_t a[MMQ_MT][4];
+#pragma unroll
+                for (int m = 0; m < MMQ_MT; m++) {
+                    mmq_weights<TYPE>(r0 + 16 * m * WS, i, h, q, &a[m][0], &a[m][2]);
+                    mmq_weights<TYPE>(r0 + (16 * m + 8) * WS, i, h, q, &a[m][1], &a[m][3]);
+                }
 #pragma unroll
                 for (int j = 0; j < NJ; j++) {
                     uint2 b = *(const uint2 *)(sx + (8 * j + g) * MMQ_XSTRIDE + 2 * (32 * i + 16 * h + 4 * q));
-                    mmq_mma(acc[j], a0, a1, a2, a3, b.x, b.y);
+#pragma unroll
+                    for (int m = 0; m < MMQ_MT; m++) mmq_mma(acc[m][j], a[m][0], a[m][1], a[m][2], a[m][3], b.x, b.y);
                 }
             }
         }
@@ -217,21 +229,24 @@ __global__ void __launch_bounds__(MMQ_THREADS) fg_mmq_kernel(const fg_mmq_parts 
     }
 
 #pragma unroll
-    for (int j = 0; j < NJ; j++) {
+    for (int m = 0; m < MMQ_MT; m++) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int64_t n = row0 + warp * 16 + g + (e >= 2 ? 8 : 0);
-            int32_t t = t0 + 8 * j + 2 * q + (e % 2);
-            if (n >= N || t >= T) continue;
-            float v = acc[j][e];
-            if (partial) {
-                int64_t total = P.rows.first[P.rows.n];
-                partial[((int64_t)blockIdx.z * T + t) * total + P.rows.first[pi] + n] = v;
-                continue;
+        for (int j = 0; j < NJ; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int64_t n = row0 + 16 * (MMQ_MT * warp + m) + g + (e >= 2 ? 8 : 0);
+                int32_t t = t0 + 8 * j + 2 * q + (e % 2);
+                if (n >= N || t >= T) continue;
+                float v = acc[m][j][e];
+                if (partial) {
+                    int64_t total = P.rows.first[P.rows.n];
+                    partial[((int64_t)blockIdx.z * T + t) * total + P.rows.first[pi] + n] = v;
+                    continue;
+                }
+                if (part.bias) v += part.bias[n];
+                if (part.add) v += part.add[t * part.ldadd + n];
+                part.y[t * part.ldy + n] = v;
             }
-            if (part.bias) v += part.bias[n];
-            if (part.add) v += part.add[t * part.ldadd + n];
-            part.y[t * part.ldy + n] = v;
         }
     }
 }
