@@ -113,6 +113,9 @@ typedef struct fg_engine_config {
     int64_t kv_tokens;       /* > 0: the KV pool in tokens, instead of kv_fraction (ctx..4194304);
                               * 0 = sized by kv_fraction (at most 4194304 tokens) */
     fg_kv_type kv_type;      /* FG_KV_F16 (default) or FG_KV_F32 */
+    bool batch_invariant;    /* a request's tokens do not depend on what it is batched with: on a GPU,
+                              * one kernel per op at every step size (slower: H100 8B Q4_0 at 64
+                              * streams, 5,232 against 5,770 t/s); the CPU always is */
     int32_t max_running;     /* sequences in one step, 0..4096; 0 = 64 on a GPU, 8 on the CPU */
     int32_t max_step_tokens; /* tokens in one step (the prefill chunk), 0..65536; 0 = 512 */
     int32_t max_waiting;     /* requests queued before fg_engine_submit says FG_ERR_FULL,

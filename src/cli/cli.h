@@ -38,6 +38,7 @@ enum {
     OPT_STOP,
     OPT_IGNORE_EOS,
     OPT_KV_FRACTION,
+    OPT_BATCH_INVARIANT,
     OPT_CMD_FIRST,
 };
 
@@ -49,7 +50,8 @@ enum {
 #define FG_CLI_ENGINE_SHORT "m:c:b:t:"
 /* The options of the commands that run on the engine (forge.h's fg_engine):
  * run and chat. fg_cli_engine_opt takes them too. */
-#define FG_CLI_SERVING_OPTIONS {"kv-fraction", required_argument, 0, OPT_KV_FRACTION}
+#define FG_CLI_SERVING_OPTIONS                                                                 \
+    {"kv-fraction", required_argument, 0, OPT_KV_FRACTION}, {"batch-invariant", no_argument, 0, OPT_BATCH_INVARIANT}
 
 typedef struct fg_cli_engine_opts {
     const char *model;   /* NULL: the default model */
@@ -61,6 +63,7 @@ typedef struct fg_cli_engine_opts {
     bool reference;      /* exact CPU arithmetic (tests) */
     bool model_only;     /* load the model and open the backend, but no forward context or session */
     float kv_fraction;   /* the engine's KV pool share of free memory; 0: its default */
+    bool batch_invariant; /* the engine's batch-invariant mode */
 } fg_cli_engine_opts;
 
 /* ---- Sampling and stopping options (sampling.c) ----------------------------- */

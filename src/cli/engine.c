@@ -51,6 +51,7 @@ int fg_cli_engine_opt(const char *cmd, int c, const char *arg, fg_cli_engine_opt
         o->kv_fraction = (float)v;
         return 0;
     }
+    case OPT_BATCH_INVARIANT: o->batch_invariant = true; return 0;
     }
     return -1;
 }
@@ -70,7 +71,9 @@ void fg_cli_engine_help(void)
 void fg_cli_serving_help(void)
 {
     printf("      --kv-fraction F    the share of free memory (after the weights) for the KV cache, in (0, 1]\n"
-           "                         (default: 0.9 on a GPU; on the CPU the cache is one context)\n");
+           "                         (default: 0.9 on a GPU; on the CPU the cache is one context)\n"
+           "      --batch-invariant  GPU: the same kernels at every batch size, so output does not depend on\n"
+           "                         what else is batched (slower; the CPU always is)\n");
 }
 
 /* The weight-loading bar: drawn on a terminal, for models of 256 MB and
@@ -134,6 +137,7 @@ fg_status fg_cli_engine_open(const fg_cli_engine_opts *o, int32_t max_running, f
     c.max_step_tokens = o->n_batch;
     c.kv_type = o->kv_f32 ? FG_KV_F32 : FG_KV_F16;
     if (o->kv_fraction > 0) c.kv_fraction = o->kv_fraction;
+    c.batch_invariant = o->batch_invariant;
     c.max_running = max_running;
     c.max_waiting = max_running;
     load_bar bar = {false};

@@ -228,6 +228,7 @@ fg_status fg_engine_open(const char *model_path, const fg_engine_config *cfg, fg
     bool gpu = false;
     fg_status st = fg_model_open(model_path, &e->model);
     if (st == FG_OK) st = fg_load_backend(c.device, c.n_threads, c.cpu_reference, &e->be, &gpu);
+    if (st == FG_OK && gpu && c.batch_invariant) fg_backend_gpu_set_batch_invariant(e->be, true);
     fg_engine_stats *s = &e->stats;
     int64_t pool = 0;
     if (st == FG_OK) {

@@ -160,6 +160,9 @@ if [ -f "$SMOL" ]; then
     run run -m "$SMOL" -p "1, 2, 3, 4, 5, 6," -n 16 --temp 0 --kv-type f32 --kv-fraction 0.5
     [ $rc -eq 0 ] && [ "$out" = " 7, 8, 9, 10, 11" ] && ok "forge run --kv-type f32 --kv-fraction 0.5 on the engine" ||
         bad "forge run --kv-type f32" "rc=$rc out='$out' $err"
+    run run -m "$SMOL" -p "1, 2, 3, 4, 5, 6," -n 16 --temp 0 --batch-invariant
+    [ $rc -eq 0 ] && [ "$out" = " 7, 8, 9, 10, 11" ] && ok "forge run --batch-invariant (the CPU always is)" ||
+        bad "forge run --batch-invariant" "rc=$rc out='$out' $err"
     run run -m "$SMOL" -c 64 -p "$(printf 'word %.0s' $(seq 1 58))" -n 10 --temp 0
     [ $rc -eq 0 ] && grep -q "stop: context full" "$tmp/err" &&
         ok "forge run -n past the context stops when the context is full" || bad "run to a full context" "rc=$rc $err"
