@@ -286,7 +286,7 @@ Test(gpu_ops, matmul_every_type_gemv_and_gemm, .init = need_gpu, .fini = done)
              * activations to int8 per 32 (d = max|x|/127, round to nearest
              * even): the CPU reference gets the activations those codes
              * stand for, so both compute the same function to f32 rounding. */
-            char kind = fg_backend_gpu_matmul_kind(gpu_types[ti], T);
+            char kind = fg_backend_gpu_matmul_kind(gpu, gpu_types[ti], T);
             bool q8 = kind == 'q';
             float *xh = random_rows((int64_t)K * T, 1.0f), *xr = malloc((size_t)K * T * sizeof(float));
             memcpy(xr, xh, (size_t)K * T * sizeof(float));
@@ -324,6 +324,10 @@ Test(gpu_ops, matmul_every_type_gemv_and_gemm, .init = need_gpu, .fini = done)
 Test(gpu_ops, fused_quantization_feeds_the_gemv, .init = need_gpu, .fini = done)
 {
     enum { K = 512, N = 96, T = 3 };
+    if (fg_backend_gpu_matmul_kind(gpu, FG_TYPE_Q4_0, T) != 'q')
+        cr_skip_test("SKIPPED: Q4_0 and Q8_0 take the f16 GEMM at %d tokens here (batch-invariant mode), not the "
+                     "integer GEMV this test is about",
+                     T);
     wpair w1 = make_weight(FG_TYPE_Q4_0, K, N), w2 = make_weight(FG_TYPE_Q4_K, K, N), w3 = make_weight(FG_TYPE_Q8_0, K, N);
     begin_simple(8, T, 0, 8);
     float *nv = random_rows(K, 1.0f);
@@ -369,7 +373,7 @@ Test(gpu_ops, matmul_and_embed_rows_of_odd_block_counts, .init = need_gpu, .fini
             int N = shapes[si][0], K = shapes[si][1], T = shapes[si][2];
             step_plain(T, 0);
             wpair w = make_weight(types[ti], K, N);
-            char kind = fg_backend_gpu_matmul_kind(types[ti], T);
+            char kind = fg_backend_gpu_matmul_kind(gpu, types[ti], T);
             bool q8 = kind == 'q';
             float *xh = random_rows((int64_t)K * T, 1.0f), *xr = malloc((size_t)K * T * sizeof(float));
             memcpy(xr, xh, (size_t)K * T * sizeof(float));
@@ -412,14 +416,14 @@ Test(gpu_ops, matmul_n_shares_one_launch, .init = need_gpu, .fini = done)
                                        {FG_TYPE_Q4_K, FG_TYPE_Q6_K, FG_TYPE_Q4_K}};
     enum { K = 512 };
     static const int Ns[3] = {96, 32, 33};
-    /* Above eight tokens: Q4_0 and Q8_0 on the tensor-core GEMM (f16),
-     * whose 64-row tiles here end inside each part. */
+    /* From FG_GPU_MMQ_MIN_T tokens: Q4_0 and Q8_0 on the tensor-core GEMM (f16),
+     * whose 128-row tiles here end inside each part. */
     static const int Ts[] = {1, 4, 7, 9, 40, 70};
     begin_simple(70, 1, 0, 8);
     for (size_t ci = 0; ci < sizeof types / sizeof *types; ci++) {
         for (size_t tj = 0; tj < sizeof Ts / sizeof *Ts; tj++) {
             int T = Ts[tj], n = ci % 2 ? 2 : 3;
-            char kind = fg_backend_gpu_matmul_kind(types[ci][0], T);
+            char kind = fg_backend_gpu_matmul_kind(gpu, types[ci][0], T);
             if (T > 8 && (kind != 'h' || types[ci][0] != types[ci][1])) continue;
             step_plain(T, 0);
             wpair w[3], b[3];
@@ -845,7 +849,7 @@ Test(gpu_ops, rope_store_attention_and_the_merged_quantization, .init = need_gpu
             expect_close(&o, n, 1e-4, "attention over the rope_store cache");
             /* Decode-sized steps: the GEMV on the int8 codes the merge left;
              * larger ones: the f16 tensor-core GEMM on the output itself. */
-            bool q8 = fg_backend_gpu_matmul_kind(FG_TYPE_Q4_0, n) == 'q';
+            bool q8 = fg_backend_gpu_matmul_kind(gpu, FG_TYPE_Q4_0, n) == 'q';
             if (q8) cpu_q8_copy(&o, &oq, n);
             cr_assert_eq(cpu->ops->matmul(cpu, &wo.c, NULL, q8 ? &oq.c : &o.c, NULL, 0, &y.c), FG_OK);
             cr_assert_eq(gpu->ops->matmul(gpu, &wo.g, NULL, &o.g, NULL, 0, &y.g), FG_OK, "%s", fg_last_error());

@@ -557,6 +557,9 @@ static fg_status gpu_matmul(fg_backend *be, const fg_tensor *w, const fg_tensor 
     void *scratch = g->mm_scratch_bytes >= fg_gpu_matmul_scratch(w->ne0) ? g->mm_scratch : NULL;
     bool quantizes = scratch && fg_gpu_matmul_quantizes(w->type, T, g->invariant);
     bool ready = quantizes && g->q8_src == x->data && g->q8_T == T && g->q8_K == w->ne0;
+    /* Any other use of the scratch (quantizing, the GEMM's f16 rows at
+     * K-dependent offsets) may overwrite what it holds. */
+    if (scratch && !ready) g->q8_src = NULL;
     wrote(g, out);
 #if !defined(FG_GPU_HIP)
     if (g->blas_scratch && !g->invariant && T > FG_GPU_GEMV_MAX_T && !fg_gpu_matmul_mmq(w->type, T, false) &&
@@ -601,6 +604,7 @@ static fg_status gpu_matmul_n(fg_backend *be, int n, const fg_tensor *const *w, 
     op_begin(g);
     if (g->replay) return FG_OK;
     bool ready = !mmq && g->q8_src == x->data && g->q8_T == T && g->q8_K == x->ne0;
+    if (!ready) g->q8_src = NULL; /* the scratch is rewritten */
     fg_gpu_mm_out outs[3];
     for (int i = 0; i < n; i++) {
         wrote(g, out[i]);
@@ -914,7 +918,7 @@ extern "C" fg_status fg_backend_gpu_init(int device, fg_backend **out)
     g->warp = prop.warpSize;
     g->q8_max_t = 8;
     const char *inv = getenv("FORGE_BATCH_INVARIANT");
-    g->invariant = inv && strcmp(inv, "0") != 0;
+    g->invariant = inv && *inv && strcmp(inv, "0") != 0;
     g->n_sm = prop.multiProcessorCount;
 #if defined(FG_GPU_HIP)
     snprintf(g->desc, sizeof g->desc, "%.200s (%.100s), %.1f GiB, HIP", prop.name, prop.gcnArchName,
@@ -942,11 +946,14 @@ extern "C" void fg_backend_gpu_set_batch_invariant(fg_backend *be, bool on)
     gpu(be)->invariant = on;
 }
 
-extern "C" char fg_backend_gpu_matmul_kind(int type, int32_t T)
+extern "C" char fg_backend_gpu_matmul_kind(const fg_backend *be, int type, int32_t T)
 {
-    if (fg_gpu_matmul_quantizes(type, T, false)) return 'q';
+    bool inv = ((const gpu_backend *)be)->invariant;
+    if (fg_gpu_matmul_mmq(type, T, inv)) return 'h';
+    if (fg_gpu_matmul_quantizes(type, T, inv)) return 'q';
+    if (inv) return (type == FG_TYPE_Q4_1 || type == FG_TYPE_Q4_K) ? 'q' : 'f'; /* the GEMVs at every size */
 #if !defined(FG_GPU_HIP)
-    if (T > FG_GPU_GEMV_MAX_T || fg_gpu_matmul_mmq(type, T, false)) return 'h';
+    if (T > FG_GPU_GEMV_MAX_T) return 'h';
 #endif
     return 'f';
 }

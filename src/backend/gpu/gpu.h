@@ -58,7 +58,7 @@ void fg_backend_gpu_set_batch_invariant(fg_backend *be, bool on);
  * to d * int8), 'h' on f16 tensor cores (cuBLAS, or the GEMM of Q4_0 and
  * Q8_0 weights dequantized to f16), 'f' in f32. Tests pick their reference
  * and tolerance by it. */
-char fg_backend_gpu_matmul_kind(int type, int32_t T);
+char fg_backend_gpu_matmul_kind(const fg_backend *be, int type, int32_t T);
 
 /* A line naming the device, its memory and compute capability / gfx arch. */
 const char *fg_backend_gpu_describe(const fg_backend *be);

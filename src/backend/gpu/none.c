@@ -49,9 +49,9 @@ const char *fg_backend_gpu_describe(const fg_backend *be)
     return "no GPU backend in this build";
 }
 
-char fg_backend_gpu_matmul_kind(int type, int32_t T)
+char fg_backend_gpu_matmul_kind(const fg_backend *be, int type, int32_t T)
 {
-    (void)type, (void)T;
+    (void)be, (void)type, (void)T;
     return 'f';
 }
 

@@ -59,9 +59,12 @@ static inline float2 *fg_gpu_q8_scales(void *scratch, int64_t K)
     return (float2 *)((int8_t *)scratch + (int64_t)FG_GPU_Q8_ROWS * K);
 }
 
-/* Above eight tokens, up to this many, Q4_0 and Q8_0 matmuls of a CUDA
- * build run on the tensor cores, dequantizing as they go (mmq.cuh). */
-enum { FG_GPU_MMQ_MAX_T = 256 };
+/* From FG_GPU_MMQ_MIN_T tokens up to FG_GPU_MMQ_MAX_T, Q4_0 and Q8_0
+ * matmuls of a CUDA build run on the tensor cores, dequantizing as they go
+ * (mmq.cuh); below, the integer GEMV. (H100, 8B Q4_0: 6 and 8 streams
+ * decode 1,120 and 1,495 t/s this way against 936 and 1,080 on the GEMV;
+ * 4 streams the same.) */
+enum { FG_GPU_MMQ_MIN_T = 5, FG_GPU_MMQ_MAX_T = 256 };
 
 /* Several matmuls of one input x in one integer-GEMV launch (T rows,
  * fg_gpu_matmul_quantizes) or tensor-core GEMM launch (fg_gpu_matmul_mmq):
@@ -82,7 +85,7 @@ cudaError_t fg_gpu_matmul_n(int type, int n, const fg_gpu_mm_out *outs, int64_t 
 /* Whether a matmul of this type and token count quantizes its activations
  * into the scratch (the integer GEMV), all T rows of them. */
 bool fg_gpu_matmul_quantizes(int type, int32_t T, bool inv);
-/* Whether it is the tensor-core GEMM of mmq.cuh (8 < T <= FG_GPU_MMQ_MAX_T). */
+/* Whether it is the tensor-core GEMM of mmq.cuh (FG_GPU_MMQ_MIN_T <= T <= FG_GPU_MMQ_MAX_T). */
 bool fg_gpu_matmul_mmq(int type, int32_t T, bool inv);
 
 /* cuBLAS (CUDA builds): a handle bound to stream s (NULL on failure), and

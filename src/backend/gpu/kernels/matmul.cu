@@ -194,9 +194,11 @@ template <int TYPE, int NT> struct mmvq_launch {
 /* The integer GEMV over parts for nt <= 8 tokens whose activations are in
  * the scratch, quantized. */
 template <int TYPE> static void mmvq_run(const fg_mmvq_parts &p, int64_t K, const int8_t *xq, const float2 *xs,
-                                         int32_t nt, int warp, cudaStream_t s)
+                                         int32_t nt, int warp, bool inv, cudaStream_t s)
 {
-    if (nt == 1) mmvq_launch<TYPE, 1>::run(p, K, xq, xs, nt, warp, s);
+    /* batch-invariant: one instantiation (one compiled arithmetic) for every size */
+    if (inv) mmvq_launch<TYPE, 8>::run(p, K, xq, xs, nt, warp, s);
+    else if (nt == 1) mmvq_launch<TYPE, 1>::run(p, K, xq, xs, nt, warp, s);
     else if (nt == 2) mmvq_launch<TYPE, 2>::run(p, K, xq, xs, nt, warp, s);
     else if (nt <= 4) mmvq_launch<TYPE, 4>::run(p, K, xq, xs, nt, warp, s);
     else mmvq_launch<TYPE, 8>::run(p, K, xq, xs, nt, warp, s);
@@ -212,15 +214,15 @@ static void quantize_q8(const float *x, int64_t ldx, int64_t K, int32_t nt, void
     fg_quantize_q8_kernel<<<(unsigned)((threads + 255) / 256), 256, 0, s>>>(x, ldx, K, nt, xq, xs);
 }
 
-/* Whether T tokens of this type take the tensor-core GEMM: above eight
- * tokens, or always in batch-invariant mode (kernels.h). */
+/* Whether T tokens of this type take the tensor-core GEMM: from
+ * FG_GPU_MMQ_MIN_T tokens, or always in batch-invariant mode (kernels.h). */
 static bool use_mmq(int type, int32_t T, bool inv)
 {
 #if defined(FG_GPU_HIP)
     (void)type, (void)T, (void)inv;
     return false;
 #else
-    return (inv || (T > 8 && T <= FG_GPU_MMQ_MAX_T)) && (type == FG_DQ_Q4_0 || type == FG_DQ_Q8_0);
+    return (inv || (T >= FG_GPU_MMQ_MIN_T && T <= FG_GPU_MMQ_MAX_T)) && (type == FG_DQ_Q4_0 || type == FG_DQ_Q8_0);
 #endif
 }
 
@@ -256,18 +258,33 @@ static float *mmq_partial(void *scratch, int64_t K)
     return (float *)((uint8_t *)scratch + q8_bytes(K) + f16_bytes(K));
 }
 
+/* A device attribute of the calling thread's device, cached per device
+ * (fallback if the runtime cannot tell, then not cached). The caches are
+ * written before any launch of a step by the one thread that runs the
+ * backend. */
+enum { MMQ_MAX_DEVICES = 64 };
+
+static int mmq_device(void)
+{
+    int d = 0;
+    return cudaGetDevice(&d) == cudaSuccess && d >= 0 && d < MMQ_MAX_DEVICES ? d : -1;
+}
+
+static int mmq_attr(int cache[MMQ_MAX_DEVICES], cudaDeviceAttr attr, int fallback)
+{
+    int d = mmq_device(), v = 0;
+    if (d >= 0 && cache[d]) return cache[d];
+    if (d < 0 || cudaDeviceGetAttribute(&v, attr, d) != cudaSuccess || v <= 0) return fallback;
+    return cache[d] = v;
+}
+
 /* K splits for a launch of `tiles` row tiles (`total` rows): enough blocks
  * for two waves of the GPU's SMs, at most 8 and two groups a split, within
  * the partial sums' room at the largest batch. */
 static int mmq_splits(int64_t tiles, int64_t total, int n_groups)
 {
-    static int n_sm = 0;
-    if (!n_sm) {
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) !=
-                                                      cudaSuccess)
-            n_sm = 1;
-    }
+    static int sms[MMQ_MAX_DEVICES];
+    int n_sm = mmq_attr(sms, cudaDevAttrMultiProcessorCount, 1);
     int64_t want = (2 * n_sm + tiles - 1) / tiles;
     int splits = (int)(want < 8 ? want : 8);
     while (splits > 1 && (splits * 2 > n_groups || (int64_t)splits * FG_GPU_MMQ_MAX_T * total > MMQ_PARTIAL_FLOATS))
@@ -278,19 +295,19 @@ static int mmq_splits(int64_t tiles, int64_t total, int n_groups)
 template <int TYPE, int NT> static void mmq_launch(const fg_mmq_parts &p, int64_t K, const __half *xh, int32_t T,
                                                    float *partial, cudaStream_t s)
 {
-    static bool sized = false; /* the dynamic shared memory above 48 KB, once */
-    int bytes = mmq_smem<TYPE, NT>::BYTES;
-    if (!sized) {
+    static bool sized[MMQ_MAX_DEVICES]; /* the dynamic shared memory above 48 KB, once a device */
+    int bytes = mmq_smem<TYPE, NT>::BYTES, d = mmq_device();
+    if (d < 0 || !sized[d]) {
         if (cudaFuncSetAttribute(fg_mmq_kernel<TYPE, NT>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) !=
             cudaSuccess)
-            return; /* the launch then fails, and the error is the caller's */
-        sized = true;
+            return; /* no launch: the caller's cudaGetLastError reports why */
+        if (d >= 0) sized[d] = true;
     }
     int64_t tiles = p.tile_first[p.rows.n], total = p.rows.first[p.rows.n];
     int n_groups = (int)((K / 32 + 7) / 8), splits = mmq_splits(tiles, total, n_groups);
     int per = (n_groups + splits - 1) / splits;
     splits = (n_groups + per - 1) / per; /* no empty split */
-    dim3 grid((unsigned)tiles, (unsigned)((T + NT - 1) / NT), (unsigned)splits);
+    dim3 grid((unsigned)((T + NT - 1) / NT), (unsigned)tiles, (unsigned)splits);
     fg_mmq_kernel<TYPE, NT><<<grid, MMQ_THREADS, bytes, s>>>(p, K, xh, T, splits > 1 ? partial : NULL, per);
     if (splits > 1)
         fg_mmq_reduce_kernel<<<dim3((unsigned)((total + 127) / 128), (unsigned)T), 128, 0, s>>>(p.rows, partial, splits,
@@ -298,7 +315,7 @@ template <int TYPE, int NT> static void mmq_launch(const fg_mmq_parts &p, int64_
 }
 #endif
 
-/* The tensor-core GEMM over parts for 8 < T <= FG_GPU_MMQ_MAX_T tokens of
+/* The tensor-core GEMM over parts for up to FG_GPU_MMQ_MAX_T tokens of
  * x (K floats at stride ldx), converted to f16 in the scratch first: token
  * tiles of 16, 32 or 64. */
 template <int TYPE> static void mmq_run(const fg_mmvq_parts &rows, int64_t K, const float *x, int64_t ldx, int32_t T,
@@ -315,13 +332,8 @@ template <int TYPE> static void mmq_run(const fg_mmvq_parts &rows, int64_t K, co
             p.tile_first[i + 1] = p.tile_first[i] + (rows.first[i + 1] - rows.first[i] + MMQ_ROWS - 1) / MMQ_ROWS;
         /* The largest token tile the batch needs whose stages fit the
          * device's shared memory (sm_89: 99 KB, too little for Q8_0 x 64). */
-        static int smem = 0;
-        if (!smem) {
-            int dev = 0;
-            if (cudaGetDevice(&dev) != cudaSuccess ||
-                cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-                smem = 48 * 1024;
-        }
+        static int smems[MMQ_MAX_DEVICES];
+        int smem = mmq_attr(smems, cudaDevAttrMaxSharedMemoryPerBlockOptin, 48 * 1024);
         if (T <= 16 || mmq_smem<TYPE, 32>::BYTES > smem) mmq_launch<TYPE, 16>(p, K, xh, T, partial, s);
         else if (T <= 32 || mmq_smem<TYPE, 64>::BYTES > smem) mmq_launch<TYPE, 32>(p, K, xh, T, partial, s);
         else mmq_launch<TYPE, 64>(p, K, xh, T, partial, s);
@@ -348,7 +360,7 @@ template <int TYPE> struct mm_launch {
     {
         const int8_t *xq = (const int8_t *)a.scratch + s0 * a.K;
         const float2 *xs = fg_gpu_q8_scales(a.scratch, a.K) + s0 * (a.K / 32);
-        mmvq_run<TYPE>(one_part(a, t0), a.K, xq, xs, nt, a.warp, a.s);
+        mmvq_run<TYPE>(one_part(a, t0), a.K, xq, xs, nt, a.warp, a.inv, a.s);
     }
 
     /* NT token slots; one block of 128 threads per weight row. */
@@ -393,7 +405,8 @@ template <int TYPE> struct mm_launch {
             const float *x = a.x + t0 * a.ldx;
             const float *add = a.add ? a.add + t0 * a.ldadd : NULL;
             float *y = a.y + t0 * a.ldy;
-            if (nt == 1) gemv<1>(a, x, add, y, nt);
+            if (a.inv) gemv<8>(a, x, add, y, nt); /* one instantiation for every size */
+            else if (nt == 1) gemv<1>(a, x, add, y, nt);
             else if (nt == 2) gemv<2>(a, x, add, y, nt);
             else if (nt <= 4) gemv<4>(a, x, add, y, nt);
             else gemv<8>(a, x, add, y, nt);
@@ -444,7 +457,7 @@ template <int TYPE> struct mm_n_launch {
     {
         if constexpr (has_mmvq<TYPE>()) {
             if (use_mmq(TYPE, T, false)) mmq_run<TYPE>(p, K, x, ldx, T, scratch, s);
-            else mmvq_run<TYPE>(p, K, (const int8_t *)scratch, fg_gpu_q8_scales(scratch, K), T, warp, s);
+            else mmvq_run<TYPE>(p, K, (const int8_t *)scratch, fg_gpu_q8_scales(scratch, K), T, warp, false, s);
         }
     }
 };

@@ -1,9 +1,9 @@
 /*
  * mmq.cuh — tensor-core GEMM on Q4_0 and Q8_0 weights (CUDA, sm_80 and
- * up), for batches of more than eight tokens up to FG_GPU_MMQ_MAX_T:
+ * up), for batches of FG_GPU_MMQ_MIN_T to FG_GPU_MMQ_MAX_T tokens:
  * batched decoding, where the GEMV would read the weights once per eight
- * tokens and the cuBLAS path would dequantize all of them to a buffer
- * every step.
+ * tokens (and spend dp4a work on each) and the cuBLAS path would
+ * dequantize all of them to a buffer every step.
  *
  * The weights are dequantized to f16 in registers as the fragments are
  * built ((q - 8) d, or q d: exact small integers times d rounded to f16, as
@@ -80,17 +80,17 @@ template <int TYPE, int NT> struct mmq_smem {
 static __device__ __forceinline__ void mmq_cp16(void *dst, const void *src)
 {
     unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
 }
 
 static __device__ __forceinline__ void mmq_commit()
 {
-    asm volatile("cp.async.commit_group;\n" ::);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
 
 template <int N> static __device__ __forceinline__ void mmq_wait()
 {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 /* c += A (16 x 16, row) B (16 x 8, col), f16 in, f32 out. Not volatile:
@@ -173,10 +173,13 @@ __global__ void __launch_bounds__(MMQ_THREADS) fg_mmq_kernel(const fg_mmq_parts 
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, q = lane % 4;
 
     int pi = 0;
-    while (pi + 1 < P.rows.n && (int64_t)blockIdx.x >= P.tile_first[pi + 1]) pi++;
+    /* token tiles vary fastest, so the blocks that read a row tile's weights
+     * run together and the later ones find them in L2 */
+    const int64_t tile = blockIdx.y;
+    while (pi + 1 < P.rows.n && tile >= P.tile_first[pi + 1]) pi++;
     const fg_mmvq_part &part = P.rows.p[pi];
-    const int64_t N = P.rows.first[pi + 1] - P.rows.first[pi], row0 = ((int64_t)blockIdx.x - P.tile_first[pi]) * MMQ_ROWS;
-    const int32_t t0 = (int32_t)blockIdx.y * NT;
+    const int64_t N = P.rows.first[pi + 1] - P.rows.first[pi], row0 = (tile - P.tile_first[pi]) * MMQ_ROWS;
+    const int32_t t0 = (int32_t)blockIdx.x * NT;
     const uint8_t *w = part.w + (size_t)row0 * part.row_bytes;
     const __half *x = xh + (int64_t)t0 * K;
     const int64_t rows_left = N - row0;
@@ -252,7 +255,7 @@ __global__ void __launch_bounds__(MMQ_THREADS) fg_mmq_kernel(const fg_mmq_parts 
 }
 
 /* x rows (T of them, K floats at stride ldx) to f16 xh[T][K]. */
-__global__ void fg_mmq_f16_kernel(const float *__restrict__ x, int64_t ldx, int64_t K, int32_t T, __half *xh)
+static __global__ void fg_mmq_f16_kernel(const float *__restrict__ x, int64_t ldx, int64_t K, int32_t T, __half *xh)
 {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
     if (4 * i >= K) return;
@@ -265,7 +268,7 @@ __global__ void fg_mmq_f16_kernel(const float *__restrict__ x, int64_t ldx, int6
 /* y = the sum of the splits' partial sums, in split order (the same
  * rounding whatever the batch), plus bias and residual: one thread per
  * (token, row of the launch). */
-__global__ void fg_mmq_reduce_kernel(const fg_mmvq_parts P, const float *__restrict__ partial, int splits, int32_t T)
+static __global__ void fg_mmq_reduce_kernel(const fg_mmvq_parts P, const float *__restrict__ partial, int splits, int32_t T)
 {
     int64_t total = P.first[P.n], r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     int32_t t = blockIdx.y;
