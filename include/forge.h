@@ -115,7 +115,7 @@ typedef struct fg_engine_config {
     fg_kv_type kv_type;      /* FG_KV_F16 (default) or FG_KV_F32 */
     bool batch_invariant;    /* a request's tokens do not depend on what it is batched with: on a GPU,
                               * one kernel per op at every step size (slower: H100 8B Q4_0 at 64
-                              * streams, 5,232 against 5,770 t/s); the CPU always is */
+                              * streams, 6,036 against 6,870 t/s); the CPU always is */
     int32_t max_running;     /* sequences in one step, 0..4096; 0 = 64 on a GPU, 8 on the CPU */
     int32_t max_step_tokens; /* tokens in one step (the prefill chunk), 0..65536; 0 = 512 */
     int32_t max_waiting;     /* requests queued before fg_engine_submit says FG_ERR_FULL,
