@@ -151,7 +151,10 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := gguf vocab encode
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(BUILD)/fuzz-%)
 fuzz-build: $(FUZZ_BINS)
-$(BUILD)/fuzz-%: tests/fuzz/fuzz_%.c $(LIB_SRC)
+# The fuzzers are built by clang without the GPU objects: the library's C
+# sources with the no-GPU stubs (src/backend/gpu/none.c), whatever GPU is.
+FUZZ_LIB_SRC := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
+$(BUILD)/fuzz-%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_SRC)
 	@mkdir -p $(BUILD)
 	$(FUZZ_CC) -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc \
 	    $(shell pkg-config --cflags $(PKGS)) -O1 -g -fsanitize=fuzzer,address,undefined \
