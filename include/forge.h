@@ -198,6 +198,7 @@ typedef bool (*fg_token_fn)(void *ud, uint64_t id, int32_t token, const char *te
 
 #define FG_REQUEST_MAX_STOPS 16
 #define FG_REQUEST_MAX_STOP_LEN 1024
+#define FG_MAX_TOP_LOGPROBS 20
 
 typedef struct fg_request_params {
     const int32_t *prompt;   /* n_prompt >= 1 token ids, each in the vocabulary; copied */
@@ -210,6 +211,11 @@ typedef struct fg_request_params {
                               * contains one, which is not output */
     int32_t n_stops;
     bool ignore_eos;         /* go on past end-of-generation tokens */
+    bool logprobs;           /* keep each generated token's log-probability (fg_request_logprobs): the
+                              * log-softmax of the model's logits, before penalties, filters and
+                              * temperature (as vLLM and OpenAI report them). On a GPU the step then
+                              * reads the logits rows on the host */
+    int32_t top_logprobs;    /* with logprobs: also the 0..FG_MAX_TOP_LOGPROBS most likely tokens */
     fg_token_fn on_token;    /* NULL: poll instead (fg_request_poll) */
     void *ud;                /* on_token's first argument */
 } fg_request_params;
@@ -276,6 +282,23 @@ fg_status fg_request_status(fg_engine *e, uint64_t id, fg_request_info *out);
  * stream alone. */
 fg_status fg_request_poll(fg_engine *e, uint64_t id, int32_t *tokens, size_t cap_tokens, size_t *n_tokens,
                           char *text, size_t cap_text, size_t *n_text);
+
+/* One generated token's log-probability and the top_logprobs most likely
+ * tokens at its position (most likely first), as fg_request_params.logprobs
+ * asks. */
+typedef struct fg_token_logprob {
+    int32_t token;
+    float logprob;
+    int32_t n_top;
+    int32_t top_token[FG_MAX_TOP_LOGPROBS];
+    float top_logprob[FG_MAX_TOP_LOGPROBS];
+} fg_token_logprob;
+
+/* Copies the log-probabilities of generated tokens first, first+1, ... (up to
+ * cap of them, and only tokens already generated) into out; *n is set to how
+ * many. Independent of fg_request_poll. FG_ERR_INVALID_ARG for a request
+ * submitted without logprobs. */
+fg_status fg_request_logprobs(fg_engine *e, uint64_t id, size_t first, fg_token_logprob *out, size_t cap, size_t *n);
 
 /* Blocks until the request has output not yet polled or has ended, or until
  * timeout_ms pass (FG_ERR_TIMEOUT; < 0 waits without limit). No busy

@@ -64,6 +64,7 @@ struct ereq {
     int32_t n_prompt, max_new;
     bool to_ctx;        /* max_tokens -1: reaching max_new means the context is full */
     bool ignore_eos;
+    int32_t n_top;      /* -1: no logprobs; else top_logprobs */
     fg_sampler_params sp;
     char **stops;       /* (n_stops) copies */
     int32_t n_stops;
@@ -72,6 +73,7 @@ struct ereq {
     double t_submit;
     int32_t *toks;      /* (max_new) the generated ids: the engine thread writes toks[n_seen] unlocked,
                          * then publishes n_gen; readers read below n_gen, under mu */
+    fg_token_logprob *lps; /* (max_new) with logprobs, as toks */
 
     /* The engine thread's. */
     int32_t *prompt;    /* (n_prompt) until the runner has its own copy */
@@ -293,6 +295,7 @@ static void req_free(ereq *r)
     free(r->stops);
     free(r->prompt);
     free(r->toks);
+    free(r->lps);
     free(r->text);
     fg_textstream_free(&r->ts);
     free(r);
@@ -358,6 +361,9 @@ static fg_status check_request(const fg_engine *e, const fg_request_params *p, i
     }
     fg_sampler_params sp = sampler_params(&p->sampling);
     if (fg_sampler_check(&sp) != FG_OK) return fg_err_wrap(FG_ERR_INVALID_ARG, "request");
+    if (p->logprobs && (p->top_logprobs < 0 || p->top_logprobs > FG_MAX_TOP_LOGPROBS))
+        return fg_err_set(FG_ERR_INVALID_ARG, "request: top_logprobs %d is out of range: it must be in 0..%d",
+                          p->top_logprobs, FG_MAX_TOP_LOGPROBS);
     if (p->n_stops < 0 || p->n_stops > FG_REQUEST_MAX_STOPS || (p->n_stops > 0 && !p->stops))
         return fg_err_set(FG_ERR_INVALID_ARG, "request: n_stops %d is out of range: it must be in 0..%d, with stops given",
                           p->n_stops, FG_REQUEST_MAX_STOPS);
@@ -382,6 +388,7 @@ static fg_status req_new(const fg_request_params *p, int32_t max_new, ereq **out
     r->max_new = max_new;
     r->to_ctx = p->max_tokens == -1;
     r->ignore_eos = p->ignore_eos;
+    r->n_top = p->logprobs ? p->top_logprobs : -1;
     r->sp = sampler_params(&p->sampling);
     if (r->sp.seed == FG_SEED_RANDOM) r->sp.seed = fg_sampler_random_seed();
     r->on_token = p->on_token;
@@ -389,7 +396,8 @@ static fg_status req_new(const fg_request_params *p, int32_t max_new, ereq **out
     r->prompt = malloc(p->n_prompt * sizeof *r->prompt);
     r->toks = malloc((size_t)max_new * sizeof *r->toks);
     r->stops = calloc((size_t)p->n_stops + 1, sizeof *r->stops);
-    bool ok = r->prompt && r->toks && r->stops;
+    if (r->n_top >= 0) r->lps = calloc((size_t)max_new, sizeof *r->lps);
+    bool ok = r->prompt && r->toks && r->stops && (r->n_top < 0 || r->lps);
     for (int32_t i = 0; ok && i < p->n_stops; i++) ok = (r->stops[r->n_stops++] = strdup(p->stops[i])) != NULL;
     if (!ok) {
         req_free(r);
@@ -500,6 +508,25 @@ fg_status fg_request_poll(fg_engine *e, uint64_t id, int32_t *tokens, size_t cap
     }
     pthread_mutex_unlock(&e->mu);
     return FG_OK;
+}
+
+fg_status fg_request_logprobs(fg_engine *e, uint64_t id, size_t first, fg_token_logprob *out, size_t cap, size_t *n)
+{
+    *n = 0;
+    pthread_mutex_lock(&e->mu);
+    const ereq *r = lookup(e, id);
+    fg_status st = FG_OK;
+    if (!r) st = fg_err_set(FG_ERR_NOT_FOUND, "no request %llu (unknown or released)", (unsigned long long)id);
+    else if (!r->lps)
+        st = fg_err_set(FG_ERR_INVALID_ARG, "request %llu was submitted without logprobs", (unsigned long long)id);
+    else if (first < (size_t)r->n_gen) {
+        size_t k = (size_t)r->n_gen - first;
+        if (k > cap) k = cap;
+        memcpy(out, r->lps + first, k * sizeof *out);
+        *n = k;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return st;
 }
 
 fg_status fg_request_wait(fg_engine *e, uint64_t id, int32_t timeout_ms)
@@ -619,6 +646,10 @@ static void feed(fg_engine *e)
             end_req(e, r, FG_FINISH_ERROR, fg_last_error());
             continue;
         }
+        if (r->n_top >= 0 && fg_runner_want_logprobs(e->run, r->rid, r->n_top) != FG_OK) {
+            end_req(e, r, FG_FINISH_ERROR, fg_last_error());
+            continue;
+        }
         free(r->prompt);
         r->prompt = NULL;
         fg_textstream_init(&r->ts, e->model->tok, (const char *const *)r->stops, r->n_stops);
@@ -672,6 +703,8 @@ static void collect(fg_engine *e, double t_step, fg_status step_st)
         r->r_preempted = info.n_preempted;
         if (r->x_sched < 0 && (info.state != FG_REQ_WAITING || info.n_gen > 0)) r->x_sched = t_step;
         if (atomic_load(&r->cancel)) continue; /* apply_cancels ends it before the next step */
+        if (r->n_seen < info.n_gen && r->lps && fg_runner_last_logprob(e->run, r->rid, &r->lps[r->n_seen]) != FG_OK)
+            r->lps[r->n_seen] = (fg_token_logprob){.token = info.gen[r->n_seen], .logprob = 0};
         if (r->n_seen < info.n_gen)
             take_token(e, r, info.gen[r->n_seen], now, info.state == FG_REQ_FINISHED && r->n_seen + 1 == info.n_gen);
         if (r->why == FG_FINISH_NONE && info.state == FG_REQ_FAILED) {

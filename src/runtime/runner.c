@@ -4,6 +4,7 @@
  */
 #include "runtime/runner.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,9 @@
 typedef struct runner_req {
     uint64_t id; /* 0: unused */
     fg_sampler *smp;
+    int32_t n_top;       /* -1: no logprobs; else the alternatives wanted */
+    bool has_lp;         /* lp holds the latest token's */
+    fg_token_logprob lp;
 } runner_req;
 
 struct fg_runner {
@@ -98,8 +102,64 @@ fg_status fg_runner_submit(fg_runner *e, const int32_t *prompt, int32_t n, int32
         return st;
     }
     for (int32_t i = 0; i < n; i++) fg_sampler_accept(smp, prompt[i]);
-    *r = (runner_req){*id, smp};
+    *r = (runner_req){.id = *id, .smp = smp, .n_top = -1};
     return FG_OK;
+}
+
+fg_status fg_runner_want_logprobs(fg_runner *e, uint64_t id, int32_t n_top)
+{
+    runner_req *r = find(e, id);
+    if (!r) return fg_err_set(FG_ERR_NOT_FOUND, "runner: no request %llu", (unsigned long long)id);
+    if (n_top < 0 || n_top > FG_MAX_TOP_LOGPROBS)
+        return fg_err_set(FG_ERR_INVALID_ARG, "top_logprobs %d is out of range: it must be in 0..%d", n_top,
+                          FG_MAX_TOP_LOGPROBS);
+    r->n_top = n_top;
+    return FG_OK;
+}
+
+fg_status fg_runner_last_logprob(const fg_runner *e, uint64_t id, fg_token_logprob *out)
+{
+    const runner_req *r = find(e, id);
+    if (!r || !r->has_lp) return fg_err_set(FG_ERR_NOT_FOUND, "runner: no logprobs for request %llu", (unsigned long long)id);
+    *out = r->lp;
+    return FG_OK;
+}
+
+/* The log-softmax of one logits row (n floats) at token picked, and the n_top
+ * largest entries, most likely first (ties: lower id first). Sums in double;
+ * a -inf or NaN logit is a zero probability, reported as -9999 (as vLLM
+ * clamps), so that JSON never sees an infinity. */
+static void row_logprobs(const float *l, int32_t n, int32_t picked, int32_t n_top, fg_token_logprob *out)
+{
+    float mx = -INFINITY;
+    for (int32_t i = 0; i < n; i++)
+        if (l[i] > mx) mx = l[i];
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (l[i] > -INFINITY) sum += exp((double)l[i] - mx);
+    double lse = mx + log(sum);
+#define LP(v) ((v) > -INFINITY ? (float)fmax((double)(v) - lse, -9999.0) : -9999.0f)
+    out->token = picked;
+    out->logprob = LP(l[picked]);
+    out->n_top = 0;
+    for (int32_t i = 0; i < n && n_top > 0; i++) {
+        float v = l[i];
+        if (!(v > -INFINITY)) continue;
+        int32_t k = out->n_top;
+        if (k == n_top) {
+            if (!(v > l[out->top_token[k - 1]])) continue;
+            k--; /* evicts the last */
+        } else {
+            out->n_top++;
+        }
+        while (k > 0 && v > l[out->top_token[k - 1]]) {
+            out->top_token[k] = out->top_token[k - 1];
+            k--;
+        }
+        out->top_token[k] = i;
+    }
+    for (int32_t k = 0; k < out->n_top; k++) out->top_logprob[k] = LP(l[out->top_token[k]]);
+#undef LP
 }
 
 fg_status fg_runner_step(fg_runner *e, int32_t *n_tokens)
@@ -117,8 +177,9 @@ fg_status fg_runner_step(fg_runner *e, int32_t *n_tokens)
      * logits that would have to be copied to the host. */
     bool on_backend = sb.n_logits > 0;
     for (int32_t r = 0; r < sb.n_logits; r++) {
-        fg_sampler *smp = e->row_smp[r] = find(e, sb.logits_req[r])->smp;
-        on_backend = on_backend && !fg_sampler_has_penalties(smp) &&
+        runner_req *rq = find(e, sb.logits_req[r]);
+        fg_sampler *smp = e->row_smp[r] = rq->smp;
+        on_backend = on_backend && rq->n_top < 0 && !fg_sampler_has_penalties(smp) &&
                      (fg_sampler_is_greedy(smp) || !fg_forward_logits_on_host(e->f));
     }
     fg_status st;
@@ -129,8 +190,15 @@ fg_status fg_runner_step(fg_runner *e, int32_t *n_tokens)
         st = fg_forward_run(e->f, &b, NULL, e->picked);
     } else if (sb.n_logits > 0) {
         st = fg_forward_run(e->f, &b, e->logits, NULL);
-        for (int32_t r = 0; r < sb.n_logits && st == FG_OK; r++)
-            st = fg_sampler_sample(e->row_smp[r], e->logits + (size_t)r * (size_t)e->n_vocab, &e->picked[r]);
+        for (int32_t r = 0; r < sb.n_logits && st == FG_OK; r++) {
+            const float *row = e->logits + (size_t)r * (size_t)e->n_vocab;
+            st = fg_sampler_sample(e->row_smp[r], row, &e->picked[r]);
+            runner_req *rq = find(e, sb.logits_req[r]);
+            if (st == FG_OK && rq->n_top >= 0) {
+                row_logprobs(row, e->n_vocab, e->picked[r], rq->n_top, &rq->lp);
+                rq->has_lp = true;
+            }
+        }
     } else {
         st = fg_forward_run(e->f, &b, e->logits, NULL); /* prefill chunks only: no logits */
     }

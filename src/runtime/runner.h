@@ -48,6 +48,13 @@ fg_status fg_runner_submit(fg_runner *e, const int32_t *prompt, int32_t n, int32
 /* Runs one step; *n_tokens receives the tokens it computed (0: idle). */
 fg_status fg_runner_step(fg_runner *e, int32_t *n_tokens);
 
+/* Asks for the log-probabilities of request id's tokens from now on, with
+ * n_top (0..FG_MAX_TOP_LOGPROBS) alternatives: its rows are then sampled on
+ * the host. fg_runner_last_logprob gives those of its latest token
+ * (FG_ERR_NOT_FOUND before the first, or for a request that did not ask). */
+fg_status fg_runner_want_logprobs(fg_runner *e, uint64_t id, int32_t n_top);
+fg_status fg_runner_last_logprob(const fg_runner *e, uint64_t id, fg_token_logprob *out);
+
 fg_status fg_runner_info(const fg_runner *e, uint64_t id, fg_req_info *out);
 fg_status fg_runner_cancel(fg_runner *e, uint64_t id);
 /* Finishes a request now (fg_sched_finish): the caller found its end (an

@@ -11,6 +11,7 @@
  * with requests in flight (leaks show under `make asan`).
  */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -758,4 +759,61 @@ Test(engine_api, close_with_requests_in_flight, .timeout = 120)
     fg_request_release(e, ids[5]);
     fg_engine_close(e);
     cr_assert(seen >= 0);
+}
+
+/* ---- Log-probabilities (fg_request_params.logprobs) -------------------------- */
+
+/* A greedy request that asks for logprobs gives the same tokens as one that
+ * does not (it is sampled on the host instead of by the sample op); each
+ * token is the most likely of its alternatives, with a log-probability <= 0
+ * equal to the first alternative's, alternatives in descending order, and
+ * probabilities summing to at most 1. A request without logprobs has none. */
+Test(engine_api, logprobs_of_greedy_tokens)
+{
+    fg_engine *e = open_engine(SYNTH, 2, 4);
+    int32_t prompt[12];
+    prompt_of(3, 12, prompt);
+    fg_request_params p = greedy(prompt, 12, 10);
+    p.ignore_eos = true;
+    output plain, with;
+    run_alone(e, &p, &plain);
+    p.logprobs = true;
+    p.top_logprobs = 5;
+    memset(&with, 0, sizeof with);
+    uint64_t id;
+    cr_assert_eq(fg_engine_submit(e, &p, &id), FG_OK, "%s", fg_last_error());
+    drain(e, id, &with);
+    cr_assert_eq(with.n_tok, plain.n_tok);
+    cr_assert_eq(memcmp(with.tok, plain.tok, plain.n_tok * sizeof *plain.tok), 0);
+    fg_token_logprob lp[16];
+    size_t n = 0;
+    cr_assert_eq(fg_request_logprobs(e, id, 0, lp, 16, &n), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(n, with.n_tok);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_eq(lp[i].token, with.tok[i]);
+        cr_assert_eq(lp[i].n_top, 5);
+        cr_assert_eq(lp[i].top_token[0], lp[i].token, "token %zu: greedy picks the most likely", i);
+        cr_assert_float_eq(lp[i].logprob, lp[i].top_logprob[0], 1e-6);
+        cr_assert(lp[i].logprob <= 0);
+        double sum = 0;
+        for (int k = 0; k < 5; k++) {
+            if (k) cr_assert(lp[i].top_logprob[k] <= lp[i].top_logprob[k - 1]);
+            sum += exp(lp[i].top_logprob[k]);
+        }
+        cr_assert(sum <= 1.0 + 1e-4, "token %zu: top-5 probabilities sum to %g", i, sum);
+    }
+    cr_assert_eq(with.n_tok, 10);
+    cr_assert_eq(fg_request_logprobs(e, id, with.n_tok - 1, lp, 2, &n), FG_OK); /* past the end: what there is */
+    cr_assert_eq(n, 1);
+    cr_assert_eq(lp[0].token, with.tok[with.n_tok - 1]);
+    cr_assert_eq(fg_request_release(e, id), FG_OK);
+    p.logprobs = false;
+    cr_assert_eq(fg_engine_submit(e, &p, &id), FG_OK);
+    cr_assert_eq(fg_request_logprobs(e, id, 0, lp, 16, &n), FG_ERR_INVALID_ARG);
+    cr_assert_eq(fg_request_release(e, id), FG_OK);
+    p.logprobs = true;
+    p.top_logprobs = FG_MAX_TOP_LOGPROBS + 1;
+    cr_assert_eq(fg_engine_submit(e, &p, &id), FG_ERR_INVALID_ARG);
+    cr_assert(strstr(fg_last_error(), "top_logprobs"));
+    fg_engine_close(e);
 }
