@@ -24,6 +24,10 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CPPFLAGS_ALL := -std=c11 -ffp-contract=off -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc \
                 $(shell pkg-config --cflags $(PKGS)) -MMD -MP
 LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -lpthread
+# The HTTP server (src/server/) is part of the forge binary, not of
+# libforge: an application embedding the engine does not link an HTTP stack.
+SERVER_CFLAGS := $(shell pkg-config --cflags libmicrohttpd)
+SERVER_LIBS := $(shell pkg-config --libs libmicrohttpd)
 TEST_LDLIBS := $(shell pkg-config --libs criterion 2>/dev/null || echo -lcriterion)
 
 # The GPU backend: src/backend/gpu/*.cu and kernels/*.cu, built by nvcc or
@@ -54,11 +58,11 @@ $(error GPU must be auto, cuda, hip or none, not '$(GPU)')
 endif
 GPU_OBJ := $(GPU_SRC:%.cu=$(BUILD)/%.cu.o)
 
-LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
+LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/cli/*' -not -path 'src/server/*' | sort)
 ifneq ($(GPU),none)
 LIB_SRC  := $(filter-out src/backend/gpu/none.c,$(LIB_SRC))
 endif
-CLI_SRC  := $(sort $(wildcard src/cli/*.c))
+CLI_SRC  := $(sort $(wildcard src/cli/*.c src/server/*.c))
 TEST_SRC := $(sort $(wildcard tests/unit/*.c))
 GPU_TEST_SRC := $(sort $(wildcard tests/gpu/*.c)) tests/unit/test_util.c
 
@@ -99,8 +103,9 @@ $(BUILD)/libforge.a: $(LIB_OBJ) $(GPU_OBJ)
 $(BUILD)/libforge.so: $(LIB_OBJ) $(GPU_OBJ)
 	$(CC) -shared $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/src/server/%.o: CPPFLAGS_ALL += $(SERVER_CFLAGS)
 $(BUILD)/forge: $(CLI_OBJ) $(BUILD)/libforge.a
-	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libforge.a $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libforge.a $(LDLIBS) $(SERVER_LIBS)
 
 $(BUILD)/unit-tests: $(TEST_OBJ) $(BUILD)/libforge.a
 	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(BUILD)/libforge.a $(TEST_LDLIBS) $(LDLIBS)
@@ -153,7 +158,7 @@ FUZZ_BINS := $(FUZZ_TARGETS:%=$(BUILD)/fuzz-%)
 fuzz-build: $(FUZZ_BINS)
 # The fuzzers are built by clang without the GPU objects: the library's C
 # sources with the no-GPU stubs (src/backend/gpu/none.c), whatever GPU is.
-FUZZ_LIB_SRC := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
+FUZZ_LIB_SRC := $(shell find src -name '*.c' -not -path 'src/cli/*' -not -path 'src/server/*' | sort)
 $(BUILD)/fuzz-%: tests/fuzz/fuzz_%.c $(FUZZ_LIB_SRC)
 	@mkdir -p $(BUILD)
 	$(FUZZ_CC) -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L -Iinclude -Isrc \

@@ -159,6 +159,8 @@ typedef struct fg_engine_stats {
     int32_t kv_used;         /* blocks held by requests */
     int32_t kv_cached;       /* free blocks that keep a cached prefix */
     int32_t kv_free;         /* free, empty blocks */
+    double ms_since_step;    /* since the engine thread last ended a step or went idle: with requests
+                              * running or waiting, a large value means it is stuck (a health check) */
     /* Totals since open. */
     uint64_t steps, submitted, finished, cancelled, failed;
     uint64_t prompt_tokens, cached_tokens, generated_tokens;

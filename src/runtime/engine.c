@@ -123,6 +123,7 @@ struct fg_engine {
     uint64_t serial;
     ereq *inbox, *inbox_tail;
     int32_t n_queued;
+    double t_beat;         /* fg_now_ms() when the engine thread last ended a step or went to sleep */
 
     /* The engine thread's. */
     ereq *active, *active_tail;
@@ -282,6 +283,7 @@ fg_status fg_engine_stats_get(fg_engine *e, fg_engine_stats *out)
 {
     pthread_mutex_lock(&e->mu);
     *out = e->stats;
+    out->ms_since_step = e->t_beat > 0 ? fg_now_ms() - e->t_beat : 0;
     pthread_mutex_unlock(&e->mu);
     return FG_OK;
 }
@@ -850,8 +852,10 @@ static void *engine_main(void *arg)
     for (;;) {
         take_inbox(e);
         if (e->stop) break;
+        e->t_beat = fg_now_ms();
         if (!e->active) {
             pthread_cond_wait(&e->work, &e->mu);
+            e->t_beat = fg_now_ms();
             continue;
         }
         pthread_mutex_unlock(&e->mu);

@@ -1,0 +1,207 @@
+/*
+ * serve.c — `forge serve`: the OpenAI-compatible HTTP server (src/server/).
+ *
+ * The server listens at once and the model loads on a second thread, so
+ * /health answers 503 while it loads and 200 once the engine serves. The
+ * main thread waits for SIGINT or SIGTERM (blocked in every thread, taken
+ * with sigtimedwait): on the first it stops accepting connections, lets
+ * requests in flight run for up to --drain seconds, cancels the rest, and
+ * exits 0. A model that fails to load ends the server with exit 1.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "server/server.h"
+
+enum {
+    OPT_HOST = OPT_CMD_FIRST,
+    OPT_PORT,
+    OPT_API_KEY,
+    OPT_PARALLEL,
+    OPT_MAX_QUEUE,
+    OPT_ALIAS,
+    OPT_MAX_BODY,
+    OPT_DRAIN,
+};
+
+static void help(void)
+{
+    printf("usage: forge serve [options]\n\n"
+           "An OpenAI-compatible HTTP server: POST /v1/completions, /v1/chat/completions,\n"
+           "/tokenize, /detokenize, /v1/requests/{id}/cancel; GET /v1/models, /v1/requests/{id},\n"
+           "/health, /metrics. The model loads in the background (/health answers 503 until\n"
+           "it is ready). SIGINT or SIGTERM stops it cleanly.\n\n"
+           "      --host ADDR        address to listen on (default: 127.0.0.1)\n"
+           "      --port N           port (default: 8080; 0: any free port, printed at start)\n"
+           "      --api-key KEY      require 'Authorization: Bearer KEY' on every route but /health\n"
+           "                         and /metrics (default: $FORGE_API_KEY, else none)\n"
+           "      --ctx N            context length of each sequence (same as -c)\n"
+           "      --parallel N       sequences decoded together (default: 64 on a GPU, 8 on the CPU)\n"
+           "      --max-queue N      requests waiting before new ones get 429 (default: 256)\n"
+           "      --alias NAME       the model name the API reports (default: the file's base name)\n"
+           "      --max-body BYTES   largest request body; larger is 413 (default: 8388608)\n"
+           "      --drain SECONDS    on SIGINT/SIGTERM, how long requests in flight may finish before\n"
+           "                         they are cancelled (default: 10)\n\n");
+    fg_cli_engine_help();
+    fg_cli_serving_help();
+    printf("  -h, --help             show this help\n");
+}
+
+typedef struct loader {
+    fg_cli_engine_opts eo;
+    int32_t parallel, max_queue;
+    fg_engine *e;
+    fg_status st;
+    char error[1024];
+    atomic_bool done;
+} loader;
+
+static void *load_main(void *arg)
+{
+    loader *l = arg;
+    fg_engine_config c = fg_engine_config_default();
+    c.device = l->eo.device;
+    c.n_threads = l->eo.n_threads;
+    c.ctx = l->eo.n_ctx;
+    c.max_step_tokens = l->eo.n_batch;
+    c.kv_type = l->eo.kv_f32 ? FG_KV_F32 : FG_KV_F16;
+    if (l->eo.kv_fraction > 0) c.kv_fraction = l->eo.kv_fraction;
+    c.batch_invariant = l->eo.batch_invariant;
+    c.max_running = l->parallel;
+    c.max_waiting = l->max_queue;
+    l->st = fg_engine_open(l->eo.model ? l->eo.model : fg_cli_default_model(), &c, &l->e);
+    if (l->st != FG_OK) snprintf(l->error, sizeof l->error, "%s", fg_last_error());
+    atomic_store(&l->done, true);
+    return NULL;
+}
+
+/* The file's base name without .gguf. */
+static void model_name(const char *path, char *out, size_t cap)
+{
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    snprintf(out, cap, "%s", b);
+    size_t n = strlen(out);
+    if (n > 5 && strcmp(out + n - 5, ".gguf") == 0) out[n - 5] = 0;
+}
+
+int fg_cli_serve(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        FG_CLI_ENGINE_OPTIONS,
+        FG_CLI_SERVING_OPTIONS,
+        {"ctx", required_argument, 0, 'c'},
+        {"host", required_argument, 0, OPT_HOST},
+        {"port", required_argument, 0, OPT_PORT},
+        {"api-key", required_argument, 0, OPT_API_KEY},
+        {"parallel", required_argument, 0, OPT_PARALLEL},
+        {"max-queue", required_argument, 0, OPT_MAX_QUEUE},
+        {"alias", required_argument, 0, OPT_ALIAS},
+        {"max-body", required_argument, 0, OPT_MAX_BODY},
+        {"drain", required_argument, 0, OPT_DRAIN},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    loader *l = calloc(1, sizeof *l);
+    if (!l) return 1;
+    fg_server_config sc = {.host = "127.0.0.1", .port = 8080, .api_key = getenv("FORGE_API_KEY"),
+                           .max_body = 8u << 20, .max_connections = 1024};
+    int32_t port = 8080, max_body = 8 << 20, drain = 10;
+    char alias[256] = "";
+    int c, rc = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, FG_CLI_ENGINE_SHORT "h", opts, NULL)) != -1) {
+        int r = fg_cli_engine_opt("serve", c, optarg, &l->eo);
+        if (r >= 0) {
+            if (r) rc = r;
+            if (rc) break;
+            continue;
+        }
+        switch (c) {
+        case OPT_HOST: sc.host = optarg; break;
+        case OPT_PORT: rc = fg_cli_parse_int("serve", "--port", optarg, 0, 65535, &port); break;
+        case OPT_API_KEY: sc.api_key = optarg; break;
+        case OPT_PARALLEL: rc = fg_cli_parse_int("serve", "--parallel", optarg, 1, 4096, &l->parallel); break;
+        case OPT_MAX_QUEUE: rc = fg_cli_parse_int("serve", "--max-queue", optarg, 1, 65536, &l->max_queue); break;
+        case OPT_ALIAS: snprintf(alias, sizeof alias, "%s", optarg); break;
+        case OPT_MAX_BODY: rc = fg_cli_parse_int("serve", "--max-body", optarg, 1024, 1 << 30, &max_body); break;
+        case OPT_DRAIN: rc = fg_cli_parse_int("serve", "--drain", optarg, 0, 86400, &drain); break;
+        case 'h': help(); free(l); return 0;
+        default: rc = fg_cli_usage_error("serve", "unknown option"); break;
+        }
+        if (rc) break;
+    }
+    if (!rc && optind < argc) rc = fg_cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
+    if (rc) {
+        free(l);
+        return rc;
+    }
+    sc.port = port;
+    sc.max_body = (size_t)max_body;
+    if (!alias[0]) model_name(l->eo.model ? l->eo.model : fg_cli_default_model(), alias, sizeof alias);
+    sc.model_name = alias;
+
+    /* Every thread started from here on inherits the mask, so the signals
+     * reach only sigtimedwait below. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    fg_server *srv = NULL;
+    fg_status st = fg_server_start(&sc, &srv);
+    if (st != FG_OK) {
+        free(l);
+        return fg_cli_fail(st);
+    }
+    fprintf(stderr, "forge serve: listening on http://%s:%d (model %s loading)\n", sc.host, fg_server_port(srv), alias);
+    pthread_t lt;
+    if (pthread_create(&lt, NULL, load_main, l) != 0) {
+        fg_server_close(srv);
+        free(l);
+        fprintf(stderr, "forge: error: cannot start the loading thread\n");
+        return 1;
+    }
+    bool joined = false, ready = false;
+    int sig = 0;
+    for (;;) {
+        struct timespec slice = {0, 100 * 1000000L};
+        sig = sigtimedwait(&sigs, NULL, &slice);
+        if (sig == SIGINT || sig == SIGTERM) break;
+        if (!joined && atomic_load(&l->done)) {
+            pthread_join(lt, NULL);
+            joined = true;
+            if (l->st != FG_OK) {
+                fprintf(stderr, "forge: error: %s\n", l->error);
+                rc = 1;
+                break;
+            }
+            fg_engine_stats es;
+            fg_engine_stats_get(l->e, &es);
+            fg_server_set_engine(srv, l->e);
+            ready = true;
+            fprintf(stderr, "forge serve: ready: %s on %s, context %d, %d sequences, KV %lld tokens\n", alias,
+                    es.device, es.ctx, es.max_running, (long long)es.kv_tokens);
+        }
+    }
+    if (sig == SIGINT || sig == SIGTERM)
+        fprintf(stderr, "forge serve: %s: stopping (requests in flight have %d s to finish)\n",
+                sig == SIGINT ? "SIGINT" : "SIGTERM", drain);
+    fg_server_shutdown(srv, ready ? drain * 1000 : 0);
+    if (!joined) pthread_join(lt, NULL); /* a load cannot be interrupted: wait for it */
+    fg_server_close(srv);
+    fg_engine_close(l->e);
+    free(l);
+    if (rc == 0) fprintf(stderr, "forge serve: stopped\n");
+    return rc;
+}

@@ -1,0 +1,298 @@
+/*
+ * http.c — the libmicrohttpd adapter of server.h: one daemon with a thread
+ * per connection, so a route may block on the engine (fg_request_wait) and
+ * an SSE reader may block until the next token without holding up other
+ * clients.
+ *
+ * Per request: the body is gathered up to max_body bytes (a larger one is
+ * 413: at once when Content-Length says so, else after the rest is
+ * discarded); the API key is checked for the /v1 routes and tokenization
+ * (not /health or /metrics); then openai.c answers. A client that goes away
+ * is noticed by peeking its socket (recv MSG_PEEK: 0 bytes = closed), which
+ * the routes do while they wait, so a request whose client left is
+ * cancelled within a tenth of a second instead of running to its end.
+ *
+ * Owns: the daemon, the routes and the metrics.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/err.h"
+#include "server/server.h"
+
+struct fg_server {
+    struct MHD_Daemon *d;
+    srv_routes *routes;
+    srv_metrics metrics;
+    char *api_key;
+    size_t max_body;
+    int port;
+    bool shut;
+};
+
+/* A request's state across libmicrohttpd's calls. */
+typedef struct conn_ctx {
+    char *body;
+    size_t len, cap;
+    bool too_big;
+    struct MHD_Connection *c;
+} conn_ctx;
+
+/* The SSE reader's closure. */
+typedef struct stream_ctx {
+    srv_stream *st;
+    struct MHD_Connection *c;
+} stream_ctx;
+
+/* ---- The peer ----------------------------------------------------------------- */
+
+static bool peer_gone(void *ctx)
+{
+    struct MHD_Connection *c = ctx;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return true;
+    char b;
+    ssize_t n = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0) return true;
+    return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+/* ---- Responses ------------------------------------------------------------------ */
+
+static enum MHD_Result send_buffer(fg_server *s, struct MHD_Connection *c, srv_response *r)
+{
+    const char *body = r->body ? r->body : "";
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, r->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!resp) {
+        free(r->body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type ? r->content_type : "application/json");
+    if (r->retry_after > 0) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", r->retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, v);
+    }
+    if (r->request_id[0]) MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (r->status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    srv_metrics_status(&s->metrics, r->status);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    stream_ctx *sc = cls;
+    srv_peer peer = {peer_gone, sc->c};
+    long n = srv_stream_read(sc->st, buf, max, &peer);
+    if (n == -1) return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+    return (ssize_t)n;
+}
+
+static void stream_done(void *cls)
+{
+    stream_ctx *sc = cls;
+    srv_stream_free(sc->st);
+    free(sc);
+}
+
+static enum MHD_Result send_stream(fg_server *s, struct MHD_Connection *c, srv_response *r)
+{
+    stream_ctx *sc = malloc(sizeof *sc);
+    if (!sc) {
+        srv_stream_free(r->stream);
+        return MHD_NO;
+    }
+    *sc = (stream_ctx){r->stream, c};
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, sc, stream_done);
+    if (!resp) {
+        stream_done(sc);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    if (r->request_id[0]) MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    srv_metrics_status(&s->metrics, r->status);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result send_response(fg_server *s, struct MHD_Connection *c, srv_response *r)
+{
+    return r->stream ? send_stream(s, c, r) : send_buffer(s, c, r);
+}
+
+/* ---- Requests ------------------------------------------------------------------- */
+
+/* The routes that need the API key: everything but /health and /metrics,
+ * as vLLM protects only its API. */
+static bool needs_key(const char *url)
+{
+    return strcmp(url, "/health") != 0 && strcmp(url, "/metrics") != 0;
+}
+
+/* Compares in time independent of where the strings differ. */
+static bool same_secret(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char d = la != lb;
+    for (size_t i = 0; i < la; i++) d |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return d == 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **ptr)
+{
+    (void)version;
+    fg_server *s = cls;
+    conn_ctx *cc = *ptr;
+    if (!cc) {
+        cc = calloc(1, sizeof *cc);
+        if (!cc) return MHD_NO;
+        cc->c = c;
+        *ptr = cc;
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > s->max_body) {
+            srv_response r = {0};
+            srv_error(&r, 413, NULL, "the request body is %s bytes, over the limit of %zu", cl, s->max_body);
+            return send_response(s, c, &r);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (cc->too_big || cc->len + n > s->max_body) {
+            cc->too_big = true;
+            return MHD_YES;
+        }
+        if (cc->len + n + 1 > cc->cap) {
+            size_t cap = 2 * (cc->len + n + 1);
+            char *b = realloc(cc->body, cap);
+            if (!b) return MHD_NO;
+            cc->body = b;
+            cc->cap = cap;
+        }
+        memcpy(cc->body + cc->len, upload, n);
+        cc->len += n;
+        return MHD_YES;
+    }
+    srv_response r = {0};
+    if (cc->too_big) {
+        srv_error(&r, 413, NULL, "the request body is over the limit of %zu bytes", s->max_body);
+        return send_response(s, c, &r);
+    }
+    if (s->api_key && needs_key(url)) {
+        const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        if (!auth || strncmp(auth, "Bearer ", 7) != 0 || !same_secret(auth + 7, s->api_key)) {
+            srv_error(&r, 401, NULL, auth ? "incorrect API key provided" : "no API key provided: send the header "
+                                                                            "'Authorization: Bearer KEY'");
+            return send_response(s, c, &r);
+        }
+    }
+    srv_peer peer = {peer_gone, c};
+    srv_routes_handle(s->routes, method, url, cc->body ? cc->body : "", cc->len, &peer, &r);
+    return send_response(s, c, &r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **ptr, enum MHD_RequestTerminationCode why)
+{
+    (void)cls, (void)c, (void)why;
+    conn_ctx *cc = *ptr;
+    if (!cc) return;
+    free(cc->body);
+    free(cc);
+    *ptr = NULL;
+}
+
+/* ---- The daemon ----------------------------------------------------------------- */
+
+fg_status fg_server_start(const fg_server_config *cfg, fg_server **out)
+{
+    *out = NULL;
+    const char *host = cfg->host && *cfg->host ? cfg->host : "127.0.0.1";
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
+    char port[16];
+    snprintf(port, sizeof port, "%d", cfg->port);
+    int gai = getaddrinfo(host, port, &hints, &ai);
+    if (gai != 0) return fg_err_set(FG_ERR_INVALID_ARG, "--host %s: %s", host, gai_strerror(gai));
+    fg_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        freeaddrinfo(ai);
+        return fg_err_set(FG_ERR_NOMEM, "server: out of memory");
+    }
+    srv_metrics_init(&s->metrics);
+    s->max_body = cfg->max_body;
+    if (cfg->api_key && *cfg->api_key) s->api_key = strdup(cfg->api_key);
+    fg_status st = srv_routes_init(cfg->model_name, &s->metrics, &s->routes);
+    if (st != FG_OK) {
+        freeaddrinfo(ai);
+        fg_server_close(s);
+        return st;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL | MHD_USE_ITC;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_LIMIT,
+                            (unsigned)(cfg->max_connections > 0 ? cfg->max_connections : 512),
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+                            (unsigned)1, MHD_OPTION_END);
+    int err = errno;
+    freeaddrinfo(ai);
+    if (!s->d) {
+        fg_server_close(s);
+        return fg_err_set(FG_ERR_IO, "cannot listen on %s:%d: %s", host, cfg->port,
+                          err ? strerror(err) : "libmicrohttpd could not start");
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : cfg->port;
+    *out = s;
+    return FG_OK;
+}
+
+int fg_server_port(const fg_server *s)
+{
+    return s->port;
+}
+
+void fg_server_set_engine(fg_server *s, fg_engine *e)
+{
+    srv_routes_set_engine(s->routes, e);
+}
+
+void fg_server_shutdown(fg_server *s, int drain_ms)
+{
+    if (s->shut || !s->d) return;
+    s->shut = true;
+    MHD_socket fd = MHD_quiesce_daemon(s->d); /* no new connections */
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+    srv_routes_closing(s->routes);
+    for (int waited = 0; waited < drain_ms && srv_routes_live(s->routes) > 0; waited += 20)
+        nanosleep(&(struct timespec){0, 20 * 1000000L}, NULL);
+    srv_routes_cancel_all(s->routes);
+    MHD_stop_daemon(s->d); /* joins the connection threads */
+    s->d = NULL;
+}
+
+void fg_server_close(fg_server *s)
+{
+    if (!s) return;
+    fg_server_shutdown(s, 0);
+    srv_routes_free(s->routes);
+    srv_metrics_free(&s->metrics);
+    free(s->api_key);
+    free(s);
+}

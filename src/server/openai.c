@@ -1,0 +1,1454 @@
+/*
+ * openai.c — the routes of forge serve: OpenAI's completions and chat
+ * completions (buffered and SSE), models, tokenization, request status and
+ * cancellation, health and metrics.
+ *
+ * A generation request becomes a "job": one engine request per choice
+ * (n choices for each prompt; choices share their prompt, so the engine's
+ * prefix cache computes it once). Each job gets an id ("cmpl-...",
+ * "chatcmpl-...") that the response carries and that /v1/requests/{id}
+ * looks up. The registry keeps live jobs, and the final status of the
+ * last REGISTRY_KEEP ended ones, after their engine requests are released.
+ *
+ * Locks: the registry's mutex may be held while calling the engine (status,
+ * cancel, release), never the other way round: the engine calls nothing of
+ * ours (no callbacks; the routes poll).
+ *
+ * Sampling defaults are OpenAI's (temperature 1, top_p 1, no top-k, no
+ * min-p), not llama.cpp's; logprobs are the model's raw log-softmax, as
+ * vLLM reports them. A seed given with n > 1 seeds choice i with seed + i,
+ * so the choices differ and the whole response is reproducible.
+ */
+#include <cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/utf8.h"
+#include "model/model.h"
+#include "runtime/sampler.h"
+#include "server/server.h"
+#include "tokenizer/chat.h"
+
+enum {
+    REGISTRY_KEEP = 4096,   /* ended jobs remembered for the status route */
+    MAX_N = 64,             /* choices per prompt */
+    MAX_CHOICES = 256,      /* choices per request, over all prompts */
+    MAX_PROMPTS = 64,
+    WAIT_SLICE_MS = 100,    /* how often a waiting route checks its client */
+    STALL_MS = 60000,       /* /health: a step older than this, with work, is a stuck engine */
+    DEFAULT_COMPLETION_TOKENS = 16, /* OpenAI's default max_tokens for /v1/completions */
+};
+
+typedef struct job {
+    char id[48];
+    bool chat;
+    int64_t created;       /* Unix seconds */
+    int n;                 /* engine requests, one per choice */
+    uint64_t *eng;         /* (n) */
+    fg_request_info *fin;  /* (n) the final status, once done */
+    bool done;
+} job;
+
+struct srv_routes {
+    pthread_mutex_t mu;
+    fg_engine *e;          /* NULL while loading */
+    const fg_model *m;
+    fg_chat_tmpl tmpl;
+    bool have_tmpl;
+    char tmpl_error[256];
+    int32_t ctx, n_vocab;
+    bool closing;
+    char *model_name;
+    int64_t started;
+    srv_metrics *metrics;
+    job **jobs;            /* (n_jobs) oldest first */
+    int n_jobs, cap_jobs, live;
+    uint64_t serial;
+};
+
+/* ---- Errors and JSON helpers ------------------------------------------------------ */
+
+static const char *error_type(int status)
+{
+    switch (status) {
+    case 401: return "authentication_error";
+    case 404: return "not_found_error";
+    case 413: return "invalid_request_error";
+    case 429: return "rate_limit_error";
+    case 503: return "service_unavailable";
+    }
+    return status >= 500 ? "server_error" : "invalid_request_error";
+}
+
+static char *print_json(cJSON *j)
+{
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+void srv_error(srv_response *out, int status, const char *param, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cJSON *root = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(root, "error");
+    cJSON_AddStringToObject(e, "message", msg);
+    cJSON_AddStringToObject(e, "type", error_type(status));
+    if (param) cJSON_AddStringToObject(e, "param", param);
+    else cJSON_AddNullToObject(e, "param");
+    cJSON_AddNumberToObject(e, "code", status);
+    out->status = status;
+    out->body = print_json(root);
+    out->content_type = NULL;
+    if (status == 429) out->retry_after = 1;
+}
+
+static void reply_json(srv_response *out, int status, cJSON *j)
+{
+    out->status = status;
+    out->body = print_json(j);
+    if (!out->body) srv_error(out, 500, NULL, "out of memory");
+}
+
+/* Valid UTF-8 for JSON: invalid bytes become U+FFFD (a token may be part of
+ * a character). Malloc'd. */
+static char *utf8_clean(const char *s, size_t n)
+{
+    char *o = malloc(3 * n + 1), *p = o;
+    if (!o) return NULL;
+    size_t i = 0;
+    while (i < n) {
+        uint32_t cp;
+        int k = fg_utf8_decode((const uint8_t *)s + i, n - i, &cp);
+        if (k > 0) {
+            memcpy(p, s + i, (size_t)k);
+            p += k;
+            i += (size_t)k;
+        } else {
+            memcpy(p, "\xEF\xBF\xBD", 3);
+            p += 3;
+            i++;
+        }
+    }
+    *p = 0;
+    return o;
+}
+
+static cJSON *add_text(cJSON *obj, const char *name, const char *s, size_t n)
+{
+    char *c = utf8_clean(s, n);
+    cJSON *r = cJSON_AddStringToObject(obj, name, c ? c : "");
+    free(c);
+    return r;
+}
+
+/* Reads an optional number field: absent or null leaves *v; a wrong type,
+ * a non-integer where one is wanted, or a value outside [lo, hi] is a 400
+ * naming the field. */
+static bool get_num(const cJSON *root, const char *name, double lo, double hi, bool integer, double *v,
+                    srv_response *out)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (!f || cJSON_IsNull(f)) return true;
+    if (!cJSON_IsNumber(f) || !isfinite(f->valuedouble)) {
+        srv_error(out, 400, name, "'%s' must be a number", name);
+        return false;
+    }
+    double x = f->valuedouble;
+    if (integer && x != floor(x)) {
+        srv_error(out, 400, name, "'%s' must be an integer, not %g", name, x);
+        return false;
+    }
+    if (x < lo || x > hi) {
+        srv_error(out, 400, name, "'%s' is %g, out of range: it must be in [%g, %g]", name, x, lo, hi);
+        return false;
+    }
+    *v = x;
+    return true;
+}
+
+static bool get_bool(const cJSON *root, const char *name, bool *v, srv_response *out)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (!f || cJSON_IsNull(f)) return true;
+    if (!cJSON_IsBool(f)) {
+        srv_error(out, 400, name, "'%s' must be a boolean", name);
+        return false;
+    }
+    *v = cJSON_IsTrue(f);
+    return true;
+}
+
+static bool check_string(const cJSON *root, const char *name, srv_response *out)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (f && !cJSON_IsNull(f) && !cJSON_IsString(f)) {
+        srv_error(out, 400, name, "'%s' must be a string", name);
+        return false;
+    }
+    return true;
+}
+
+/* ---- The registry ---------------------------------------------------------------- */
+
+static void job_free(job *j)
+{
+    if (!j) return;
+    free(j->eng);
+    free(j->fin);
+    free(j);
+}
+
+static job *job_new(srv_routes *r, bool chat, int n)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    j->eng = calloc((size_t)n, sizeof *j->eng);
+    j->fin = calloc((size_t)n, sizeof *j->fin);
+    if (!j->eng || !j->fin) {
+        job_free(j);
+        return NULL;
+    }
+    j->chat = chat;
+    j->n = n;
+    j->created = (int64_t)time(NULL);
+    pthread_mutex_lock(&r->mu);
+    uint64_t k = ++r->serial;
+    pthread_mutex_unlock(&r->mu);
+    snprintf(j->id, sizeof j->id, "%s-%016llx%08llx", chat ? "chatcmpl" : "cmpl",
+             (unsigned long long)fg_sampler_random_seed(), (unsigned long long)(k & 0xffffffffu));
+    return j;
+}
+
+/* Adds a live job; forgets the oldest ended one when the registry is full.
+ * False when out of memory. */
+static bool job_register(srv_routes *r, job *j)
+{
+    pthread_mutex_lock(&r->mu);
+    if (r->n_jobs >= REGISTRY_KEEP) {
+        for (int i = 0; i < r->n_jobs; i++) {
+            if (!r->jobs[i]->done) continue;
+            job_free(r->jobs[i]);
+            memmove(r->jobs + i, r->jobs + i + 1, (size_t)(r->n_jobs - i - 1) * sizeof *r->jobs);
+            r->n_jobs--;
+            break;
+        }
+    }
+    bool ok = true;
+    if (r->n_jobs == r->cap_jobs) {
+        int cap = r->cap_jobs ? 2 * r->cap_jobs : 256;
+        job **t = realloc(r->jobs, (size_t)cap * sizeof *t);
+        if (t) {
+            r->jobs = t;
+            r->cap_jobs = cap;
+        } else {
+            ok = false;
+        }
+    }
+    if (ok) {
+        r->jobs[r->n_jobs++] = j;
+        r->live++;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+/* Under mu. */
+static job *job_find(srv_routes *r, const char *id)
+{
+    for (int i = r->n_jobs - 1; i >= 0; i--)
+        if (strcmp(r->jobs[i]->id, id) == 0) return r->jobs[i];
+    return NULL;
+}
+
+static bool state_ended(fg_request_state s)
+{
+    return s == FG_REQUEST_FINISHED || s == FG_REQUEST_CANCELLED || s == FG_REQUEST_FAILED;
+}
+
+/* Ends a job: what still runs is cancelled, the final statuses kept, the
+ * engine requests released and the metrics told. The job stays in the
+ * registry (the registry frees it). */
+static void job_finish(srv_routes *r, job *j)
+{
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < j->n; i++) {
+        if (!j->eng[i]) continue;
+        fg_request_cancel(r->e, j->eng[i]); /* no-op for one that ended */
+        if (fg_request_status(r->e, j->eng[i], &j->fin[i]) != FG_OK) j->fin[i].state = FG_REQUEST_CANCELLED;
+        fg_request_release(r->e, j->eng[i]);
+        j->eng[i] = 0;
+    }
+    j->done = true;
+    r->live--;
+    pthread_mutex_unlock(&r->mu);
+    for (int i = 0; i < j->n; i++) srv_metrics_observe(r->metrics, &j->fin[i]);
+}
+
+/* A job that never got registered: its engine requests go. */
+static void job_abandon(srv_routes *r, job *j)
+{
+    for (int i = 0; i < j->n; i++)
+        if (j->eng[i]) fg_request_release(r->e, j->eng[i]);
+    job_free(j);
+}
+
+/* ---- Setup ------------------------------------------------------------------------ */
+
+fg_status srv_routes_init(const char *model_name, srv_metrics *m, srv_routes **out)
+{
+    srv_routes *r = calloc(1, sizeof *r);
+    if (!r || !(r->model_name = strdup(model_name ? model_name : "forge"))) {
+        free(r);
+        return FG_ERR_NOMEM;
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    r->metrics = m;
+    r->started = (int64_t)time(NULL);
+    *out = r;
+    return FG_OK;
+}
+
+void srv_routes_free(srv_routes *r)
+{
+    if (!r) return;
+    for (int i = 0; i < r->n_jobs; i++) job_free(r->jobs[i]);
+    free(r->jobs);
+    free(r->model_name);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+void srv_routes_set_engine(srv_routes *r, fg_engine *e)
+{
+    const fg_model *m = fg_engine_model(e);
+    fg_engine_stats s;
+    fg_engine_stats_get(e, &s);
+    fg_chat_tmpl t;
+    const char *how = NULL;
+    fg_status st = fg_model_chat_template(m->gguf, m->tok, NULL, &t, &how);
+    pthread_mutex_lock(&r->mu);
+    r->m = m;
+    r->ctx = s.ctx;
+    r->n_vocab = fg_model_n_vocab(m);
+    r->have_tmpl = st == FG_OK;
+    if (st == FG_OK) r->tmpl = t;
+    else snprintf(r->tmpl_error, sizeof r->tmpl_error, "%s", fg_last_error());
+    r->e = e; /* last: the routes serve once they see it */
+    pthread_mutex_unlock(&r->mu);
+}
+
+bool srv_routes_ready(srv_routes *r)
+{
+    pthread_mutex_lock(&r->mu);
+    bool ok = r->e != NULL;
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+int srv_routes_live(srv_routes *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int n = r->live;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+void srv_routes_closing(srv_routes *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->closing = true;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void srv_routes_cancel_all(srv_routes *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->closing = true;
+    for (int i = 0; i < r->n_jobs; i++)
+        for (int k = 0; !r->jobs[i]->done && k < r->jobs[i]->n; k++)
+            if (r->jobs[i]->eng[k]) fg_request_cancel(r->e, r->jobs[i]->eng[k]);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- Generation requests: parsing --------------------------------------------------- */
+
+typedef struct tokens {
+    int32_t *ids;
+    size_t n;
+} tokens;
+
+typedef struct gen_spec {
+    bool chat;
+    tokens prompts[MAX_PROMPTS];
+    int n_prompts;
+    int n;                  /* choices per prompt */
+    int32_t max_tokens;     /* -1: until the context is full; 0: not given */
+    fg_sampling sampling;
+    bool seeded;
+    const char *stops[FG_REQUEST_MAX_STOPS];
+    int n_stops;
+    bool logprobs;
+    int top_logprobs;
+    bool stream, include_usage;
+} gen_spec;
+
+static void spec_free(gen_spec *g)
+{
+    for (int i = 0; i < g->n_prompts; i++) free(g->prompts[i].ids);
+}
+
+static bool token_array(srv_routes *r, const cJSON *a, tokens *t, srv_response *out)
+{
+    int n = cJSON_GetArraySize(a);
+    t->ids = malloc((size_t)(n > 0 ? n : 1) * sizeof *t->ids);
+    if (!t->ids) {
+        srv_error(out, 500, NULL, "out of memory");
+        return false;
+    }
+    t->n = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, a)
+    {
+        if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble) || x->valuedouble < 0 ||
+            x->valuedouble >= r->n_vocab) {
+            srv_error(out, 400, "prompt", "prompt token %zu is not a token id in 0..%d", t->n, r->n_vocab - 1);
+            return false;
+        }
+        t->ids[t->n++] = (int32_t)x->valuedouble;
+    }
+    return true;
+}
+
+static bool text_tokens(srv_routes *r, const char *text, tokens *t, srv_response *out)
+{
+    if (fg_model_tokenize(r->m, text, strlen(text), true, true, &t->ids, &t->n) != FG_OK) {
+        srv_error(out, 400, "prompt", "cannot tokenize the prompt: %s", fg_last_error());
+        return false;
+    }
+    return true;
+}
+
+/* /v1/completions: a string, an array of strings, an array of token ids,
+ * or an array of arrays of token ids. */
+static bool parse_prompt(srv_routes *r, const cJSON *p, gen_spec *g, srv_response *out)
+{
+    if (!p) {
+        srv_error(out, 400, "prompt", "'prompt' is required");
+        return false;
+    }
+    if (cJSON_IsString(p)) {
+        g->n_prompts = 1;
+        return text_tokens(r, p->valuestring, &g->prompts[0], out);
+    }
+    if (!cJSON_IsArray(p) || cJSON_GetArraySize(p) == 0) {
+        srv_error(out, 400, "prompt", "'prompt' must be a string, an array of strings or an array of token ids");
+        return false;
+    }
+    const cJSON *first = cJSON_GetArrayItem(p, 0);
+    if (cJSON_IsNumber(first)) {
+        g->n_prompts = 1;
+        return token_array(r, p, &g->prompts[0], out);
+    }
+    if (cJSON_GetArraySize(p) > MAX_PROMPTS) {
+        srv_error(out, 400, "prompt", "at most %d prompts in one request", MAX_PROMPTS);
+        return false;
+    }
+    const cJSON *x;
+    cJSON_ArrayForEach(x, p)
+    {
+        bool ok;
+        if (cJSON_IsString(x) && cJSON_IsString(first)) ok = text_tokens(r, x->valuestring, &g->prompts[g->n_prompts], out);
+        else if (cJSON_IsArray(x) && cJSON_IsArray(first)) ok = token_array(r, x, &g->prompts[g->n_prompts], out);
+        else {
+            srv_error(out, 400, "prompt", "'prompt' mixes types: give strings, or arrays of token ids");
+            return false;
+        }
+        g->n_prompts++;
+        if (!ok) return false;
+    }
+    return true;
+}
+
+/* A message's content: a string, or an array of {"type": "text", "text"}
+ * parts (joined), or null (an empty assistant turn). Malloc'd. */
+static char *message_content(const cJSON *c, int i, srv_response *out)
+{
+    if (!c || cJSON_IsNull(c)) return strdup("");
+    if (cJSON_IsString(c)) return strdup(c->valuestring);
+    if (cJSON_IsArray(c)) {
+        size_t len = 0;
+        const cJSON *part;
+        cJSON_ArrayForEach(part, c)
+        {
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+            const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
+            if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") != 0 || !cJSON_IsString(text)) {
+                srv_error(out, 400, "messages", "messages[%d].content: only parts of type 'text' are supported", i);
+                return NULL;
+            }
+            len += strlen(text->valuestring);
+        }
+        char *s = malloc(len + 1);
+        if (!s) return NULL;
+        s[0] = 0;
+        cJSON_ArrayForEach(part, c) strcat(s, cJSON_GetObjectItemCaseSensitive(part, "text")->valuestring);
+        return s;
+    }
+    srv_error(out, 400, "messages", "messages[%d].content must be a string or an array of text parts", i);
+    return NULL;
+}
+
+/* Renders messages with the model's chat template and tokenizes them. */
+static bool parse_messages(srv_routes *r, const cJSON *msgs, bool add_generation_prompt, tokens *t,
+                           srv_response *out)
+{
+    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
+        srv_error(out, 400, "messages", "'messages' must be a non-empty array");
+        return false;
+    }
+    if (!r->have_tmpl) {
+        srv_error(out, 400, "messages", "this model has no usable chat template: %s", r->tmpl_error);
+        return false;
+    }
+    int n = cJSON_GetArraySize(msgs);
+    fg_chat_msg *m = calloc((size_t)n, sizeof *m);
+    bool ok = m != NULL;
+    for (int i = 0; ok && i < n; i++) {
+        const cJSON *msg = cJSON_GetArrayItem(msgs, i);
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
+        if (!cJSON_IsObject(msg) || !cJSON_IsString(role)) {
+            srv_error(out, 400, "messages", "messages[%d] must be an object with a string 'role'", i);
+            ok = false;
+            break;
+        }
+        const char *rs = role->valuestring;
+        if (strcmp(rs, "developer") == 0) rs = "system";
+        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant")) {
+            srv_error(out, 400, "messages", "messages[%d].role '%.64s' is not supported: use system, user or assistant",
+                      i, role->valuestring);
+            ok = false;
+            break;
+        }
+        m[i].role = rs;
+        m[i].content = message_content(cJSON_GetObjectItemCaseSensitive(msg, "content"), i, out);
+        if (!m[i].content) ok = false;
+    }
+    char *prompt = NULL;
+    if (ok && fg_chat_apply(&r->tmpl, m, (size_t)n, add_generation_prompt, &prompt) != FG_OK) {
+        srv_error(out, 400, "messages", "%s", fg_last_error());
+        ok = false;
+    }
+    for (int i = 0; m && i < n; i++) free((char *)m[i].content);
+    free(m);
+    if (ok && fg_model_tokenize(r->m, prompt, strlen(prompt), true, true, &t->ids, &t->n) != FG_OK) {
+        srv_error(out, 400, "messages", "cannot tokenize the conversation: %s", fg_last_error());
+        ok = false;
+    }
+    free(prompt);
+    if (!ok && out->status == 0) srv_error(out, 500, NULL, "out of memory");
+    return ok;
+}
+
+static bool parse_stop(const cJSON *s, gen_spec *g, srv_response *out)
+{
+    if (!s || cJSON_IsNull(s)) return true;
+    if (cJSON_IsString(s)) {
+        if (!*s->valuestring) return true; /* "" stops nothing */
+        g->stops[g->n_stops++] = s->valuestring;
+        return true;
+    }
+    if (!cJSON_IsArray(s) || cJSON_GetArraySize(s) > FG_REQUEST_MAX_STOPS) {
+        srv_error(out, 400, "stop", "'stop' must be a string or an array of at most %d strings", FG_REQUEST_MAX_STOPS);
+        return false;
+    }
+    const cJSON *x;
+    cJSON_ArrayForEach(x, s)
+    {
+        if (!cJSON_IsString(x)) {
+            srv_error(out, 400, "stop", "'stop' must be a string or an array of strings");
+            return false;
+        }
+        if (strlen(x->valuestring) > FG_REQUEST_MAX_STOP_LEN) {
+            srv_error(out, 400, "stop", "a stop string is longer than %d bytes", FG_REQUEST_MAX_STOP_LEN);
+            return false;
+        }
+        if (*x->valuestring) g->stops[g->n_stops++] = x->valuestring;
+    }
+    return true;
+}
+
+/* Everything but the prompt, which the route parses. */
+static bool parse_params(srv_routes *r, const cJSON *root, gen_spec *g, srv_response *out)
+{
+    g->n = 1;
+    g->sampling = fg_sampling_default();
+    g->sampling.temperature = 1.0f; /* OpenAI's defaults */
+    g->sampling.top_k = 0;
+    g->sampling.top_p = 1.0f;
+    g->sampling.min_p = 0.0f;
+    double v;
+    if (!check_string(root, "model", out) || !check_string(root, "user", out)) return false;
+#define NUM(name, lo, hi, integer, dst)                                                \
+    v = NAN;                                                                           \
+    if (!get_num(root, name, lo, hi, integer, &v, out)) return false;                  \
+    if (!isnan(v)) dst = v;
+    double max_tokens = 0, max_completion = 0, top_k = 0;
+    NUM("max_tokens", 1, 1 << 24, true, max_tokens)
+    NUM("max_completion_tokens", 1, 1 << 24, true, max_completion)
+    g->max_tokens = (int32_t)(max_completion > 0 ? max_completion : max_tokens);
+    NUM("temperature", 0, 100, false, g->sampling.temperature)
+    NUM("top_p", 1e-9, 1, false, g->sampling.top_p)
+    NUM("top_k", -1, 1 << 30, true, top_k)
+    g->sampling.top_k = top_k < 0 ? 0 : (int32_t)top_k;
+    NUM("min_p", 0, 1, false, g->sampling.min_p)
+    NUM("presence_penalty", -2, 2, false, g->sampling.presence_penalty)
+    NUM("frequency_penalty", -2, 2, false, g->sampling.frequency_penalty)
+    NUM("repetition_penalty", 1e-6, 100, false, g->sampling.repeat_penalty)
+    NUM("repeat_last_n", 0, 1 << 20, true, g->sampling.repeat_last_n)
+    double seed = -1, n = 1;
+    NUM("seed", 0, 9007199254740992.0, true, seed)
+    if (seed >= 0) {
+        g->sampling.seed = (uint64_t)seed;
+        g->seeded = true;
+    }
+    NUM("n", 1, MAX_N, true, n)
+    g->n = (int)n;
+    if (!get_bool(root, "stream", &g->stream, out)) return false;
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    if (so && !cJSON_IsNull(so)) {
+        if (!cJSON_IsObject(so)) {
+            srv_error(out, 400, "stream_options", "'stream_options' must be an object");
+            return false;
+        }
+        if (!get_bool(so, "include_usage", &g->include_usage, out)) return false;
+    }
+    if (!parse_stop(cJSON_GetObjectItemCaseSensitive(root, "stop"), g, out)) return false;
+    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
+    if (g->chat) {
+        if (!get_bool(root, "logprobs", &g->logprobs, out)) return false;
+        double top = -1;
+        NUM("top_logprobs", 0, FG_MAX_TOP_LOGPROBS, true, top)
+        if (top >= 0 && !g->logprobs) {
+            srv_error(out, 400, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+            return false;
+        }
+        g->top_logprobs = top > 0 ? (int)top : 0;
+    } else if (lp && !cJSON_IsNull(lp)) {
+        double top = -1;
+        NUM("logprobs", 0, FG_MAX_TOP_LOGPROBS, true, top)
+        g->logprobs = true;
+        g->top_logprobs = (int)top;
+    }
+#undef NUM
+    (void)r;
+    return true;
+}
+
+/* ---- Generation requests: submission ----------------------------------------------------- */
+
+/* Checks lengths and submits every choice; on failure cancels what was
+ * submitted. The job's eng[] are set. */
+static bool submit_all(srv_routes *r, const gen_spec *g, job *j, srv_response *out)
+{
+    for (int p = 0; p < g->n_prompts; p++) {
+        const tokens *t = &g->prompts[p];
+        if (t->n == 0) {
+            srv_error(out, 400, g->chat ? "messages" : "prompt", "the prompt is empty");
+            return false;
+        }
+        int32_t want = g->max_tokens > 0 ? g->max_tokens : 0;
+        if ((int64_t)t->n + want > r->ctx || (int64_t)t->n >= r->ctx) {
+            srv_error(out, 400, g->chat ? "messages" : "prompt",
+                      "this model's maximum context length is %d tokens; the request has %zu prompt tokens and "
+                      "asks for %d more",
+                      r->ctx, t->n, want > 0 ? want : 1);
+            return false;
+        }
+    }
+    for (int p = 0, k = 0; p < g->n_prompts; p++) {
+        const tokens *t = &g->prompts[p];
+        for (int c = 0; c < g->n; c++, k++) {
+            fg_request_params rp = fg_request_params_default();
+            rp.prompt = t->ids;
+            rp.n_prompt = t->n;
+            if (g->max_tokens > 0) rp.max_tokens = g->max_tokens;
+            else if (!g->chat) rp.max_tokens = DEFAULT_COMPLETION_TOKENS < r->ctx - (int32_t)t->n ? DEFAULT_COMPLETION_TOKENS
+                                                                                            : r->ctx - (int32_t)t->n;
+            rp.sampling = g->sampling;
+            if (g->seeded) rp.sampling.seed = g->sampling.seed + (uint64_t)c;
+            else rp.sampling.seed = FG_SEED_RANDOM;
+            rp.stops = g->stops;
+            rp.n_stops = g->n_stops;
+            rp.logprobs = g->logprobs;
+            rp.top_logprobs = g->top_logprobs;
+            fg_status st = fg_engine_submit(r->e, &rp, &j->eng[k]);
+            if (st != FG_OK) {
+                j->eng[k] = 0;
+                if (st == FG_ERR_FULL)
+                    srv_error(out, 429, NULL, "the server is busy: its queue is full; retry later");
+                else if (st == FG_ERR_INVALID_ARG)
+                    srv_error(out, 400, NULL, "%s", fg_last_error());
+                else
+                    srv_error(out, 500, NULL, "%s", fg_last_error());
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+static const char *finish_name(fg_finish_reason f)
+{
+    switch (f) {
+    case FG_FINISH_EOS:
+    case FG_FINISH_STOP: return "stop";
+    case FG_FINISH_LENGTH:
+    case FG_FINISH_CONTEXT: return "length";
+    case FG_FINISH_CANCELLED: return "abort";
+    case FG_FINISH_ERROR: return "error";
+    case FG_FINISH_NONE: break;
+    }
+    return NULL;
+}
+
+/* ---- Logprobs in OpenAI's two shapes --------------------------------------------------------- */
+
+static char *token_text(srv_routes *r, int32_t tok, size_t *len)
+{
+    char *s = NULL;
+    if (fg_model_detokenize(r->m, &tok, 1, true, &s) != FG_OK) s = strdup("");
+    *len = s ? strlen(s) : 0;
+    return s;
+}
+
+static cJSON *chat_lp_entry(srv_routes *r, int32_t tok, float lp)
+{
+    cJSON *o = cJSON_CreateObject();
+    size_t n;
+    char *s = token_text(r, tok, &n);
+    add_text(o, "token", s ? s : "", n);
+    cJSON_AddNumberToObject(o, "logprob", lp);
+    cJSON *b = cJSON_AddArrayToObject(o, "bytes");
+    for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(b, cJSON_CreateNumber((unsigned char)s[i]));
+    free(s);
+    return o;
+}
+
+/* Chat: {"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]} */
+static cJSON *chat_logprobs(srv_routes *r, const fg_token_logprob *lp, size_t n)
+{
+    cJSON *o = cJSON_CreateObject(), *content = cJSON_AddArrayToObject(o, "content");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *e = chat_lp_entry(r, lp[i].token, lp[i].logprob);
+        cJSON *top = cJSON_AddArrayToObject(e, "top_logprobs");
+        for (int k = 0; k < lp[i].n_top; k++)
+            cJSON_AddItemToArray(top, chat_lp_entry(r, lp[i].top_token[k], lp[i].top_logprob[k]));
+        cJSON_AddItemToArray(content, e);
+    }
+    return o;
+}
+
+/* Completions: {"tokens", "token_logprobs", "top_logprobs": [{text: lp}], "text_offset"}. */
+static cJSON *completion_logprobs(srv_routes *r, const fg_token_logprob *lp, size_t n, size_t *offset)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *toks = cJSON_AddArrayToObject(o, "tokens"), *lps = cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs"), *offs = cJSON_AddArrayToObject(o, "text_offset");
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        char *s = token_text(r, lp[i].token, &len);
+        char *c = utf8_clean(s ? s : "", len);
+        cJSON_AddItemToArray(toks, cJSON_CreateString(c ? c : ""));
+        free(c);
+        free(s);
+        cJSON_AddItemToArray(lps, cJSON_CreateNumber(lp[i].logprob));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)*offset));
+        *offset += len;
+        cJSON *top = cJSON_CreateObject();
+        for (int k = 0; k < lp[i].n_top; k++) {
+            size_t tl;
+            char *ts = token_text(r, lp[i].top_token[k], &tl);
+            char *tc = utf8_clean(ts ? ts : "", tl);
+            if (tc && !cJSON_GetObjectItemCaseSensitive(top, tc))
+                cJSON_AddNumberToObject(top, tc, lp[i].top_logprob[k]);
+            free(tc);
+            free(ts);
+        }
+        cJSON_AddItemToArray(tops, top);
+    }
+    return o;
+}
+
+static fg_token_logprob *all_logprobs(srv_routes *r, uint64_t id, int32_t n_gen, size_t *n)
+{
+    *n = 0;
+    fg_token_logprob *lp = malloc((size_t)(n_gen > 0 ? n_gen : 1) * sizeof *lp);
+    if (lp && fg_request_logprobs(r->e, id, 0, lp, (size_t)n_gen, n) != FG_OK) *n = 0;
+    return lp;
+}
+
+static cJSON *usage_json(const gen_spec *g, const job *j, const fg_request_info *info)
+{
+    int64_t prompt = 0, gen = 0, cached = 0;
+    for (int p = 0; p < g->n_prompts; p++) prompt += (int64_t)g->prompts[p].n;
+    for (int i = 0; i < j->n; i++) {
+        gen += info[i].n_gen;
+        if (i % g->n == 0) cached += info[i].n_cached;
+    }
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "prompt_tokens", (double)prompt);
+    cJSON_AddNumberToObject(u, "completion_tokens", (double)gen);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)(prompt + gen));
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(u, "prompt_tokens_details"), "cached_tokens", (double)cached);
+    return u;
+}
+
+static cJSON *response_head(srv_routes *r, const job *j, const char *object)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "object", object);
+    cJSON_AddNumberToObject(o, "created", (double)j->created);
+    cJSON_AddStringToObject(o, "model", r->model_name);
+    cJSON_AddStringToObject(o, "system_fingerprint", "forge-" FORGE_VERSION);
+    return o;
+}
+
+/* ---- Generation requests: buffered --------------------------------------------------------- */
+
+typedef struct grow {
+    char *s;
+    size_t len, cap;
+} grow;
+
+static bool grow_add(grow *g, const char *s, size_t n)
+{
+    if (g->len + n + 1 > g->cap) {
+        size_t cap = 2 * (g->len + n + 1) + 256;
+        char *t = realloc(g->s, cap);
+        if (!t) return false;
+        g->s = t;
+        g->cap = cap;
+    }
+    memcpy(g->s + g->len, s, n);
+    g->len += n;
+    g->s[g->len] = 0;
+    return true;
+}
+
+/* Takes request id's new text into g, and its new token ids (so that the
+ * next wait blocks until there is more). */
+static void drain_text(fg_engine *e, uint64_t id, grow *g)
+{
+    char buf[4096];
+    int32_t toks[256];
+    size_t n, nt;
+    do {
+        n = 0;
+        if (fg_request_poll(e, id, NULL, 0, NULL, buf, sizeof buf, &n) == FG_OK && n) grow_add(g, buf, n);
+    } while (n == sizeof buf);
+    while (fg_request_poll(e, id, toks, 256, &nt, NULL, 0, NULL) == FG_OK && nt == 256) {
+    }
+}
+
+static void generate_buffered(srv_routes *r, const gen_spec *g, job *j, const srv_peer *peer, srv_response *out)
+{
+    grow *text = calloc((size_t)j->n, sizeof *text);
+    fg_request_info *info = calloc((size_t)j->n, sizeof *info);
+    bool gone = false;
+    if (!text || !info) {
+        free(text), free(info);
+        job_finish(r, j);
+        srv_error(out, 500, NULL, "out of memory");
+        return;
+    }
+    for (;;) {
+        int open = -1;
+        for (int i = 0; i < j->n; i++) {
+            fg_request_status(r->e, j->eng[i], &info[i]); /* before the poll: once ended, the poll takes the rest */
+            drain_text(r->e, j->eng[i], &text[i]);
+            if (!state_ended(info[i].state) && open < 0) open = i;
+        }
+        if (open < 0) break;
+        if (peer && peer->gone(peer->ctx)) {
+            gone = true;
+            break;
+        }
+        fg_request_wait(r->e, j->eng[open], WAIT_SLICE_MS);
+    }
+    int failed = -1;
+    for (int i = 0; i < j->n; i++)
+        if (info[i].state == FG_REQUEST_FAILED && failed < 0) failed = i;
+    if (gone) {
+        srv_error(out, 499, NULL, "the client closed the connection");
+    } else if (failed >= 0) {
+        srv_error(out, 500, NULL, "generation failed: %s", info[failed].error);
+    } else {
+        cJSON *o = response_head(r, j, g->chat ? "chat.completion" : "text_completion");
+        cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+        for (int i = 0; i < j->n; i++) {
+            cJSON *c = cJSON_CreateObject();
+            cJSON_AddNumberToObject(c, "index", i);
+            if (g->chat) {
+                cJSON *msg = cJSON_AddObjectToObject(c, "message");
+                cJSON_AddStringToObject(msg, "role", "assistant");
+                add_text(msg, "content", text[i].s ? text[i].s : "", text[i].len);
+            } else {
+                add_text(c, "text", text[i].s ? text[i].s : "", text[i].len);
+            }
+            if (g->logprobs) {
+                size_t n, offset = 0;
+                fg_token_logprob *lp = all_logprobs(r, j->eng[i], info[i].n_gen, &n);
+                cJSON_AddItemToObject(c, "logprobs", g->chat ? chat_logprobs(r, lp, n) : completion_logprobs(r, lp, n, &offset));
+                free(lp);
+            } else {
+                cJSON_AddNullToObject(c, "logprobs");
+            }
+            cJSON_AddStringToObject(c, "finish_reason", finish_name(info[i].finish));
+            cJSON_AddItemToArray(choices, c);
+        }
+        cJSON_AddItemToObject(o, "usage", usage_json(g, j, info));
+        reply_json(out, 200, o);
+    }
+    for (int i = 0; i < j->n; i++) free(text[i].s);
+    free(text);
+    free(info);
+    job_finish(r, j);
+}
+
+/* ---- Generation requests: streamed (SSE) ------------------------------------------------------ */
+
+struct srv_stream {
+    srv_routes *r;
+    job *j;
+    gen_spec g;            /* the prompts stay for usage; the stop pointers are not used after submit */
+    bool *ended;           /* (n) its last chunk is out */
+    size_t *lp_next;       /* (n) logprobs sent so far */
+    size_t *text_off;      /* (n) completions: text_offset so far */
+    fg_request_info *info; /* (n) */
+    grow out;              /* bytes not yet handed to the connection */
+    size_t out_off;
+    bool final;            /* [DONE] is in out */
+};
+
+static void sse_event(srv_stream *st, cJSON *o)
+{
+    char *s = print_json(o);
+    if (!s) return;
+    grow_add(&st->out, "data: ", 6);
+    grow_add(&st->out, s, strlen(s));
+    grow_add(&st->out, "\n\n", 2);
+    free(s);
+}
+
+static cJSON *chunk(srv_stream *st, int i, cJSON **choice)
+{
+    cJSON *o = response_head(st->r, st->j, st->g.chat ? "chat.completion.chunk" : "text_completion");
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    *choice = cJSON_CreateObject();
+    cJSON_AddNumberToObject(*choice, "index", i);
+    cJSON_AddItemToArray(choices, *choice);
+    if (st->g.include_usage) cJSON_AddNullToObject(o, "usage");
+    return o;
+}
+
+/* One choice's chunk: text (may be empty), logprobs of its new tokens,
+ * and a finish reason (NULL: none yet). */
+static void emit(srv_stream *st, int i, const char *text, size_t len, const fg_token_logprob *lp, size_t n_lp,
+                 const char *finish)
+{
+    cJSON *c, *o = chunk(st, i, &c);
+    if (st->g.chat) {
+        cJSON *d = cJSON_AddObjectToObject(c, "delta");
+        if (len || !finish) add_text(d, "content", text, len);
+    } else {
+        add_text(c, "text", text, len);
+    }
+    if (lp && n_lp) {
+        cJSON_AddItemToObject(c, "logprobs", st->g.chat ? chat_logprobs(st->r, lp, n_lp)
+                                                        : completion_logprobs(st->r, lp, n_lp, &st->text_off[i]));
+    } else {
+        cJSON_AddNullToObject(c, "logprobs");
+    }
+    if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
+    else cJSON_AddNullToObject(c, "finish_reason");
+    sse_event(st, o);
+}
+
+/* Turns whatever the engine has made since the last call into events. */
+static void produce(srv_stream *st)
+{
+    srv_routes *r = st->r;
+    job *j = st->j;
+    bool all = true;
+    for (int i = 0; i < j->n; i++) {
+        if (st->ended[i]) continue;
+        fg_request_info *info = &st->info[i];
+        fg_request_status(r->e, j->eng[i], info);
+        grow text = {0};
+        drain_text(r->e, j->eng[i], &text);
+        fg_token_logprob *lp = NULL;
+        size_t n_lp = 0;
+        if (st->g.logprobs && (size_t)info->n_gen > st->lp_next[i]) {
+            size_t want = (size_t)info->n_gen - st->lp_next[i];
+            lp = malloc(want * sizeof *lp);
+            if (lp && fg_request_logprobs(r->e, j->eng[i], st->lp_next[i], lp, want, &n_lp) != FG_OK) n_lp = 0;
+            st->lp_next[i] += n_lp;
+        }
+        bool ended = state_ended(info->state);
+        if (info->state == FG_REQUEST_FAILED) {
+            cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
+            cJSON_AddStringToObject(e, "message", info->error);
+            cJSON_AddStringToObject(e, "type", "server_error");
+            cJSON_AddNullToObject(e, "param");
+            cJSON_AddNumberToObject(e, "code", 500);
+            sse_event(st, o);
+        }
+        if (text.len || n_lp) emit(st, i, text.s ? text.s : "", text.len, lp, n_lp, NULL);
+        if (ended) {
+            emit(st, i, "", 0, NULL, 0, finish_name(info->finish));
+            st->ended[i] = true;
+        } else {
+            all = false;
+        }
+        free(lp);
+        free(text.s);
+    }
+    if (!all) return;
+    if (st->g.include_usage) {
+        cJSON *o = response_head(r, j, st->g.chat ? "chat.completion.chunk" : "text_completion");
+        cJSON_AddArrayToObject(o, "choices");
+        cJSON_AddItemToObject(o, "usage", usage_json(&st->g, j, st->info));
+        sse_event(st, o);
+    }
+    grow_add(&st->out, "data: [DONE]\n\n", 14);
+    st->final = true;
+}
+
+long srv_stream_read(srv_stream *st, char *buf, size_t max, const srv_peer *peer)
+{
+    for (;;) {
+        if (st->out_off < st->out.len) {
+            size_t n = st->out.len - st->out_off;
+            if (n > max) n = max;
+            memcpy(buf, st->out.s + st->out_off, n);
+            st->out_off += n;
+            return (long)n;
+        }
+        st->out.len = st->out_off = 0;
+        if (st->final) return -1;
+        produce(st);
+        if (st->out.len) continue;
+        if (peer && peer->gone(peer->ctx)) return -2;
+        for (int i = 0; i < st->j->n; i++)
+            if (!st->ended[i]) {
+                fg_request_wait(st->r->e, st->j->eng[i], WAIT_SLICE_MS);
+                break;
+            }
+    }
+}
+
+void srv_stream_free(srv_stream *st)
+{
+    if (!st) return;
+    job_finish(st->r, st->j);
+    spec_free(&st->g);
+    free(st->ended), free(st->lp_next), free(st->text_off), free(st->info), free(st->out.s);
+    free(st);
+}
+
+static void generate_stream(srv_routes *r, gen_spec *g, job *j, srv_response *out)
+{
+    srv_stream *st = calloc(1, sizeof *st);
+    if (st) {
+        st->ended = calloc((size_t)j->n, sizeof *st->ended);
+        st->lp_next = calloc((size_t)j->n, sizeof *st->lp_next);
+        st->text_off = calloc((size_t)j->n, sizeof *st->text_off);
+        st->info = calloc((size_t)j->n, sizeof *st->info);
+    }
+    if (!st || !st->ended || !st->lp_next || !st->text_off || !st->info) {
+        if (st) free(st->ended), free(st->lp_next), free(st->text_off), free(st->info);
+        free(st);
+        job_finish(r, j);
+        srv_error(out, 500, NULL, "out of memory");
+        return;
+    }
+    st->r = r;
+    st->j = j;
+    st->g = *g; /* takes the prompts */
+    g->n_prompts = 0;
+    st->g.n_stops = 0;
+    if (g->chat) /* OpenAI opens each choice with the role */
+        for (int i = 0; i < j->n; i++) {
+            cJSON *c, *o = chunk(st, i, &c);
+            cJSON *d = cJSON_AddObjectToObject(c, "delta");
+            cJSON_AddStringToObject(d, "role", "assistant");
+            cJSON_AddStringToObject(d, "content", "");
+            cJSON_AddNullToObject(c, "logprobs");
+            cJSON_AddNullToObject(c, "finish_reason");
+            sse_event(st, o);
+        }
+    out->status = 200;
+    out->stream = st;
+}
+
+/* ---- Generation routes ----------------------------------------------------------------------- */
+
+static void route_generate(srv_routes *r, bool chat, const char *body, size_t len, const srv_peer *peer,
+                           srv_response *out)
+{
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!root) {
+        srv_error(out, 400, NULL, "the body is not valid JSON");
+        return;
+    }
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        srv_error(out, 400, NULL, "the body must be a JSON object");
+        return;
+    }
+    gen_spec g = {.chat = chat};
+    bool ok = parse_params(r, root, &g, out);
+    if (ok && chat) {
+        bool agp = true;
+        ok = get_bool(root, "add_generation_prompt", &agp, out);
+        if (ok) ok = parse_messages(r, cJSON_GetObjectItemCaseSensitive(root, "messages"), agp, &g.prompts[0], out);
+        g.n_prompts = ok ? 1 : 0;
+    } else if (ok) {
+        ok = parse_prompt(r, cJSON_GetObjectItemCaseSensitive(root, "prompt"), &g, out);
+    }
+    if (ok && g.n_prompts * g.n > MAX_CHOICES) {
+        srv_error(out, 400, "n", "%d prompts with n = %d make more than %d choices", g.n_prompts, g.n, MAX_CHOICES);
+        ok = false;
+    }
+    job *j = ok ? job_new(r, chat, g.n_prompts * g.n) : NULL;
+    if (ok && !j) {
+        srv_error(out, 500, NULL, "out of memory");
+        ok = false;
+    }
+    if (ok) {
+        snprintf(out->request_id, sizeof out->request_id, "%s", j->id);
+        if (!submit_all(r, &g, j, out)) {
+            job_abandon(r, j);
+            ok = false;
+        } else if (!job_register(r, j)) {
+            job_abandon(r, j);
+            srv_error(out, 500, NULL, "out of memory");
+            ok = false;
+        }
+    }
+    if (ok) {
+        if (g.stream) generate_stream(r, &g, j, out);
+        else generate_buffered(r, &g, j, peer, out);
+    }
+    /* The stop strings point into root: the engine has its own copies. */
+    cJSON_Delete(root);
+    spec_free(&g);
+}
+
+/* ---- Other routes ------------------------------------------------------------------------------ */
+
+static void route_models(srv_routes *r, const char *which, srv_response *out)
+{
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", r->model_name);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)r->started);
+    cJSON_AddStringToObject(m, "owned_by", "forge");
+    cJSON_AddNumberToObject(m, "max_model_len", r->ctx);
+    if (which) {
+        if (strcmp(which, r->model_name) != 0) {
+            cJSON_Delete(m);
+            srv_error(out, 404, "model", "the model '%.200s' does not exist", which);
+            return;
+        }
+        reply_json(out, 200, m);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "data"), m);
+    reply_json(out, 200, o);
+}
+
+static cJSON *parse_object(const char *body, size_t len, srv_response *out)
+{
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!root) srv_error(out, 400, NULL, "the body is not valid JSON");
+    else if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        root = NULL;
+        srv_error(out, 400, NULL, "the body must be a JSON object");
+    }
+    return root;
+}
+
+/* llama-server's and vLLM's shapes: {"content"} or {"prompt"} (or vLLM's
+ * {"messages"}), add_special / add_special_tokens, with_pieces. */
+static void route_tokenize(srv_routes *r, const char *body, size_t len, srv_response *out)
+{
+    cJSON *root = parse_object(body, len, out);
+    if (!root) return;
+    bool add_special = true, pieces = false, agp = true;
+    tokens t = {0};
+    const cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "content");
+    if (!text) text = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    bool ok = get_bool(root, "add_special", &add_special, out) && get_bool(root, "add_special_tokens", &add_special, out) &&
+              get_bool(root, "with_pieces", &pieces, out) && get_bool(root, "add_generation_prompt", &agp, out);
+    if (ok && msgs) {
+        ok = parse_messages(r, msgs, agp, &t, out);
+    } else if (ok && !cJSON_IsString(text)) {
+        srv_error(out, 400, "content", "'content' (or 'prompt') must be a string");
+        ok = false;
+    } else if (ok && fg_model_tokenize(r->m, text->valuestring, strlen(text->valuestring), add_special, true, &t.ids,
+                                       &t.n) != FG_OK) {
+        srv_error(out, 400, "content", "cannot tokenize: %s", fg_last_error());
+        ok = false;
+    }
+    if (ok) {
+        cJSON *o = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(o, "tokens");
+        for (size_t i = 0; i < t.n; i++) {
+            if (!pieces) {
+                cJSON_AddItemToArray(a, cJSON_CreateNumber(t.ids[i]));
+                continue;
+            }
+            cJSON *p = cJSON_CreateObject();
+            cJSON_AddNumberToObject(p, "id", t.ids[i]);
+            size_t n;
+            char *s = token_text(r, t.ids[i], &n);
+            add_text(p, "piece", s ? s : "", n);
+            free(s);
+            cJSON_AddItemToArray(a, p);
+        }
+        cJSON_AddNumberToObject(o, "count", (double)t.n);
+        cJSON_AddNumberToObject(o, "max_model_len", r->ctx);
+        reply_json(out, 200, o);
+    }
+    free(t.ids);
+    cJSON_Delete(root);
+}
+
+static void route_detokenize(srv_routes *r, const char *body, size_t len, srv_response *out)
+{
+    cJSON *root = parse_object(body, len, out);
+    if (!root) return;
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "tokens");
+    tokens t = {0};
+    if (!cJSON_IsArray(a)) {
+        srv_error(out, 400, "tokens", "'tokens' must be an array of token ids");
+    } else if (token_array(r, a, &t, out)) {
+        char *s = NULL;
+        if (fg_model_detokenize(r->m, t.ids, t.n, false, &s) != FG_OK) {
+            srv_error(out, 400, "tokens", "%s", fg_last_error());
+        } else {
+            cJSON *o = cJSON_CreateObject();
+            add_text(o, "content", s, strlen(s));
+            add_text(o, "prompt", s, strlen(s));
+            reply_json(out, 200, o);
+        }
+        free(s);
+    } else if (out->status == 400) {
+        /* token_array named the bad id */
+        free(out->body);
+        out->body = NULL;
+        srv_error(out, 400, "tokens", "'tokens' must hold token ids in 0..%d", r->n_vocab - 1);
+    }
+    free(t.ids);
+    cJSON_Delete(root);
+}
+
+static cJSON *info_json(const fg_request_info *in)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "state", fg_request_state_str(in->state));
+    const char *f = finish_name(in->finish);
+    if (f) cJSON_AddStringToObject(o, "finish_reason", f);
+    else cJSON_AddNullToObject(o, "finish_reason");
+    cJSON_AddNumberToObject(o, "prompt_tokens", in->n_prompt);
+    cJSON_AddNumberToObject(o, "cached_tokens", in->n_cached);
+    cJSON_AddNumberToObject(o, "completion_tokens", in->n_gen);
+    cJSON_AddNumberToObject(o, "preemptions", in->n_preempted);
+#define MS(name, v)                                                  \
+    if ((v) >= 0) cJSON_AddNumberToObject(o, name, round((v) * 1000) / 1000); \
+    else cJSON_AddNullToObject(o, name);
+    MS("queue_time_ms", in->queue_ms)
+    MS("time_to_first_token_ms", in->ttft_ms)
+    MS("total_time_ms", in->total_ms)
+#undef MS
+    cJSON_AddNumberToObject(o, "tokens_per_second",
+                            in->decode_ms_per_token > 0 ? round(1e6 / in->decode_ms_per_token) / 1000 : 0);
+    if (in->error[0]) cJSON_AddStringToObject(o, "error", in->error);
+    return o;
+}
+
+/* The job's state: the least advanced of its choices while any runs; once
+ * all ended, failed or cancelled if any was, else finished. Under mu. */
+static cJSON *job_json(srv_routes *r, const job *j)
+{
+    fg_request_info *info = calloc(j->n > 0 ? (size_t)j->n : 1, sizeof *info);
+    if (!info) return NULL;
+    for (int i = 0; i < j->n; i++) {
+        if (j->done) info[i] = j->fin[i];
+        else if (fg_request_status(r->e, j->eng[i], &info[i]) != FG_OK) info[i].state = FG_REQUEST_CANCELLED;
+    }
+    fg_request_state s = FG_REQUEST_FINISHED;
+    bool any_open = false;
+    for (int i = 0; i < j->n; i++)
+        if (!state_ended(info[i].state) && (!any_open || info[i].state < s)) {
+            s = info[i].state;
+            any_open = true;
+        }
+    for (int i = 0; !any_open && i < j->n; i++)
+        if (info[i].state == FG_REQUEST_FAILED || (info[i].state == FG_REQUEST_CANCELLED && s != FG_REQUEST_FAILED))
+            s = info[i].state;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", j->id);
+    cJSON_AddStringToObject(o, "object", "request");
+    cJSON_AddNumberToObject(o, "created", (double)j->created);
+    cJSON_AddStringToObject(o, "model", r->model_name);
+    cJSON_AddStringToObject(o, "state", fg_request_state_str(s));
+    /* The first choice's figures, with token counts summed over choices. */
+    cJSON *first = info_json(&info[0]);
+    int64_t gen = 0;
+    for (int i = 0; i < j->n; i++) gen += info[i].n_gen;
+    cJSON_ReplaceItemInObject(first, "completion_tokens", cJSON_CreateNumber((double)gen));
+    const cJSON *x;
+    cJSON_ArrayForEach(x, first)
+    {
+        if (strcmp(x->string, "state") != 0) cJSON_AddItemToObject(o, x->string, cJSON_Duplicate(x, true));
+    }
+    cJSON_Delete(first);
+    cJSON *choices = cJSON_AddArrayToObject(o, "choices");
+    for (int i = 0; i < j->n; i++) {
+        cJSON *c = info_json(&info[i]);
+        cJSON_AddNumberToObject(c, "index", i);
+        cJSON_AddItemToArray(choices, c);
+    }
+    free(info);
+    return o;
+}
+
+static void route_request(srv_routes *r, const char *id, bool cancel, srv_response *out)
+{
+    pthread_mutex_lock(&r->mu);
+    job *j = job_find(r, id);
+    cJSON *o = NULL;
+    if (j && cancel && !j->done)
+        for (int i = 0; i < j->n; i++) fg_request_cancel(r->e, j->eng[i]);
+    if (j) o = job_json(r, j);
+    pthread_mutex_unlock(&r->mu);
+    if (!j) srv_error(out, 404, "id", "no request '%.100s' (unknown, or ended long ago)", id);
+    else if (!o) srv_error(out, 500, NULL, "out of memory");
+    else reply_json(out, 200, o);
+}
+
+static void route_health(srv_routes *r, srv_response *out)
+{
+    pthread_mutex_lock(&r->mu);
+    fg_engine *e = r->e;
+    bool closing = r->closing;
+    pthread_mutex_unlock(&r->mu);
+    cJSON *o = cJSON_CreateObject();
+    int status = 200;
+    if (!e) {
+        status = 503;
+        cJSON_AddStringToObject(o, "status", "loading");
+    } else {
+        fg_engine_stats s;
+        fg_engine_stats_get(e, &s);
+        bool stuck = s.running + s.waiting > 0 && s.ms_since_step > STALL_MS;
+        status = stuck || closing ? 503 : 200;
+        cJSON_AddStringToObject(o, "status", stuck ? "stalled" : closing ? "closing" : "ok");
+        cJSON_AddNumberToObject(o, "requests_running", s.running);
+        cJSON_AddNumberToObject(o, "requests_waiting", s.waiting);
+        cJSON_AddNumberToObject(o, "ms_since_step", round(s.ms_since_step));
+    }
+    reply_json(out, status, o);
+}
+
+/* ---- The router ---------------------------------------------------------------------------------- */
+
+static bool method_is(const char *method, const char *want, srv_response *out)
+{
+    if (strcmp(method, want) == 0) return true;
+    srv_error(out, 405, NULL, "this route takes %s, not %s", want, method);
+    return false;
+}
+
+void srv_routes_handle(srv_routes *r, const char *method, const char *path, const char *body, size_t len,
+                       const srv_peer *peer, srv_response *out)
+{
+    memset(out, 0, sizeof *out);
+    if (strcmp(path, "/health") == 0 || strcmp(path, "/v1/health") == 0) {
+        if (method_is(method, "GET", out)) route_health(r, out);
+        return;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        if (!method_is(method, "GET", out)) return;
+        pthread_mutex_lock(&r->mu);
+        fg_engine *e = r->e;
+        pthread_mutex_unlock(&r->mu);
+        out->status = 200;
+        out->body = srv_metrics_render(r->metrics, e, r->model_name);
+        out->content_type = "text/plain; version=0.0.4; charset=utf-8";
+        if (!out->body) srv_error(out, 500, NULL, "out of memory");
+        return;
+    }
+    enum { NONE, COMPLETIONS, CHAT, MODELS, MODEL, TOKENIZE, DETOKENIZE, REQUEST, CANCEL } route = NONE;
+    char id[128] = "";
+    const char *want = "POST";
+    if (strcmp(path, "/v1/completions") == 0) route = COMPLETIONS;
+    else if (strcmp(path, "/v1/chat/completions") == 0) route = CHAT;
+    else if (strcmp(path, "/v1/models") == 0) route = MODELS, want = "GET";
+    else if (strcmp(path, "/tokenize") == 0) route = TOKENIZE;
+    else if (strcmp(path, "/detokenize") == 0) route = DETOKENIZE;
+    else if (strncmp(path, "/v1/models/", 11) == 0 && path[11] && strlen(path + 11) < sizeof id) {
+        route = MODEL, want = "GET";
+        snprintf(id, sizeof id, "%s", path + 11);
+    } else if (strncmp(path, "/v1/requests/", 13) == 0 && path[13]) {
+        const char *rest = path + 13, *slash = strchr(rest, '/');
+        size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+        if (n > 0 && n < sizeof id && (!slash || strcmp(slash, "/cancel") == 0)) {
+            memcpy(id, rest, n);
+            id[n] = 0;
+            route = slash ? CANCEL : REQUEST;
+            want = slash ? "POST" : "GET";
+        }
+    }
+    if (route == NONE) {
+        srv_error(out, 404, NULL, "no route %.16s %.200s", method, path);
+        return;
+    }
+    if (!method_is(method, want, out)) return;
+    pthread_mutex_lock(&r->mu);
+    bool ready = r->e != NULL, closing = r->closing;
+    pthread_mutex_unlock(&r->mu);
+    if (!ready) {
+        srv_error(out, 503, NULL, "the model is loading; retry when /health answers 200");
+        out->retry_after = 1;
+        return;
+    }
+    switch (route) {
+    case COMPLETIONS:
+    case CHAT:
+        if (closing) srv_error(out, 503, NULL, "the server is shutting down");
+        else route_generate(r, route == CHAT, body, len, peer, out);
+        return;
+    case MODELS: route_models(r, NULL, out); return;
+    case MODEL: route_models(r, id, out); return;
+    case TOKENIZE: route_tokenize(r, body, len, out); return;
+    case DETOKENIZE: route_detokenize(r, body, len, out); return;
+    case REQUEST: route_request(r, id, false, out); return;
+    case CANCEL: route_request(r, id, true, out); return;
+    case NONE: break;
+    }
+}

@@ -1,0 +1,129 @@
+/*
+ * server.h — forge's OpenAI-compatible HTTP server, in three files:
+ *   http.c     the libmicrohttpd adapter: the daemon (a thread per
+ *              connection), request bodies and their limit, the API key,
+ *              disconnect detection, buffered and SSE responses, shutdown;
+ *   openai.c   the routes: JSON in and out (cJSON), parameter checking,
+ *              submission to the engine, streaming, the request registry
+ *              behind /v1/requests/{id};
+ *   metrics.c  Prometheus text for /metrics (vLLM's names, "forge:" prefix).
+ *
+ * Threads: libmicrohttpd runs each connection on its own thread, which may
+ * block while its request generates. Those threads talk to the engine only
+ * through forge.h's thread-safe calls; only the engine thread touches the
+ * backend. The engine arrives after the server starts (fg_server_set_engine):
+ * until then every route but /health and /metrics answers 503.
+ *
+ * The first section is what `forge serve` uses; the rest is shared by the
+ * three files.
+ */
+#ifndef FG_SERVER_SERVER_H
+#define FG_SERVER_SERVER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "forge.h"
+
+typedef struct fg_server fg_server;
+
+typedef struct fg_server_config {
+    const char *host;       /* address to bind; NULL = 127.0.0.1 */
+    int port;               /* 0 = any free port (fg_server_port tells which) */
+    const char *api_key;    /* NULL or "": no authentication */
+    const char *model_name; /* the name /v1/models lists and responses carry */
+    size_t max_body;        /* bytes of a request body; larger is 413 */
+    int max_connections;    /* concurrent connections (threads) */
+} fg_server_config;
+
+/* Binds and starts serving (503 until fg_server_set_engine). Close with
+ * fg_server_close. */
+fg_status fg_server_start(const fg_server_config *c, fg_server **out);
+int fg_server_port(const fg_server *s);
+/* The engine is open: the routes serve. e must outlive the server's use of
+ * it, which ends in fg_server_close. */
+void fg_server_set_engine(fg_server *s, fg_engine *e);
+/* Stops accepting connections, lets requests in flight finish for up to
+ * drain_ms, then cancels the rest and waits for their connections to end. */
+void fg_server_shutdown(fg_server *s, int drain_ms);
+/* Shuts down (drain 0) if not done yet, and frees the server. */
+void fg_server_close(fg_server *s);
+
+/* ---- Shared by http.c, openai.c and metrics.c -------------------------------- */
+
+/* Histograms and counters the engine does not keep (metrics.c). */
+enum { SRV_HIST_MAX_BUCKETS = 24 };
+typedef struct srv_hist {
+    const double *bounds; /* (n) upper bounds in seconds, ascending */
+    int n;
+    uint64_t counts[SRV_HIST_MAX_BUCKETS]; /* not cumulative */
+    uint64_t count;
+    double sum;
+} srv_hist;
+
+typedef struct srv_metrics {
+    pthread_mutex_t mu;
+    srv_hist ttft, itl, e2e;
+    uint64_t success[4]; /* by SRV_REASON_* */
+    uint64_t http_4xx, http_5xx;
+} srv_metrics;
+
+enum { SRV_REASON_STOP, SRV_REASON_LENGTH, SRV_REASON_ABORT, SRV_REASON_ERROR };
+
+void srv_metrics_init(srv_metrics *m);
+void srv_metrics_free(srv_metrics *m);
+/* Records an ended request: TTFT, its mean inter-token latency once per
+ * token after the first, end-to-end latency, and its finish reason. */
+void srv_metrics_observe(srv_metrics *m, const fg_request_info *info);
+void srv_metrics_status(srv_metrics *m, int http_status);
+/* The Prometheus text exposition; malloc'd, freed by the caller. e may be
+ * NULL (loading): the engine's gauges are then 0. */
+char *srv_metrics_render(srv_metrics *m, fg_engine *e, const char *model_name);
+
+/* A response from a route (openai.c) for http.c to send. */
+typedef struct srv_stream srv_stream;
+typedef struct srv_response {
+    int status;
+    char *body;               /* malloc'd JSON or text, or NULL with stream */
+    const char *content_type; /* NULL: application/json */
+    int retry_after;          /* > 0: a Retry-After header, seconds */
+    char request_id[64];      /* non-empty: an X-Request-Id header */
+    srv_stream *stream;       /* an SSE body, read by srv_stream_read */
+} srv_response;
+
+/* Whether the client of a connection went away (http.c): the routes poll it
+ * while they wait on the engine. */
+typedef struct srv_peer {
+    bool (*gone)(void *ctx);
+    void *ctx;
+} srv_peer;
+
+/* The routes' state (openai.c). */
+typedef struct srv_routes srv_routes;
+fg_status srv_routes_init(const char *model_name, srv_metrics *m, srv_routes **out);
+void srv_routes_free(srv_routes *r);
+void srv_routes_set_engine(srv_routes *r, fg_engine *e);
+bool srv_routes_ready(srv_routes *r);
+/* Requests generating now, and cancelling them all (shutdown). Once
+ * closing, new generation requests are 503. */
+int srv_routes_live(srv_routes *r);
+void srv_routes_closing(srv_routes *r);
+void srv_routes_cancel_all(srv_routes *r);
+/* Answers one request: method, path (without the query), body (len bytes,
+ * not NUL-terminated). */
+void srv_routes_handle(srv_routes *r, const char *method, const char *path, const char *body, size_t len,
+                       const srv_peer *peer, srv_response *out);
+/* An error response: OpenAI's {"error": {"message", "type", "param", "code"}}. */
+void srv_error(srv_response *out, int status, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* SSE: up to max bytes of the stream into buf; blocks until there are some.
+ * Returns the count, -1 at the end, -2 when the client went away or the
+ * stream failed. srv_stream_free ends the request (cancelling what still
+ * runs) and records it. */
+long srv_stream_read(srv_stream *st, char *buf, size_t max, const srv_peer *peer);
+void srv_stream_free(srv_stream *st);
+
+#endif
