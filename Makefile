@@ -2,7 +2,7 @@
 #
 #   make            build build/forge, build/libforge.a and build/libforge.so
 #   make run        build, fetch the default model if absent, answer PROMPT with it
-#   make test       unit tests (Criterion) + end-to-end CLI tests
+#   make test       unit tests (Criterion) + end-to-end CLI tests + forge serve tests
 #   make asan       the same tests under AddressSanitizer + UBSan
 #   make fuzz       libFuzzer on the GGUF reader (FUZZ_SECONDS, default 60)
 #   make test-gpu   the GPU tier: every GPU op against the CPU reference, and
@@ -74,7 +74,7 @@ LDLIBS   += $(GPU_LIBS)
 
 MODEL ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all run test test-gpu unit e2e asan fuzz fuzz-build models clean
+.PHONY: all run test test-gpu unit e2e server-test asan fuzz fuzz-build models clean
 
 all: $(BUILD)/forge $(BUILD)/libforge.a $(BUILD)/libforge.so
 
@@ -133,10 +133,14 @@ unit: $(BUILD)/unit-tests
 e2e: $(BUILD)/forge
 	FORGE=$(BUILD)/forge tests/e2e/run.sh
 
+server-test: $(BUILD)/forge
+	FORGE=$(BUILD)/forge tests/server/run.py
+
 test: all $(BUILD)/unit-tests $(BUILD)/gpu-tests models
 	tests/unit/run.sh $(BUILD)/unit-tests
 	tests/unit/run.sh $(BUILD)/gpu-tests
 	FORGE=$(BUILD)/forge tests/e2e/run.sh
+	FORGE=$(BUILD)/forge tests/server/run.py
 
 # The sanitizer tier: everything rebuilt with ASan+UBSan into build-asan/.
 asan:
@@ -146,6 +150,7 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=exitcode=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	    tests/unit/run.sh build-asan/unit-tests
 	ASAN_OPTIONS=detect_leaks=1 FORGE=build-asan/forge tests/e2e/run.sh
+	ASAN_OPTIONS=detect_leaks=1 FORGE=build-asan/forge tests/server/run.py
 
 # libFuzzer targets: fuzz-gguf (the GGUF reader), fuzz-vocab (tokenizer
 # loading from fuzzed metadata), fuzz-encode (arbitrary text through the

@@ -16,6 +16,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -36,6 +37,7 @@ struct fg_server {
     size_t max_body;
     int port;
     bool shut;
+    atomic_int in_flight; /* requests from their first byte until their response is sent */
 };
 
 /* A request's state across libmicrohttpd's calls. */
@@ -164,8 +166,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (!cc) return MHD_NO;
         cc->c = c;
         *ptr = cc;
+        atomic_fetch_add(&s->in_flight, 1);
+        /* A body over the limit is read and dropped, so that the client,
+         * still sending, gets the 413 rather than a reset connection; one
+         * announced absurdly large is refused before it is sent. */
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > s->max_body) {
+        if (cl && strtoull(cl, NULL, 10) / 64 > s->max_body) {
             srv_response r = {0};
             srv_error(&r, 413, NULL, "the request body is %s bytes, over the limit of %zu", cl, s->max_body);
             return send_response(s, c, &r);
@@ -210,9 +216,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **ptr, enum MHD_RequestTerminationCode why)
 {
-    (void)cls, (void)c, (void)why;
+    (void)c, (void)why;
+    fg_server *s = cls;
     conn_ctx *cc = *ptr;
     if (!cc) return;
+    atomic_fetch_sub(&s->in_flight, 1);
     free(cc->body);
     free(cc);
     *ptr = NULL;
@@ -283,7 +291,11 @@ void fg_server_shutdown(fg_server *s, int drain_ms)
     for (int waited = 0; waited < drain_ms && srv_routes_live(s->routes) > 0; waited += 20)
         nanosleep(&(struct timespec){0, 20 * 1000000L}, NULL);
     srv_routes_cancel_all(s->routes);
-    MHD_stop_daemon(s->d); /* joins the connection threads */
+    /* Cancelled requests still send their ends (a stream's last events);
+     * stopping the daemon would cut them. */
+    for (int waited = 0; waited < 5000 && atomic_load(&s->in_flight) > 0; waited += 20)
+        nanosleep(&(struct timespec){0, 20 * 1000000L}, NULL);
+    MHD_stop_daemon(s->d); /* closes what is left and joins the connection threads */
     s->d = NULL;
 }
 

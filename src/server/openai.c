@@ -398,6 +398,7 @@ typedef struct gen_spec {
     bool logprobs;
     int top_logprobs;
     bool stream, include_usage;
+    bool ignore_eos;        /* vLLM's extension */
 } gen_spec;
 
 static void spec_free(gen_spec *g)
@@ -614,14 +615,14 @@ static bool parse_params(srv_routes *r, const cJSON *root, gen_spec *g, srv_resp
     NUM("repetition_penalty", 1e-6, 100, false, g->sampling.repeat_penalty)
     NUM("repeat_last_n", 0, 1 << 20, true, g->sampling.repeat_last_n)
     double seed = -1, n = 1;
-    NUM("seed", 0, 9007199254740992.0, true, seed)
+    NUM("seed", -1, 9007199254740992.0, true, seed) /* -1: a fresh one, as llama.cpp */
     if (seed >= 0) {
         g->sampling.seed = (uint64_t)seed;
         g->seeded = true;
     }
     NUM("n", 1, MAX_N, true, n)
     g->n = (int)n;
-    if (!get_bool(root, "stream", &g->stream, out)) return false;
+    if (!get_bool(root, "stream", &g->stream, out) || !get_bool(root, "ignore_eos", &g->ignore_eos, out)) return false;
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     if (so && !cJSON_IsNull(so)) {
         if (!cJSON_IsObject(so)) {
@@ -688,6 +689,7 @@ static bool submit_all(srv_routes *r, const gen_spec *g, job *j, srv_response *o
             rp.stops = g->stops;
             rp.n_stops = g->n_stops;
             rp.logprobs = g->logprobs;
+            rp.ignore_eos = g->ignore_eos;
             rp.top_logprobs = g->top_logprobs;
             fg_status st = fg_engine_submit(r->e, &rp, &j->eng[k]);
             if (st != FG_OK) {
