@@ -186,4 +186,13 @@ fg_status fg_gguf_writer_add_tensor(fg_gguf_writer *w, const char *name, fg_type
  * written when it differs from 32). */
 fg_status fg_gguf_writer_write(fg_gguf_writer *w, const char *path, uint32_t alignment);
 
+/* The same, but each tensor's bytes come from data_fn(ctx, i, &data) just
+ * before tensor i is written (tensors in the order added; data must stay
+ * valid until the next call), so a file can be written one tensor at a time
+ * (`forge quantize`). The data pointers given to add_tensor are ignored and
+ * may be NULL. A failing data_fn stops the write with its status. */
+typedef fg_status (*fg_gguf_tensor_data_fn)(void *ctx, size_t i, const void **data);
+fg_status fg_gguf_writer_write_with(fg_gguf_writer *w, const char *path, uint32_t alignment,
+                                    fg_gguf_tensor_data_fn data_fn, void *ctx);
+
 #endif

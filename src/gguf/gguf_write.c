@@ -276,6 +276,12 @@ static uint64_t pad_to(uint64_t x, uint64_t a)
 
 fg_status fg_gguf_writer_write(fg_gguf_writer *w, const char *path, uint32_t alignment)
 {
+    return fg_gguf_writer_write_with(w, path, alignment, NULL, NULL);
+}
+
+fg_status fg_gguf_writer_write_with(fg_gguf_writer *w, const char *path, uint32_t alignment,
+                                    fg_gguf_tensor_data_fn data_fn, void *ctx)
+{
     if (alignment == 0 || (alignment & (alignment - 1)))
         return fg_err_set(FG_ERR_INVALID_ARG, "gguf writer: alignment %u is not a power of two", alignment);
     if (alignment != FG_GGUF_DEFAULT_ALIGNMENT)
@@ -321,7 +327,12 @@ fg_status fg_gguf_writer_write(fg_gguf_writer *w, const char *path, uint32_t ali
     bool ok = fwrite(head.p, 1, head.n, f) == head.n;
     for (size_t i = 0; ok && i < w->n_t; i++) {
         const wtensor *t = &w->t[i];
-        ok = fwrite(t->data, 1, (size_t)t->nbytes, f) == t->nbytes;
+        const void *data = t->data;
+        if (data_fn && (st = data_fn(ctx, i, &data)) != FG_OK) {
+            fclose(f);
+            goto out;
+        }
+        ok = fwrite(data, 1, (size_t)t->nbytes, f) == t->nbytes;
         for (uint64_t p = pad_to(t->nbytes, alignment); ok && p;) {
             uint64_t k = p < sizeof zeros ? p : sizeof zeros;
             ok = fwrite(zeros, 1, (size_t)k, f) == k;

@@ -30,7 +30,7 @@ run() {
 # ---- help and usage --------------------------------------------------------
 run --help
 [ $rc -eq 0 ] && grep -q "usage: forge COMMAND" "$tmp/out" && ok "forge --help" || bad "forge --help" "rc=$rc"
-for cmd in info tokenize run chat perplexity bench; do
+for cmd in info tokenize run chat perplexity bench quantize; do
     run $cmd --help
     [ $rc -eq 0 ] && grep -q "usage: forge $cmd" "$tmp/out" && ok "forge $cmd --help" || bad "forge $cmd --help" "rc=$rc"
 done
@@ -246,6 +246,59 @@ fi
 run tokenize tests/data/gguf/all_types.gguf "x"
 [ $rc -eq 1 ] && grep -q "tokenizer.ggml.model" "$tmp/err" && ok "tokenize without a vocab names the missing key" ||
     bad "tokenize without a vocab" "rc=$rc $err"
+
+# ---- forge quantize ---------------------------------------------------------
+# Each output against llama.cpp's own quantize of the same file (types chosen
+# and bytes, tensor by tensor) and, for the types the gguf package implements,
+# against gguf.quants.quantize (tests/e2e/check_quantize.py).
+have_llamacpp_py() { "$PY" -c "import llama_cpp, gguf" 2>/dev/null; }
+for spec in mqa-f16:Q8_0 mqa-f16:Q4_0 mqa-f16:Q4_1 mqa-f16:Q5_0 mqa-f16:Q5_1 mqa-f16:Q4_K_M mqa-f16:Q5_K_M \
+    mqa-f16:Q4_K_S mqa-f16:Q5_K_S mqa-f16:Q6_K gqa-f32:Q4_K_M gqa-f32:Q8_0; do
+    src=tests/data/llama-synth/${spec%%:*}.gguf qt=${spec##*:}
+    run quantize -t 2 "$src" "$tmp/q-${spec%%:*}-$qt.gguf" "$qt"
+    if [ $rc -ne 0 ] || ! grep -q "tensors quantized" "$tmp/err"; then
+        bad "forge quantize ${spec%%:*} $qt" "rc=$rc $err"
+        continue
+    fi
+    if ! have_llamacpp_py; then
+        skipped "forge quantize ${spec%%:*} $qt vs llama.cpp" "python3 modules llama_cpp (llama-cpp-python) and gguf are needed"
+        continue
+    fi
+    if msg=$("$PY" tests/e2e/check_quantize.py "$src" "$tmp/q-${spec%%:*}-$qt.gguf" "$qt" 2>&1); then
+        ok "forge quantize ${spec%%:*} $qt: $msg"
+    elif [ $? -eq 3 ]; then
+        skipped "forge quantize ${spec%%:*} $qt vs llama.cpp" "$msg"
+    else
+        bad "forge quantize ${spec%%:*} $qt" "$msg"
+    fi
+done
+if [ -f "$tmp/q-mqa-f16-Q4_K_M.gguf" ]; then
+    run info "$tmp/q-mqa-f16-Q4_K_M.gguf"
+    [ $rc -eq 0 ] && grep -q "Q4_K_M" "$tmp/out" && grep -q "Q6_K" "$tmp/out" &&
+        ok "forge info on a quantized file names its file type and tensor types" || bad "forge info on Q4_K_M output" "rc=$rc $out $err"
+    run run -m "$tmp/q-mqa-f16-Q4_K_M.gguf" --device cpu -p "hello" -n 8
+    [ $rc -eq 0 ] && [ -n "$out" ] && ok "forge run on a forge-quantized Q4_K_M file generates text" ||
+        bad "forge run on quantized output" "rc=$rc $err"
+fi
+run quantize tests/data/llama-synth/gqa-f32.gguf "$tmp/x.gguf" Q3_K_XL
+[ $rc -eq 2 ] && grep -q "unknown TYPE 'Q3_K_XL'; valid: Q8_0" "$tmp/err" && ok "forge quantize: an unknown TYPE lists the valid ones" ||
+    bad "quantize unknown TYPE" "rc=$rc $err"
+run quantize tests/data/llama-synth/gqa-q4_0.gguf "$tmp/x.gguf" Q8_0
+[ $rc -eq 1 ] && grep -q "tensor '.*' has type Q4_0; forge quantize reads F32, F16 or BF16 weights only" "$tmp/err" &&
+    grep -q "quantize from the original" "$tmp/err" && [ ! -e "$tmp/x.gguf" ] &&
+    ok "forge quantize of a quantized file names the tensor and type and says what to do" || bad "quantize Q4_0 input" "rc=$rc $err"
+run quantize tests/data/llama-synth/gqa-f32.gguf /no/such/dir/out.gguf Q8_0
+[ $rc -eq 1 ] && grep -q "/no/such/dir/out.gguf: cannot create" "$tmp/err" && ok "forge quantize: an unwritable output is named" ||
+    bad "quantize unwritable output" "rc=$rc $err"
+run quantize tests/data/bad-gguf/tensor_past_end.gguf "$tmp/x.gguf" Q8_0
+[ $rc -eq 1 ] && grep -q "tensor_past_end.gguf: tensor 'b'" "$tmp/err" && [ ! -e "$tmp/x.gguf" ] &&
+    ok "forge quantize: a corrupt input is named with the reader's message" || bad "quantize corrupt input" "rc=$rc $err"
+cp tests/data/llama-synth/gqa-f32.gguf "$tmp/same.gguf"
+run quantize "$tmp/same.gguf" "$tmp/same.gguf" Q8_0
+[ $rc -eq 2 ] && grep -q "is the input file" "$tmp/err" && ok "forge quantize refuses to overwrite its input" ||
+    bad "quantize IN == OUT" "rc=$rc $err"
+run quantize tests/data/llama-synth/gqa-f32.gguf "$tmp/x.gguf"
+[ $rc -eq 2 ] && ok "forge quantize without TYPE is a usage error" || bad "quantize without TYPE" "rc=$rc $err"
 
 echo "e2e: $pass passed, $fail failed, $skip skipped"
 [ $fail -eq 0 ]
