@@ -19,7 +19,6 @@ int fg_cli_chat(int argc, char **argv);
 int fg_cli_perplexity(int argc, char **argv);
 int fg_cli_bench(int argc, char **argv);
 int fg_cli_quantize(int argc, char **argv);
-int fg_cli_quantize(int argc, char **argv);
 int fg_cli_serve(int argc, char **argv);
 
 /* ---- Loading a model to run it (engine.c) ---------------------------------- */

@@ -25,7 +25,6 @@ static const subcommand commands[] = {
     {"perplexity", fg_cli_perplexity, "perplexity of a model on a text file (llama.cpp's method)"},
     {"bench", fg_cli_bench, "prompt and generation speed, like llama-bench"},
     {"quantize", fg_cli_quantize, "write a quantized copy of a model (Q8_0 ... Q4_K_M), as llama.cpp does"},
-    {"quantize", fg_cli_quantize, "write a quantized copy of a model (Q8_0 ... Q4_K_M), as llama.cpp does"},
     {"serve", fg_cli_serve, "an OpenAI-compatible HTTP server (completions, chat, metrics)"},
 };
 
