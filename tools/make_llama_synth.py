@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes small synthetic-weight llama models and HF transformers reference
-logits for them: the end-to-end goldens of the CPU and GPU backends.
+"""Writes small synthetic-weight models of the architectures forge runs
+(llama, qwen2, qwen3) and HF transformers reference logits for them: the
+end-to-end goldens of the CPU and GPU backends.
 
 Two shapes: "gqa" (n_embd 64, 4 query heads over 2 KV heads of 16 dims)
 and "mqa" (n_embd 256, 2 query heads sharing 1 KV head of 128 dims, the
@@ -23,7 +24,17 @@ continuations (for every type) never pick between two logits closer than
 MIN_MARGIN: backends whose KV cache is F16 (forge's GPU) round the keys and
 values, which moves logits by ~1e-3, and must still follow transformers' picks.
 
-usage: tools/make_llama_synth.py   (needs numpy, gguf, torch, transformers)
+Qwen2 (q/k/v biases, NeoX RoPE: no q/k permutation) and Qwen3 (per-head
+RMSNorm of q and k before RoPE, NeoX, a head size of 32 that is not
+n_embd / n_head, so attention.key_length is exercised) use the "gqa" shape
+under the names qwen2-<type> and qwen3-<type>. For them transformers builds
+Qwen2ForCausalLM / Qwen3ForCausalLM from a config of that shape and loads
+the weights the GGUF file holds (dequantized, for the quantized types) by
+their HF names: the file is an export of that HF model with llama.cpp's
+names and metadata.
+
+usage: tools/make_llama_synth.py [llama|qwen2|qwen3 ...]   (default: all;
+       needs numpy, gguf, torch, transformers)
 """
 import json
 import os
@@ -38,14 +49,23 @@ SHAPES = {  # n_embd, n_head, n_head_kv, n_ff, n_layer
     "gqa": (64, 4, 2, 160, 2),
     "mqa": (256, 2, 1, 128, 1),
 }
+# The files of each architecture: name prefix -> (arch, shape, head size or 0
+# for n_embd / n_head).
+MODELS = {
+    "llama": [("gqa", "llama", "gqa", 0), ("mqa", "llama", "mqa", 0)],
+    "qwen2": [("qwen2", "qwen2", "gqa", 0)],
+    "qwen3": [("qwen3", "qwen3", "gqa", 32)],
+}
 N_VOCAB, N_CTX = 320, 256
 N_EMBD = N_HEAD = N_HEAD_KV = N_FF = N_LAYER = HEAD_DIM = 0  # set per shape by use_shape
+ARCH = "llama"
 
 
-def use_shape(name):
-    global N_EMBD, N_HEAD, N_HEAD_KV, N_FF, N_LAYER, HEAD_DIM
+def use_shape(name, arch="llama", head_dim=0):
+    global N_EMBD, N_HEAD, N_HEAD_KV, N_FF, N_LAYER, HEAD_DIM, ARCH
     N_EMBD, N_HEAD, N_HEAD_KV, N_FF, N_LAYER = SHAPES[name]
-    HEAD_DIM = N_EMBD // N_HEAD
+    HEAD_DIM = head_dim or N_EMBD // N_HEAD
+    ARCH = arch
 PROMPT = [1, 17, 200, 45, 301, 9, 77, 260, 5, 130, 88, 219, 3, 150, 42, 299, 61, 8, 240, 111]
 N_GEN = 64
 MIN_MARGIN = 0.02
@@ -63,12 +83,22 @@ def weights(seed):
     w = {"token_embd.weight": mat(N_VOCAB, N_EMBD, 1.0), "output_norm.weight": norm(N_EMBD),
          "output.weight": mat(N_VOCAB, N_EMBD, 0.25)}
     s = 1.0 / np.sqrt(N_EMBD)
+    # llama.cpp's converter permutes llama's q/k rows (RoPE on adjacent
+    # pairs); NeoX models (qwen2, qwen3) keep HF's order.
+    perm = permute if ARCH == "llama" else (lambda m, n: m)
     for l in range(N_LAYER):
         p = f"blk.{l}."
         w[p + "attn_norm.weight"] = norm(N_EMBD)
-        w[p + "attn_q.weight"] = permute(mat(N_HEAD * HEAD_DIM, N_EMBD, 2 * s), N_HEAD)
-        w[p + "attn_k.weight"] = permute(mat(N_HEAD_KV * HEAD_DIM, N_EMBD, 2 * s), N_HEAD_KV)
+        w[p + "attn_q.weight"] = perm(mat(N_HEAD * HEAD_DIM, N_EMBD, 2 * s), N_HEAD)
+        w[p + "attn_k.weight"] = perm(mat(N_HEAD_KV * HEAD_DIM, N_EMBD, 2 * s), N_HEAD_KV)
         w[p + "attn_v.weight"] = mat(N_HEAD_KV * HEAD_DIM, N_EMBD, s)
+        if ARCH == "qwen2":
+            w[p + "attn_q.bias"] = (0.5 * rng.standard_normal(N_HEAD * HEAD_DIM)).astype(np.float32)
+            w[p + "attn_k.bias"] = (0.5 * rng.standard_normal(N_HEAD_KV * HEAD_DIM)).astype(np.float32)
+            w[p + "attn_v.bias"] = (0.5 * rng.standard_normal(N_HEAD_KV * HEAD_DIM)).astype(np.float32)
+        if ARCH == "qwen3":
+            w[p + "attn_q_norm.weight"] = norm(HEAD_DIM)
+            w[p + "attn_k_norm.weight"] = norm(HEAD_DIM)
         w[p + "attn_output.weight"] = mat(N_EMBD, N_HEAD * HEAD_DIM, s)
         w[p + "ffn_norm.weight"] = norm(N_EMBD)
         w[p + "ffn_gate.weight"] = mat(N_FF, N_EMBD, s)
@@ -80,8 +110,8 @@ def weights(seed):
 def write_gguf(path, w, qname):
     import gguf
     qt = {"f32": None, "f16": None, "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}[qname]
-    g = gguf.GGUFWriter(path, "llama")
-    g.add_name(f"forge-llama-synth-{qname}")
+    g = gguf.GGUFWriter(path, ARCH)
+    g.add_name(f"forge-{ARCH}-synth-{qname}")
     g.add_context_length(N_CTX)
     g.add_embedding_length(N_EMBD)
     g.add_block_count(N_LAYER)
@@ -91,6 +121,9 @@ def write_gguf(path, w, qname):
     g.add_rope_freq_base(10000.0)
     g.add_layer_norm_rms_eps(1e-5)
     g.add_rope_dimension_count(HEAD_DIM)
+    if HEAD_DIM != N_EMBD // N_HEAD:
+        g.add_key_length(HEAD_DIM)
+        g.add_value_length(HEAD_DIM)
     g.add_file_type({"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2}[qname])
     toks = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
     toks += [f"t{i}" for i in range(N_VOCAB - len(toks))]
@@ -114,11 +147,57 @@ def write_gguf(path, w, qname):
     g.close()
 
 
-def reference(path):
+def as_stored(t, qname):
+    """t as the file stores it, back in float32 (what forge computes with)."""
+    import gguf
+    if t.ndim == 1 or qname == "f32":
+        return t
+    if qname == "f16":
+        return t.astype(np.float16).astype(np.float32)
+    qt = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}[qname]
+    return gguf.quants.dequantize(gguf.quants.quantize(t, qt), qt).reshape(t.shape).astype(np.float32)
+
+
+def hf_model(w, qname):
+    """The HF model of ARCH (qwen2, qwen3) holding the weights w as stored."""
+    import torch
+    import transformers
+    kw = dict(vocab_size=N_VOCAB, hidden_size=N_EMBD, intermediate_size=N_FF, num_hidden_layers=N_LAYER,
+              num_attention_heads=N_HEAD, num_key_value_heads=N_HEAD_KV, max_position_embeddings=N_CTX,
+              rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False)
+    if ARCH == "qwen2":
+        m = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**kw))
+    else:
+        m = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(head_dim=HEAD_DIM, **kw))
+    names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+             "output.weight": "lm_head.weight"}
+    per_layer = {"attn_norm.weight": "input_layernorm.weight", "attn_q.weight": "self_attn.q_proj.weight",
+                 "attn_k.weight": "self_attn.k_proj.weight", "attn_v.weight": "self_attn.v_proj.weight",
+                 "attn_q.bias": "self_attn.q_proj.bias", "attn_k.bias": "self_attn.k_proj.bias",
+                 "attn_v.bias": "self_attn.v_proj.bias", "attn_q_norm.weight": "self_attn.q_norm.weight",
+                 "attn_k_norm.weight": "self_attn.k_norm.weight", "attn_output.weight": "self_attn.o_proj.weight",
+                 "ffn_norm.weight": "post_attention_layernorm.weight", "ffn_gate.weight": "mlp.gate_proj.weight",
+                 "ffn_up.weight": "mlp.up_proj.weight", "ffn_down.weight": "mlp.down_proj.weight"}
+    sd = {}
+    for name, t in w.items():
+        if name.startswith("blk."):
+            _, l, rest = name.split(".", 2)
+            hf = f"model.layers.{l}.{per_layer[rest]}"
+        else:
+            hf = names[name]
+        sd[hf] = torch.from_numpy(as_stored(t, qname))
+    m.load_state_dict(sd, strict=True)
+    return m.float().eval()
+
+
+def reference(path, w=None, qname=None):
     import torch
     from transformers import AutoModelForCausalLM
-    m = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
-                                             torch_dtype=torch.float32)
+    if ARCH == "llama":
+        m = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
+                                                 torch_dtype=torch.float32)
+    else:
+        m = hf_model(w, qname)
     m.eval()
     with torch.no_grad():
         logits = m(torch.tensor([PROMPT])).logits[0].numpy()
@@ -137,21 +216,23 @@ def main():
     import torch
     import transformers
     os.makedirs(OUT, exist_ok=True)
-    for shape in SHAPES:
-        use_shape(shape)
+    archs = sys.argv[1:] or list(MODELS)
+    for prefix, arch, shape, head_dim in [m for a in archs for m in MODELS[a]]:
+        use_shape(shape, arch, head_dim)
         for seed in range(1, 400):
             w, docs, ok = weights(seed), {}, True
             for q in ["f32", "f16", "q8_0", "q4_0"]:
-                path = os.path.join(OUT, f"{shape}-{q}.gguf")
+                path = os.path.join(OUT, f"{prefix}-{q}.gguf")
                 write_gguf(path, w, q)
-                logits, gen, margins = reference(path)
-                print(f"{shape} seed {seed} {q}: {os.path.getsize(path)} bytes; logits {logits.min():.2f}.."
+                logits, gen, margins = reference(path, w, q)
+                print(f"{prefix} seed {seed} {q}: {os.path.getsize(path)} bytes; logits {logits.min():.2f}.."
                       f"{logits.max():.2f}; smallest greedy margin {min(margins):.4f}", file=sys.stderr)
                 if min(margins) < MIN_MARGIN:
                     ok = False
                     break
-                docs[q] = {"model": f"{shape}-{q}.gguf", "shape": dict(zip(
-                               ["n_embd", "n_head", "n_head_kv", "n_ff", "n_layer"], SHAPES[shape])),
+                docs[q] = {"model": f"{prefix}-{q}.gguf", "arch": arch, "shape": dict(zip(
+                               ["n_embd", "n_head", "n_head_kv", "n_ff", "n_layer", "head_dim"],
+                               SHAPES[shape] + (HEAD_DIM,))),
                            "seed": seed, "prompt": PROMPT, "n_vocab": N_VOCAB,
                            "reference": f"transformers {transformers.__version__}, torch {torch.__version__}, "
                                         "float32, CPU",
@@ -160,7 +241,7 @@ def main():
             if ok:
                 break
         for q, doc in docs.items():
-            with open(os.path.join(OUT, f"{shape}-{q}.json"), "w") as f:
+            with open(os.path.join(OUT, f"{prefix}-{q}.json"), "w") as f:
                 f.write("forge-golden llama-synth v1\n")
                 json.dump(doc, f, separators=(",", ":"))
                 f.write("\n")

@@ -9,7 +9,12 @@
 static const fg_arch archs[] = {
     /* Llama 1-3, Mistral, SmolLM: llama.cpp's converter permutes q/k so that
      * RoPE rotates adjacent pairs. */
-    {"llama", FG_ROPE_NORMAL},
+    {"llama", FG_ROPE_NORMAL, false},
+    /* Qwen2 / Qwen2.5: q/k/v biases (optional tensors of the shared plan),
+     * NeoX RoPE (q/k kept in HF's order). */
+    {"qwen2", FG_ROPE_NEOX, false},
+    /* Qwen3: no biases; each q and k head RMS-normalized before RoPE. */
+    {"qwen3", FG_ROPE_NEOX, true},
 };
 
 const fg_arch *fg_arch_find(const char *name)
@@ -21,5 +26,5 @@ const fg_arch *fg_arch_find(const char *name)
 
 const char *fg_arch_names(void)
 {
-    return "llama";
+    return "llama, qwen2, qwen3";
 }

@@ -14,6 +14,7 @@
 typedef struct fg_arch {
     const char *name;   /* general.architecture */
     fg_rope_mode rope;  /* how q/k pairs are rotated */
+    bool qk_norm;       /* RMSNorm of each q and k head before RoPE (attn_q_norm, attn_k_norm) */
 } fg_arch;
 
 /* The entry for general.architecture = name, or NULL if forge does not run

@@ -5,6 +5,7 @@
  * Per layer, for the step's T tokens (rows):
  *   h = rmsnorm(x) * attn_norm
  *   q, k, v = h Wq^T (+bq), h Wk^T (+bk), h Wv^T (+bv)
+ *   (qk_norm architectures: q, k = rmsnorm of each head * q_norm, k_norm)
  *   rope(q), rope(k) at the tokens' positions; k, v -> KV pool at their slots
  *   x = x + attention(q, KV) Wo^T             (residual fused into the matmul)
  *   h = rmsnorm(x) * ffn_norm
@@ -25,6 +26,7 @@
 typedef struct layer_w {
     fg_tensor attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
     fg_tensor bq, bk, bv; /* data NULL when the file has no bias */
+    fg_tensor q_norm, k_norm; /* (head_dim_k) per-head norms, qk_norm architectures */
 } layer_w;
 
 struct fg_forward {
@@ -112,6 +114,10 @@ static fg_status load_weights(fg_forward *f)
         FG_TRY(get_vec(f, &w->bq, false, q_dim, "blk.%d.attn_q.bias", l));
         FG_TRY(get_vec(f, &w->bk, false, k_dim, "blk.%d.attn_k.bias", l));
         FG_TRY(get_vec(f, &w->bv, false, v_dim, "blk.%d.attn_v.bias", l));
+        if (f->arch->qk_norm) {
+            FG_TRY(get_vec(f, &w->q_norm, true, hp->head_dim_k, "blk.%d.attn_q_norm.weight", l));
+            FG_TRY(get_vec(f, &w->k_norm, true, hp->head_dim_k, "blk.%d.attn_k_norm.weight", l));
+        }
         FG_TRY(get_w(f, &w->wo, true, o_dim, d, "blk.%d.attn_output.weight", l));
         FG_TRY(get_vec(f, &w->ffn_norm, true, d, "blk.%d.ffn_norm.weight", l));
         FG_TRY(get_w(f, &w->w_gate, true, d, hp->n_ff, "blk.%d.ffn_gate.weight", l));
@@ -272,6 +278,10 @@ static fg_status plan(fg_forward *f, const fg_batch *b, bool sampled)
         const fg_tensor *bqkv[3] = {w->bq.data ? &w->bq : NULL, w->bk.data ? &w->bk : NULL, w->bv.data ? &w->bv : NULL};
         fg_tensor *qkv[3] = {&f->q, &f->k, &f->v};
         FG_TRY(o->matmul_n(be, 3, wqkv, bqkv, &f->h, qkv));
+        if (f->arch->qk_norm) {
+            FG_TRY(o->rms_norm(be, &f->q, &w->q_norm, hp->head_dim_k, eps, &f->q));
+            FG_TRY(o->rms_norm(be, &f->k, &w->k_norm, hp->head_dim_k, eps, &f->k));
+        }
         FG_TRY(o->rope_store(be, l, &f->q, &f->k, &f->v, f->attn.head_dim_k, &f->rope));
         FG_TRY(o->attention(be, l, &f->q, &f->attn, &f->att));
         FG_TRY(o->matmul(be, &w->wo, NULL, &f->att, &f->x, 0, &f->x));

@@ -2,8 +2,9 @@
  * test_llama_synth.c — the execution plan on the CPU backend against HF
  * transformers on small synthetic-weight llama models of two shapes (GQA:
  * 4 query heads over 2 KV heads of 16 dims, two layers; MQA: 2 query heads
- * sharing one KV head of 128 dims) with F32, F16, Q8_0 and Q4_0 weights
- * (tools/make_llama_synth.py). transformers
+ * sharing one KV head of 128 dims), and Qwen2 (q/k/v biases, NeoX RoPE) and
+ * Qwen3 (per-head q/k RMSNorm, NeoX, 32-dim heads) models of the GQA shape,
+ * with F32, F16, Q8_0 and Q4_0 weights (tools/make_llama_synth.py). transformers
  * runs the same dequantized weights in float32, so the CPU backend's
  * reference arithmetic (f32 activations and KV cache) must match its logits
  * to float rounding and its 64 greedy tokens exactly, for every type. The
@@ -43,6 +44,14 @@ Test(llama_synth, mqa_f32) { check("mqa-f32"); }
 Test(llama_synth, mqa_f16) { check("mqa-f16"); }
 Test(llama_synth, mqa_q8_0) { check("mqa-q8_0"); }
 Test(llama_synth, mqa_q4_0) { check("mqa-q4_0"); }
+Test(llama_synth, qwen2_f32) { check("qwen2-f32"); }
+Test(llama_synth, qwen2_f16) { check("qwen2-f16"); }
+Test(llama_synth, qwen2_q8_0) { check("qwen2-q8_0"); }
+Test(llama_synth, qwen2_q4_0) { check("qwen2-q4_0"); }
+Test(llama_synth, qwen3_f32) { check("qwen3-f32"); }
+Test(llama_synth, qwen3_f16) { check("qwen3-f16"); }
+Test(llama_synth, qwen3_q8_0) { check("qwen3-q8_0"); }
+Test(llama_synth, qwen3_q4_0) { check("qwen3-q4_0"); }
 
 /* Greedy sampling on the backend (fg_session_eval_sample with a greedy
  * row: only ids come back) picks the argmax of the logits that
