@@ -55,11 +55,14 @@ def metrics(host, port, key):
     return out
 
 
-def one(host, port, key, i, disconnect, max_tokens, res, lock):
-    body = json.dumps({
+def one(host, port, key, i, disconnect, max_tokens, res, lock, ignore_eos=False):
+    req = {
         "model": "x", "messages": [{"role": "user", "content": f"Write a short poem about {random.choice(TOPICS)}."}],
         "max_tokens": max_tokens, "temperature": 0.8, "seed": i, "stream": True,
-        "stream_options": {"include_usage": True}})
+        "stream_options": {"include_usage": True}}
+    if ignore_eos:
+        req["ignore_eos"] = True  # forge's extension: every request generates max_tokens
+    body = json.dumps(req)
     h = {"Content-Type": "application/json"}
     if key:
         h["Authorization"] = "Bearer " + key
@@ -121,6 +124,9 @@ def main():
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--disconnect", type=float, default=0.2, help="share of requests that leave after a token")
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--ignore-eos", action="store_true", help="generate max_tokens whatever the model says")
+    ap.add_argument("--passes", type=int, default=1, help="run the load this many times against one server "
+                    "(RSS after each pass: it should level off)")
     a = ap.parse_args()
 
     proc = None
@@ -163,23 +169,29 @@ def main():
 
     random.seed(1)
     plan = [random.random() < a.disconnect for _ in range(a.requests)]
-    res, lock, nxt = [], threading.Lock(), [0]
+    for p in range(a.passes):
+        res, lock, nxt = [], threading.Lock(), [0]
 
-    def worker():
-        while True:
-            with lock:
-                i = nxt[0]
-                nxt[0] += 1
-            if i >= a.requests:
-                return
-            one(host, port, a.api_key, i, plan[i], a.max_tokens, res, lock)
-    t0 = time.time()
-    ts = [threading.Thread(target=worker) for _ in range(a.concurrency)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    wall = time.time() - t0
+        def worker():
+            while True:
+                with lock:
+                    i = nxt[0]
+                    nxt[0] += 1
+                if i >= a.requests:
+                    return
+                one(host, port, a.api_key, i, plan[i], a.max_tokens, res, lock, a.ignore_eos)
+        t0 = time.time()
+        ts = [threading.Thread(target=worker) for _ in range(a.concurrency)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        wall = time.time() - t0
+        if a.passes > 1:
+            v = rss_kb(pid) if pid else None
+            print(f"pass {p + 1}: {len(res)} requests in {wall:.1f} s, "
+                  f"{sum(r['tokens'] for r in res) / wall:.1f} tokens/s"
+                  + (f", server RSS {v / 1024:.1f} MB" if v else ""), flush=True)
 
     idle = None
     for _ in range(200):
