@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes small synthetic-weight models of the architectures forge runs
-(llama, qwen2, qwen3) and HF transformers reference logits for them: the
+(llama, qwen2, qwen3, Mistral) and HF transformers reference logits for them: the
 end-to-end goldens of the CPU and GPU backends.
 
 Two shapes: "gqa" (n_embd 64, 4 query heads over 2 KV heads of 16 dims)
@@ -33,7 +33,11 @@ the weights the GGUF file holds (dequantized, for the quantized types) by
 their HF names: the file is an export of that HF model with llama.cpp's
 names and metadata.
 
-usage: tools/make_llama_synth.py [llama|qwen2|qwen3 ...]   (default: all;
+Mistral is llama with a sliding window (written as llama.cpp does: arch
+"llama", llama.attention.sliding_window), here 8 tokens, under mistral-<type>;
+transformers runs MistralForCausalLM with that window.
+
+usage: tools/make_llama_synth.py [llama|qwen2|qwen3|mistral ...]   (default: all;
        needs numpy, gguf, torch, transformers)
 """
 import json
@@ -55,7 +59,11 @@ MODELS = {
     "llama": [("gqa", "llama", "gqa", 0), ("mqa", "llama", "mqa", 0)],
     "qwen2": [("qwen2", "qwen2", "gqa", 0)],
     "qwen3": [("qwen3", "qwen3", "gqa", 32)],
+    "mistral": [("mistral", "mistral", "gqa", 0)],
 }
+# Mistral's sliding window in the synthetic model: shorter than the prompt,
+# so every position past it attends to a window, not the whole sequence.
+MISTRAL_WINDOW = 8
 N_VOCAB, N_CTX = 320, 256
 N_EMBD = N_HEAD = N_HEAD_KV = N_FF = N_LAYER = HEAD_DIM = 0  # set per shape by use_shape
 ARCH = "llama"
@@ -76,6 +84,15 @@ def permute(w, n_head):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def unpermute(w, n_head):
+    """permute's inverse: GGUF's q/k row order back to HF's."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def rest_is_qk(name):
+    return name.endswith(".attn_q.weight") or name.endswith(".attn_k.weight")
+
+
 def weights(seed):
     rng = np.random.default_rng(seed)
     mat = lambda rows, cols, s: (rng.standard_normal((rows, cols)) * s).astype(np.float32)
@@ -83,9 +100,9 @@ def weights(seed):
     w = {"token_embd.weight": mat(N_VOCAB, N_EMBD, 1.0), "output_norm.weight": norm(N_EMBD),
          "output.weight": mat(N_VOCAB, N_EMBD, 0.25)}
     s = 1.0 / np.sqrt(N_EMBD)
-    # llama.cpp's converter permutes llama's q/k rows (RoPE on adjacent
-    # pairs); NeoX models (qwen2, qwen3) keep HF's order.
-    perm = permute if ARCH == "llama" else (lambda m, n: m)
+    # llama.cpp's converter permutes llama's (and Mistral's) q/k rows (RoPE
+    # on adjacent pairs); NeoX models (qwen2, qwen3) keep HF's order.
+    perm = permute if ARCH in ("llama", "mistral") else (lambda m, n: m)
     for l in range(N_LAYER):
         p = f"blk.{l}."
         w[p + "attn_norm.weight"] = norm(N_EMBD)
@@ -110,7 +127,7 @@ def weights(seed):
 def write_gguf(path, w, qname):
     import gguf
     qt = {"f32": None, "f16": None, "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}[qname]
-    g = gguf.GGUFWriter(path, ARCH)
+    g = gguf.GGUFWriter(path, "llama" if ARCH == "mistral" else ARCH)  # llama.cpp writes Mistral as llama
     g.add_name(f"forge-{ARCH}-synth-{qname}")
     g.add_context_length(N_CTX)
     g.add_embedding_length(N_EMBD)
@@ -121,6 +138,8 @@ def write_gguf(path, w, qname):
     g.add_rope_freq_base(10000.0)
     g.add_layer_norm_rms_eps(1e-5)
     g.add_rope_dimension_count(HEAD_DIM)
+    if ARCH == "mistral":
+        g.add_sliding_window(MISTRAL_WINDOW)
     if HEAD_DIM != N_EMBD // N_HEAD:
         g.add_key_length(HEAD_DIM)
         g.add_value_length(HEAD_DIM)
@@ -167,6 +186,9 @@ def hf_model(w, qname):
               rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False)
     if ARCH == "qwen2":
         m = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**kw))
+    elif ARCH == "mistral":
+        m = transformers.MistralForCausalLM(transformers.MistralConfig(sliding_window=MISTRAL_WINDOW,
+                                                                       head_dim=HEAD_DIM, **kw))
     else:
         m = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(head_dim=HEAD_DIM, **kw))
     names = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
@@ -185,7 +207,10 @@ def hf_model(w, qname):
             hf = f"model.layers.{l}.{per_layer[rest]}"
         else:
             hf = names[name]
-        sd[hf] = torch.from_numpy(as_stored(t, qname))
+        v = as_stored(t, qname)
+        if ARCH == "mistral" and rest_is_qk(name):  # back to HF's row order
+            v = unpermute(v, N_HEAD if ".attn_q." in name else N_HEAD_KV)
+        sd[hf] = torch.from_numpy(np.ascontiguousarray(v))
     m.load_state_dict(sd, strict=True)
     return m.float().eval()
 

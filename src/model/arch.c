@@ -7,8 +7,9 @@
 #include <string.h>
 
 static const fg_arch archs[] = {
-    /* Llama 1-3, Mistral, SmolLM: llama.cpp's converter permutes q/k so that
-     * RoPE rotates adjacent pairs. */
+    /* Llama 1-3, Mistral (with its optional sliding window), SmolLM:
+     * llama.cpp's converter permutes q/k so that RoPE rotates adjacent
+     * pairs. */
     {"llama", FG_ROPE_NORMAL, false},
     /* Qwen2 / Qwen2.5: q/k/v biases (optional tensors of the shared plan),
      * NeoX RoPE (q/k kept in HF's order). */

@@ -197,7 +197,11 @@ fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int3
     }
     f->attn = (fg_attn){.n_head = (int32_t)hp->n_head, .n_head_kv = (int32_t)hp->n_head_kv,
                         .head_dim_k = (int32_t)hp->head_dim_k, .head_dim_v = (int32_t)hp->head_dim_v,
-                        .scale = 1.0f / sqrtf((float)hp->head_dim_k)};
+                        .scale = 1.0f / sqrtf((float)hp->head_dim_k),
+                        /* Mistral's sliding window (llama.attention.sliding_window): each
+                         * token attends to itself and the window - 1 before it */
+                        .window = hp->sliding_window > 0 && hp->sliding_window < INT32_MAX
+                                      ? (int32_t)hp->sliding_window : 0};
 
     const fg_backend_ops *o = be->ops;
     int64_t d = hp->n_embd;
