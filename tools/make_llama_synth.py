@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes small synthetic-weight models of the architectures forge runs
-(llama, qwen2, qwen3, Mistral) and HF transformers reference logits for them: the
+(llama, qwen2, qwen3, Mistral, Phi-3) and HF transformers reference logits for them: the
 end-to-end goldens of the CPU and GPU backends.
 
 Two shapes: "gqa" (n_embd 64, 4 query heads over 2 KV heads of 16 dims)
@@ -37,7 +37,11 @@ Mistral is llama with a sliding window (written as llama.cpp does: arch
 "llama", llama.attention.sliding_window), here 8 tokens, under mistral-<type>;
 transformers runs MistralForCausalLM with that window.
 
-usage: tools/make_llama_synth.py [llama|qwen2|qwen3|mistral ...]   (default: all;
+Phi-3 (NeoX RoPE, q/k/v in one attn_qkv.weight and gate/up in one
+ffn_up.weight, gate first, as llama.cpp writes them) is phi3-<type>;
+transformers runs Phi3ForCausalLM.
+
+usage: tools/make_llama_synth.py [llama|qwen2|qwen3|mistral|phi3 ...]   (default: all;
        needs numpy, gguf, torch, transformers)
 """
 import json
@@ -60,6 +64,7 @@ MODELS = {
     "qwen2": [("qwen2", "qwen2", "gqa", 0)],
     "qwen3": [("qwen3", "qwen3", "gqa", 32)],
     "mistral": [("mistral", "mistral", "gqa", 0)],
+    "phi3": [("phi3", "phi3", "gqa", 0)],
 }
 # Mistral's sliding window in the synthetic model: shorter than the prompt,
 # so every position past it attends to a window, not the whole sequence.
@@ -121,6 +126,10 @@ def weights(seed):
         w[p + "ffn_gate.weight"] = mat(N_FF, N_EMBD, s)
         w[p + "ffn_up.weight"] = mat(N_FF, N_EMBD, s)
         w[p + "ffn_down.weight"] = mat(N_EMBD, N_FF, 1.0 / np.sqrt(N_FF))
+        if ARCH == "phi3":  # llama.cpp's names for Phi-3's fused weights
+            w[p + "attn_qkv.weight"] = np.concatenate([w.pop(p + "attn_q.weight"), w.pop(p + "attn_k.weight"),
+                                                       w.pop(p + "attn_v.weight")])
+            w[p + "ffn_up.weight"] = np.concatenate([w.pop(p + "ffn_gate.weight"), w.pop(p + "ffn_up.weight")])
     return w
 
 
@@ -186,6 +195,10 @@ def hf_model(w, qname):
               rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False)
     if ARCH == "qwen2":
         m = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**kw))
+    elif ARCH == "phi3":
+        m = transformers.Phi3ForCausalLM(transformers.Phi3Config(sliding_window=None, pad_token_id=0,
+                                                                 bos_token_id=1, eos_token_id=2,
+                                                                 original_max_position_embeddings=N_CTX, **kw))
     elif ARCH == "mistral":
         m = transformers.MistralForCausalLM(transformers.MistralConfig(sliding_window=MISTRAL_WINDOW,
                                                                        head_dim=HEAD_DIM, **kw))
@@ -199,7 +212,10 @@ def hf_model(w, qname):
                  "attn_v.bias": "self_attn.v_proj.bias", "attn_q_norm.weight": "self_attn.q_norm.weight",
                  "attn_k_norm.weight": "self_attn.k_norm.weight", "attn_output.weight": "self_attn.o_proj.weight",
                  "ffn_norm.weight": "post_attention_layernorm.weight", "ffn_gate.weight": "mlp.gate_proj.weight",
-                 "ffn_up.weight": "mlp.up_proj.weight", "ffn_down.weight": "mlp.down_proj.weight"}
+                 "ffn_up.weight": "mlp.up_proj.weight", "ffn_down.weight": "mlp.down_proj.weight",
+                 "attn_qkv.weight": "self_attn.qkv_proj.weight"}
+    if ARCH == "phi3":
+        per_layer["ffn_up.weight"] = "mlp.gate_up_proj.weight"
     sd = {}
     for name, t in w.items():
         if name.startswith("blk."):

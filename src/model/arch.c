@@ -10,12 +10,14 @@ static const fg_arch archs[] = {
     /* Llama 1-3, Mistral (with its optional sliding window), SmolLM:
      * llama.cpp's converter permutes q/k so that RoPE rotates adjacent
      * pairs. */
-    {"llama", FG_ROPE_NORMAL, false},
+    {"llama", FG_ROPE_NORMAL, false, false},
     /* Qwen2 / Qwen2.5: q/k/v biases (optional tensors of the shared plan),
      * NeoX RoPE (q/k kept in HF's order). */
-    {"qwen2", FG_ROPE_NEOX, false},
+    {"qwen2", FG_ROPE_NEOX, false, false},
     /* Qwen3: no biases; each q and k head RMS-normalized before RoPE. */
-    {"qwen3", FG_ROPE_NEOX, true},
+    {"qwen3", FG_ROPE_NEOX, true, false},
+    /* Phi-3: fused q/k/v and gate/up weights, NeoX RoPE. */
+    {"phi3", FG_ROPE_NEOX, false, true},
 };
 
 const fg_arch *fg_arch_find(const char *name)
@@ -27,5 +29,5 @@ const fg_arch *fg_arch_find(const char *name)
 
 const char *fg_arch_names(void)
 {
-    return "llama, qwen2, qwen3";
+    return "llama, qwen2, qwen3, phi3";
 }

@@ -78,6 +78,45 @@ static fg_status get_w(fg_forward *f, fg_tensor *out, bool required, int64_t ne0
     return FG_OK;
 }
 
+/* Places rows [first, first + n) of t (a fused weight whose rows stack
+ * several matrices) as a weight of its own: each row is a whole number of
+ * blocks, so the range is contiguous bytes of the file. */
+static fg_status place_rows(fg_forward *f, const fg_gguf_tensor *t, int64_t first, int64_t n, fg_tensor *out)
+{
+    fg_gguf_tensor part = *t;
+    size_t rb = fg_type_row_size(t->type, t->ne[0]);
+    part.ne[1] = n;
+    part.n_elems = (uint64_t)n * (uint64_t)t->ne[0];
+    part.nbytes = (uint64_t)n * rb;
+    part.offset = t->offset + (uint64_t)first * rb;
+    part.data = (const uint8_t *)t->data + (size_t)first * rb;
+    fg_status st = f->be->ops->weight(f->be, &part, out);
+    if (st != FG_OK) return fg_err_wrap(st, "%s", f->m->gguf->path);
+    f->placed += part.nbytes;
+    if (f->progress) f->progress(f->progress_ctx, f->placed, f->total);
+    return FG_OK;
+}
+
+/* A fused weight (a printf pattern over the layer): checks its shape, ne0
+ * x the parts' rows, and places each part. */
+static fg_status get_fused(fg_forward *f, const char *fmt, int layer, int64_t ne0, int n, const int64_t *rows,
+                           fg_tensor *const *out)
+{
+    char name[96];
+    snprintf(name, sizeof name, fmt, layer);
+    const fg_gguf *g = f->m->gguf;
+    const fg_gguf_tensor *t = fg_gguf_find_tensor(g, name);
+    if (!t) return fg_err_set(FG_ERR_FORMAT, "%s: tensor '%s' is missing; a %s model needs it", g->path, name, f->m->hp.arch);
+    int64_t total = 0, t_rows = (int64_t)(t->n_elems / (uint64_t)t->ne[0]);
+    for (int i = 0; i < n; i++) total += rows[i];
+    if (t->ne[0] != ne0 || t_rows != total) {
+        return fg_err_set(FG_ERR_FORMAT, "%s: tensor '%s' is %lld x %lld; the hyperparameters imply %lld x %lld",
+                          g->path, name, (long long)t->ne[0], (long long)t_rows, (long long)ne0, (long long)total);
+    }
+    for (int64_t i = 0, first = 0; i < n; first += rows[i], i++) FG_TRY(place_rows(f, t, first, rows[i], out[i]));
+    return FG_OK;
+}
+
 /* Norms and biases are read as F32 vectors by every backend. */
 static fg_status get_vec(fg_forward *f, fg_tensor *out, bool required, int64_t n, const char *fmt, int layer)
 {
@@ -108,9 +147,15 @@ static fg_status load_weights(fg_forward *f)
     for (int l = 0; l < hp->n_layer; l++) {
         layer_w *w = &f->layers[l];
         FG_TRY(get_vec(f, &w->attn_norm, true, d, "blk.%d.attn_norm.weight", l));
-        FG_TRY(get_w(f, &w->wq, true, d, q_dim, "blk.%d.attn_q.weight", l));
-        FG_TRY(get_w(f, &w->wk, true, d, k_dim, "blk.%d.attn_k.weight", l));
-        FG_TRY(get_w(f, &w->wv, true, d, v_dim, "blk.%d.attn_v.weight", l));
+        if (f->arch->fused) {
+            const int64_t rows[3] = {q_dim, k_dim, v_dim};
+            fg_tensor *parts[3] = {&w->wq, &w->wk, &w->wv};
+            FG_TRY(get_fused(f, "blk.%d.attn_qkv.weight", l, d, 3, rows, parts));
+        } else {
+            FG_TRY(get_w(f, &w->wq, true, d, q_dim, "blk.%d.attn_q.weight", l));
+            FG_TRY(get_w(f, &w->wk, true, d, k_dim, "blk.%d.attn_k.weight", l));
+            FG_TRY(get_w(f, &w->wv, true, d, v_dim, "blk.%d.attn_v.weight", l));
+        }
         FG_TRY(get_vec(f, &w->bq, false, q_dim, "blk.%d.attn_q.bias", l));
         FG_TRY(get_vec(f, &w->bk, false, k_dim, "blk.%d.attn_k.bias", l));
         FG_TRY(get_vec(f, &w->bv, false, v_dim, "blk.%d.attn_v.bias", l));
@@ -120,8 +165,14 @@ static fg_status load_weights(fg_forward *f)
         }
         FG_TRY(get_w(f, &w->wo, true, o_dim, d, "blk.%d.attn_output.weight", l));
         FG_TRY(get_vec(f, &w->ffn_norm, true, d, "blk.%d.ffn_norm.weight", l));
-        FG_TRY(get_w(f, &w->w_gate, true, d, hp->n_ff, "blk.%d.ffn_gate.weight", l));
-        FG_TRY(get_w(f, &w->w_up, true, d, hp->n_ff, "blk.%d.ffn_up.weight", l));
+        if (f->arch->fused) {
+            const int64_t rows[2] = {hp->n_ff, hp->n_ff};
+            fg_tensor *parts[2] = {&w->w_gate, &w->w_up};
+            FG_TRY(get_fused(f, "blk.%d.ffn_up.weight", l, d, 2, rows, parts));
+        } else {
+            FG_TRY(get_w(f, &w->w_gate, true, d, hp->n_ff, "blk.%d.ffn_gate.weight", l));
+            FG_TRY(get_w(f, &w->w_up, true, d, hp->n_ff, "blk.%d.ffn_up.weight", l));
+        }
         FG_TRY(get_w(f, &w->w_down, true, hp->n_ff, d, "blk.%d.ffn_down.weight", l));
     }
 

@@ -225,6 +225,11 @@ Test(gpu_synth, mistral_f32, .init = need_gpu) { synth_on_gpu("mistral-f32", tru
 Test(gpu_synth, mistral_f16, .init = need_gpu) { synth_on_gpu("mistral-f16", true); }
 Test(gpu_synth, mistral_q8_0, .init = need_gpu) { synth_on_gpu("mistral-q8_0", false); }
 Test(gpu_synth, mistral_q4_0, .init = need_gpu) { synth_on_gpu("mistral-q4_0", false); }
+/* Phi-3: fused q/k/v and gate/up weights, split at load. */
+Test(gpu_synth, phi3_f32, .init = need_gpu) { synth_on_gpu("phi3-f32", true); }
+Test(gpu_synth, phi3_f16, .init = need_gpu) { synth_on_gpu("phi3-f16", true); }
+Test(gpu_synth, phi3_q8_0, .init = need_gpu) { synth_on_gpu("phi3-q8_0", false); }
+Test(gpu_synth, phi3_q4_0, .init = need_gpu) { synth_on_gpu("phi3-q4_0", false); }
 
 /* The quantized synthetic models (the files the transformers check reads)
  * on the GPU against the CPU reference: 120 teacher-forced positions of
@@ -252,6 +257,7 @@ Test(gpu_synth, mqa_q4_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("mqa
 Test(gpu_synth, qwen2_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("qwen2-q8_0"); }
 Test(gpu_synth, qwen3_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("qwen3-q8_0"); }
 Test(gpu_synth, mistral_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("mistral-q8_0"); }
+Test(gpu_synth, phi3_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("phi3-q8_0"); }
 
 /* The engine (scheduler + paged KV cache + forward) on the GPU: one greedy
  * request gives the session path's tokens; five at once all finish, with
