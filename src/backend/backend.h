@@ -168,6 +168,9 @@ typedef struct fg_backend_ops {
                            fg_tensor *out);
     /* out = silu(gate) * up, elementwise over the step's rows. */
     fg_status (*swiglu)(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out);
+    /* out += x, elementwise over the step's rows: the residual add of the
+     * plans whose sublayer output is normalized before it (post-norms). */
+    fg_status (*add)(fg_backend *be, const fg_tensor *x, fg_tensor *out);
     /* Samples `rows` rows of logits (rows = the step's n_sample), row r with
      * the step's sample[r], and copies the ids, and only them, to host
      * memory: on a GPU, the step's one download. Fails, naming the row, if

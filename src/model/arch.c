@@ -10,14 +10,18 @@ static const fg_arch archs[] = {
     /* Llama 1-3, Mistral (with its optional sliding window), SmolLM:
      * llama.cpp's converter permutes q/k so that RoPE rotates adjacent
      * pairs. */
-    {"llama", FG_ROPE_NORMAL, false, false},
+    {"llama", FG_ROPE_NORMAL, false, false, false, false},
     /* Qwen2 / Qwen2.5: q/k/v biases (optional tensors of the shared plan),
      * NeoX RoPE (q/k kept in HF's order). */
-    {"qwen2", FG_ROPE_NEOX, false, false},
+    {"qwen2", FG_ROPE_NEOX, false, false, false, false},
     /* Qwen3: no biases; each q and k head RMS-normalized before RoPE. */
-    {"qwen3", FG_ROPE_NEOX, true, false},
+    {"qwen3", FG_ROPE_NEOX, true, false, false, false},
     /* Phi-3: fused q/k/v and gate/up weights, NeoX RoPE. */
-    {"phi3", FG_ROPE_NEOX, false, true},
+    {"phi3", FG_ROPE_NEOX, false, true, true, false},
+    /* GLM-4-0414: q/k/v biases, partial rotary (rope.dimension_count, pairs
+     * adjacent as HF's interleaved GLM rotary), fused gate/up, sandwich
+     * norms. */
+    {"glm4", FG_ROPE_NORMAL, false, false, true, true},
 };
 
 const fg_arch *fg_arch_find(const char *name)
@@ -29,5 +33,5 @@ const fg_arch *fg_arch_find(const char *name)
 
 const char *fg_arch_names(void)
 {
-    return "llama, qwen2, qwen3, phi3";
+    return "llama, qwen2, qwen3, phi3, glm4";
 }

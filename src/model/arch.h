@@ -15,8 +15,10 @@ typedef struct fg_arch {
     const char *name;   /* general.architecture */
     fg_rope_mode rope;  /* how q/k pairs are rotated */
     bool qk_norm;       /* RMSNorm of each q and k head before RoPE (attn_q_norm, attn_k_norm) */
-    bool fused;         /* q, k, v in one attn_qkv.weight and gate, up in one ffn_up.weight
-                         * (2 n_ff rows, gate first), split into row ranges at load */
+    bool fused_qkv;     /* q, k, v in one attn_qkv.weight, split into row ranges at load */
+    bool fused_gate_up; /* gate and up in one ffn_up.weight (2 n_ff rows, gate first) */
+    bool post_norms;    /* each sublayer's output RMS-normalized before its residual add
+                         * (post_attention_norm, post_ffw_norm: "sandwich" norms) */
 } fg_arch;
 
 /* The entry for general.architecture = name, or NULL if forge does not run

@@ -7,7 +7,9 @@
  *   q, k, v = h Wq^T (+bq), h Wk^T (+bk), h Wv^T (+bv)
  *   (qk_norm architectures: q, k = rmsnorm of each head * q_norm, k_norm)
  *   rope(q), rope(k) at the tokens' positions; k, v -> KV pool at their slots
- *   x = x + attention(q, KV) Wo^T             (residual fused into the matmul)
+ *   x = x + attention(q, KV) Wo^T             (residual fused into the matmul;
+ *                                              post-norm architectures normalize
+ *                                              the sublayer's output first)
  *   h = rmsnorm(x) * ffn_norm
  *   x = x + (silu(h Wgate^T) * h Wup^T) Wdown^T
  * then logits = rmsnorm(x) * output_norm  Woutput^T (Woutput = token_embd
@@ -27,6 +29,7 @@ typedef struct layer_w {
     fg_tensor attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
     fg_tensor bq, bk, bv; /* data NULL when the file has no bias */
     fg_tensor q_norm, k_norm; /* (head_dim_k) per-head norms, qk_norm architectures */
+    fg_tensor post_attn_norm, post_ffn_norm; /* post_norms architectures */
 } layer_w;
 
 struct fg_forward {
@@ -147,7 +150,7 @@ static fg_status load_weights(fg_forward *f)
     for (int l = 0; l < hp->n_layer; l++) {
         layer_w *w = &f->layers[l];
         FG_TRY(get_vec(f, &w->attn_norm, true, d, "blk.%d.attn_norm.weight", l));
-        if (f->arch->fused) {
+        if (f->arch->fused_qkv) {
             const int64_t rows[3] = {q_dim, k_dim, v_dim};
             fg_tensor *parts[3] = {&w->wq, &w->wk, &w->wv};
             FG_TRY(get_fused(f, "blk.%d.attn_qkv.weight", l, d, 3, rows, parts));
@@ -165,7 +168,11 @@ static fg_status load_weights(fg_forward *f)
         }
         FG_TRY(get_w(f, &w->wo, true, o_dim, d, "blk.%d.attn_output.weight", l));
         FG_TRY(get_vec(f, &w->ffn_norm, true, d, "blk.%d.ffn_norm.weight", l));
-        if (f->arch->fused) {
+        if (f->arch->post_norms) {
+            FG_TRY(get_vec(f, &w->post_attn_norm, true, d, "blk.%d.post_attention_norm.weight", l));
+            FG_TRY(get_vec(f, &w->post_ffn_norm, true, d, "blk.%d.post_ffw_norm.weight", l));
+        }
+        if (f->arch->fused_gate_up) {
             const int64_t rows[2] = {hp->n_ff, hp->n_ff};
             fg_tensor *parts[2] = {&w->w_gate, &w->w_up};
             FG_TRY(get_fused(f, "blk.%d.ffn_up.weight", l, d, 2, rows, parts));
@@ -300,6 +307,17 @@ static fg_tensor rows_from(const fg_tensor *t, int32_t first)
 
 /* ---- The plan ----------------------------------------------------------------------- */
 
+/* x += in W^T: the residual fused into the matmul; or, with post-norms,
+ * x += rmsnorm(in W^T) * post_norm (through h, free at this point). */
+static fg_status sublayer_out(fg_forward *f, const fg_tensor *w, const fg_tensor *in, const fg_tensor *post_norm)
+{
+    const fg_backend_ops *o = f->be->ops;
+    if (!f->arch->post_norms) return o->matmul(f->be, w, NULL, in, &f->x, 0, &f->x);
+    FG_TRY(o->matmul(f->be, w, NULL, in, NULL, 0, &f->h));
+    FG_TRY(o->rms_norm(f->be, &f->h, post_norm, f->m->hp.n_embd, (float)f->m->hp.norm_eps, &f->h));
+    return o->add(f->be, &f->h, &f->x);
+}
+
 /* Runs the plan for batch b, leaving the logits of its tokens logits_from..
  * in f->logits. sampled says the step ends in the sample op rather than a
  * read (a different op sequence, so a different graph key). */
@@ -339,13 +357,13 @@ static fg_status plan(fg_forward *f, const fg_batch *b, bool sampled)
         }
         FG_TRY(o->rope_store(be, l, &f->q, &f->k, &f->v, f->attn.head_dim_k, &f->rope));
         FG_TRY(o->attention(be, l, &f->q, &f->attn, &f->att));
-        FG_TRY(o->matmul(be, &w->wo, NULL, &f->att, &f->x, 0, &f->x));
+        FG_TRY(sublayer_out(f, &w->wo, &f->att, &w->post_attn_norm));
         FG_TRY(o->rms_norm(be, &f->x, &w->ffn_norm, hp->n_embd, eps, &f->h));
         const fg_tensor *wgu[2] = {&w->w_gate, &w->w_up};
         fg_tensor *gu[2] = {&f->gate, &f->up};
         FG_TRY(o->matmul_n(be, 2, wgu, NULL, &f->h, gu));
         FG_TRY(o->swiglu(be, &f->gate, &f->up, &f->gate));
-        FG_TRY(o->matmul(be, &w->w_down, NULL, &f->gate, &f->x, 0, &f->x));
+        FG_TRY(sublayer_out(f, &w->w_down, &f->gate, &w->post_ffn_norm));
     }
     if (n_out == 0) return FG_OK;
     FG_TRY(o->rms_norm(be, &f->x, &f->out_norm, hp->n_embd, eps, &f->h));

@@ -557,6 +557,16 @@ Test(gpu_ops, swiglu, .init = need_gpu, .fini = done)
     expect_close(&y, 19, 1e-6, "swiglu");
 }
 
+/* The residual add of post-norm plans: out += x over the step's rows. */
+Test(gpu_ops, add, .init = need_gpu, .fini = done)
+{
+    begin_simple(23, 23, 0, 8);
+    pair x = random_pair(1000, 23, 3.0f), y = random_pair(1000, 23, 1.0f);
+    cr_assert_eq(cpu->ops->add(cpu, &x.c, &y.c), FG_OK);
+    cr_assert_eq(gpu->ops->add(gpu, &x.g, &y.g), FG_OK, "%s", fg_last_error());
+    expect_close(&y, 23, 1e-7, "add");
+}
+
 /* Greedy sampling on the GPU against the CPU backend's (an argmax): random
  * rows of a vocabulary-sized width and an odd one, with planted ties (the
  * lower index wins), NaN (never wins) and +inf (wins). */

@@ -608,6 +608,35 @@ static fg_status cpu_swiglu(fg_backend *be, const fg_tensor *gate, const fg_tens
     return FG_OK;
 }
 
+/* ---- add ------------------------------------------------------------------------- */
+
+typedef struct add_ctx {
+    cpu_backend *c;
+    const fg_tensor *x;
+    fg_tensor *out;
+} add_ctx;
+
+static void add_fn(void *p, int ith, int nth)
+{
+    add_ctx *a = p;
+    int64_t lo, hi;
+    split(a->c->n_tokens, ith, nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) {
+        const float *x = row_f32(a->x, t);
+        float *y = row_f32(a->out, t);
+        for (int64_t i = 0; i < a->x->ne0; i++) y[i] += x[i];
+    }
+}
+
+static fg_status cpu_add(fg_backend *be, const fg_tensor *x, fg_tensor *out)
+{
+    cpu_backend *c = cpu(be);
+    FG_ASSERT(x->ne0 == out->ne0);
+    add_ctx a = {c, x, out};
+    run(c, (int64_t)c->n_tokens * x->ne0, add_fn, &a);
+    return FG_OK;
+}
+
 /* ---- read, free, init ---------------------------------------------------------- */
 
 static fg_status cpu_read(fg_backend *be, const fg_tensor *x, int32_t rows, float *host)
@@ -726,6 +755,7 @@ static const fg_backend_ops cpu_ops = {
     .rope_store = cpu_rope_store,
     .attention = cpu_attention,
     .swiglu = cpu_swiglu,
+    .add = cpu_add,
     .sample = cpu_sample,
     .read = cpu_read,
     .write = cpu_write,

@@ -723,6 +723,18 @@ static fg_status gpu_swiglu(fg_backend *be, const fg_tensor *gate, const fg_tens
                    "swiglu");
 }
 
+static fg_status gpu_add(fg_backend *be, const fg_tensor *x, fg_tensor *out)
+{
+    gpu_backend *g = gpu(be);
+    op_begin(g);
+    wrote(g, out);
+    FG_ASSERT(x->ne0 == out->ne0);
+    if (g->replay) return FG_OK;
+    return op_done(g, fg_gpu_add((const float *)x->data, ld(x), x->ne0, g->n_tokens, (float *)out->data, ld(out),
+                                 g->stream),
+                   "add");
+}
+
 /* ---- Copies ------------------------------------------------------------------------ */
 
 /* Waits for the step's download (queued on the stream) and counts it;
@@ -857,6 +869,7 @@ static const fg_backend_ops gpu_ops = {
     /* .rope_store = */ gpu_rope_store,
     /* .attention = */ gpu_attention,
     /* .swiglu = */ gpu_swiglu,
+    /* .add = */ gpu_add,
     /* .sample = */ gpu_sample,
     /* .read = */ gpu_read,
     /* .write = */ gpu_write,

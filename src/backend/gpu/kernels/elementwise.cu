@@ -1,8 +1,8 @@
 /*
  * elementwise.cu — SwiGLU: out = silu(g) * u, one thread per element; or,
  * feeding an integer GEMV, the same with each 32 threads quantizing their
- * block as they write it. Also the row gather (the rows that need logits)
- * and the read-bandwidth probe.
+ * block as they write it. Also the row gather (the rows that need logits),
+ * the read-bandwidth probe and the residual add of post-norm plans.
  */
 #include "backend/gpu/kernels/kernels.h"
 #include "backend/gpu/kernels/q8.cuh"
@@ -18,6 +18,19 @@ __global__ void swiglu_kernel(const float *g, int64_t ldg, const float *__restri
     int64_t t = blockIdx.y, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= ne0) return;
     out[t * ldo + i] = silu_mul(g[t * ldg + i], u[t * ldu + i]);
+}
+
+__global__ void add_kernel(const float *__restrict__ x, int64_t ldx, int64_t ne0, float *out, int64_t ldo)
+{
+    int64_t t = blockIdx.y, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < ne0) out[t * ldo + i] += x[t * ldx + i];
+}
+
+cudaError_t fg_gpu_add(const float *x, int64_t ldx, int64_t ne0, int32_t n, float *out, int64_t ldo, cudaStream_t s)
+{
+    dim3 grid((unsigned)((ne0 + 255) / 256), (unsigned)n);
+    add_kernel<<<grid, 256, 0, s>>>(x, ldx, ne0, out, ldo);
+    return cudaGetLastError();
 }
 
 cudaError_t fg_gpu_swiglu(const float *g, int64_t ldg, const float *u, int64_t ldu, int64_t ne0, int32_t n, float *out,
