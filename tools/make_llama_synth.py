@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes small synthetic-weight models of the architectures forge runs
-(llama, qwen2, qwen3, Mistral, Phi-3, GLM-4) and HF transformers reference logits for them: the
+(llama, qwen2, qwen3, Mistral, Phi-3, GLM-4, ChatGLM) and HF transformers reference logits for them: the
 end-to-end goldens of the CPU and GPU backends.
 
 Two shapes: "gqa" (n_embd 64, 4 query heads over 2 KV heads of 16 dims)
@@ -45,7 +45,11 @@ GLM-4-0414 (glm4: q/k/v biases, rotary on half of each head with adjacent
 pairs, gate/up fused, post-attention and post-FFN norms before each
 residual add) is glm4-<type>; transformers runs Glm4ForCausalLM.
 
-usage: tools/make_llama_synth.py [llama|qwen2|qwen3|mistral|phi3|glm4 ...]   (default: all;
+GLM-4-9B-chat (chatglm: q/k/v and their biases in attn_qkv, gate/up
+fused, rotary on half of each head, 2 KV heads) is chatglm-<type>;
+transformers runs GlmForCausalLM on the same weights, q/k/v apart.
+
+usage: tools/make_llama_synth.py [llama|qwen2|qwen3|mistral|phi3|glm4|chatglm ...]   (default: all;
        needs numpy, gguf, torch, transformers)
 """
 import json
@@ -70,6 +74,7 @@ MODELS = {
     "mistral": [("mistral", "mistral", "gqa", 0)],
     "phi3": [("phi3", "phi3", "gqa", 0)],
     "glm4": [("glm4", "glm4", "gqa", 0)],
+    "chatglm": [("chatglm", "chatglm", "gqa", 0)],
 }
 # Mistral's sliding window in the synthetic model: shorter than the prompt,
 # so every position past it attends to a window, not the whole sequence.
@@ -119,7 +124,7 @@ def weights(seed):
         w[p + "attn_q.weight"] = perm(mat(N_HEAD * HEAD_DIM, N_EMBD, 2 * s), N_HEAD)
         w[p + "attn_k.weight"] = perm(mat(N_HEAD_KV * HEAD_DIM, N_EMBD, 2 * s), N_HEAD_KV)
         w[p + "attn_v.weight"] = mat(N_HEAD_KV * HEAD_DIM, N_EMBD, s)
-        if ARCH in ("qwen2", "glm4"):
+        if ARCH in ("qwen2", "glm4", "chatglm"):
             w[p + "attn_q.bias"] = (0.5 * rng.standard_normal(N_HEAD * HEAD_DIM)).astype(np.float32)
             w[p + "attn_k.bias"] = (0.5 * rng.standard_normal(N_HEAD_KV * HEAD_DIM)).astype(np.float32)
             w[p + "attn_v.bias"] = (0.5 * rng.standard_normal(N_HEAD_KV * HEAD_DIM)).astype(np.float32)
@@ -134,6 +139,12 @@ def weights(seed):
         if ARCH == "glm4":  # sandwich norms, and gate/up fused
             w[p + "post_attention_norm.weight"] = norm(N_EMBD)
             w[p + "post_ffw_norm.weight"] = norm(N_EMBD)
+            w[p + "ffn_up.weight"] = np.concatenate([w.pop(p + "ffn_gate.weight"), w.pop(p + "ffn_up.weight")])
+        if ARCH == "chatglm":  # GLM-4-9B-chat's GGUF: q/k/v and their biases fused, gate/up fused
+            w[p + "attn_qkv.weight"] = np.concatenate([w.pop(p + "attn_q.weight"), w.pop(p + "attn_k.weight"),
+                                                       w.pop(p + "attn_v.weight")])
+            w[p + "attn_qkv.bias"] = np.concatenate([w.pop(p + "attn_q.bias"), w.pop(p + "attn_k.bias"),
+                                                     w.pop(p + "attn_v.bias")])
             w[p + "ffn_up.weight"] = np.concatenate([w.pop(p + "ffn_gate.weight"), w.pop(p + "ffn_up.weight")])
         if ARCH == "phi3":  # llama.cpp's names for Phi-3's fused weights
             w[p + "attn_qkv.weight"] = np.concatenate([w.pop(p + "attn_q.weight"), w.pop(p + "attn_k.weight"),
@@ -155,7 +166,7 @@ def write_gguf(path, w, qname):
     g.add_head_count_kv(N_HEAD_KV)
     g.add_rope_freq_base(10000.0)
     g.add_layer_norm_rms_eps(1e-5)
-    g.add_rope_dimension_count(HEAD_DIM // 2 if ARCH == "glm4" else HEAD_DIM)  # GLM: half the head rotates
+    g.add_rope_dimension_count(HEAD_DIM // 2 if ARCH in ("glm4", "chatglm") else HEAD_DIM)  # GLM: half rotates
     if ARCH == "mistral":
         g.add_sliding_window(MISTRAL_WINDOW)
     if HEAD_DIM != N_EMBD // N_HEAD:
@@ -204,6 +215,10 @@ def hf_model(w, qname):
               rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False)
     if ARCH == "qwen2":
         m = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**kw))
+    elif ARCH == "chatglm":
+        m = transformers.GlmForCausalLM(transformers.GlmConfig(head_dim=HEAD_DIM, partial_rotary_factor=0.5,
+                                                               attention_bias=True, pad_token_id=0,
+                                                               bos_token_id=1, eos_token_id=2, **kw))
     elif ARCH == "glm4":
         m = transformers.Glm4ForCausalLM(transformers.Glm4Config(head_dim=HEAD_DIM, partial_rotary_factor=0.5,
                                                                  attention_bias=True, pad_token_id=0,
@@ -227,12 +242,20 @@ def hf_model(w, qname):
                  "ffn_norm.weight": "post_attention_layernorm.weight", "ffn_gate.weight": "mlp.gate_proj.weight",
                  "ffn_up.weight": "mlp.up_proj.weight", "ffn_down.weight": "mlp.down_proj.weight",
                  "attn_qkv.weight": "self_attn.qkv_proj.weight"}
-    if ARCH in ("phi3", "glm4"):
+    if ARCH in ("phi3", "glm4", "chatglm"):
         per_layer["ffn_up.weight"] = "mlp.gate_up_proj.weight"
     per_layer["post_attention_norm.weight"] = "post_self_attn_layernorm.weight"
     per_layer["post_ffw_norm.weight"] = "post_mlp_layernorm.weight"
     sd = {}
+    q_rows, kv_rows = N_HEAD * HEAD_DIM, N_HEAD_KV * HEAD_DIM
     for name, t in w.items():
+        if ARCH == "chatglm" and ".attn_qkv." in name:  # HF's GlmForCausalLM keeps q, k, v apart
+            _, l, rest = name.split(".", 2)
+            kind = rest.split(".")[1]
+            v = as_stored(t, qname)
+            for proj, part in zip("qkv", np.split(v, [q_rows, q_rows + kv_rows])):
+                sd[f"model.layers.{l}.self_attn.{proj}_proj.{kind}"] = torch.from_numpy(np.ascontiguousarray(part))
+            continue
         if name.startswith("blk."):
             _, l, rest = name.split(".", 2)
             hf = f"model.layers.{l}.{per_layer[rest]}"

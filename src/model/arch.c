@@ -22,6 +22,10 @@ static const fg_arch archs[] = {
      * adjacent as HF's interleaved GLM rotary), fused gate/up, sandwich
      * norms. */
     {"glm4", FG_ROPE_NORMAL, false, false, true, true},
+    /* GLM-4 (ChatGLM, GLM-4-9B-chat): q/k/v fused with a bias (or, from the
+     * HF-format checkpoint, separate with biases), partial rotary with
+     * adjacent pairs, few KV heads, fused gate/up. */
+    {"chatglm", FG_ROPE_NORMAL, false, true, true, false},
 };
 
 const fg_arch *fg_arch_find(const char *name)
@@ -33,5 +37,5 @@ const fg_arch *fg_arch_find(const char *name)
 
 const char *fg_arch_names(void)
 {
-    return "llama, qwen2, qwen3, phi3, glm4";
+    return "llama, qwen2, qwen3, phi3, glm4, chatglm";
 }

@@ -15,7 +15,9 @@ typedef struct fg_arch {
     const char *name;   /* general.architecture */
     fg_rope_mode rope;  /* how q/k pairs are rotated */
     bool qk_norm;       /* RMSNorm of each q and k head before RoPE (attn_q_norm, attn_k_norm) */
-    bool fused_qkv;     /* q, k, v in one attn_qkv.weight, split into row ranges at load */
+    bool fused_qkv;     /* q, k, v in one attn_qkv.weight (and its bias in attn_qkv.bias),
+                         * split into row ranges at load; every architecture takes a fused
+                         * tensor when the file has one */
     bool fused_gate_up; /* gate and up in one ffn_up.weight (2 n_ff rows, gate first) */
     bool post_norms;    /* each sublayer's output RMS-normalized before its residual add
                          * (post_attention_norm, post_ffw_norm: "sandwich" norms) */

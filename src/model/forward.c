@@ -120,6 +120,39 @@ static fg_status get_fused(fg_forward *f, const char *fmt, int layer, int64_t ne
     return FG_OK;
 }
 
+/* The optional bias of a fused weight (F32, the parts' rows in all),
+ * placed as one vector per part; absent leaves the parts' data NULL. */
+static fg_status get_fused_bias(fg_forward *f, const char *fmt, int layer, int n, const int64_t *rows,
+                                fg_tensor *const *out)
+{
+    char name[96];
+    snprintf(name, sizeof name, fmt, layer);
+    const fg_gguf *g = f->m->gguf;
+    const fg_gguf_tensor *t = fg_gguf_find_tensor(g, name);
+    for (int i = 0; i < n; i++) memset(out[i], 0, sizeof *out[i]);
+    if (!t) return FG_OK;
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += rows[i];
+    if (t->type != FG_TYPE_F32 || (int64_t)t->n_elems != total || t->ne[0] != total)
+        return fg_err_set(FG_ERR_FORMAT, "%s: tensor '%s' must be %lld F32 values", g->path, name, (long long)total);
+    fg_gguf_tensor row = *t;
+    row.ne[0] = total, row.ne[1] = 1, row.n_elems = (uint64_t)total;
+    for (int64_t i = 0, first = 0; i < n; first += rows[i], i++) {
+        /* a vector's elements are its one row's: split it as a row of part sizes */
+        fg_gguf_tensor part = row;
+        part.ne[0] = rows[i];
+        part.n_elems = (uint64_t)rows[i];
+        part.nbytes = (uint64_t)rows[i] * sizeof(float);
+        part.offset = t->offset + (uint64_t)first * sizeof(float);
+        part.data = (const float *)t->data + first;
+        fg_status st = f->be->ops->weight(f->be, &part, out[i]);
+        if (st != FG_OK) return fg_err_wrap(st, "%s", g->path);
+    }
+    f->placed += t->nbytes;
+    if (f->progress) f->progress(f->progress_ctx, f->placed, f->total);
+    return FG_OK;
+}
+
 /* Norms and biases are read as F32 vectors by every backend. */
 static fg_status get_vec(fg_forward *f, fg_tensor *out, bool required, int64_t n, const char *fmt, int layer)
 {
@@ -150,18 +183,21 @@ static fg_status load_weights(fg_forward *f)
     for (int l = 0; l < hp->n_layer; l++) {
         layer_w *w = &f->layers[l];
         FG_TRY(get_vec(f, &w->attn_norm, true, d, "blk.%d.attn_norm.weight", l));
-        if (f->arch->fused_qkv) {
+        char qkv_name[96];
+        snprintf(qkv_name, sizeof qkv_name, "blk.%d.attn_qkv.weight", l);
+        if (f->arch->fused_qkv && fg_gguf_find_tensor(f->m->gguf, qkv_name)) {
             const int64_t rows[3] = {q_dim, k_dim, v_dim};
-            fg_tensor *parts[3] = {&w->wq, &w->wk, &w->wv};
+            fg_tensor *parts[3] = {&w->wq, &w->wk, &w->wv}, *biases[3] = {&w->bq, &w->bk, &w->bv};
             FG_TRY(get_fused(f, "blk.%d.attn_qkv.weight", l, d, 3, rows, parts));
+            FG_TRY(get_fused_bias(f, "blk.%d.attn_qkv.bias", l, 3, rows, biases));
         } else {
             FG_TRY(get_w(f, &w->wq, true, d, q_dim, "blk.%d.attn_q.weight", l));
             FG_TRY(get_w(f, &w->wk, true, d, k_dim, "blk.%d.attn_k.weight", l));
             FG_TRY(get_w(f, &w->wv, true, d, v_dim, "blk.%d.attn_v.weight", l));
+            FG_TRY(get_vec(f, &w->bq, false, q_dim, "blk.%d.attn_q.bias", l));
+            FG_TRY(get_vec(f, &w->bk, false, k_dim, "blk.%d.attn_k.bias", l));
+            FG_TRY(get_vec(f, &w->bv, false, v_dim, "blk.%d.attn_v.bias", l));
         }
-        FG_TRY(get_vec(f, &w->bq, false, q_dim, "blk.%d.attn_q.bias", l));
-        FG_TRY(get_vec(f, &w->bk, false, k_dim, "blk.%d.attn_k.bias", l));
-        FG_TRY(get_vec(f, &w->bv, false, v_dim, "blk.%d.attn_v.bias", l));
         if (f->arch->qk_norm) {
             FG_TRY(get_vec(f, &w->q_norm, true, hp->head_dim_k, "blk.%d.attn_q_norm.weight", l));
             FG_TRY(get_vec(f, &w->k_norm, true, hp->head_dim_k, "blk.%d.attn_k_norm.weight", l));

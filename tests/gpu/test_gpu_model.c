@@ -235,6 +235,11 @@ Test(gpu_synth, glm4_f32, .init = need_gpu) { synth_on_gpu("glm4-f32", true); }
 Test(gpu_synth, glm4_f16, .init = need_gpu) { synth_on_gpu("glm4-f16", true); }
 Test(gpu_synth, glm4_q8_0, .init = need_gpu) { synth_on_gpu("glm4-q8_0", false); }
 Test(gpu_synth, glm4_q4_0, .init = need_gpu) { synth_on_gpu("glm4-q4_0", false); }
+/* GLM-4-9B-chat (chatglm): fused q/k/v with a fused bias, partial rotary. */
+Test(gpu_synth, chatglm_f32, .init = need_gpu) { synth_on_gpu("chatglm-f32", true); }
+Test(gpu_synth, chatglm_f16, .init = need_gpu) { synth_on_gpu("chatglm-f16", true); }
+Test(gpu_synth, chatglm_q8_0, .init = need_gpu) { synth_on_gpu("chatglm-q8_0", false); }
+Test(gpu_synth, chatglm_q4_0, .init = need_gpu) { synth_on_gpu("chatglm-q4_0", false); }
 
 /* The quantized synthetic models (the files the transformers check reads)
  * on the GPU against the CPU reference: 120 teacher-forced positions of
@@ -264,6 +269,7 @@ Test(gpu_synth, qwen3_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("q
 Test(gpu_synth, mistral_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("mistral-q8_0"); }
 Test(gpu_synth, phi3_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("phi3-q8_0"); }
 Test(gpu_synth, glm4_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("glm4-q8_0"); }
+Test(gpu_synth, chatglm_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("chatglm-q8_0"); }
 
 /* The engine (scheduler + paged KV cache + forward) on the GPU: one greedy
  * request gives the session path's tokens; five at once all finish, with

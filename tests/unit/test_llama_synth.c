@@ -5,7 +5,8 @@
  * sharing one KV head of 128 dims), and Qwen2 (q/k/v biases, NeoX RoPE) and
  * Qwen3 (per-head q/k RMSNorm, NeoX, 32-dim heads), Mistral (llama with an
  * 8-token sliding window), Phi-3 (fused q/k/v and gate/up weights, NeoX)
- * and GLM-4 (partial rotary, sandwich norms) models of the GQA shape,
+ * GLM-4 (partial rotary, sandwich norms) and ChatGLM (q/k/v with biases
+ * fused, partial rotary) models of the GQA shape,
  * with F32, F16, Q8_0 and Q4_0 weights (tools/make_llama_synth.py). transformers
  * runs the same dequantized weights in float32, so the CPU backend's
  * reference arithmetic (f32 activations and KV cache) must match its logits
@@ -71,6 +72,12 @@ Test(llama_synth, glm4_f32) { check("glm4-f32"); }
 Test(llama_synth, glm4_f16) { check("glm4-f16"); }
 Test(llama_synth, glm4_q8_0) { check("glm4-q8_0"); }
 Test(llama_synth, glm4_q4_0) { check("glm4-q4_0"); }
+/* GLM-4-9B-chat (chatglm): q/k/v and their biases fused, 2 KV heads,
+ * rotary on half of each head, fused gate/up. */
+Test(llama_synth, chatglm_f32) { check("chatglm-f32"); }
+Test(llama_synth, chatglm_f16) { check("chatglm-f16"); }
+Test(llama_synth, chatglm_q8_0) { check("chatglm-q8_0"); }
+Test(llama_synth, chatglm_q4_0) { check("chatglm-q4_0"); }
 
 /* Greedy sampling on the backend (fg_session_eval_sample with a greedy
  * row: only ids come back) picks the argmax of the logits that
