@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes small synthetic-weight models of the architectures forge runs
-(llama, qwen2, qwen3, Mistral, Phi-3, GLM-4, ChatGLM) and HF transformers reference logits for them: the
+(llama, qwen2, qwen3, Mistral, Phi-3, GLM-4, ChatGLM, Gemma 3) and HF transformers reference logits for them: the
 end-to-end goldens of the CPU and GPU backends.
 
 Two shapes: "gqa" (n_embd 64, 4 query heads over 2 KV heads of 16 dims)
@@ -49,7 +49,12 @@ GLM-4-9B-chat (chatglm: q/k/v and their biases in attn_qkv, gate/up
 fused, rotary on half of each head, 2 KV heads) is chatglm-<type>;
 transformers runs GlmForCausalLM on the same weights, q/k/v apart.
 
-usage: tools/make_llama_synth.py [llama|qwen2|qwen3|mistral|phi3|glm4|chatglm ...]   (default: all;
+Gemma 3 (gemma3: GeGLU, embeddings times sqrt(n_embd), pre- and post-norms
+stored as 1 + w as llama.cpp writes them, QK-norm, tied output, six layers:
+five with an 8-token sliding window and RoPE base 10000, then a global one
+with base 1e6) is gemma3-<type>; transformers runs Gemma3ForCausalLM.
+
+usage: tools/make_llama_synth.py [llama|qwen2|qwen3|mistral|phi3|glm4|chatglm|gemma3 ...]   (default: all;
        needs numpy, gguf, torch, transformers)
 """
 import json
@@ -63,6 +68,7 @@ OUT = os.path.join(ROOT, "tests", "data", "llama-synth")
 
 SHAPES = {  # n_embd, n_head, n_head_kv, n_ff, n_layer
     "gqa": (64, 4, 2, 160, 2),
+    "gemma": (64, 4, 2, 160, 6),  # five sliding-window layers, then a global one
     "mqa": (256, 2, 1, 128, 1),
 }
 # The files of each architecture: name prefix -> (arch, shape, head size or 0
@@ -75,7 +81,9 @@ MODELS = {
     "phi3": [("phi3", "phi3", "gqa", 0)],
     "glm4": [("glm4", "glm4", "gqa", 0)],
     "chatglm": [("chatglm", "chatglm", "gqa", 0)],
+    "gemma3": [("gemma3", "gemma3", "gemma", 0)],
 }
+GEMMA_WINDOW = 8
 # Mistral's sliding window in the synthetic model: shorter than the prompt,
 # so every position past it attends to a window, not the whole sequence.
 MISTRAL_WINDOW = 8
@@ -114,6 +122,9 @@ def weights(seed):
     norm = lambda n: (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
     w = {"token_embd.weight": mat(N_VOCAB, N_EMBD, 1.0), "output_norm.weight": norm(N_EMBD),
          "output.weight": mat(N_VOCAB, N_EMBD, 0.25)}
+    if ARCH == "gemma3":  # tied output; embeddings are scaled by sqrt(n_embd) = 8 in the model
+        del w["output.weight"]
+        w["token_embd.weight"] *= 0.15  # x 8 in the model: O(1) like the sublayers; logits over a few units
     s = 1.0 / np.sqrt(N_EMBD)
     # llama.cpp's converter permutes llama's (and Mistral's) q/k rows (RoPE
     # on adjacent pairs); NeoX models (qwen2, qwen3) keep HF's order.
@@ -136,6 +147,11 @@ def weights(seed):
         w[p + "ffn_gate.weight"] = mat(N_FF, N_EMBD, s)
         w[p + "ffn_up.weight"] = mat(N_FF, N_EMBD, s)
         w[p + "ffn_down.weight"] = mat(N_EMBD, N_FF, 1.0 / np.sqrt(N_FF))
+        if ARCH == "gemma3":  # QK-norm and pre/post norms (values as the file stores them: 1 + w)
+            w[p + "attn_q_norm.weight"] = norm(HEAD_DIM)
+            w[p + "attn_k_norm.weight"] = norm(HEAD_DIM)
+            w[p + "post_attention_norm.weight"] = norm(N_EMBD)
+            w[p + "post_ffw_norm.weight"] = norm(N_EMBD)
         if ARCH == "glm4":  # sandwich norms, and gate/up fused
             w[p + "post_attention_norm.weight"] = norm(N_EMBD)
             w[p + "post_ffw_norm.weight"] = norm(N_EMBD)
@@ -164,11 +180,13 @@ def write_gguf(path, w, qname):
     g.add_feed_forward_length(N_FF)
     g.add_head_count(N_HEAD)
     g.add_head_count_kv(N_HEAD_KV)
-    g.add_rope_freq_base(10000.0)
+    g.add_rope_freq_base(1000000.0 if ARCH == "gemma3" else 10000.0)  # Gemma 3: the global layers' base
     g.add_layer_norm_rms_eps(1e-5)
     g.add_rope_dimension_count(HEAD_DIM // 2 if ARCH in ("glm4", "chatglm") else HEAD_DIM)  # GLM: half rotates
     if ARCH == "mistral":
         g.add_sliding_window(MISTRAL_WINDOW)
+    if ARCH == "gemma3":
+        g.add_sliding_window(GEMMA_WINDOW)
     if HEAD_DIM != N_EMBD // N_HEAD:
         g.add_key_length(HEAD_DIM)
         g.add_value_length(HEAD_DIM)
@@ -213,7 +231,13 @@ def hf_model(w, qname):
     kw = dict(vocab_size=N_VOCAB, hidden_size=N_EMBD, intermediate_size=N_FF, num_hidden_layers=N_LAYER,
               num_attention_heads=N_HEAD, num_key_value_heads=N_HEAD_KV, max_position_embeddings=N_CTX,
               rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False)
-    if ARCH == "qwen2":
+    if ARCH == "gemma3":
+        kw.update(rms_norm_eps=1e-5, tie_word_embeddings=True)
+        del kw["rope_theta"]
+        m = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(
+            head_dim=HEAD_DIM, query_pre_attn_scalar=HEAD_DIM, sliding_window=GEMMA_WINDOW, pad_token_id=0,
+            bos_token_id=1, eos_token_id=2, **kw))
+    elif ARCH == "qwen2":
         m = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**kw))
     elif ARCH == "chatglm":
         m = transformers.GlmForCausalLM(transformers.GlmConfig(head_dim=HEAD_DIM, partial_rotary_factor=0.5,
@@ -246,6 +270,10 @@ def hf_model(w, qname):
         per_layer["ffn_up.weight"] = "mlp.gate_up_proj.weight"
     per_layer["post_attention_norm.weight"] = "post_self_attn_layernorm.weight"
     per_layer["post_ffw_norm.weight"] = "post_mlp_layernorm.weight"
+    if ARCH == "gemma3":
+        per_layer.update({"post_attention_norm.weight": "post_attention_layernorm.weight",
+                          "ffn_norm.weight": "pre_feedforward_layernorm.weight",
+                          "post_ffw_norm.weight": "post_feedforward_layernorm.weight"})
     sd = {}
     q_rows, kv_rows = N_HEAD * HEAD_DIM, N_HEAD_KV * HEAD_DIM
     for name, t in w.items():
@@ -262,9 +290,13 @@ def hf_model(w, qname):
         else:
             hf = names[name]
         v = as_stored(t, qname)
+        if ARCH == "gemma3" and name.endswith("norm.weight"):  # Gemma's RMSNorm multiplies by 1 + w
+            v = v - 1.0
         if ARCH == "mistral" and rest_is_qk(name):  # back to HF's row order
             v = unpermute(v, N_HEAD if ".attn_q." in name else N_HEAD_KV)
         sd[hf] = torch.from_numpy(np.ascontiguousarray(v))
+    if ARCH == "gemma3":
+        sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
     m.load_state_dict(sd, strict=True)
     return m.float().eval()
 

@@ -171,6 +171,11 @@ typedef struct fg_backend_ops {
     /* out += x, elementwise over the step's rows: the residual add of the
      * plans whose sublayer output is normalized before it (post-norms). */
     fg_status (*add)(fg_backend *be, const fg_tensor *x, fg_tensor *out);
+    /* out = gelu_tanh(gate) * up (GeGLU, Gemma), elementwise over the step's
+     * rows; gelu_tanh(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+    fg_status (*geglu)(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out);
+    /* x *= s over the step's rows (Gemma's embedding scale). */
+    fg_status (*scale)(fg_backend *be, fg_tensor *x, float s);
     /* Samples `rows` rows of logits (rows = the step's n_sample), row r with
      * the step's sample[r], and copies the ids, and only them, to host
      * memory: on a GPU, the step's one download. Fails, naming the row, if

@@ -21,6 +21,10 @@ typedef struct fg_arch {
     bool fused_gate_up; /* gate and up in one ffn_up.weight (2 n_ff rows, gate first) */
     bool post_norms;    /* each sublayer's output RMS-normalized before its residual add
                          * (post_attention_norm, post_ffw_norm: "sandwich" norms) */
+    bool geglu;         /* FFN gelu_tanh(gate) * up instead of silu(gate) * up */
+    bool embed_scale;   /* embeddings times sqrt(n_embd) */
+    int swa_pattern;    /* > 0: of each swa_pattern layers the first swa_pattern - 1 attend in the
+                         * sliding window with the local RoPE base, the last globally */
 } fg_arch;
 
 /* The entry for general.architecture = name, or NULL if forge does not run

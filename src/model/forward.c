@@ -44,8 +44,8 @@ struct fg_forward {
     void *progress_ctx;
     uint64_t placed, total; /* tensor bytes placed so far, and in the file */
     layer_w *layers;
-    fg_rope rope;
-    fg_attn attn;
+    fg_rope rope, rope_swa; /* global layers; sliding-window layers (swa_pattern) */
+    fg_attn attn, attn_swa;
     /* Activations, n_batch rows each. */
     fg_tensor x, h, q, k, v, att, gate, up, logits;
 };
@@ -255,6 +255,21 @@ static fg_status read_rope(fg_forward *f)
                       g->path, hp->arch, (int)type.len, type.ptr);
 }
 
+/* The sliding-window layers' RoPE: the local base (<arch>.rope.freq_base_swa,
+ * else Gemma's 10000), unscaled. */
+static fg_status read_rope_swa(fg_forward *f)
+{
+    const fg_gguf *g = f->m->gguf;
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.freq_base_swa", f->m->hp.arch);
+    double base = 10000.0;
+    if (fg_gguf_find(g, key)) FG_TRY(fg_gguf_get_float(g, key, &base));
+    f->rope_swa = f->rope;
+    f->rope_swa.base = (float)base;
+    f->rope_swa.freq_scale = 1.0f;
+    return FG_OK;
+}
+
 fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int32_t n_batch, fg_type kv_type,
                           fg_forward_progress progress, void *progress_ctx, fg_forward **out)
 {
@@ -284,6 +299,7 @@ fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int3
     f->rows = malloc((size_t)n_batch * sizeof *f->rows);
     fg_status st = f->layers && f->rows ? FG_OK : fg_err_set(FG_ERR_NOMEM, "out of memory");
     if (st == FG_OK) st = read_rope(f);
+    if (st == FG_OK) st = read_rope_swa(f);
     if (st == FG_OK) st = load_weights(f);
     if (st != FG_OK) {
         fg_forward_free(f);
@@ -293,9 +309,12 @@ fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int3
                         .head_dim_k = (int32_t)hp->head_dim_k, .head_dim_v = (int32_t)hp->head_dim_v,
                         .scale = 1.0f / sqrtf((float)hp->head_dim_k),
                         /* Mistral's sliding window (llama.attention.sliding_window): each
-                         * token attends to itself and the window - 1 before it */
+                         * token attends to itself and the window - 1 before it; with
+                         * swa_pattern only the sliding layers do */
                         .window = hp->sliding_window > 0 && hp->sliding_window < INT32_MAX
                                       ? (int32_t)hp->sliding_window : 0};
+    f->attn_swa = f->attn;
+    if (arch->swa_pattern > 0) f->attn.window = 0;
 
     const fg_backend_ops *o = be->ops;
     int64_t d = hp->n_embd;
@@ -380,8 +399,13 @@ static fg_status plan(fg_forward *f, const fg_batch *b, bool sampled)
     bg.graph_key = 4 * (1 + n_out) + (tail ? 0 : 2) + (sampled ? 1 : 0);
     FG_TRY(o->step_begin(be, &bg));
     FG_TRY(o->embed(be, &f->tok_embd, &f->x));
+    if (f->arch->embed_scale) FG_TRY(o->scale(be, &f->x, sqrtf((float)hp->n_embd)));
     for (int32_t l = 0; l < hp->n_layer; l++) {
         const layer_w *w = &f->layers[l];
+        int pat = f->arch->swa_pattern;
+        bool swa = pat > 0 && l % pat < pat - 1;
+        const fg_rope *rope = swa ? &f->rope_swa : &f->rope;
+        const fg_attn *attn = swa ? &f->attn_swa : &f->attn;
         FG_TRY(o->rms_norm(be, &f->x, &w->attn_norm, hp->n_embd, eps, &f->h));
         const fg_tensor *wqkv[3] = {&w->wq, &w->wk, &w->wv};
         const fg_tensor *bqkv[3] = {w->bq.data ? &w->bq : NULL, w->bk.data ? &w->bk : NULL, w->bv.data ? &w->bv : NULL};
@@ -391,14 +415,14 @@ static fg_status plan(fg_forward *f, const fg_batch *b, bool sampled)
             FG_TRY(o->rms_norm(be, &f->q, &w->q_norm, hp->head_dim_k, eps, &f->q));
             FG_TRY(o->rms_norm(be, &f->k, &w->k_norm, hp->head_dim_k, eps, &f->k));
         }
-        FG_TRY(o->rope_store(be, l, &f->q, &f->k, &f->v, f->attn.head_dim_k, &f->rope));
-        FG_TRY(o->attention(be, l, &f->q, &f->attn, &f->att));
+        FG_TRY(o->rope_store(be, l, &f->q, &f->k, &f->v, attn->head_dim_k, rope));
+        FG_TRY(o->attention(be, l, &f->q, attn, &f->att));
         FG_TRY(sublayer_out(f, &w->wo, &f->att, &w->post_attn_norm));
         FG_TRY(o->rms_norm(be, &f->x, &w->ffn_norm, hp->n_embd, eps, &f->h));
         const fg_tensor *wgu[2] = {&w->w_gate, &w->w_up};
         fg_tensor *gu[2] = {&f->gate, &f->up};
         FG_TRY(o->matmul_n(be, 2, wgu, NULL, &f->h, gu));
-        FG_TRY(o->swiglu(be, &f->gate, &f->up, &f->gate));
+        FG_TRY(f->arch->geglu ? o->geglu(be, &f->gate, &f->up, &f->gate) : o->swiglu(be, &f->gate, &f->up, &f->gate));
         FG_TRY(sublayer_out(f, &w->w_down, &f->gate, &w->post_ffn_norm));
     }
     if (n_out == 0) return FG_OK;

@@ -240,6 +240,11 @@ Test(gpu_synth, chatglm_f32, .init = need_gpu) { synth_on_gpu("chatglm-f32", tru
 Test(gpu_synth, chatglm_f16, .init = need_gpu) { synth_on_gpu("chatglm-f16", true); }
 Test(gpu_synth, chatglm_q8_0, .init = need_gpu) { synth_on_gpu("chatglm-q8_0", false); }
 Test(gpu_synth, chatglm_q4_0, .init = need_gpu) { synth_on_gpu("chatglm-q4_0", false); }
+/* Gemma 3: GeGLU, scaled embeddings, sliding-window and global layers. */
+Test(gpu_synth, gemma3_f32, .init = need_gpu) { synth_on_gpu("gemma3-f32", true); }
+Test(gpu_synth, gemma3_f16, .init = need_gpu) { synth_on_gpu("gemma3-f16", true); }
+Test(gpu_synth, gemma3_q8_0, .init = need_gpu) { synth_on_gpu("gemma3-q8_0", false); }
+Test(gpu_synth, gemma3_q4_0, .init = need_gpu) { synth_on_gpu("gemma3-q4_0", false); }
 
 /* The quantized synthetic models (the files the transformers check reads)
  * on the GPU against the CPU reference: 120 teacher-forced positions of
@@ -270,6 +275,7 @@ Test(gpu_synth, mistral_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu(
 Test(gpu_synth, phi3_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("phi3-q8_0"); }
 Test(gpu_synth, glm4_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("glm4-q8_0"); }
 Test(gpu_synth, chatglm_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("chatglm-q8_0"); }
+Test(gpu_synth, gemma3_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("gemma3-q8_0"); }
 
 /* The engine (scheduler + paged KV cache + forward) on the GPU: one greedy
  * request gives the session path's tokens; five at once all finish, with

@@ -557,6 +557,20 @@ Test(gpu_ops, swiglu, .init = need_gpu, .fini = done)
     expect_close(&y, 19, 1e-6, "swiglu");
 }
 
+/* GeGLU (gelu_tanh(gate) * up) and the embedding scale of Gemma's plan. */
+Test(gpu_ops, geglu_and_scale, .init = need_gpu, .fini = done)
+{
+    begin_simple(19, 19, 0, 8);
+    pair g = random_pair(1536, 19, 6.0f), u = random_pair(1536, 19, 2.0f), y = make_pair(1536, 19, NULL);
+    poison(&y);
+    cr_assert_eq(cpu->ops->geglu(cpu, &g.c, &u.c, &y.c), FG_OK);
+    cr_assert_eq(gpu->ops->geglu(gpu, &g.g, &u.g, &y.g), FG_OK, "%s", fg_last_error());
+    expect_close(&y, 19, 1e-6, "geglu");
+    cr_assert_eq(cpu->ops->scale(cpu, &y.c, 25.3f), FG_OK);
+    cr_assert_eq(gpu->ops->scale(gpu, &y.g, 25.3f), FG_OK, "%s", fg_last_error());
+    expect_close(&y, 19, 1e-6, "scale");
+}
+
 /* The residual add of post-norm plans: out += x over the step's rows. */
 Test(gpu_ops, add, .init = need_gpu, .fini = done)
 {

@@ -5,8 +5,8 @@
  * sharing one KV head of 128 dims), and Qwen2 (q/k/v biases, NeoX RoPE) and
  * Qwen3 (per-head q/k RMSNorm, NeoX, 32-dim heads), Mistral (llama with an
  * 8-token sliding window), Phi-3 (fused q/k/v and gate/up weights, NeoX)
- * GLM-4 (partial rotary, sandwich norms) and ChatGLM (q/k/v with biases
- * fused, partial rotary) models of the GQA shape,
+ * GLM-4 (partial rotary, sandwich norms), ChatGLM (q/k/v with biases fused,
+ * partial rotary) models of the GQA shape, and a six-layer Gemma 3,
  * with F32, F16, Q8_0 and Q4_0 weights (tools/make_llama_synth.py). transformers
  * runs the same dequantized weights in float32, so the CPU backend's
  * reference arithmetic (f32 activations and KV cache) must match its logits
@@ -78,6 +78,12 @@ Test(llama_synth, chatglm_f32) { check("chatglm-f32"); }
 Test(llama_synth, chatglm_f16) { check("chatglm-f16"); }
 Test(llama_synth, chatglm_q8_0) { check("chatglm-q8_0"); }
 Test(llama_synth, chatglm_q4_0) { check("chatglm-q4_0"); }
+/* Gemma 3: GeGLU, scaled embeddings, pre/post norms, QK-norm, five
+ * sliding-window layers (8 tokens, local RoPE base) then a global one. */
+Test(llama_synth, gemma3_f32) { check("gemma3-f32"); }
+Test(llama_synth, gemma3_f16) { check("gemma3-f16"); }
+Test(llama_synth, gemma3_q8_0) { check("gemma3-q8_0"); }
+Test(llama_synth, gemma3_q4_0) { check("gemma3-q4_0"); }
 
 /* Greedy sampling on the backend (fg_session_eval_sample with a greedy
  * row: only ids come back) picks the argmax of the logits that

@@ -637,6 +637,43 @@ static fg_status cpu_add(fg_backend *be, const fg_tensor *x, fg_tensor *out)
     return FG_OK;
 }
 
+/* ---- geglu, scale ----------------------------------------------------------------- */
+
+static float gelu_tanh(float x)
+{
+    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+
+static void geglu_fn(void *p, int ith, int nth)
+{
+    swiglu_ctx *s = p;
+    int64_t lo, hi;
+    split(s->c->n_tokens, ith, nth, &lo, &hi);
+    for (int64_t t = lo; t < hi; t++) {
+        const float *g = row_f32(s->gate, t), *u = row_f32(s->up, t);
+        float *y = row_f32(s->out, t);
+        for (int64_t i = 0; i < s->gate->ne0; i++) y[i] = gelu_tanh(g[i]) * u[i];
+    }
+}
+
+static fg_status cpu_geglu(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out)
+{
+    cpu_backend *c = cpu(be);
+    swiglu_ctx s = {c, gate, up, out};
+    run(c, (int64_t)c->n_tokens * gate->ne0, geglu_fn, &s);
+    return FG_OK;
+}
+
+static fg_status cpu_scale(fg_backend *be, fg_tensor *x, float s)
+{
+    cpu_backend *c = cpu(be);
+    for (int64_t t = 0; t < c->n_tokens; t++) {
+        float *y = row_f32(x, t);
+        for (int64_t i = 0; i < x->ne0; i++) y[i] *= s;
+    }
+    return FG_OK;
+}
+
 /* ---- read, free, init ---------------------------------------------------------- */
 
 static fg_status cpu_read(fg_backend *be, const fg_tensor *x, int32_t rows, float *host)
@@ -756,6 +793,8 @@ static const fg_backend_ops cpu_ops = {
     .attention = cpu_attention,
     .swiglu = cpu_swiglu,
     .add = cpu_add,
+    .geglu = cpu_geglu,
+    .scale = cpu_scale,
     .sample = cpu_sample,
     .read = cpu_read,
     .write = cpu_write,

@@ -735,6 +735,26 @@ static fg_status gpu_add(fg_backend *be, const fg_tensor *x, fg_tensor *out)
                    "add");
 }
 
+static fg_status gpu_geglu(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out)
+{
+    gpu_backend *g = gpu(be);
+    op_begin(g);
+    wrote(g, out);
+    if (g->replay) return FG_OK;
+    return op_done(g, fg_gpu_geglu((const float *)gate->data, ld(gate), (const float *)up->data, ld(up), gate->ne0,
+                                   g->n_tokens, (float *)out->data, ld(out), g->stream),
+                   "geglu");
+}
+
+static fg_status gpu_scale(fg_backend *be, fg_tensor *x, float s)
+{
+    gpu_backend *g = gpu(be);
+    op_begin(g);
+    wrote(g, x);
+    if (g->replay) return FG_OK;
+    return op_done(g, fg_gpu_scale((float *)x->data, ld(x), x->ne0, g->n_tokens, s, g->stream), "scale");
+}
+
 /* ---- Copies ------------------------------------------------------------------------ */
 
 /* Waits for the step's download (queued on the stream) and counts it;
@@ -870,6 +890,8 @@ static const fg_backend_ops gpu_ops = {
     /* .attention = */ gpu_attention,
     /* .swiglu = */ gpu_swiglu,
     /* .add = */ gpu_add,
+    /* .geglu = */ gpu_geglu,
+    /* .scale = */ gpu_scale,
     /* .sample = */ gpu_sample,
     /* .read = */ gpu_read,
     /* .write = */ gpu_write,

@@ -26,6 +26,36 @@ __global__ void add_kernel(const float *__restrict__ x, int64_t ldx, int64_t ne0
     if (i < ne0) out[t * ldo + i] += x[t * ldx + i];
 }
 
+__global__ void geglu_kernel(const float *g, int64_t ldg, const float *__restrict__ u, int64_t ldu, int64_t ne0,
+                             float *out, int64_t ldo)
+{
+    int64_t t = blockIdx.y, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= ne0) return;
+    float x = g[t * ldg + i];
+    out[t * ldo + i] = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))) * u[t * ldu + i];
+}
+
+cudaError_t fg_gpu_geglu(const float *g, int64_t ldg, const float *u, int64_t ldu, int64_t ne0, int32_t n, float *out,
+                         int64_t ldo, cudaStream_t s)
+{
+    dim3 grid((unsigned)((ne0 + 255) / 256), (unsigned)n);
+    geglu_kernel<<<grid, 256, 0, s>>>(g, ldg, u, ldu, ne0, out, ldo);
+    return cudaGetLastError();
+}
+
+__global__ void scale_kernel(float *x, int64_t ldx, int64_t ne0, float sc)
+{
+    int64_t t = blockIdx.y, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < ne0) x[t * ldx + i] *= sc;
+}
+
+cudaError_t fg_gpu_scale(float *x, int64_t ldx, int64_t ne0, int32_t n, float sc, cudaStream_t s)
+{
+    dim3 grid((unsigned)((ne0 + 255) / 256), (unsigned)n);
+    scale_kernel<<<grid, 256, 0, s>>>(x, ldx, ne0, sc);
+    return cudaGetLastError();
+}
+
 cudaError_t fg_gpu_add(const float *x, int64_t ldx, int64_t ne0, int32_t n, float *out, int64_t ldo, cudaStream_t s)
 {
     dim3 grid((unsigned)((ne0 + 255) / 256), (unsigned)n);

@@ -183,6 +183,11 @@ cudaError_t fg_gpu_attention_tiled(const fg_gpu_attn_args *a, cudaStream_t s);
 int fg_gpu_attention_splits(int32_t n_tokens, int32_t n_head, int n_sm);
 
 /* out = silu(g) * u over n rows of ne0; out may alias g. */
+/* out = gelu_tanh(g) * u (GeGLU), and x *= sc, for n rows of ne0. */
+cudaError_t fg_gpu_geglu(const float *g, int64_t ldg, const float *u, int64_t ldu, int64_t ne0, int32_t n, float *out,
+                         int64_t ldo, cudaStream_t s);
+cudaError_t fg_gpu_scale(float *x, int64_t ldx, int64_t ne0, int32_t n, float sc, cudaStream_t s);
+
 /* out[t] += x[t] for n rows of ne0. */
 cudaError_t fg_gpu_add(const float *x, int64_t ldx, int64_t ne0, int32_t n, float *out, int64_t ldo, cudaStream_t s);
 
