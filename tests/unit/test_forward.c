@@ -38,15 +38,20 @@ typedef fg_test_rig rig;
 
 /* SmolLM2 on the CPU backend, reference arithmetic (f32 KV) or the fast path
  * (f16 KV as llama.cpp). */
-static void rig_open(rig *r, bool reference)
+static void rig_open_model(rig *r, const char *file, bool reference)
 {
     char path[1024];
-    if (!fg_test_model_path(FG_TEST_SMOLLM2, path, sizeof path))
+    if (!fg_test_model_path(file, path, sizeof path))
         cr_skip_test("SKIPPED: %s not found; run `make models`", path);
     fg_backend *be;
     cr_assert_eq(fg_backend_cpu_init(0, reference, &be), FG_OK, "%s", fg_last_error());
     cr_assert_eq(fg_test_rig_open(r, path, be, 256, reference ? FG_TYPE_F32 : FG_TYPE_F16), FG_OK, "%s",
                  fg_last_error());
+}
+
+static void rig_open(rig *r, bool reference)
+{
+    rig_open_model(r, FG_TEST_SMOLLM2, reference);
 }
 
 static cJSON *golden(const char *rel, const char *kind)
@@ -125,11 +130,14 @@ Test(forward, smollm2_matches_hf_transformers_f32, .timeout = 300)
     fg_test_rig_close(&r);
 }
 
-Test(forward, smollm2_matches_llamacpp, .timeout = 300)
+/* The fast path (f16 KV, int8 activations) against llama.cpp's golden for
+ * a model: where llama.cpp's greedy margin exceeds 1.5x its own spread the
+ * picks must agree, and the top-20 logits stay within 2x that spread. */
+static void matches_llamacpp(const char *file, const char *golden_rel)
 {
     rig r;
-    rig_open(&r, false);
-    cJSON *g = golden("llamacpp/smollm2.json", "llamacpp");
+    rig_open_model(&r, file, false);
+    cJSON *g = golden(golden_rel, "llamacpp");
     int32_t n_vocab = fg_model_n_vocab(r.m);
     const cJSON *p;
     double worst = 0, worst_spread = 0;
@@ -189,13 +197,25 @@ Test(forward, smollm2_matches_llamacpp, .timeout = 300)
         n_prompts++;
     }
     fprintf(stderr,
-            "forward vs llama.cpp (fast path): %d prompts; teacher-forced greedy picks agree on %d of %d steps, on %d of "
+            "forward vs llama.cpp (fast path), %s: %d prompts; teacher-forced greedy picks agree on %d of %d steps, on %d of "
             "%d steps where llama.cpp's margin exceeds 1.5x its own spread; free-running 64-token continuations identical "
             "for %d prompts; top-20 logits at 32 positions: max |dlogit| %.3f (llama.cpp's own spread up to %.3f)\n",
-            n_prompts, n_steps_same, n_steps, n_sure_same, n_sure, n_same, worst, worst_spread);
+            file, n_prompts, n_steps_same, n_steps, n_sure_same, n_sure, n_same, worst, worst_spread);
     cr_assert_eq(n_sure_same, n_sure, "forge and llama.cpp disagree where llama.cpp is sure");
     cr_assert_gt(n_sure, n_steps / 2, "too few steps are above the spread for the test to mean much");
     cr_assert_leq(worst, 2.0 * worst_spread, "max |dlogit| %.3f is over 2x llama.cpp's own spread", worst);
     cJSON_Delete(g);
     fg_test_rig_close(&r);
+}
+
+Test(forward, smollm2_matches_llamacpp, .timeout = 300)
+{
+    matches_llamacpp(FG_TEST_SMOLLM2, "llamacpp/smollm2.json");
+}
+
+/* Gemma 3 270M (Q4_K_M): GeGLU, scaled embeddings, sandwich norms, QK-norm,
+ * 256-dim heads, one KV head, sliding-window layers. */
+Test(forward, gemma3_matches_llamacpp, .timeout = 600)
+{
+    matches_llamacpp(FG_TEST_GEMMA3, "llamacpp/gemma3.json");
 }
