@@ -299,17 +299,7 @@ Test(gpu_synth, engine_serves_requests, .init = need_gpu, .timeout = 120)
         for (int i = 0; i < 40; i++) prompt[r][i] = 1 + (r * 53 + i * 29) % (n_vocab - 1);
         cr_assert_eq(fg_runner_submit(e, prompt[r], 10 + 7 * r, 16, -1, &sp, &ids[r]), FG_OK, "%s", fg_last_error());
     }
-    for (int steps = 0, done = 0; done < 5; steps++) {
-        cr_assert(steps < 5000);
-        int32_t t;
-        cr_assert_eq(fg_runner_step(e, &t), FG_OK, "%s", fg_last_error());
-        done = 0;
-        for (int r = 0; r < 5; r++) {
-            fg_req_info info;
-            fg_runner_info(e, ids[r], &info);
-            done += info.state == FG_REQ_FINISHED;
-        }
-    }
+    cr_assert_eq(fg_test_runner_finish(e, ids, 5, 5000), FG_OK, "%s", fg_last_error());
     /* Request 0 against the session path on a fresh GPU backend. */
     fg_req_info info;
     fg_runner_info(e, ids[0], &info);
@@ -337,22 +327,6 @@ Test(gpu_synth, engine_serves_requests, .init = need_gpu, .timeout = 120)
     fg_model_close(m);
 }
 
-/* Runs every submitted request of e to the end. */
-static void run_all(fg_runner *e, const uint64_t *ids, int n)
-{
-    for (int steps = 0, done = 0; done < n; steps++) {
-        cr_assert(steps < 20000, "the engine does not finish");
-        int32_t t;
-        cr_assert_eq(fg_runner_step(e, &t), FG_OK, "%s", fg_last_error());
-        done = 0;
-        for (int r = 0; r < n; r++) {
-            fg_req_info info;
-            cr_assert_eq(fg_runner_info(e, ids[r], &info), FG_OK);
-            done += info.state == FG_REQ_FINISHED;
-        }
-    }
-}
-
 enum { INV_N = 12, INV_GEN = 24 };
 
 /* The INV_N requests' greedy tokens from a fresh GPU engine (so no prefix
@@ -376,7 +350,7 @@ static void serve(const char *path, bool invariant, bool together, int32_t promp
         for (int r = r0; r < r0 + n; r++)
             cr_assert_eq(fg_runner_submit(e, prompt[r], len[r], INV_GEN, -1, &sp, &ids[r]), FG_OK, "%s",
                          fg_last_error());
-        run_all(e, ids + r0, n);
+        cr_assert_eq(fg_test_runner_finish(e, ids + r0, n, 20000), FG_OK, "%s", fg_last_error());
     }
     for (int r = 0; r < INV_N; r++) {
         fg_req_info info;

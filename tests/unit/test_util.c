@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/err.h"
 #include "base/utf8.h"
 
 bool fg_test_model_path(const char *file, char *buf, size_t cap)
@@ -305,4 +306,20 @@ bool fg_test_synth_compare(fg_test_rig *r, const char *type, fg_test_synth *out)
     free(k.dst);
     cJSON_Delete(g);
     return ok;
+}
+
+fg_status fg_test_runner_finish(fg_runner *e, const uint64_t *ids, int n, int max_steps)
+{
+    for (int steps = 0; steps < max_steps; steps++) {
+        int32_t t;
+        FG_TRY(fg_runner_step(e, &t));
+        int done = 0;
+        for (int i = 0; i < n; i++) {
+            fg_req_info info;
+            FG_TRY(fg_runner_info(e, ids[i], &info));
+            done += info.state == FG_REQ_FINISHED;
+        }
+        if (done == n) return FG_OK;
+    }
+    return fg_err_set(FG_ERR_FULL, "the runner did not finish %d requests in %d steps", n, max_steps);
 }

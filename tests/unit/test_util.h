@@ -18,6 +18,7 @@
 #include "backend/backend.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "runtime/runner.h"
 #include "runtime/session.h"
 
 /* 1 in a build under AddressSanitizer (timing checks then only report). */
@@ -93,6 +94,10 @@ typedef struct fg_test_rig {
     fg_session *s;
 } fg_test_rig;
 fg_status fg_test_rig_open(fg_test_rig *r, const char *path, fg_backend *be, int32_t n_ctx, fg_type kv);
+
+/* Steps the runner until the n requests ids are all finished; FG_ERR_FULL
+ * (with a message) if they are not within max_steps steps. */
+fg_status fg_test_runner_finish(fg_runner *e, const uint64_t *ids, int n, int max_steps);
 void fg_test_rig_close(fg_test_rig *r);
 
 /* The index of the largest of n values (the first of equals). */

@@ -580,32 +580,54 @@ static fg_status cpu_attention(fg_backend *be, int32_t layer, const fg_tensor *q
     return FG_OK;
 }
 
-/* ---- swiglu ---------------------------------------------------------------------- */
+/* ---- swiglu, geglu ---------------------------------------------------------------- */
 
-typedef struct swiglu_ctx {
+/* Gated activations: out = act(gate) * up, SwiGLU (silu) or GeGLU
+ * (gelu_tanh). */
+static float silu(float x)
+{
+    return x / (1.0f + expf(-x));
+}
+
+static float gelu_tanh(float x)
+{
+    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+
+typedef struct gated_ctx {
     cpu_backend *c;
     const fg_tensor *gate, *up;
     fg_tensor *out;
-} swiglu_ctx;
+    float (*act)(float);
+} gated_ctx;
 
-static void swiglu_fn(void *p, int ith, int nth)
+static void gated_fn(void *p, int ith, int nth)
 {
-    swiglu_ctx *s = p;
+    gated_ctx *s = p;
     int64_t lo, hi;
     split(s->c->n_tokens, ith, nth, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
         const float *g = row_f32(s->gate, t), *u = row_f32(s->up, t);
         float *y = row_f32(s->out, t);
-        for (int64_t i = 0; i < s->gate->ne0; i++) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+        for (int64_t i = 0; i < s->gate->ne0; i++) y[i] = s->act(g[i]) * u[i];
     }
+}
+
+static fg_status gated(cpu_backend *c, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out, float (*act)(float))
+{
+    gated_ctx s = {c, gate, up, out, act};
+    run(c, (int64_t)c->n_tokens * gate->ne0, gated_fn, &s);
+    return FG_OK;
 }
 
 static fg_status cpu_swiglu(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out)
 {
-    cpu_backend *c = cpu(be);
-    swiglu_ctx s = {c, gate, up, out};
-    run(c, (int64_t)c->n_tokens * gate->ne0, swiglu_fn, &s);
-    return FG_OK;
+    return gated(cpu(be), gate, up, out, silu);
+}
+
+static fg_status cpu_geglu(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out)
+{
+    return gated(cpu(be), gate, up, out, gelu_tanh);
 }
 
 /* ---- add ------------------------------------------------------------------------- */
@@ -637,32 +659,7 @@ static fg_status cpu_add(fg_backend *be, const fg_tensor *x, fg_tensor *out)
     return FG_OK;
 }
 
-/* ---- geglu, scale ----------------------------------------------------------------- */
-
-static float gelu_tanh(float x)
-{
-    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-}
-
-static void geglu_fn(void *p, int ith, int nth)
-{
-    swiglu_ctx *s = p;
-    int64_t lo, hi;
-    split(s->c->n_tokens, ith, nth, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) {
-        const float *g = row_f32(s->gate, t), *u = row_f32(s->up, t);
-        float *y = row_f32(s->out, t);
-        for (int64_t i = 0; i < s->gate->ne0; i++) y[i] = gelu_tanh(g[i]) * u[i];
-    }
-}
-
-static fg_status cpu_geglu(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out)
-{
-    cpu_backend *c = cpu(be);
-    swiglu_ctx s = {c, gate, up, out};
-    run(c, (int64_t)c->n_tokens * gate->ne0, geglu_fn, &s);
-    return FG_OK;
-}
+/* ---- scale ----------------------------------------------------------------------- */
 
 static fg_status cpu_scale(fg_backend *be, fg_tensor *x, float s)
 {

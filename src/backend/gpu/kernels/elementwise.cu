@@ -12,12 +12,19 @@ static __device__ __forceinline__ float silu_mul(float g, float u)
     return g / (1.0f + expf(-g)) * u;
 }
 
-__global__ void swiglu_kernel(const float *g, int64_t ldg, const float *__restrict__ u, int64_t ldu, int64_t ne0,
-                              float *out, int64_t ldo)
+static __device__ __forceinline__ float gelu_tanh_mul(float g, float u)
+{
+    return 0.5f * g * (1.0f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g))) * u;
+}
+
+/* out = act(g) * u: SwiGLU (GELU false) or GeGLU (GELU true). */
+template <bool GELU>
+__global__ void gated_kernel(const float *g, int64_t ldg, const float *__restrict__ u, int64_t ldu, int64_t ne0,
+                             float *out, int64_t ldo)
 {
     int64_t t = blockIdx.y, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= ne0) return;
-    out[t * ldo + i] = silu_mul(g[t * ldg + i], u[t * ldu + i]);
+    out[t * ldo + i] = GELU ? gelu_tanh_mul(g[t * ldg + i], u[t * ldu + i]) : silu_mul(g[t * ldg + i], u[t * ldu + i]);
 }
 
 __global__ void add_kernel(const float *__restrict__ x, int64_t ldx, int64_t ne0, float *out, int64_t ldo)
@@ -26,20 +33,11 @@ __global__ void add_kernel(const float *__restrict__ x, int64_t ldx, int64_t ne0
     if (i < ne0) out[t * ldo + i] += x[t * ldx + i];
 }
 
-__global__ void geglu_kernel(const float *g, int64_t ldg, const float *__restrict__ u, int64_t ldu, int64_t ne0,
-                             float *out, int64_t ldo)
-{
-    int64_t t = blockIdx.y, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= ne0) return;
-    float x = g[t * ldg + i];
-    out[t * ldo + i] = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))) * u[t * ldu + i];
-}
-
 cudaError_t fg_gpu_geglu(const float *g, int64_t ldg, const float *u, int64_t ldu, int64_t ne0, int32_t n, float *out,
                          int64_t ldo, cudaStream_t s)
 {
     dim3 grid((unsigned)((ne0 + 255) / 256), (unsigned)n);
-    geglu_kernel<<<grid, 256, 0, s>>>(g, ldg, u, ldu, ne0, out, ldo);
+    gated_kernel<true><<<grid, 256, 0, s>>>(g, ldg, u, ldu, ne0, out, ldo);
     return cudaGetLastError();
 }
 
@@ -67,7 +65,7 @@ cudaError_t fg_gpu_swiglu(const float *g, int64_t ldg, const float *u, int64_t l
                           int64_t ldo, cudaStream_t s)
 {
     dim3 grid((unsigned)((ne0 + 255) / 256), (unsigned)n);
-    swiglu_kernel<<<grid, 256, 0, s>>>(g, ldg, u, ldu, ne0, out, ldo);
+    gated_kernel<false><<<grid, 256, 0, s>>>(g, ldg, u, ldu, ne0, out, ldo);
     return cudaGetLastError();
 }
 
