@@ -15,7 +15,7 @@ Every file starts with the text line
 followed by little-endian binary. There are three kinds of file.
 
 <TYPE>.bin, one per supported type (F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0
-Q2_K Q3_K Q4_K Q5_K Q6_K):
+Q2_K Q3_K Q4_K Q5_K Q6_K MXFP4):
 
     u32 type        ggml type id
     u32 n_blocks
@@ -39,7 +39,10 @@ Q2_K Q3_K Q4_K Q5_K Q6_K):
   package can quantize the type (not the K-quants), then random bytes. In
   random blocks every f16 scale/min field is replaced by a random *finite* f16,
   so every value in want is finite (the F16/BF16 files hold finite values only;
-  Inf and NaN are covered by the conversion files below).
+  Inf and NaN are covered by the conversion files below). MXFP4 has no f16
+  field: its edge blocks sweep the E8M0 exponent (0 and 1 give subnormal
+  scales) and code patterns, and its random blocks draw the exponent from
+  64..190 (see mxfp4_edge_blocks).
 
 f16_to_f32.bin, all 65536 half bit patterns:
 
@@ -164,10 +167,45 @@ def quantized_blocks(rng, qtype, n):
     return list(q.reshape(n, type_size))
 
 
+# MXFP4 (OCP MX): a u8 E8M0 exponent e (scale 2^(e-127), ggml stores the
+# halved 2^(e-128) against doubled E2M1 codes) and 16 bytes of 4-bit codes.
+# Codes reach 6 (12 doubled), so e above 252 overflows float: the edge
+# exponents stop at 252 and random blocks keep e in 64..190, as the other
+# types' random scales keep to 2^-63..2^62.
+MXFP4_EDGE_EXPONENTS = [0, 1, 2, 126, 127, 128, 129, 252]
+
+
+def mxfp4_edge_blocks():
+    out = []
+    for e in MXFP4_EDGE_EXPONENTS:
+        for pat in (0x00, 0xFF, 0x77, 0x88, 0x5A):
+            b = np.full(17, pat, dtype=np.uint8)
+            b[0] = e
+            out.append(b)
+    # Every code at both nibble positions, at a unit scale (e = 128: 2^0 for
+    # the doubled codes).
+    b = np.zeros(17, dtype=np.uint8)
+    b[0] = 128
+    b[1:] = np.array([lo | (15 - lo) << 4 for lo in range(16)], dtype=np.uint8)
+    out.append(b)
+    return out
+
+
+def mxfp4_random_blocks(rng, n):
+    blocks = rng.integers(0, 256, size=(n, 17), dtype=np.uint8)
+    blocks[:, 0] = rng.integers(64, 191, size=n, dtype=np.uint8)
+    return list(blocks)
+
+
 def quant_type_file(qtype, seed):
     rng = np.random.default_rng(seed)
     block_size, type_size = GGML_QUANT_SIZES[qtype]
     n_blocks = N_BLOCKS_K if block_size == 256 else N_BLOCKS_SMALL
+    if qtype == T.MXFP4:
+        blocks = mxfp4_edge_blocks()
+        blocks += quantized_blocks(rng, qtype, (n_blocks - len(blocks)) // 2)
+        blocks += mxfp4_random_blocks(rng, n_blocks - len(blocks))
+        return np.concatenate(blocks).astype(np.uint8), n_blocks, rng
     blocks = edge_blocks(qtype)
     blocks += quantized_blocks(rng, qtype, (n_blocks - len(blocks)) // 2)
     blocks += random_blocks(rng, qtype, n_blocks - len(blocks))
@@ -335,7 +373,7 @@ def write(name, body):
 
 
 TYPES = [T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0,
-         T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K]
+         T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.MXFP4]
 
 
 def main():

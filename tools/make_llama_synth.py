@@ -54,8 +54,14 @@ stored as 1 + w as llama.cpp writes them, QK-norm, tied output, six layers:
 five with an 8-token sliding window and RoPE base 10000, then a global one
 with base 1e6) is gemma3-<type>; transformers runs Gemma3ForCausalLM.
 
+MXFP4 (OCP MX: E2M1 codes with an E8M0 scale per 32) is the llama files
+only, gqa-mxfp4 and mqa-mxfp4, written by `--mxfp4` from the seed the f32
+goldens record (the weight format does not depend on the architecture;
+transformers dequantizes it with the gguf package as it does the others).
+
 usage: tools/make_llama_synth.py [llama|qwen2|qwen3|mistral|phi3|glm4|chatglm|gemma3 ...]   (default: all;
        needs numpy, gguf, torch, transformers)
+       tools/make_llama_synth.py --mxfp4 [ARCH ...]   (default: llama)
 """
 import json
 import os
@@ -169,9 +175,18 @@ def weights(seed):
     return w
 
 
+def qtypes():
+    import gguf
+    T = gguf.GGMLQuantizationType
+    return {"f32": None, "f16": None, "q8_0": T.Q8_0, "q4_0": T.Q4_0, "mxfp4": T.MXFP4}
+
+
+QTYPES = {}
+
+
 def write_gguf(path, w, qname):
     import gguf
-    qt = {"f32": None, "f16": None, "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}[qname]
+    qt = QTYPES[qname]
     g = gguf.GGUFWriter(path, "llama" if ARCH == "mistral" else ARCH)  # llama.cpp writes Mistral as llama
     g.add_name(f"forge-{ARCH}-synth-{qname}")
     g.add_context_length(N_CTX)
@@ -190,7 +205,7 @@ def write_gguf(path, w, qname):
     if HEAD_DIM != N_EMBD // N_HEAD:
         g.add_key_length(HEAD_DIM)
         g.add_value_length(HEAD_DIM)
-    g.add_file_type({"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2}[qname])
+    g.add_file_type({"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2, "mxfp4": 38}[qname])  # llama.cpp's ftypes
     toks = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
     toks += [f"t{i}" for i in range(N_VOCAB - len(toks))]
     g.add_tokenizer_model("llama")
@@ -220,7 +235,7 @@ def as_stored(t, qname):
         return t
     if qname == "f16":
         return t.astype(np.float16).astype(np.float32)
-    qt = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}[qname]
+    qt = QTYPES[qname]
     return gguf.quants.dequantize(gguf.quants.quantize(t, qt), qt).reshape(t.shape).astype(np.float32)
 
 
@@ -323,11 +338,56 @@ def reference(path, w=None, qname=None):
     return logits, gen, margins
 
 
+def golden_doc(prefix, arch, shape, q, seed, logits, gen, margins):
+    import torch
+    import transformers
+    return {"model": f"{prefix}-{q}.gguf", "arch": arch, "shape": dict(zip(
+                ["n_embd", "n_head", "n_head_kv", "n_ff", "n_layer", "head_dim"], SHAPES[shape] + (HEAD_DIM,))),
+            "seed": seed, "prompt": PROMPT, "n_vocab": N_VOCAB,
+            "reference": f"transformers {transformers.__version__}, torch {torch.__version__}, float32, CPU",
+            "logits": [[round(float(v), 6) for v in row] for row in logits], "greedy": gen,
+            "greedy_margins": [round(m, 6) for m in margins]}
+
+
+def write_golden(prefix, q, doc):
+    with open(os.path.join(OUT, f"{prefix}-{q}.json"), "w") as f:
+        f.write("forge-golden llama-synth v1\n")
+        json.dump(doc, f, separators=(",", ":"))
+        f.write("\n")
+
+
+def main_mxfp4(archs):
+    """The MXFP4 variants: every matrix quantized to MXFP4 by the gguf
+    package, from the first seed, counting from the one the <prefix>-f32
+    golden records, whose MXFP4 greedy margins all reach MIN_MARGIN."""
+    for prefix, arch, shape, head_dim in [m for a in archs for m in MODELS[a]]:
+        use_shape(shape, arch, head_dim)
+        with open(os.path.join(OUT, f"{prefix}-f32.json")) as f:
+            f.readline()
+            first = json.load(f)["seed"]
+        path = os.path.join(OUT, f"{prefix}-mxfp4.gguf")
+        for seed in range(first, first + 4000):
+            w = weights(seed)
+            write_gguf(path, w, "mxfp4")
+            logits, gen, margins = reference(path, w, "mxfp4")
+            print(f"{prefix} seed {seed} mxfp4: {os.path.getsize(path)} bytes; smallest greedy margin "
+                  f"{min(margins):.4f}", file=sys.stderr)
+            if min(margins) >= MIN_MARGIN:
+                break
+        else:
+            sys.exit(f"{prefix}-mxfp4: no seed keeps every greedy margin above {MIN_MARGIN}")
+        write_golden(prefix, "mxfp4", golden_doc(prefix, arch, shape, "mxfp4", seed, logits, gen, margins))
+
+
 def main():
     import torch
     import transformers
     os.makedirs(OUT, exist_ok=True)
-    archs = sys.argv[1:] or list(MODELS)
+    QTYPES.update(qtypes())
+    args = sys.argv[1:]
+    if args[:1] == ["--mxfp4"]:
+        return main_mxfp4(args[1:] or ["llama"])
+    archs = args or list(MODELS)
     for prefix, arch, shape, head_dim in [m for a in archs for m in MODELS[a]]:
         use_shape(shape, arch, head_dim)
         for seed in range(1, 4000):
@@ -341,23 +401,13 @@ def main():
                 if min(margins) < MIN_MARGIN:
                     ok = False
                     break
-                docs[q] = {"model": f"{prefix}-{q}.gguf", "arch": arch, "shape": dict(zip(
-                               ["n_embd", "n_head", "n_head_kv", "n_ff", "n_layer", "head_dim"],
-                               SHAPES[shape] + (HEAD_DIM,))),
-                           "seed": seed, "prompt": PROMPT, "n_vocab": N_VOCAB,
-                           "reference": f"transformers {transformers.__version__}, torch {torch.__version__}, "
-                                        "float32, CPU",
-                           "logits": [[round(float(v), 6) for v in row] for row in logits], "greedy": gen,
-                           "greedy_margins": [round(m, 6) for m in margins]}
+                docs[q] = golden_doc(prefix, arch, shape, q, seed, logits, gen, margins)
             if ok:
                 break
         if not ok:
             sys.exit(f"{prefix}: no seed below 4000 keeps every greedy margin above {MIN_MARGIN}")
         for q, doc in docs.items():
-            with open(os.path.join(OUT, f"{prefix}-{q}.json"), "w") as f:
-                f.write("forge-golden llama-synth v1\n")
-                json.dump(doc, f, separators=(",", ":"))
-                f.write("\n")
+            write_golden(prefix, q, doc)
 
 
 if __name__ == "__main__":

@@ -408,6 +408,36 @@ static void dq_q6_k(const uint8_t *b, float *y)
     }
 }
 
+/*
+ * MXFP4 (OCP Microscaling, as ggml stores it): 32 elements in 17 bytes.
+ *   off  0  u8  e        E8M0 shared exponent: the block scale is 2^(e - 127)
+ *   off  1  u8  qs[16]   E2M1 codes, nibbles as in Q4_0
+ * An E2M1 code is sign(1) exponent(2) mantissa(1): magnitudes 0, 0.5, 1, 1.5,
+ * 2, 3, 4, 6. ggml keeps them doubled, as the integers fg_mxfp4_codes, and
+ * halves the scale instead: y = code2 * 2^(e - 128). Both factors are exact and
+ * the product has at most 4 significant bits, so it is exact too (or, for e
+ * above 252, overflows to Inf as the package's does; e = 255, which the spec
+ * reserves for NaN, is read as a scale like any other, as ggml does).
+ */
+const int8_t fg_mxfp4_codes[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+/* 2^(e - 128) as a float: subnormal for e = 0 and 1 (bit 21 or 22 of the
+ * mantissa), else the biased exponent e - 1. */
+float fg_e8m0_half(uint8_t e)
+{
+    return f32_from_bits(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
+}
+
+static void dq_mxfp4(const uint8_t *b, float *y)
+{
+    float d = fg_e8m0_half(b[0]);
+    const uint8_t *qs = b + 1;
+    for (int i = 0; i < 32; i++) {
+        int q = (qs[i % 16] >> (4 * (i / 16))) & 0xf;
+        y[i] = d * (float)fg_mxfp4_codes[q];
+    }
+}
+
 /* ---- Rows ---------------------------------------------------------------- */
 
 typedef void (*fg_dequant_block_fn)(const uint8_t *block, float *y);
@@ -417,7 +447,7 @@ static const fg_dequant_block_fn fg_dequant_blocks[FG_TYPE_COUNT] = {
     [FG_TYPE_Q4_0] = dq_q4_0, [FG_TYPE_Q4_1] = dq_q4_1, [FG_TYPE_Q5_0] = dq_q5_0,
     [FG_TYPE_Q5_1] = dq_q5_1, [FG_TYPE_Q8_0] = dq_q8_0, [FG_TYPE_Q2_K] = dq_q2_k,
     [FG_TYPE_Q3_K] = dq_q3_k, [FG_TYPE_Q4_K] = dq_q4_k, [FG_TYPE_Q5_K] = dq_q5_k,
-    [FG_TYPE_Q6_K] = dq_q6_k,
+    [FG_TYPE_Q6_K] = dq_q6_k, [FG_TYPE_MXFP4] = dq_mxfp4,
 };
 
 bool fg_quant_supported(fg_type t)

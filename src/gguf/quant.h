@@ -7,7 +7,7 @@
  * formats' definitions exactly (bit-exact against the `gguf` Python package).
  *
  * Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K,
- * Q5_K, Q6_K.
+ * Q5_K, Q6_K, MXFP4.
  */
 #ifndef FG_GGUF_QUANT_H
 #define FG_GGUF_QUANT_H
@@ -26,6 +26,13 @@ void fg_dequant_row(fg_type t, const void *src, float *dst, int64_t n);
 /* sum_i dequant(w)[i] * x[i] over n elements (a multiple of the block size),
  * accumulated in double so that it is a reference, not a kernel. */
 double fg_vec_dot(fg_type t, const void *w, const float *x, int64_t n);
+
+/* MXFP4's E2M1 codes, doubled so that they are integers (0, 1, 2, 3, 4, 6,
+ * 8, 12 and their negatives; index = the 4-bit code), and its E8M0 block
+ * exponent e as the matching halved scale 2^(e - 128): element = code * scale,
+ * exactly. */
+extern const int8_t fg_mxfp4_codes[16];
+float fg_e8m0_half(uint8_t e);
 
 /* IEEE half and bfloat16 to float (exact; NaN and Inf preserved). */
 float fg_f16_to_f32(uint16_t h);

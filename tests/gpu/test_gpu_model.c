@@ -210,6 +210,8 @@ Test(gpu_synth, mqa_f32, .init = need_gpu) { synth_on_gpu("mqa-f32", true); }
 Test(gpu_synth, mqa_f16, .init = need_gpu) { synth_on_gpu("mqa-f16", true); }
 Test(gpu_synth, mqa_q8_0, .init = need_gpu) { synth_on_gpu("mqa-q8_0", false); }
 Test(gpu_synth, mqa_q4_0, .init = need_gpu) { synth_on_gpu("mqa-q4_0", false); }
+Test(gpu_synth, gqa_mxfp4, .init = need_gpu) { synth_on_gpu("gqa-mxfp4", false); }
+Test(gpu_synth, mqa_mxfp4, .init = need_gpu) { synth_on_gpu("mqa-mxfp4", false); }
 /* Qwen2 (q/k/v biases, NeoX RoPE) and Qwen3 (per-head q/k RMSNorm, NeoX,
  * 32-dim heads: n_embd / n_head is 16). */
 Test(gpu_synth, qwen2_f32, .init = need_gpu) { synth_on_gpu("qwen2-f32", true); }
@@ -269,6 +271,8 @@ Test(gpu_synth, gqa_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("gqa
 Test(gpu_synth, gqa_q4_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("gqa-q4_0"); }
 Test(gpu_synth, mqa_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("mqa-q8_0"); }
 Test(gpu_synth, mqa_q4_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("mqa-q4_0"); }
+Test(gpu_synth, gqa_mxfp4_matches_cpu, .init = need_gpu) { synth_matches_cpu("gqa-mxfp4"); }
+Test(gpu_synth, mqa_mxfp4_matches_cpu, .init = need_gpu) { synth_matches_cpu("mqa-mxfp4"); }
 Test(gpu_synth, qwen2_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("qwen2-q8_0"); }
 Test(gpu_synth, qwen3_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("qwen3-q8_0"); }
 Test(gpu_synth, mistral_q8_0_matches_cpu, .init = need_gpu) { synth_matches_cpu("mistral-q8_0"); }

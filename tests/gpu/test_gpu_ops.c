@@ -172,6 +172,10 @@ static void *random_weight(fg_type type, int64_t K, int64_t N, size_t *bytes)
         return w;
     }
     for (size_t i = 0; i < *bytes; i++) w[i] = (uint8_t)next_u64();
+    if (type == FG_TYPE_MXFP4) { /* E8M0 exponents 120..124: scales 2^-8..2^-4, codes up to 12 */
+        for (size_t b = 0; b < *bytes / ti->type_size; b++) w[b * ti->type_size] = (uint8_t)(120 + rnd(5));
+        return w;
+    }
     int d_off = type == FG_TYPE_Q6_K ? 208 : 0;
     bool has_m = type == FG_TYPE_Q4_1 || type == FG_TYPE_Q5_1 || type == FG_TYPE_Q4_K || type == FG_TYPE_Q5_K;
     float scale = ti->block_size == 256 ? 0.01f : 0.05f;
@@ -265,7 +269,8 @@ static void cpu_q8_copy(const pair *src, pair *dst, int32_t rows)
 }
 
 static const fg_type gpu_types[] = {FG_TYPE_F32, FG_TYPE_F16, FG_TYPE_BF16, FG_TYPE_Q4_0, FG_TYPE_Q4_1, FG_TYPE_Q5_0,
-                                    FG_TYPE_Q5_1, FG_TYPE_Q8_0, FG_TYPE_Q4_K, FG_TYPE_Q5_K, FG_TYPE_Q6_K};
+                                    FG_TYPE_Q5_1, FG_TYPE_Q8_0, FG_TYPE_Q4_K, FG_TYPE_Q5_K, FG_TYPE_Q6_K,
+                                    FG_TYPE_MXFP4};
 enum { N_GPU_TYPES = sizeof gpu_types / sizeof *gpu_types };
 
 Test(gpu_ops, matmul_every_type_gemv_and_gemm, .init = need_gpu, .fini = done)
@@ -282,7 +287,7 @@ Test(gpu_ops, matmul_every_type_gemv_and_gemm, .init = need_gpu, .fini = done)
         for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
             int N = shapes[si][0], K = shapes[si][1], T = shapes[si][2];
             wpair w = make_weight(gpu_types[ti], K, N);
-            /* The integer GEMV (Q4_0, Q4_1, Q8_0, Q4_K at T <= 32) quantizes the
+            /* The integer GEMV (Q4_0, Q4_1, Q8_0, Q4_K, MXFP4 at T <= 32) quantizes the
              * activations to int8 per 32 (d = max|x|/127, round to nearest
              * even): the CPU reference gets the activations those codes
              * stand for, so both compute the same function to f32 rounding. */
@@ -360,12 +365,12 @@ Test(gpu_ops, fused_quantization_feeds_the_gemv, .init = need_gpu, .fini = done)
     free(w1.host), free(w2.host), free(w3.host);
 }
 
-/* Rows whose 32-blocks do not fill whole groups of eight (Q4_0 and Q8_0
- * are regrouped by eight on the GPU, rows padded): the GEMV, the GEMM and
- * the embedding on rows of 5 and 17 blocks. */
+/* Rows whose 32-blocks do not fill whole groups of eight (Q4_0, Q8_0 and
+ * MXFP4 are regrouped by eight on the GPU, rows padded): the GEMV, the GEMM
+ * and the embedding on rows of 5 and 17 blocks. */
 Test(gpu_ops, matmul_and_embed_rows_of_odd_block_counts, .init = need_gpu, .fini = done)
 {
-    static const fg_type types[] = {FG_TYPE_Q4_0, FG_TYPE_Q8_0, FG_TYPE_Q4_1, FG_TYPE_Q5_0};
+    static const fg_type types[] = {FG_TYPE_Q4_0, FG_TYPE_Q8_0, FG_TYPE_Q4_1, FG_TYPE_Q5_0, FG_TYPE_MXFP4};
     static const int shapes[][3] = {{37, 160, 1}, {50, 544, 3}, {45, 160, 40}};
     begin_simple(40, 40, 0, 8);
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
@@ -413,7 +418,8 @@ Test(gpu_ops, matmul_n_shares_one_launch, .init = need_gpu, .fini = done)
                                        {FG_TYPE_Q8_0, FG_TYPE_Q8_0, FG_TYPE_Q8_0},
                                        {FG_TYPE_Q4_K, FG_TYPE_Q4_K, FG_TYPE_Q4_K},
                                        {FG_TYPE_Q4_1, FG_TYPE_Q4_1, FG_TYPE_Q4_1},
-                                       {FG_TYPE_Q4_K, FG_TYPE_Q6_K, FG_TYPE_Q4_K}};
+                                       {FG_TYPE_Q4_K, FG_TYPE_Q6_K, FG_TYPE_Q4_K},
+                                       {FG_TYPE_MXFP4, FG_TYPE_MXFP4, FG_TYPE_MXFP4}};
     enum { K = 512 };
     static const int Ns[3] = {96, 32, 33};
     /* From FG_GPU_MMQ_MIN_T tokens: Q4_0 and Q8_0 on the tensor-core GEMM (f16),

@@ -7,7 +7,8 @@
  * 8-token sliding window), Phi-3 (fused q/k/v and gate/up weights, NeoX)
  * GLM-4 (partial rotary, sandwich norms), ChatGLM (q/k/v with biases fused,
  * partial rotary) models of the GQA shape, and a six-layer Gemma 3,
- * with F32, F16, Q8_0 and Q4_0 weights (tools/make_llama_synth.py). transformers
+ * with F32, F16, Q8_0 and Q4_0 weights, and the llama shapes with MXFP4
+ * (tools/make_llama_synth.py). transformers
  * runs the same dequantized weights in float32, so the CPU backend's
  * reference arithmetic (f32 activations and KV cache) must match its logits
  * to float rounding and its 64 greedy tokens exactly, for every type. The
@@ -47,6 +48,9 @@ Test(llama_synth, mqa_f32) { check("mqa-f32"); }
 Test(llama_synth, mqa_f16) { check("mqa-f16"); }
 Test(llama_synth, mqa_q8_0) { check("mqa-q8_0"); }
 Test(llama_synth, mqa_q4_0) { check("mqa-q4_0"); }
+/* MXFP4 (E2M1 codes, an E8M0 scale per 32) on the llama shapes. */
+Test(llama_synth, gqa_mxfp4) { check("gqa-mxfp4"); }
+Test(llama_synth, mqa_mxfp4) { check("mqa-mxfp4"); }
 Test(llama_synth, qwen2_f32) { check("qwen2-f32"); }
 Test(llama_synth, qwen2_f16) { check("qwen2-f16"); }
 Test(llama_synth, qwen2_q8_0) { check("qwen2-q8_0"); }

@@ -120,6 +120,7 @@ static uint8_t *make_weights(fg_type t, int64_t N, int64_t K, size_t rb)
             uint8_t *blk = row + b * ti->type_size;
             for (int i = 0; i < f.nd; i++) put16(blk + f.d[i], fg_f32_to_f16((float)(0.002 + 0.02 * rng_uniform())));
             if (f.m >= 0) put16(blk + f.m, fg_f32_to_f16((float)(0.1 * (rng_uniform() - 0.5))));
+            if (t == FG_TYPE_MXFP4) blk[0] = (uint8_t)(118 + rng_u64() % 6); /* scales 2^-10..2^-5 */
         }
     }
     return w;
@@ -544,6 +545,7 @@ Test(matmul, q3_k) { check_type(FG_TYPE_Q3_K); }
 Test(matmul, q4_k) { check_type(FG_TYPE_Q4_K); }
 Test(matmul, q5_k) { check_type(FG_TYPE_Q5_K); }
 Test(matmul, q6_k) { check_type(FG_TYPE_Q6_K); }
+Test(matmul, mxfp4) { check_type(FG_TYPE_MXFP4); }
 
 /* Every output is computed by the same kernel call whichever thread takes
  * its chunk, and the activations are quantized the same way whether split
@@ -588,7 +590,7 @@ Test(matmul, supported_types_and_scratch)
 {
     const fg_type yes[] = {FG_TYPE_F32,  FG_TYPE_F16,  FG_TYPE_BF16, FG_TYPE_Q4_0, FG_TYPE_Q4_1,
                            FG_TYPE_Q5_0, FG_TYPE_Q5_1, FG_TYPE_Q8_0, FG_TYPE_Q2_K, FG_TYPE_Q3_K,
-                           FG_TYPE_Q4_K, FG_TYPE_Q5_K, FG_TYPE_Q6_K};
+                           FG_TYPE_Q4_K, FG_TYPE_Q5_K, FG_TYPE_Q6_K, FG_TYPE_MXFP4};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) cr_assert(fg_cpu_matmul_supported(yes[i]));
     cr_assert(!fg_cpu_matmul_supported(FG_TYPE_Q8_1));
     cr_assert(!fg_cpu_matmul_supported(FG_TYPE_IQ4_NL));

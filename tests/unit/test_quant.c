@@ -323,15 +323,16 @@ QUANT_TYPE_TESTS(Q3_K)
 QUANT_TYPE_TESTS(Q4_K)
 QUANT_TYPE_TESTS(Q5_K)
 QUANT_TYPE_TESTS(Q6_K)
+QUANT_TYPE_TESTS(MXFP4)
 
 Test(quant, supported_types)
 {
     const fg_type yes[] = {FG_TYPE_F32,  FG_TYPE_F16,  FG_TYPE_BF16, FG_TYPE_Q4_0, FG_TYPE_Q4_1,
                            FG_TYPE_Q5_0, FG_TYPE_Q5_1, FG_TYPE_Q8_0, FG_TYPE_Q2_K, FG_TYPE_Q3_K,
-                           FG_TYPE_Q4_K, FG_TYPE_Q5_K, FG_TYPE_Q6_K};
+                           FG_TYPE_Q4_K, FG_TYPE_Q5_K, FG_TYPE_Q6_K, FG_TYPE_MXFP4};
     const fg_type no[] = {FG_TYPE_Q8_1,  FG_TYPE_Q8_K,  FG_TYPE_IQ4_NL, FG_TYPE_IQ2_XXS,
                           FG_TYPE_I8,    FG_TYPE_I32,   FG_TYPE_F64,    FG_TYPE_TQ2_0,
-                          FG_TYPE_MXFP4, FG_TYPE_Q1_0,  (fg_type)4,     FG_TYPE_COUNT};
+                          FG_TYPE_NVFP4, FG_TYPE_Q1_0,  (fg_type)4,     FG_TYPE_COUNT};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
         cr_expect(fg_quant_supported(yes[i]), "%s should be supported", fg_type_name(yes[i]));
     for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)

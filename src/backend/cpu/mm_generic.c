@@ -12,6 +12,7 @@
  *
  * A block's contribution, with d the scales and q the codes:
  *   Q4_0 Q5_0 Q8_0   d_w d_x sum(q_w q_x)
+ *   MXFP4            the same, q_w the doubled E2M1 code, d_w the halved scale
  *   Q4_1 Q5_1        d_w d_x sum(q_w q_x) + m_w s_x
  *   K-quants         d_x (d sum_s sc_s sum_s(q_w q_x) - dmin sum_s m_s bsum_s)
  */
@@ -204,6 +205,20 @@ static float dot_q8_0_row(int64_t K, const uint8_t *w, const uint8_t *x)
         int isum = 0;
         for (int i = 0; i < 32; i++) isum += qw[i] * qx[i];
         sum += f16(w) * ds[2 * b] * (float)isum;
+    }
+    return sum;
+}
+
+/* MXFP4: the doubled E2M1 codes times the halved E8M0 scale (gguf/quant.c). */
+static float dot_mxfp4_row(int64_t K, const uint8_t *w, const uint8_t *x)
+{
+    const int8_t *qx = (const int8_t *)x;
+    const float *ds = fg_q8_1_ds(x, K);
+    float sum = 0.0f;
+    for (int64_t b = 0; b < K / 32; b++, w += 17, qx += 32) {
+        int isum = 0;
+        for (int i = 0; i < 32; i++) isum += fg_mxfp4_codes[nib(w + 1, i)] * qx[i];
+        sum += fg_e8m0_half(w[0]) * ds[2 * b] * (float)isum;
     }
     return sum;
 }

@@ -12,7 +12,7 @@
  * type's partner format, laid out struct-of-arrays so that SIMD loads of the
  * codes are aligned and a block's scalars sit next to their neighbours':
  *
- *   Q8_1, partner of Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 (blocks of 32, nb = K/32):
+ *   Q8_1, partner of Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 MXFP4 (blocks of 32, nb = K/32):
  *     off 0          i8    qs[K]      round-half-away-from-zero(x / d)
  *     off K          f32   ds[2nb]    pairs (d, s): d = amax / 127 rounded to the
  *                                     nearest f16 value (as ggml stores it), amax the
@@ -84,7 +84,7 @@ typedef struct fg_mm_kernels {
  * FG_MM_DOT_TABLE, so the list lives here once. */
 #define FG_MM_EACH_TYPE(X)                                                                              \
     X(F32, f32) X(F16, f16) X(BF16, bf16) X(Q4_0, q4_0) X(Q4_1, q4_1) X(Q5_0, q5_0) X(Q5_1, q5_1)       \
-    X(Q8_0, q8_0) X(Q2_K, q2_k) X(Q3_K, q3_k) X(Q4_K, q4_k) X(Q5_K, q5_k) X(Q6_K, q6_k)
+    X(Q8_0, q8_0) X(Q2_K, q2_k) X(Q3_K, q3_k) X(Q4_K, q4_k) X(Q5_K, q5_k) X(Q6_K, q6_k) X(MXFP4, mxfp4)
 #define FG_MM_DOT_ENTRY(type, name) [FG_TYPE_##type] = dot_##name,
 #define FG_MM_DOT_TABLE {FG_MM_EACH_TYPE(FG_MM_DOT_ENTRY)}
 
@@ -99,6 +99,7 @@ static inline fg_mm_act fg_mm_act_of(fg_type t)
 {
     switch (t) {
     case FG_TYPE_Q4_0: case FG_TYPE_Q4_1: case FG_TYPE_Q5_0: case FG_TYPE_Q5_1: case FG_TYPE_Q8_0:
+    case FG_TYPE_MXFP4:
         return FG_MM_ACT_Q8_1;
     case FG_TYPE_Q2_K: case FG_TYPE_Q3_K: case FG_TYPE_Q4_K: case FG_TYPE_Q5_K: case FG_TYPE_Q6_K:
         return FG_MM_ACT_Q8_K;

@@ -145,13 +145,15 @@ FG_INLINE void dot_bf16_tile(int64_t K, const uint8_t *w, const uint8_t *x, size
 
 /* ---- 32-element blocks against Q8_1 ------------------------------------------------------- */
 
-enum { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0 };
+enum { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0, K_MXFP4 };
 
 /* As mm_generic.c: sum += d_w d_x isum (+ m_w s_x), per row, in block order. */
 FG_INLINE void q32_tile(int64_t K, const uint8_t *w, const uint8_t *x, size_t xs, const int NT, float *out,
                         const int kind)
 {
-    const size_t bytes = kind == K_Q4_0 ? 18 : kind == K_Q4_1 ? 20 : kind == K_Q5_0 ? 22 : kind == K_Q5_1 ? 24 : 34;
+    const size_t bytes = kind == K_Q4_0 ? 18 : kind == K_Q4_1 ? 20 : kind == K_Q5_0 ? 22 : kind == K_Q5_1 ? 24
+                       : kind == K_MXFP4 ? 17 : 34;
+    const int8x16_t codes = vld1q_s8(fg_mxfp4_codes);
     const int8_t *qx[FG_MM_NT];
     const float *ds[FG_MM_NT];
     float sum[FG_MM_NT];
@@ -163,8 +165,12 @@ FG_INLINE void q32_tile(int64_t K, const uint8_t *w, const uint8_t *x, size_t xs
     const uint8x16_t m4 = vdupq_n_u8(0xf);
     for (int64_t b = 0; b < K / 32; b++, w += bytes) {
         int8x16_t q0, q1;
-        float d = f16s(w), m = 0.0f;
-        if (kind == K_Q8_0) {
+        float d = kind == K_MXFP4 ? fg_e8m0_half(w[0]) : f16s(w), m = 0.0f;
+        if (kind == K_MXFP4) { /* the doubled E2M1 codes, looked up from the nibbles */
+            uint8x16_t raw = vld1q_u8(w + 1);
+            q0 = vqtbl1q_s8(codes, vandq_u8(raw, m4));
+            q1 = vqtbl1q_s8(codes, vshrq_n_u8(raw, 4));
+        } else if (kind == K_Q8_0) {
             q0 = vld1q_s8((const int8_t *)(w + 2));
             q1 = vld1q_s8((const int8_t *)(w + 18));
         } else {
@@ -197,6 +203,10 @@ FG_INLINE void q32_tile(int64_t K, const uint8_t *w, const uint8_t *x, size_t xs
 FG_INLINE void dot_q4_0_tile(int64_t K, const uint8_t *w, const uint8_t *x, size_t xs, const int NT, float *out)
 {
     q32_tile(K, w, x, xs, NT, out, K_Q4_0);
+}
+FG_INLINE void dot_mxfp4_tile(int64_t K, const uint8_t *w, const uint8_t *x, size_t xs, const int NT, float *out)
+{
+    q32_tile(K, w, x, xs, NT, out, K_MXFP4);
 }
 FG_INLINE void dot_q4_1_tile(int64_t K, const uint8_t *w, const uint8_t *x, size_t xs, const int NT, float *out)
 {

@@ -287,7 +287,7 @@ FG_INLINE void dot_bf16_tile(int64_t K, const uint8_t *w, const uint8_t *x, size
  *   macc_j += m_w * s_x                   (Q4_1, Q5_1: lane 1 of a 4-vector)
  * The pair (d_w, m_w) times the pair (d_x, s_x) is one 4-wide multiply.
  */
-enum { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0 };
+enum { K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0, K_MXFP4 };
 
 /* Per-row pointers of a Q8_1 tile. */
 typedef struct q8_rows {
@@ -308,19 +308,25 @@ FG_INLINE void q32_block(const uint8_t *w, int64_t b, const q8_rows *r, const in
 {
     const bool has_m = kind == K_Q4_1 || kind == K_Q5_1;
     __m256i q;
-    __m128 dm = _mm_cvtph_ps(_mm_loadu_si32(w)); /* (d, m or junk, 0, 0); only lane 0 used without m */
+    /* (d, m or junk, 0, 0); only lane 0 used without m */
+    __m128 dm = kind == K_MXFP4 ? _mm_set_ss(fg_e8m0_half(w[0])) : _mm_cvtph_ps(_mm_loadu_si32(w));
     switch (kind) {
     case K_Q4_0: q = unpack_q4(w + 2); break;
     case K_Q4_1: q = unpack_q4(w + 4); break;
     case K_Q5_0: q = _mm256_or_si256(unpack_q4(w + 6), q5_high_bits(fg_mm_rd32(w + 2))); break;
     case K_Q5_1: q = _mm256_or_si256(unpack_q4(w + 8), q5_high_bits(fg_mm_rd32(w + 4))); break;
+    case K_MXFP4: /* the doubled E2M1 codes, looked up from the nibbles */
+        q = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)fg_mxfp4_codes)),
+                                unpack_q4(w + 1));
+        break;
     default: q = load32(w + 2); break;
     }
-    /* Q8_0's signed codes: |w| times x with w's sign (|w| <= 128 fits u8). */
-    __m256i qabs = kind == K_Q8_0 ? _mm256_sign_epi8(q, q) : q;
+    /* Signed codes (Q8_0, MXFP4): |w| times x with w's sign (|w| <= 128 fits u8). */
+    const bool is_signed = kind == K_Q8_0 || kind == K_MXFP4;
+    __m256i qabs = is_signed ? _mm256_sign_epi8(q, q) : q;
     FG_UNROLL for (int j = 0; j < NT; j++) {
         __m256i xv = _mm256_load_si256((const __m256i *)(const void *)(r->qx[j] + 32 * b));
-        if (kind == K_Q8_0) xv = _mm256_sign_epi8(xv, q);
+        if (is_signed) xv = _mm256_sign_epi8(xv, q);
         __m256i start = _mm256_setzero_si256();
         if (kind == K_Q4_0) start = _mm256_set1_epi32(r->nsum[j][b]);
         if (kind == K_Q5_0) start = _mm256_slli_epi32(_mm256_set1_epi32(r->nsum[j][b]), 1);
@@ -343,7 +349,8 @@ FG_INLINE void q32_block(const uint8_t *w, int64_t b, const q8_rows *r, const in
 FG_INLINE void q32_tile(int64_t K, const uint8_t *w, const uint8_t *x, size_t xs, const int NT, float *out,
                         const int kind)
 {
-    const size_t bytes = kind == K_Q4_0 ? 18 : kind == K_Q4_1 ? 20 : kind == K_Q5_0 ? 22 : kind == K_Q5_1 ? 24 : 34;
+    const size_t bytes = kind == K_Q4_0 ? 18 : kind == K_Q4_1 ? 20 : kind == K_Q5_0 ? 22 : kind == K_Q5_1 ? 24
+                       : kind == K_MXFP4 ? 17 : 34;
     const bool has_m = kind == K_Q4_1 || kind == K_Q5_1;
     const int64_t nb = K / 32;
     q8_rows r;
@@ -390,6 +397,10 @@ FG_INLINE void dot_q5_1_tile(int64_t K, const uint8_t *w, const uint8_t *x, size
 FG_INLINE void dot_q8_0_tile(int64_t K, const uint8_t *w, const uint8_t *x, size_t xs, const int NT, float *out)
 {
     q32_tile(K, w, x, xs, NT, out, K_Q8_0);
+}
+FG_INLINE void dot_mxfp4_tile(int64_t K, const uint8_t *w, const uint8_t *x, size_t xs, const int NT, float *out)
+{
+    q32_tile(K, w, x, xs, NT, out, K_MXFP4);
 }
 
 /* ---- K-quants against Q8_K ------------------------------------------------------------------ */

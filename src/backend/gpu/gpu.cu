@@ -259,7 +259,7 @@ static fg_status gpu_weight(fg_backend *be, const fg_gguf_tensor *src, fg_tensor
     if (!vector && !fg_gpu_type_ok(src->type, ne0)) {
         return fg_err_set(FG_ERR_UNSUPPORTED,
                           "tensor '%.*s' has type %s with rows of %lld, which the GPU backend does not support "
-                          "(it computes with F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K); "
+                          "(it computes with F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K and MXFP4); "
                           "use --device cpu",
                           (int)src->name.len, src->name.ptr, fg_type_name(src->type), (long long)ne0);
     }
@@ -986,7 +986,7 @@ extern "C" char fg_backend_gpu_matmul_kind(const fg_backend *be, int type, int32
     bool inv = ((const gpu_backend *)be)->invariant;
     if (fg_gpu_matmul_mmq(type, T, inv)) return 'h';
     if (fg_gpu_matmul_quantizes(type, T, inv)) return 'q';
-    if (inv) return (type == FG_TYPE_Q4_1 || type == FG_TYPE_Q4_K) ? 'q' : 'f'; /* the GEMVs at every size */
+    if (inv) return (type == FG_TYPE_Q4_1 || type == FG_TYPE_Q4_K || type == FG_TYPE_MXFP4) ? 'q' : 'f'; /* the GEMVs at every size */
 #if !defined(FG_GPU_HIP)
     if (T > FG_GPU_GEMV_MAX_T) return 'h';
 #endif

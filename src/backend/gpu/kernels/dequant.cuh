@@ -7,7 +7,8 @@
  * in one block and share its scales; a warp whose lanes take consecutive g
  * reads consecutive bytes. The layouts are those of gguf/quant.c (the scalar
  * reference, checked against the gguf package), restated per field below,
- * except for Q4_0 and Q8_0, which the backend regroups at upload (below).
+ * except for Q4_0, Q8_0 and MXFP4, which the backend regroups at upload
+ * (below).
  * Loads are as wide as each field's alignment allows: blocks of 22 and 210
  * bytes leave their fields only 2-byte aligned.
  */
@@ -21,7 +22,7 @@
 /* The GGUF type ids (gguf/types.h), as compile-time constants for templates. */
 enum {
     FG_DQ_F32 = 0, FG_DQ_F16 = 1, FG_DQ_Q4_0 = 2, FG_DQ_Q4_1 = 3, FG_DQ_Q5_0 = 6, FG_DQ_Q5_1 = 7,
-    FG_DQ_Q8_0 = 8, FG_DQ_Q4_K = 12, FG_DQ_Q5_K = 13, FG_DQ_Q6_K = 14, FG_DQ_BF16 = 30,
+    FG_DQ_Q8_0 = 8, FG_DQ_Q4_K = 12, FG_DQ_Q5_K = 13, FG_DQ_Q6_K = 14, FG_DQ_BF16 = 30, FG_DQ_MXFP4 = 39,
 };
 
 static __device__ __forceinline__ float fg_h2f(uint16_t h)
@@ -112,14 +113,37 @@ template <> struct fg_dq<FG_DQ_BF16> {
     }
 };
 
-/* Q4_0 and Q8_0 are stored on the GPU in groups of eight blocks (fg_gpu_
- * repack rearranges them at upload): the eight f16 scales first, then the
- * eight blocks' codes. A GGUF block is 18 or 34 bytes, so its codes sit at
- * 2-byte alignment and a lane needs eight or more loads to fetch them; in a
- * group they are 16-byte aligned and a lane fetches a block's codes in one
- * (Q4_0) or two (Q8_0) vector loads. A row is padded to whole groups, the
- * padding blocks all zero. */
-enum { FG_Q4_0_GROUP = 144, FG_Q8_0_GROUP = 272 };
+/* Q4_0, Q8_0 and MXFP4 are stored on the GPU in groups of eight blocks
+ * (fg_gpu_regroup rearranges them at upload): the eight scales first (f16,
+ * or MXFP4's E8M0 bytes), then the eight blocks' codes. A GGUF block is 18,
+ * 34 or 17 bytes, so its codes sit at 2-byte (or no) alignment and a lane
+ * needs eight or more loads to fetch them; in a group they are 16-byte (MXFP4:
+ * 8-byte) aligned and a lane fetches a block's codes in one or two vector
+ * loads. A group spans as many bytes as its eight GGUF blocks, so the
+ * regrouping is in place. A row is padded to whole groups, the padding blocks
+ * all zero. */
+enum { FG_Q4_0_GROUP = 144, FG_Q8_0_GROUP = 272, FG_MXFP4_GROUP = 136 };
+
+/* MXFP4's E8M0 exponent e as the halved scale 2^(e - 128) (gguf/quant.c's
+ * fg_e8m0_half): subnormal for e < 2. */
+static __device__ __forceinline__ float fg_e8m0_half(uint32_t e)
+{
+    return __uint_as_float(e < 2 ? 0x00200000u << e : (e - 1) << 23);
+}
+
+/* Four MXFP4 codes, one in the low nibble of each byte of q (the high
+ * nibbles are ignored), as four int8 doubled E2M1 values (0, 1, 2, 3, 4, 6,
+ * 8, 12 and their negatives): a byte permute looks the magnitude up from the
+ * code's low three bits and another its negative; bit 3, the sign, picks. */
+static __device__ __forceinline__ int fg_mxfp4_word(uint32_t q)
+{
+    uint32_t idx = q & 0x07070707u, t = idx | idx >> 4;
+    uint32_t sel = __byte_perm(t, 0, 0x4420); /* the four 3-bit indices as selector nibbles */
+    uint32_t pos = __byte_perm(0x03020100u, 0x0c080604u, sel);
+    uint32_t neg = __byte_perm(0xfdfeff00u, 0xf4f8fafcu, sel);
+    uint32_t sign = ((q >> 3) & 0x01010101u) * 0xffu;
+    return (int)((pos & ~sign) | (neg & sign));
+}
 
 /* Q4_0 codes: 16 bytes per 32 elements; element j is the low nibble of
  * qs[j] (j < 16) or the high nibble of qs[j - 16]; y = d (q - 8). Block b:
@@ -191,6 +215,23 @@ template <> struct fg_dq<FG_DQ_Q8_0> {
         float d = fg_h2f(fg_ld16(grp + 2 * (b % 8)));
         uint2 u = *(const uint2 *)(grp + 16 + 32 * (b % 8) + 8 * (g % 4));
         uint32_t q[2] = {u.x, u.y};
+#pragma unroll
+        for (int i = 0; i < 8; i++) w[i] = d * (float)(int8_t)fg_byte(q, i);
+    }
+};
+
+/* MXFP4 codes: 16 bytes per 32 elements, nibbles as in Q4_0; y = code2 *
+ * 2^(e - 128). Block b: e at 136 (b/8) + b%8, codes at 136 (b/8) + 8 + 16
+ * (b%8). */
+template <> struct fg_dq<FG_DQ_MXFP4> {
+    static __device__ __forceinline__ void get8(const uint8_t *row, int64_t g, float w[8])
+    {
+        int64_t b = g / 4;
+        const uint8_t *grp = row + FG_MXFP4_GROUP * (b / 8);
+        int j = 8 * (int)(g % 4), sh = j < 16 ? 0 : 4;
+        float d = fg_e8m0_half(grp[b % 8]);
+        uint2 u = *(const uint2 *)(grp + 8 + 16 * (b % 8) + j % 16);
+        uint32_t q[2] = {(uint32_t)fg_mxfp4_word(u.x >> sh), (uint32_t)fg_mxfp4_word(u.y >> sh)};
 #pragma unroll
         for (int i = 0; i < 8; i++) w[i] = d * (float)(int8_t)fg_byte(q, i);
     }
@@ -268,6 +309,7 @@ template <> struct fg_dq<FG_DQ_Q6_K> {
         case FG_DQ_Q4_K: F<FG_DQ_Q4_K>::run(__VA_ARGS__); return true; \
         case FG_DQ_Q5_K: F<FG_DQ_Q5_K>::run(__VA_ARGS__); return true; \
         case FG_DQ_Q6_K: F<FG_DQ_Q6_K>::run(__VA_ARGS__); return true; \
+        case FG_DQ_MXFP4: F<FG_DQ_MXFP4>::run(__VA_ARGS__); return true; \
         }                                                              \
         return false;                                                  \
     }())

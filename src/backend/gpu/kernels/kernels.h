@@ -18,7 +18,7 @@
  * hold k elements. */
 bool fg_gpu_type_ok(int type, int64_t k);
 
-/* Q4_0 and Q8_0 weights are regrouped on the GPU (dequant.cuh): their rows
+/* Q4_0, Q8_0 and MXFP4 weights are regrouped on the GPU (dequant.cuh): rows
  * take fg_gpu_weight_row_bytes(type, k) bytes there (0 for a type kept in
  * its GGUF layout). fg_gpu_regroup rearranges rows uploaded in the GGUF
  * layout, at that stride, in place. */

@@ -174,7 +174,7 @@ struct mm_args {
 /* The types with an integer-dot GEMV (mmvq.cuh). */
 template <int TYPE> constexpr bool has_mmvq()
 {
-    return TYPE == FG_DQ_Q4_0 || TYPE == FG_DQ_Q4_1 || TYPE == FG_DQ_Q8_0 || TYPE == FG_DQ_Q4_K;
+    return TYPE == FG_DQ_Q4_0 || TYPE == FG_DQ_Q4_1 || TYPE == FG_DQ_Q8_0 || TYPE == FG_DQ_Q4_K || TYPE == FG_DQ_MXFP4;
 }
 
 /* One row a warp for one token (decode: as many warps as rows); two rows a
@@ -419,7 +419,8 @@ bool fg_gpu_type_ok(int type, int64_t k)
 {
     switch (type) {
     case FG_DQ_F32: case FG_DQ_F16: case FG_DQ_BF16: return k % 8 == 0;
-    case FG_DQ_Q4_0: case FG_DQ_Q4_1: case FG_DQ_Q5_0: case FG_DQ_Q5_1: case FG_DQ_Q8_0: return k % 32 == 0;
+    case FG_DQ_Q4_0: case FG_DQ_Q4_1: case FG_DQ_Q5_0: case FG_DQ_Q5_1: case FG_DQ_Q8_0: case FG_DQ_MXFP4:
+        return k % 32 == 0;
     case FG_DQ_Q4_K: case FG_DQ_Q5_K: case FG_DQ_Q6_K: return k % 256 == 0;
     }
     return false;
@@ -438,8 +439,8 @@ bool fg_gpu_matmul_mmq(int type, int32_t T, bool inv)
 bool fg_gpu_matmul_quantizes(int type, int32_t T, bool inv)
 {
     if (use_mmq(type, T, inv)) return false;
-    return T <= GEMV_MAX_T &&
-           (type == FG_DQ_Q4_0 || type == FG_DQ_Q4_1 || type == FG_DQ_Q8_0 || type == FG_DQ_Q4_K);
+    return T <= GEMV_MAX_T && (type == FG_DQ_Q4_0 || type == FG_DQ_Q4_1 || type == FG_DQ_Q8_0 ||
+                               type == FG_DQ_Q4_K || type == FG_DQ_MXFP4);
 }
 
 cudaError_t fg_gpu_matmul(int type, const void *w, size_t row_bytes, int64_t N, int64_t K, const float *x, int64_t ldx,
@@ -479,23 +480,32 @@ cudaError_t fg_gpu_matmul_n(int type, int n, const fg_gpu_mm_out *outs, int64_t 
     return cudaGetLastError();
 }
 
-/* ---- Regrouping Q4_0 and Q8_0 at upload ------------------------------------------ */
+/* ---- Regrouping Q4_0, Q8_0 and MXFP4 at upload --------------------------------- */
 
 size_t fg_gpu_weight_row_bytes(int type, int64_t k)
 {
     size_t groups = (size_t)((k / 32 + 7) / 8);
     if (type == FG_DQ_Q4_0) return groups * FG_Q4_0_GROUP;
     if (type == FG_DQ_Q8_0) return groups * FG_Q8_0_GROUP;
+    if (type == FG_DQ_MXFP4) return groups * FG_MXFP4_GROUP;
     return 0;
 }
 
-/* One thread per group of eight blocks of BB bytes (f16 d, then QW words of
- * codes), in place: the group's GGUF bytes are read whole before its
- * regrouped bytes (same span: 8 BB = 16 + 32 QW) are written. Blocks past
- * the row's nb (padding) become zero. */
-template <int BB, int QW>
+/* Four bytes at any address, little-endian. */
+static __device__ __forceinline__ uint32_t ld32_a1(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* One thread per group of eight blocks of BB bytes (a scale of SB bytes:
+ * f16, or MXFP4's E8M0 byte; then QW words of codes), in place: the group's
+ * GGUF bytes are read whole before its regrouped bytes (same span: 8 BB =
+ * 8 SB + 32 QW) are written. Blocks past the row's nb (padding) become
+ * zero. */
+template <int BB, int SB, int QW>
 __global__ void regroup_kernel(uint8_t *w, size_t row_bytes, int64_t rows, int64_t nb)
 {
+    static_assert(8 * BB == 8 * SB + 32 * QW, "a group spans its eight blocks");
     int64_t groups = (nb + 7) / 8, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= rows * groups) return;
     int64_t r = i / groups, s = i % groups;
@@ -505,15 +515,17 @@ __global__ void regroup_kernel(uint8_t *w, size_t row_bytes, int64_t rows, int64
     uint32_t q[8][QW];
 #pragma unroll
     for (int j = 0; j < 8; j++) {
-        d[j] = j < nv ? fg_ld16(p + BB * j) : 0;
+        d[j] = j >= nv ? 0 : SB == 2 ? fg_ld16(p + BB * j) : p[BB * j];
 #pragma unroll
-        for (int k = 0; k < QW; k++) q[j][k] = j < nv ? fg_ld32_a2(p + BB * j + 2 + 4 * k) : 0;
+        for (int k = 0; k < QW; k++)
+            q[j][k] = j >= nv ? 0 : SB == 2 ? fg_ld32_a2(p + BB * j + 2 + 4 * k) : ld32_a1(p + BB * j + 1 + 4 * k);
     }
 #pragma unroll
     for (int j = 0; j < 8; j++) {
-        *(uint16_t *)(p + 2 * j) = d[j];
+        if (SB == 2) *(uint16_t *)(p + 2 * j) = d[j];
+        else p[j] = (uint8_t)d[j];
 #pragma unroll
-        for (int k = 0; k < QW; k++) *(uint32_t *)(p + 16 + 4 * QW * j + 4 * k) = q[j][k];
+        for (int k = 0; k < QW; k++) *(uint32_t *)(p + 8 * SB + 4 * QW * j + 4 * k) = q[j][k];
     }
 }
 
@@ -521,8 +533,9 @@ cudaError_t fg_gpu_regroup(int type, void *w, size_t row_bytes, int64_t rows, in
 {
     int64_t nb = k / 32, n = rows * ((nb + 7) / 8);
     unsigned blocks = (unsigned)((n + 127) / 128);
-    if (type == FG_DQ_Q4_0) regroup_kernel<18, 4><<<blocks, 128, 0, s>>>((uint8_t *)w, row_bytes, rows, nb);
-    else if (type == FG_DQ_Q8_0) regroup_kernel<34, 8><<<blocks, 128, 0, s>>>((uint8_t *)w, row_bytes, rows, nb);
+    if (type == FG_DQ_Q4_0) regroup_kernel<18, 2, 4><<<blocks, 128, 0, s>>>((uint8_t *)w, row_bytes, rows, nb);
+    else if (type == FG_DQ_Q8_0) regroup_kernel<34, 2, 8><<<blocks, 128, 0, s>>>((uint8_t *)w, row_bytes, rows, nb);
+    else if (type == FG_DQ_MXFP4) regroup_kernel<17, 1, 4><<<blocks, 128, 0, s>>>((uint8_t *)w, row_bytes, rows, nb);
     else return cudaErrorInvalidValue;
     return cudaGetLastError();
 }

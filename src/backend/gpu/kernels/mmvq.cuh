@@ -1,5 +1,5 @@
 /*
- * mmvq.cuh — integer-dot GEMV for Q4_0, Q4_1, Q8_0 and Q4_K, used by
+ * mmvq.cuh — integer-dot GEMV for Q4_0, Q4_1, Q8_0, Q4_K and MXFP4, used by
  * matmul.cu for small batches.
  *
  * The activations are first quantized to int8 per 32 elements (d = max|x| /
@@ -11,6 +11,8 @@
  *   Q4_0: w = d (q - 8):        sum w x = d dx (sum q qx - 8 sum qx)
  *   Q4_1: w = d q + m:          sum w x = dx (d sum q qx + m sum qx)
  *   Q8_0: w = d q:              sum w x = d dx sum q qx
+ *   MXFP4: w = 2^(e-128) c:     sum w x = 2^(e-128) dx sum c qx (c the doubled
+ *                               E2M1 value, an int8 looked up from the code)
  *   Q4_K: w = (d sc) q - dmin m: sum w x = dx (d sc sum q qx - dmin m sum qx)
  *
  * One warp computes one output row (for up to eight tokens): lane l takes
@@ -131,6 +133,32 @@ template <> struct fg_q<FG_DQ_Q8_0> {
     {
         fg_xblk x = fg_xload(xq, xs, u);
         int s = fg_dot16(w.lo.x, w.lo.y, w.lo.z, w.lo.w, x.lo) + fg_dot16(w.hi.x, w.hi.y, w.hi.z, w.hi.w, x.hi);
+        return w.d * x.ds.x * (float)s;
+    }
+};
+
+/* MXFP4, regrouped: a unit is block u (16 bytes of codes at 8-byte
+ * alignment, the E8M0 exponent in the group's header), its nibbles looked
+ * up as int8 doubled E2M1 values (fg_mxfp4_word). */
+template <> struct fg_q<FG_DQ_MXFP4> {
+    enum { UNIT = 32 };
+    struct w_t {
+        uint2 q0, q1;
+        float d;
+    };
+    static __device__ __forceinline__ w_t load(const uint8_t *row, int u)
+    {
+        const uint8_t *grp = row + FG_MXFP4_GROUP * (u / 8);
+        const uint2 *q = (const uint2 *)(grp + 8 + 16 * (u % 8));
+        return {q[0], q[1], fg_e8m0_half(grp[u % 8])};
+    }
+    static __device__ __forceinline__ float dot(const w_t &w, const int8_t *xq, const float2 *xs, int u)
+    {
+        fg_xblk x = fg_xload(xq, xs, u);
+        int s = fg_dot16(fg_mxfp4_word(w.q0.x), fg_mxfp4_word(w.q0.y), fg_mxfp4_word(w.q1.x), fg_mxfp4_word(w.q1.y),
+                         x.lo) +
+                fg_dot16(fg_mxfp4_word(w.q0.x >> 4), fg_mxfp4_word(w.q0.y >> 4), fg_mxfp4_word(w.q1.x >> 4),
+                         fg_mxfp4_word(w.q1.y >> 4), x.hi);
         return w.d * x.ds.x * (float)s;
     }
 };
