@@ -7,6 +7,8 @@
 #   make fuzz       libFuzzer on the GGUF reader (FUZZ_SECONDS, default 60)
 #   make test-gpu   the GPU tier: every GPU op against the CPU reference, and
 #                   end to end (needs a GPU; without one the tests say SKIPPED)
+#   make build/bench-ops   timings of issue 7's new ops beside the llama
+#                   path's (bench/ops.c, bench/NOTES.md); not in all or test
 #
 # GPU backend: GPU=auto (default: CUDA when nvcc is found, else none),
 # GPU=cuda, GPU=hip (hipcc; HIP_ARCHS, default gfx90a gfx1030) or GPU=none.
@@ -124,6 +126,10 @@ run: $(BUILD)/forge
 $(BUILD)/gpu-tests: $(GPU_TEST_OBJ) $(BUILD)/libforge.a
 	$(CC) $(CFLAGS) -o $@ $(GPU_TEST_OBJ) $(BUILD)/libforge.a $(TEST_LDLIBS) $(LDLIBS)
 
+# bench/ops.c: a benchmark program, not a test (bench/NOTES.md says how to run it).
+$(BUILD)/bench-ops: $(BUILD)/bench/ops.o $(BUILD)/libforge.a
+	$(CC) $(CFLAGS) -o $@ $(BUILD)/bench/ops.o $(BUILD)/libforge.a $(LDLIBS)
+
 test-gpu: $(BUILD)/forge $(BUILD)/gpu-tests
 	tests/unit/run.sh $(BUILD)/gpu-tests
 
@@ -183,4 +189,4 @@ fuzz: $(FUZZ_BINS)
 clean:
 	rm -rf build build-asan build-hip
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(GPU_OBJ:.o=.d) $(GPU_TEST_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(GPU_OBJ:.o=.d) $(GPU_TEST_OBJ:.o=.d) $(BUILD)/bench/ops.d
