@@ -47,7 +47,8 @@ const char *fg_version(void);
 typedef struct fg_model fg_model;
 
 /* Opens and validates a GGUF file and builds its tokenizer. The weights stay in
- * the file's mmap until a backend places them. Close with fg_model_close. */
+ * the file's mmap until a backend places them. A file whose architecture forge
+ * does not run is FG_ERR_UNSUPPORTED naming it. Close with fg_model_close. */
 fg_status fg_model_open(const char *path, fg_model **out);
 void fg_model_close(fg_model *m);
 

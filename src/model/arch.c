@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+#include "base/err.h"
+
 static const fg_arch archs[] = {
     /* Llama 1-3, Mistral (with its optional sliding window), SmolLM:
      * llama.cpp's converter permutes q/k so that RoPE rotates adjacent
@@ -42,4 +44,12 @@ const fg_arch *fg_arch_find(const char *name)
 const char *fg_arch_names(void)
 {
     return "llama, qwen2, qwen3, phi3, glm4, chatglm, gemma3";
+}
+
+fg_status fg_arch_get(const char *path, const char *name, const fg_arch **out)
+{
+    *out = fg_arch_find(name);
+    if (*out) return FG_OK;
+    return fg_err_set(FG_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (forge runs: %s)", path, name,
+                      fg_arch_names());
 }

@@ -34,4 +34,9 @@ const fg_arch *fg_arch_find(const char *name);
 /* The supported names, comma-separated, for error messages. */
 const char *fg_arch_names(void);
 
+/* The entry for name as fg_arch_find, or FG_ERR_UNSUPPORTED with the message
+ * a user sees for a model forge cannot run: it names the file (path), the
+ * architecture and the ones forge runs. */
+fg_status fg_arch_get(const char *path, const char *name, const fg_arch **out);
+
 #endif

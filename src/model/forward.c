@@ -275,11 +275,8 @@ fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int3
 {
     *out = NULL;
     const fg_hparams *hp = &m->hp;
-    const fg_arch *arch = fg_arch_find(hp->arch);
-    if (!arch) {
-        return fg_err_set(FG_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported yet (forge runs: %s)",
-                          m->gguf->path, hp->arch, fg_arch_names());
-    }
+    const fg_arch *arch;
+    FG_TRY(fg_arch_get(m->gguf->path, hp->arch, &arch));
     if (n_ctx < 1 || n_batch < 1)
         return fg_err_set(FG_ERR_INVALID_ARG, "context (%d) and batch (%d) must be positive", n_ctx, n_batch);
     n_ctx = (n_ctx + FG_KV_BLOCK_SIZE - 1) / FG_KV_BLOCK_SIZE * FG_KV_BLOCK_SIZE;

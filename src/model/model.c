@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/err.h"
+#include "model/arch.h"
 
 /* Reads "<arch>.<suffix>" as an integer into *out; absent keys leave *out as
  * it is unless required. */
@@ -131,12 +132,31 @@ uint64_t fg_model_n_params(const fg_gguf *g)
     return n;
 }
 
+/* A model is opened to be run, so its architecture is judged first: a file
+ * of one forge does not run (bert, gpt-oss, ...) is refused by that name,
+ * not by whatever else of it forge would then fail to read (hyperparameter
+ * keys, a WordPiece tokenizer). An absent or malformed general.architecture
+ * is left to fg_hparams_read, which names it. */
+static fg_status check_arch(const fg_gguf *g)
+{
+    fg_gguf_str a;
+    char name[64];
+    if (!fg_gguf_find(g, "general.architecture") || fg_gguf_get_str(g, "general.architecture", &a) != FG_OK ||
+        a.len == 0 || a.len >= sizeof name)
+        return FG_OK;
+    memcpy(name, a.ptr, a.len);
+    name[a.len] = 0;
+    const fg_arch *arch;
+    return fg_arch_get(g->path, name, &arch);
+}
+
 fg_status fg_model_open(const char *path, fg_model **out)
 {
     *out = NULL;
     fg_model *m = calloc(1, sizeof *m);
     if (!m) return fg_err_set(FG_ERR_NOMEM, "%s: out of memory", path);
     fg_status st = fg_gguf_open(path, &m->gguf);
+    if (st == FG_OK) st = check_arch(m->gguf);
     if (st == FG_OK) st = fg_hparams_read(m->gguf, &m->hp);
     if (st == FG_OK) st = fg_tok_load(m->gguf, &m->tok);
     if (st != FG_OK) {

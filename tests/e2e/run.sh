@@ -61,8 +61,35 @@ check_bad_dir() {
 check_bad_dir tests/data/bad-gguf
 check_bad_dir tests/data/bad-vocab
 
-# ---- forge info against the gguf package ------------------------------------
+# Models forge cannot run: a valid file whose architecture, or one weight's
+# type, forge does not support (tests/e2e/make_bad_models.py copies a
+# synthetic llama with that one change). `forge run` exits 1 with an error
+# naming the file and what is unsupported, on whichever backend it picks.
 have_gguf_py() { "$PY" -c "import gguf" 2>/dev/null; }
+bad_model() { # FILE, then the strings its error must hold
+    local f=$1 miss="" want
+    shift
+    run run -m "$f" -p hi -n 4
+    for want in "forge: error: $f: " "$@"; do grep -qF -- "$want" "$tmp/err" || miss="$miss [$want]"; done
+    grep -qE "Sanitizer|runtime error" "$tmp/err" && miss="$miss [a sanitizer report]"
+    [ $rc -eq 1 ] && [ -z "$miss" ] && ok "forge run $(basename "$f"): exits 1 naming $1" ||
+        bad "forge run $(basename "$f")" "rc=$rc, missing:$miss in: $err"
+}
+if ! have_gguf_py; then
+    skipped "forge run on unsupported models" "python3 module gguf is not installed"
+elif ! msg=$("$PY" tests/e2e/make_bad_models.py "$tmp/badmodel" 2>&1); then
+    bad "tests/e2e/make_bad_models.py" "$msg"
+else
+    runs="forge runs: llama, qwen2, qwen3, phi3, glm4, chatglm, gemma3"
+    bad_model "$tmp/badmodel/bert.gguf" "architecture 'bert' is not supported" "$runs"
+    bad_model "$tmp/badmodel/gpt-oss.gguf" "architecture 'gpt-oss' is not supported" "$runs"
+    bad_model "$tmp/badmodel/iq2_xxs.gguf" "tensor 'blk.0.ffn_up.weight' has type IQ2_XXS"
+    bad_model "$tmp/badmodel/tq2_0.gguf" "tensor 'blk.0.attn_k.weight' has type TQ2_0"
+    run run -m "$tmp/badmodel/control.gguf" -p hi -n 4
+    [ $rc -eq 0 ] && ok "forge run on the same copy unchanged generates" || bad "forge run control.gguf" "rc=$rc $err"
+fi
+
+# ---- forge info against the gguf package ------------------------------------
 for model in "$SMOL" "$GEMMA" tests/data/gguf/all_types.gguf; do
     name=$(basename "$model")
     if [ ! -f "$model" ]; then
