@@ -308,6 +308,25 @@ bool fg_test_synth_compare(fg_test_rig *r, const char *type, fg_test_synth *out)
     return ok;
 }
 
+fg_status fg_test_top1(fg_test_rig *r, const int32_t *ids, int n, int32_t *top, float *margin)
+{
+    int32_t n_vocab = fg_model_n_vocab(r->m);
+    fg_test_keep k = {malloc((size_t)n * (size_t)n_vocab * sizeof(float)), n_vocab};
+    if (!k.dst) return fg_err_set(FG_ERR_NOMEM, "no memory for %d rows of logits", n);
+    fg_session_truncate(r->s, 0);
+    fg_status st = fg_session_eval_all(r->s, ids, n, fg_test_keep_logits, &k);
+    for (int p = 0; st == FG_OK && p < n; p++) {
+        const float *row = k.dst + (size_t)p * (size_t)n_vocab;
+        top[p] = fg_test_argmax(row, n_vocab);
+        float second = -INFINITY;
+        for (int32_t v = 0; v < n_vocab; v++)
+            if (v != top[p] && row[v] > second) second = row[v];
+        if (margin) margin[p] = row[top[p]] - second;
+    }
+    free(k.dst);
+    return st;
+}
+
 fg_status fg_test_runner_finish(fg_runner *e, const uint64_t *ids, int n, int max_steps)
 {
     for (int steps = 0; steps < max_steps; steps++) {

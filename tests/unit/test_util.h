@@ -124,4 +124,9 @@ typedef struct fg_test_synth {
 } fg_test_synth;
 bool fg_test_synth_compare(fg_test_rig *r, const char *type, fg_test_synth *out);
 
+/* The argmax of the rig's logits at each of n teacher-forced positions of
+ * ids (one batch, from an empty session) into top[n], and, if margin is not
+ * NULL, how far the largest logit is above the second into margin[n]. */
+fg_status fg_test_top1(fg_test_rig *r, const int32_t *ids, int n, int32_t *top, float *margin);
+
 #endif
