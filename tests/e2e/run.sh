@@ -307,6 +307,45 @@ if [ -f "$tmp/q-mqa-f16-Q4_K_M.gguf" ]; then
     [ $rc -eq 0 ] && [ -n "$out" ] && ok "forge run on a forge-quantized Q4_K_M file generates text" ||
         bad "forge run on quantized output" "rc=$rc $err"
 fi
+# From BF16: tests/e2e/make_bf16.py rounds the mqa model's 2-D weights to BF16
+# (norms F32 as llama.cpp's converter keeps them; in bf16-norms.gguf BF16 too)
+# and writes the same values widened to F32. forge's output from BF16 must
+# equal the gguf package's quantization of the widened values where it
+# quantizes, and forge's own output from the widened F32 file for every type
+# (K-quants included); 1-D tensors are copied as they are, as llama.cpp does
+# (check_quantize_bf16.py). With llama-cpp-python, also llama.cpp's own
+# quantize of the BF16 file, tensor for tensor.
+if ! have_gguf_py; then
+    skipped "forge quantize from BF16" "python3 module gguf is not installed"
+elif ! msg=$("$PY" tests/e2e/make_bf16.py tests/data/llama-synth/mqa-f32.gguf "$tmp/bf16" 2>&1); then
+    bad "tests/e2e/make_bf16.py" "$msg"
+else
+    for spec in bf16:Q8_0 bf16:Q4_0 bf16:Q4_1 bf16:Q5_0 bf16:Q5_1 bf16:Q4_K_M bf16:Q4_K_S bf16:Q5_K_S bf16:Q6_K \
+        bf16-norms:Q4_K_M bf16-norms:Q8_0; do
+        src=$tmp/bf16/${spec%%:*}.gguf qt=${spec##*:} q=$tmp/bf16/q-${spec%%:*}-${spec##*:}.gguf w=$tmp/bf16/w-${spec##*:}.gguf
+        run quantize -t 2 "$src" "$q" "$qt"
+        [ $rc -eq 0 ] && [ ! -e "$w" ] && run quantize -t 2 "$tmp/bf16/widened.gguf" "$w" "$qt"
+        if [ $rc -ne 0 ]; then
+            bad "forge quantize ${spec%%:*} $qt" "rc=$rc $err"
+            continue
+        fi
+        if msg=$("$PY" tests/e2e/check_quantize_bf16.py "$src" "$q" "$w" 2>&1); then
+            ok "forge quantize ${spec%%:*} $qt: $msg"
+        else
+            bad "forge quantize ${spec%%:*} $qt" "$msg"
+        fi
+        if ! have_llamacpp_py; then
+            skipped "forge quantize ${spec%%:*} $qt vs llama.cpp" "python3 module llama_cpp (llama-cpp-python) is needed"
+        elif msg=$("$PY" tests/e2e/check_quantize.py "$src" "$q" "$qt" 2>&1); then
+            ok "forge quantize ${spec%%:*} $qt vs llama.cpp: $msg"
+        else
+            bad "forge quantize ${spec%%:*} $qt vs llama.cpp" "$msg"
+        fi
+    done
+    run run -m "$tmp/bf16/q-bf16-Q4_K_M.gguf" --device cpu -p "hello" -n 8
+    [ $rc -eq 0 ] && [ -n "$out" ] && ok "forge run on a Q4_K_M file quantized from BF16 generates text" ||
+        bad "forge run on BF16-quantized output" "rc=$rc $err"
+fi
 run quantize tests/data/llama-synth/gqa-f32.gguf "$tmp/x.gguf" Q3_K_XL
 [ $rc -eq 2 ] && grep -q "unknown TYPE 'Q3_K_XL'; valid: Q8_0" "$tmp/err" && ok "forge quantize: an unknown TYPE lists the valid ones" ||
     bad "quantize unknown TYPE" "rc=$rc $err"
