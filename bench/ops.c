@@ -7,8 +7,10 @@
  *
  * The pairs (model shapes from the Hugging Face configs):
  *   QK-norm    rms_norm per head (group = head_dim) over the q rows and the
- *              k rows, vs the attention norm (group = n_embd) of the same
- *              model: Qwen3-8B, Gemma-3-4B, Gemma-3-1B. Ratio of GB/s.
+ *              k rows, each vs the llama path's norm (group = the whole
+ *              row, as the attention norm) over rows as wide: Qwen3-8B,
+ *              Gemma-3-4B, Gemma-3-1B. Ratio of speed (the per-head norm
+ *              reads a weight of head_dim, not of the row: fewer bytes).
  *   RoPE       rope (of q) and rope_store (q, k, then k and v into the
  *              cache) on GLM-4-9B's heads (32 q, 2 kv, head_dim 128) with
  *              n_rot 64, adjacent pairs (GLM) and NeoX, vs the llama path's
@@ -22,7 +24,9 @@
  *              position C - 1) and one prefill chunk (512 tokens ending at
  *              C - 1); Gemma-3-1B (W 512), Gemma-3-4B (W 1024), Mistral-7B
  *              (W 4096). KV positions attended per second (summed over
- *              query tokens), its ratio, and the speed-up.
+ *              query tokens), its ratio, and the speed-up; and against
+ *              full attention at context W (the same keys per query,
+ *              without a window: what the window should cost).
  * All but attention run at T = 1, 64 and 512 tokens.
  *
  * Bytes (GB/s is 1e9 bytes a second) are what an op must move, reads plus
@@ -387,17 +391,20 @@ static void bench_qk_norm(rig *g)
 {
     static const model_shape *models[] = {&qwen3_8b, &gemma3_4b, &gemma3_1b};
     table_head("QK-norm: rms_norm of each head (group = head_dim) of the q and the k rows,\n"
-               "vs the llama attention norm (group = n_embd)",
-               "GB/s / the attention norm's of the same model");
+               "each after the llama path's norm (one group over the whole row) of a row as wide",
+               "speed, the whole-row norm's us / this row's (the same elements; a head's norm reads\n"
+               "       a weight of head_dim, not of the row, so GB/s is not the measure)");
     for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
         const model_shape *m = models[i];
         int64_t hd = m->head_dim;
-        row ref = norm_row(g, "attn_norm", m, 0, m->n_embd, m->n_embd);
+        row ref = norm_row(g, "row_norm", m, 0, m->n_head * hd, m->n_head * hd);
         print_row(&ref, NULL, false);
         row q = norm_row(g, "q_norm", m, m->n_head, m->n_head * hd, hd);
-        print_row(&q, &ref, false);
+        print_row(&q, &ref, true);
+        ref = norm_row(g, "row_norm", m, 0, m->n_head_kv * hd, m->n_head_kv * hd);
+        print_row(&ref, NULL, false);
         row k = norm_row(g, "k_norm", m, m->n_head_kv, m->n_head_kv * hd, hd);
-        print_row(&k, &ref, false);
+        print_row(&k, &ref, true);
     }
 }
 
@@ -495,10 +502,13 @@ static void fill_cache(rig *g, int64_t n_slots, int64_t k_row)
     }
 }
 
-/* Decode and a prefill chunk over m's heads, window 0 then m's window, at
- * context n_ctx. Sequence s owns blocks s * n_ctx / BLOCK.. of the pool, in
- * order; decode steps one token of each of DECODE_SEQS sequences at
- * position n_ctx - 1, the chunk MAX_T tokens of sequence 0 ending there. */
+/* Decode and a prefill chunk over m's heads: full attention at context
+ * n_ctx, full attention at a context of m's window (as many keys per query
+ * as the window holds), then m's window at n_ctx. Sequence s owns blocks
+ * s * n_ctx / BLOCK.. of the pool, in order; decode steps one token of each
+ * of DECODE_SEQS sequences at the context's last position, the chunk MAX_T
+ * tokens of sequence 0 ending there (a context shorter than MAX_T: the
+ * chunk is the first MAX_T positions). */
 static void bench_attention_model(const model_shape *m)
 {
     int32_t hd = m->head_dim, per_seq = n_ctx / BLOCK;
@@ -510,21 +520,23 @@ static void bench_attention_model(const model_shape *m)
     int32_t ids[MAX_T], pos[MAX_T], seq[MAX_T], slot[MAX_T];
     for (int prefill = 0; prefill < 2; prefill++) {
         int32_t T = prefill ? MAX_T : DECODE_SEQS;
-        for (int32_t t = 0; t < T; t++) {
-            ids[t] = 0;
-            pos[t] = prefill ? n_ctx - T + t : n_ctx - 1;
-            seq[t] = prefill ? 0 : t;
-            slot[t] = prefill ? pos[t] : t * n_ctx + pos[t];
-        }
-        fg_batch b = {.n_tokens = T, .ids = ids, .pos = pos, .seq = seq, .slot = slot,
-                      .n_seqs = prefill ? 1 : DECODE_SEQS, .max_blocks = per_seq, .block_tables = tables};
-        double full_s = 0, full_rate = 0;
-        for (int wi = 0; wi < 2; wi++) {
-            int32_t window = wi ? m->window : 0;
+        double full_s = 0, full_rate = 0, span_s = 0;
+        for (int vi = 0; vi < 3; vi++) {
+            int32_t window = vi == 2 ? m->window : 0, ctx = vi == 1 ? m->window : n_ctx;
+            if (vi == 1 && ctx > n_ctx) ctx = n_ctx;
+            int32_t end = prefill && ctx < T ? T : ctx; /* one past the last query position */
+            for (int32_t t = 0; t < T; t++) {
+                ids[t] = 0;
+                pos[t] = prefill ? end - T + t : end - 1;
+                seq[t] = prefill ? 0 : t;
+                slot[t] = prefill ? pos[t] : t * n_ctx + pos[t];
+            }
+            fg_batch b = {.n_tokens = T, .ids = ids, .pos = pos, .seq = seq, .slot = slot,
+                          .n_seqs = prefill ? 1 : DECODE_SEQS, .max_blocks = per_seq, .block_tables = tables};
             op_call o = {.kind = OP_ATTENTION, .a = view(&g.buf[0], q_row), .c = view(&g.buf[1], q_row),
                          .attn = {m->n_head, m->n_head_kv, hd, hd, 1.0f / sqrtf((float)hd), window, 0.0f}};
             char what[64];
-            snprintf(what, sizeof what, "attention %s window %d", m->name, window);
+            snprintf(what, sizeof what, "attention %s window %d context %d", m->name, window, end);
             double sec = time_op(g.be, &b, &o, what);
             /* Each token attends to itself and the window - 1 before it. */
             double positions = 0;
@@ -536,15 +548,14 @@ static void bench_attention_model(const model_shape *m)
             if (!prefill)
                 snprintf(gbs, sizeof gbs, "%.1f",
                          (positions * 2.0 * (double)k_row * 2.0 + 2.0 * T * (double)q_row * sizeof(float)) / sec / 1e9);
-            printf("%-10s %-10s %6d  %-13s ", m->name, heads, window, step);
+            printf("%-10s %-10s %6d %6d  %-13s ", m->name, heads, window, end, step);
             print_us(sec * 1e6);
             printf(" %9.1f %7s", rate / 1e6, gbs);
-            if (wi == 0) {
-                full_s = sec, full_rate = rate;
-                printf(" %6s %7s\n", "-", "-");
-            } else {
-                printf(" %6.2f %7.2f\n", rate / full_rate, full_s / sec);
-            }
+            if (vi == 0) full_s = sec, full_rate = rate;
+            if (vi == 1) span_s = sec;
+            if (vi < 2) printf(" %6s %7s %7s\n", "-", "-", "-");
+            else if (prefill) printf(" %6.2f %7.2f %7s\n", rate / full_rate, full_s / sec, "-");
+            else printf(" %6.2f %7.2f %7.2f\n", rate / full_rate, full_s / sec, span_s / sec);
             fflush(stdout);
         }
     }
@@ -557,10 +568,13 @@ static void bench_attention(void)
     printf("\nSliding-window attention vs full (window 0) at context %d: decode = %d sequences x 1 token\n"
            "at position %d; prefill = one chunk of %d tokens of one sequence ending there\n",
            n_ctx, DECODE_SEQS, n_ctx - 1, MAX_T);
-    printf("Mpos/s: KV positions attended per second (1e6), summed over query tokens; rate: that / the full\n"
-           "one's; speedup: the full one's us / this one's\n");
-    printf("%-10s %-10s %6s  %-13s %8s %9s %7s %6s %7s\n", "model", "heads", "window", "step", "us", "Mpos/s", "GB/s",
-           "rate", "speedup");
+    printf("rows: full attention at that context, full attention at a context of the window's length,\n"
+           "then the window at that context. Mpos/s: KV positions attended per second (1e6), summed\n"
+           "over query tokens; rate: that / the first row's; speedup: the first row's us / this one's;\n"
+           "vs span: the second row's us / this one's (decode: the same keys per query without a\n"
+           "window; a prefill chunk at the window's context is a causal ramp, not comparable)\n");
+    printf("%-10s %-10s %6s %6s  %-13s %8s %9s %7s %6s %7s %7s\n", "model", "heads", "window", "ctx", "step", "us",
+           "Mpos/s", "GB/s", "rate", "speedup", "vs span");
     static const model_shape *models[] = {&gemma3_1b, &gemma3_4b, &mistral_7b};
     for (size_t i = 0; i < sizeof models / sizeof *models; i++) bench_attention_model(models[i]);
 }

@@ -497,8 +497,10 @@ Test(gpu_ops, embed_every_type, .init = need_gpu, .fini = done)
 
 Test(gpu_ops, rms_norm_rows_and_heads, .init = need_gpu, .fini = done)
 {
+    /* Whole rows, and heads of 64..512 (one warp per head: 1, 2 or 4
+     * float4s per lane, 80 leaving lanes idle) over many tokens. */
     static const int shapes[][3] = {{576, 576, 1}, {4096, 4096, 7}, {640, 640, 33}, {1024, 64, 5}, {768, 128, 12},
-                                    {80 * 3, 80, 3}};
+                                    {80 * 3, 80, 3}, {2048, 256, 33}, {1536, 512, 9}, {384, 384, 2}};
     begin_simple(33, 1, 0, 8);
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
         int ne0 = shapes[i][0], group = shapes[i][1], T = shapes[i][2];

@@ -113,6 +113,61 @@ __global__ void rms_norm_vec_kernel(const float *x, int64_t ldx, const float *__
     }
 }
 
+/* Groups of at most 512 elements (QK-norm: one head) without the int8
+ * output: one warp per (row, group), the group's float4s held in its lanes
+ * (lane l: float4s l, l + 32, ...), the sum of squares reduced by shuffles
+ * alone, eight groups to a block. A block of one warp per head, as above,
+ * spent more on scheduling and barriers than on the data: half the GB/s of
+ * the attention norm over as many bytes (bench/NOTES.md). */
+enum { NORM_WARP_BLOCK = 256 };
+
+template <int NV>
+__global__ void __launch_bounds__(NORM_WARP_BLOCK) rms_norm_warp_kernel(const float *x, int64_t ldx,
+                                                                        const float *__restrict__ w, int64_t ne0,
+                                                                        int64_t group, float eps, int64_t n_groups,
+                                                                        float *out, int64_t ldo)
+{
+    int64_t gw = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / FG_WARP;
+    if (gw >= n_groups) return; /* a whole warp */
+    int lane = threadIdx.x % FG_WARP;
+    int64_t groups = ne0 / group, r = gw / groups, g0 = (gw % groups) * group;
+    const float4 *xr = (const float4 *)(x + r * ldx + g0), *wr = (const float4 *)w;
+    int n4 = (int)(group / 4);
+    float4 v[NV], wv[NV];
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int c = lane + k * FG_WARP;
+        v[k] = c < n4 ? xr[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        wv[k] = c < n4 ? wr[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+    }
+    float scale = 1.0f / sqrtf(fg_warp_sum(ss) / (float)group + eps);
+    float4 *yr = (float4 *)(out + r * ldo + g0);
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        int c = lane + k * FG_WARP;
+        float4 a = v[k], b = wv[k];
+        if (c < n4) yr[c] = make_float4(a.x * scale * b.x, a.y * scale * b.y, a.z * scale * b.z, a.w * scale * b.w);
+    }
+}
+
+/* Launches the warp-per-group form for groups of up to 512 elements whose
+ * rows are 16-byte aligned; returns false otherwise. */
+static bool rms_norm_warp(const float *x, int64_t ldx, const float *w, int64_t ne0, int64_t group, float eps,
+                          int32_t n, float *out, int64_t ldo, cudaStream_t s)
+{
+    if (group > 512 || group % 4 || ldx % 4 || ldo % 4 || (uintptr_t)x % 16 || (uintptr_t)out % 16 || (uintptr_t)w % 16)
+        return false;
+    int64_t n_groups = (int64_t)n * (ne0 / group), per_block = NORM_WARP_BLOCK / FG_WARP;
+    unsigned blocks = (unsigned)((n_groups + per_block - 1) / per_block);
+    int nv = (int)((group / 4 + FG_WARP - 1) / FG_WARP);
+    if (nv == 1) rms_norm_warp_kernel<1><<<blocks, NORM_WARP_BLOCK, 0, s>>>(x, ldx, w, ne0, group, eps, n_groups, out, ldo);
+    else if (nv == 2) rms_norm_warp_kernel<2><<<blocks, NORM_WARP_BLOCK, 0, s>>>(x, ldx, w, ne0, group, eps, n_groups, out, ldo);
+    else rms_norm_warp_kernel<4><<<blocks, NORM_WARP_BLOCK, 0, s>>>(x, ldx, w, ne0, group, eps, n_groups, out, ldo);
+    return true;
+}
+
 /* Threads per row block for the strided kernel: enough to cover wide rows
  * in a few steps. */
 static int norm_threads(int64_t group)
@@ -139,6 +194,7 @@ static bool rms_norm_vec(const float *x, int64_t ldx, const float *w, int64_t ne
 cudaError_t fg_gpu_rms_norm(const float *x, int64_t ldx, const float *w, int64_t ne0, int64_t group, float eps,
                             int32_t n, float *out, int64_t ldo, cudaStream_t s)
 {
+    if (rms_norm_warp(x, ldx, w, ne0, group, eps, n, out, ldo, s)) return cudaGetLastError();
     if (rms_norm_vec(x, ldx, w, ne0, group, eps, n, out, ldo, NULL, NULL, s)) return cudaGetLastError();
     int threads = norm_threads(group);
     unsigned blocks = (unsigned)(n * (ne0 / group));
