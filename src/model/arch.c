@@ -4,6 +4,8 @@
  */
 #include "model/arch.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "base/err.h"
@@ -41,9 +43,23 @@ const fg_arch *fg_arch_find(const char *name)
     return NULL;
 }
 
+/* The table's names joined by ", ", built once from the table so that the
+ * list in messages cannot drift from it. */
+static char arch_names[256];
+static pthread_once_t arch_names_once = PTHREAD_ONCE_INIT;
+
+static void join_arch_names(void)
+{
+    size_t at = 0;
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++)
+        at += (size_t)snprintf(arch_names + at, sizeof arch_names - at, "%s%s", i ? ", " : "", archs[i].name);
+    FG_ASSERT(at < sizeof arch_names);
+}
+
 const char *fg_arch_names(void)
 {
-    return "llama, qwen2, qwen3, phi3, glm4, chatglm, gemma3";
+    pthread_once(&arch_names_once, join_arch_names);
+    return arch_names;
 }
 
 fg_status fg_arch_get(const char *path, const char *name, const fg_arch **out)

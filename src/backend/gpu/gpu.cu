@@ -18,6 +18,7 @@ extern "C" {
 #include "backend/gpu/gpu.h"
 #include "base/clock.h"
 #include "base/err.h"
+#include "gguf/quant.h"
 #include "gguf/types.h"
 }
 #include "backend/gpu/compat.h"
@@ -257,11 +258,16 @@ static fg_status gpu_weight(fg_backend *be, const fg_gguf_tensor *src, fg_tensor
     int64_t ne0 = src->ne[0], rows = (int64_t)(src->n_elems / (uint64_t)ne0);
     bool vector = src->type == FG_TYPE_F32 && rows == 1; /* norms, biases, rope factors */
     if (!vector && !fg_gpu_type_ok(src->type, ne0)) {
+        /* Where the CPU computes with the type (Q2_K, Q3_K), it is the way
+         * out; where it does not either, requantizing is. */
         return fg_err_set(FG_ERR_UNSUPPORTED,
                           "tensor '%.*s' has type %s with rows of %lld, which the GPU backend does not support "
                           "(it computes with F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K and MXFP4); "
-                          "use --device cpu",
-                          (int)src->name.len, src->name.ptr, fg_type_name(src->type), (long long)ne0);
+                          "%s",
+                          (int)src->name.len, src->name.ptr, fg_type_name(src->type), (long long)ne0,
+                          fg_quant_supported(src->type) ? "use --device cpu"
+                                                        : "quantize the model from its F16/BF16 original to one of "
+                                                          "those (forge quantize)");
     }
     if (!vector && ne0 > g->max_k) g->max_k = ne0;
     for (int32_t t = g->q8_max_t * 2; !vector && t <= FG_GPU_Q8_ROWS; t *= 2)
