@@ -152,6 +152,46 @@ template <> struct fg_q<FG_DQ_MXFP4> {
         const uint2 *q = (const uint2 *)(grp + 8 + 16 * (u % 8));
         return {q[0], q[1], fg_e8m0_half(grp[u % 8])};
     }
+#if !defined(FG_GPU_HIP)
+    /* Eight codes per word as they lie: the word's low half is the codes of
+     * elements (4k, 16+4k, 4k+1, 16+4k+1) of word k, its high half the next
+     * two pairs, so each half is a byte-permute selector as it stands. prmt
+     * looks a selector nibble's low three bits up in the table of
+     * magnitudes, and for a nibble with bit 3 (the code's sign) set it
+     * yields the table byte's sign replicated: 0, as every magnitude is
+     * positive. So one lookup gives the positive codes' magnitudes (P) and
+     * one with bit 3 flipped the negative codes' (N), and the dot is
+     * dp4a(P, x) - dp4a(N, x) over the activations permuted to the same
+     * interleaved order: four lookups, two permutes and four dp4a per word,
+     * where fg_mxfp4_word takes ten instructions per four codes. The
+     * sign mode is PTX prmt's own: CUDA's __byte_perm masks selectors to
+     * three bits, and HIP's has no such mode (HIP takes fg_mxfp4_word
+     * below). */
+    static __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel)
+    {
+        uint32_t d;
+        asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+        return d;
+    }
+    static __device__ __forceinline__ void word(uint32_t q, int xl, int xh, int &sp, int &sn)
+    {
+        const uint32_t lo = 0x03020100u, hi = 0x0c080604u; /* magnitudes of codes 0..7 */
+        int xa = (int)prmt((uint32_t)xl, (uint32_t)xh, 0x5140), xb = (int)prmt((uint32_t)xl, (uint32_t)xh, 0x7362);
+        uint32_t q2 = q >> 16;
+        sp = fg_dp4a((int)prmt(lo, hi, q), xa, fg_dp4a((int)prmt(lo, hi, q2), xb, sp));
+        sn = fg_dp4a((int)prmt(lo, hi, q ^ 0x8888u), xa, fg_dp4a((int)prmt(lo, hi, q2 ^ 0x8888u), xb, sn));
+    }
+    static __device__ __forceinline__ float dot(const w_t &w, const int8_t *xq, const float2 *xs, int u)
+    {
+        fg_xblk x = fg_xload(xq, xs, u);
+        int sp = 0, sn = 0;
+        word(w.q0.x, x.lo.x, x.hi.x, sp, sn);
+        word(w.q0.y, x.lo.y, x.hi.y, sp, sn);
+        word(w.q1.x, x.lo.z, x.hi.z, sp, sn);
+        word(w.q1.y, x.lo.w, x.hi.w, sp, sn);
+        return w.d * x.ds.x * (float)(sp - sn);
+    }
+#else
     static __device__ __forceinline__ float dot(const w_t &w, const int8_t *xq, const float2 *xs, int u)
     {
         fg_xblk x = fg_xload(xq, xs, u);
@@ -161,6 +201,7 @@ template <> struct fg_q<FG_DQ_MXFP4> {
                          fg_mxfp4_word(w.q1.y >> 4), x.hi);
         return w.d * x.ds.x * (float)s;
     }
+#endif
 };
 
 /* Q4_K (144-byte super-blocks of 256: f16 d, f16 dmin, 12 bytes of 6-bit
