@@ -276,7 +276,7 @@ enum { N_GPU_TYPES = sizeof gpu_types / sizeof *gpu_types };
 Test(gpu_ops, matmul_every_type_gemv_and_gemm, .init = need_gpu, .fini = done)
 {
     /* (N, K, T): T <= 32 takes the GEMV kernels (eight tokens a launch),
-     * larger the tiled GEMM; Q4_0 and Q8_0 above 8 tokens the int8
+     * larger the tiled GEMM; Q4_0, Q8_0 and MXFP4 from 5 tokens the f16
      * tensor-core GEMM (CUDA), with token tiles of 16, 32 and 64, partial
      * row tiles and several token tiles. */
     static const int shapes[][3] = {{64, 256, 1}, {97, 512, 2}, {130, 256, 5}, {70, 512, 8}, {133, 768, 9},
@@ -422,7 +422,7 @@ Test(gpu_ops, matmul_n_shares_one_launch, .init = need_gpu, .fini = done)
                                        {FG_TYPE_MXFP4, FG_TYPE_MXFP4, FG_TYPE_MXFP4}};
     enum { K = 512 };
     static const int Ns[3] = {96, 32, 33};
-    /* From FG_GPU_MMQ_MIN_T tokens: Q4_0 and Q8_0 on the tensor-core GEMM (f16),
+    /* From FG_GPU_MMQ_MIN_T tokens: Q4_0, Q8_0 and MXFP4 on the tensor-core GEMM (f16),
      * whose 128-row tiles here end inside each part. */
     static const int Ts[] = {1, 4, 7, 9, 40, 70};
     begin_simple(70, 1, 0, 8);

@@ -992,7 +992,7 @@ extern "C" char fg_backend_gpu_matmul_kind(const fg_backend *be, int type, int32
     bool inv = ((const gpu_backend *)be)->invariant;
     if (fg_gpu_matmul_mmq(type, T, inv)) return 'h';
     if (fg_gpu_matmul_quantizes(type, T, inv)) return 'q';
-    if (inv) return (type == FG_TYPE_Q4_1 || type == FG_TYPE_Q4_K || type == FG_TYPE_MXFP4) ? 'q' : 'f'; /* the GEMVs at every size */
+    if (inv) return (type == FG_TYPE_Q4_1 || type == FG_TYPE_Q4_K) ? 'q' : 'f'; /* the GEMVs at every size */
 #if !defined(FG_GPU_HIP)
     if (T > FG_GPU_GEMV_MAX_T) return 'h';
 #endif

@@ -41,7 +41,7 @@ cudaError_t fg_gpu_embed(int type, const void *table, size_t row_bytes, int64_t 
  * quantizing matmul and nothing has written them since).
  *
  * Batch-invariant mode (inv) computes every token's row with the same
- * kernel whatever T: the tensor-core GEMM for Q4_0 and Q8_0 (in launches of
+ * kernel whatever T: the tensor-core GEMM for Q4_0, Q8_0 and MXFP4 (in launches of
  * FG_GPU_MMQ_MAX_T tokens), the integer GEMV for the other types that have
  * one, the float GEMV for the rest (eight tokens a launch); none of them
  * sums a row in an order that depends on the batch. */
@@ -59,7 +59,7 @@ static inline float2 *fg_gpu_q8_scales(void *scratch, int64_t K)
     return (float2 *)((int8_t *)scratch + (int64_t)FG_GPU_Q8_ROWS * K);
 }
 
-/* From FG_GPU_MMQ_MIN_T tokens up to FG_GPU_MMQ_MAX_T, Q4_0 and Q8_0
+/* From FG_GPU_MMQ_MIN_T tokens up to FG_GPU_MMQ_MAX_T, Q4_0, Q8_0 and MXFP4
  * matmuls of a CUDA build run on the tensor cores, dequantizing as they go
  * (mmq.cuh); below, the integer GEMV. (H100, 8B Q4_0: 6 and 8 streams
  * decode 1,120 and 1,495 t/s this way against 936 and 1,080 on the GEMV;

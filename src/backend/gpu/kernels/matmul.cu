@@ -222,7 +222,8 @@ static bool use_mmq(int type, int32_t T, bool inv)
     (void)type, (void)T, (void)inv;
     return false;
 #else
-    return (inv || (T >= FG_GPU_MMQ_MIN_T && T <= FG_GPU_MMQ_MAX_T)) && (type == FG_DQ_Q4_0 || type == FG_DQ_Q8_0);
+    return (inv || (T >= FG_GPU_MMQ_MIN_T && T <= FG_GPU_MMQ_MAX_T)) &&
+           (type == FG_DQ_Q4_0 || type == FG_DQ_Q8_0 || type == FG_DQ_MXFP4);
 #endif
 }
 
@@ -322,7 +323,7 @@ template <int TYPE> static void mmq_run(const fg_mmvq_parts &rows, int64_t K, co
                                         void *scratch, cudaStream_t s)
 {
 #if !defined(FG_GPU_HIP)
-    if constexpr (TYPE == FG_DQ_Q4_0 || TYPE == FG_DQ_Q8_0) {
+    if constexpr (TYPE == FG_DQ_Q4_0 || TYPE == FG_DQ_Q8_0 || TYPE == FG_DQ_MXFP4) {
         __half *xh = mmq_f16(scratch, K);
         float *partial = mmq_partial(scratch, K);
         fg_mmq_f16_kernel<<<dim3((unsigned)((K / 4 + 127) / 128), (unsigned)T), 128, 0, s>>>(x, ldx, K, T, xh);

@@ -1,5 +1,5 @@
 /*
- * mmq.cuh — tensor-core GEMM on Q4_0 and Q8_0 weights (CUDA, sm_80 and
+ * mmq.cuh — tensor-core GEMM on Q4_0, Q8_0 and MXFP4 weights (CUDA, sm_80 and
  * up), for batches of FG_GPU_MMQ_MIN_T to FG_GPU_MMQ_MAX_T tokens:
  * batched decoding, where the GEMV would read the weights once per eight
  * tokens (and spend dp4a work on each) and the cuBLAS path would
@@ -66,6 +66,11 @@ template <> struct mmq_type<FG_DQ_Q4_0> {
 template <> struct mmq_type<FG_DQ_Q8_0> {
     enum { GROUP = FG_Q8_0_GROUP, STRIDE = FG_Q8_0_GROUP };
 };
+/* MXFP4's 136-byte groups are 8-byte aligned in memory (copied in 8-byte
+ * pieces) and padded to Q4_0's conflict-free 144 in shared memory. */
+template <> struct mmq_type<FG_DQ_MXFP4> {
+    enum { GROUP = FG_MXFP4_GROUP, STRIDE = FG_Q4_0_GROUP };
+};
 
 /* One stage: W the rows' group bytes, X the tokens' f16 activations. */
 template <int TYPE, int NT> struct mmq_smem {
@@ -81,6 +86,12 @@ static __device__ __forceinline__ void mmq_cp16(void *dst, const void *src)
 {
     unsigned d = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+}
+
+static __device__ __forceinline__ void mmq_cp8(void *dst, const void *src)
+{
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(d), "l"(src) : "memory");
 }
 
 static __device__ __forceinline__ void mmq_commit()
@@ -124,6 +135,23 @@ template <int TYPE>
 static __device__ __forceinline__ void mmq_weights(const uint8_t *row, int i, int h, int q, uint32_t *lo,
                                                    uint32_t *hi)
 {
+    if constexpr (TYPE == FG_DQ_MXFP4) {
+        /* Codes as Q4_0's nibbles (elements 16h + 4q.. are nibble h of bytes
+         * 4q..4q+3). A doubled E2M1 value is an integer 0..12 whose f16 has
+         * a zero low byte: its high byte is looked up from the code's low
+         * three bits (0x00 0x3c 0x40 0x42 0x44 0x46 0x48 0x4a), bit 3 the
+         * sign; times the block's 2^(e - 128) in f16, exact while e - 128
+         * is within f16's -24..15 (real weights sit near -13..-3; the
+         * cuBLAS path's f16 copy has the same range). */
+        __half2 d = __float2half2_rn(fg_e8m0_half(row[i]));
+        uint32_t c = *(const uint32_t *)(row + 8 + 16 * i + 4 * q) >> (4 * h);
+        uint32_t idx = c & 0x07070707u, t = idx | idx >> 4;
+        uint32_t hb = __byte_perm(0x42403c00u, 0x4a484644u, __byte_perm(t, 0, 0x4420)) | (c & 0x08080808u) << 4;
+        uint32_t l = __byte_perm(hb, 0, 0x1404), u = __byte_perm(hb, 0, 0x3424); /* 0 hb0 0 hb1, 0 hb2 0 hb3 */
+        *lo = mmq_h2u(__hmul2(*(const __half2 *)&l, d));
+        *hi = mmq_h2u(__hmul2(*(const __half2 *)&u, d));
+        return;
+    }
     __half2 d = __half2half2(*(const __half *)(row + 2 * i));
     if constexpr (TYPE == FG_DQ_Q4_0) {
         /* element e < 16: low nibble of byte e; e >= 16: high nibble of byte
@@ -146,12 +174,14 @@ template <int TYPE, int NT>
 static __device__ __forceinline__ void mmq_load(uint8_t *st, const uint8_t *w, size_t row_bytes, int64_t rows_left,
                                                 const __half *x, int64_t K, int32_t t_left, int gi)
 {
-    enum { G = mmq_type<TYPE>::GROUP, WS = mmq_type<TYPE>::STRIDE, WC = G / 16 };
+    enum { G = mmq_type<TYPE>::GROUP, WS = mmq_type<TYPE>::STRIDE, CB = G % 16 ? 8 : 16, WC = G / CB };
     uint8_t *sw = st, *sx = st + mmq_smem<TYPE, NT>::W;
     for (int c = threadIdx.x; c < MMQ_ROWS * WC; c += MMQ_THREADS) {
         int r = c / WC, j = c % WC;
         int64_t rr = r < rows_left ? r : rows_left - 1; /* rows past the end repeat the last; never stored */
-        mmq_cp16(sw + r * WS + 16 * j, w + (size_t)rr * row_bytes + (size_t)gi * G + 16 * j);
+        const uint8_t *src = w + (size_t)rr * row_bytes + (size_t)gi * G + CB * j;
+        if (CB == 16) mmq_cp16(sw + r * WS + 16 * j, src);
+        else mmq_cp8(sw + r * WS + 8 * j, src);
     }
     for (int c = threadIdx.x; c < NT * 32; c += MMQ_THREADS) {
         int t = c / 32, j = c % 32;
