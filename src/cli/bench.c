@@ -36,6 +36,8 @@ static void help(void)
            "  -p, --n-prompt N       prompt tokens for pp (default 512; 0 skips pp)\n"
            "  -n, --n-gen N          generated tokens for tg (default 128; 0 skips tg)\n"
            "  -r, --repetitions N    timed repetitions of each (default 5)\n"
+           "  -d, --depth N          run pp and tg after N tokens already in the context, like\n"
+           "                         llama-bench's depth: attention over a long context (default 0)\n"
            "  -o, --output FORMAT    text (default) or json\n"
            "      --measure-bw       measure the GPU's read bandwidth and report tg as a share of\n"
            "                         the floor: weight bytes read per token over that bandwidth\n"
@@ -274,21 +276,40 @@ static int bench_prefix(fg_cli_engine_opts *eo, int32_t n_prompt, bool json)
     return rc;
 }
 
-/* One pp run: n random ids from an empty context; returns ms. */
-static fg_status run_pp(fg_session *s, int32_t *ids, int n, int32_t n_vocab, uint64_t *rng, double *ms)
+/* The context back to `depth` tokens: those the session holds, or (a
+ * fresh session, or one cut shorter) depth random ids evaluated anew,
+ * untimed. */
+static fg_status to_depth(fg_session *s, int32_t depth, int32_t n_vocab, uint64_t *rng)
 {
-    random_ids(ids, n, n_vocab, rng);
+    if (fg_session_n_past(s) >= depth) {
+        fg_session_truncate(s, depth);
+        return FG_OK;
+    }
     fg_session_truncate(s, 0);
+    if (depth == 0) return FG_OK;
+    int32_t *ids = malloc((size_t)depth * sizeof *ids);
+    if (!ids) return fg_err_set(FG_ERR_NOMEM, "out of memory for %d depth tokens", depth);
+    random_ids(ids, depth, n_vocab, rng);
+    fg_status st = fg_session_eval(s, ids, depth);
+    free(ids);
+    return st;
+}
+
+/* One pp run: n random ids after `depth` tokens; returns ms. */
+static fg_status run_pp(fg_session *s, int32_t *ids, int n, int32_t depth, int32_t n_vocab, uint64_t *rng, double *ms)
+{
+    FG_TRY(to_depth(s, depth, n_vocab, rng));
+    random_ids(ids, n, n_vocab, rng);
     double t0 = fg_now_ms();
     FG_TRY(fg_session_eval(s, ids, n));
     *ms = fg_now_ms() - t0;
     return FG_OK;
 }
 
-/* One tg run: n tokens one at a time from an empty context; returns ms. */
-static fg_status run_tg(fg_session *s, int n, double *ms)
+/* One tg run: n tokens one at a time after `depth` tokens; returns ms. */
+static fg_status run_tg(fg_session *s, int n, int32_t depth, int32_t n_vocab, uint64_t *rng, double *ms)
 {
-    fg_session_truncate(s, 0);
+    FG_TRY(to_depth(s, depth, n_vocab, rng));
     int32_t tok = 1;
     double t0 = fg_now_ms();
     const fg_sample_row greedy = {0};
@@ -305,6 +326,7 @@ int fg_cli_bench(int argc, char **argv)
         {"n-prompt", required_argument, 0, 'p'},
         {"n-gen", required_argument, 0, 'n'},
         {"repetitions", required_argument, 0, 'r'},
+        {"depth", required_argument, 0, 'd'},
         {"output", required_argument, 0, 'o'},
         {"measure-bw", no_argument, 0, OPT_MEASURE_BW},
         {"parallel", required_argument, 0, OPT_PARALLEL},
@@ -313,11 +335,11 @@ int fg_cli_bench(int argc, char **argv)
         {0, 0, 0, 0},
     };
     fg_cli_engine_opts eo = {0};
-    int32_t n_prompt = 512, n_gen = 128, reps = 5, n_par = 0;
+    int32_t n_prompt = 512, n_gen = 128, reps = 5, n_par = 0, depth = 0;
     bool json = false, measure_bw = false, prefix_reuse = false;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, FG_CLI_ENGINE_SHORT "p:n:r:o:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, FG_CLI_ENGINE_SHORT "p:n:r:d:o:h", opts, NULL)) != -1) {
         int r = fg_cli_engine_opt("bench", c, optarg, &eo);
         if (r >= 0) {
             if (r) return r;
@@ -327,6 +349,7 @@ int fg_cli_bench(int argc, char **argv)
         case 'p': if (fg_cli_parse_int("bench", "-p/--n-prompt", optarg, 0, 1 << 20, &n_prompt)) return 2; break;
         case 'n': if (fg_cli_parse_int("bench", "-n/--n-gen", optarg, 0, 1 << 20, &n_gen)) return 2; break;
         case 'r': if (fg_cli_parse_int("bench", "-r/--repetitions", optarg, 1, 1000, &reps)) return 2; break;
+        case 'd': if (fg_cli_parse_int("bench", "-d/--depth", optarg, 0, 1 << 20, &depth)) return 2; break;
         case 'o':
             if (strcmp(optarg, "json") == 0) json = true;
             else if (strcmp(optarg, "text") != 0) return fg_cli_usage_error("bench", "-o must be text or json, not '%s'", optarg);
@@ -340,6 +363,8 @@ int fg_cli_bench(int argc, char **argv)
     }
     if (optind < argc) return fg_cli_usage_error("bench", "unexpected argument '%s'", argv[optind]);
     if (n_prompt == 0 && n_gen == 0) return fg_cli_usage_error("bench", "-p and -n are both 0: nothing to measure");
+    if (depth > 0 && (prefix_reuse || n_par > 0))
+        return fg_cli_usage_error("bench", "-d/--depth applies to pp and tg, not --prefix-reuse or --parallel");
     if (prefix_reuse) {
         if (n_par > 0 || measure_bw) return fg_cli_usage_error("bench", "--prefix-reuse runs alone");
         if (n_prompt < 1) return fg_cli_usage_error("bench", "--prefix-reuse needs -p of at least 1");
@@ -351,10 +376,12 @@ int fg_cli_bench(int argc, char **argv)
         if (measure_bw) return fg_cli_usage_error("bench", "--measure-bw measures single-stream decoding; drop --parallel");
         return bench_parallel(&eo, n_par, n_prompt, n_gen, reps, json);
     }
-    /* The context must hold the longer of the two runs. */
-    if (eo.n_ctx == 0) eo.n_ctx = (n_prompt > n_gen ? n_prompt : n_gen) + 16;
-    if (eo.n_ctx < n_prompt || eo.n_ctx < n_gen)
-        return fg_cli_usage_error("bench", "-c %d is shorter than -p %d / -n %d", eo.n_ctx, n_prompt, n_gen);
+    /* The context must hold the depth and the longer of the two runs. */
+    int32_t longest = depth + (n_prompt > n_gen ? n_prompt : n_gen);
+    if (eo.n_ctx == 0) eo.n_ctx = longest + 16;
+    if (eo.n_ctx < longest)
+        return fg_cli_usage_error("bench", "-c %d is shorter than -d %d plus -p %d / -n %d", eo.n_ctx, depth, n_prompt,
+                                  n_gen);
 
     fg_cli_engine e;
     fg_status st = fg_cli_engine_load(&eo, &e);
@@ -365,12 +392,12 @@ int fg_cli_bench(int argc, char **argv)
     uint64_t rng = 0x853c49e6748fea9bull;
     if (!ids || !pp || !tg) st = fg_err_set(FG_ERR_NOMEM, "out of memory");
     /* Warm-up, then the timed repetitions. */
-    if (st == FG_OK && n_prompt > 0) st = run_pp(e.session, ids, n_prompt, n_vocab, &rng, &ms);
+    if (st == FG_OK && n_prompt > 0) st = run_pp(e.session, ids, n_prompt, depth, n_vocab, &rng, &ms);
     for (int i = 0; st == FG_OK && n_prompt > 0 && i < reps; i++)
-        if ((st = run_pp(e.session, ids, n_prompt, n_vocab, &rng, &ms)) == FG_OK) pp[i] = n_prompt / (ms / 1e3);
-    if (st == FG_OK && n_gen > 0) st = run_tg(e.session, n_gen < 16 ? n_gen : 16, &ms);
+        if ((st = run_pp(e.session, ids, n_prompt, depth, n_vocab, &rng, &ms)) == FG_OK) pp[i] = n_prompt / (ms / 1e3);
+    if (st == FG_OK && n_gen > 0) st = run_tg(e.session, n_gen < 16 ? n_gen : 16, depth, n_vocab, &rng, &ms);
     for (int i = 0; st == FG_OK && n_gen > 0 && i < reps; i++)
-        if ((st = run_tg(e.session, n_gen, &ms)) == FG_OK) tg[i] = n_gen / (ms / 1e3);
+        if ((st = run_tg(e.session, n_gen, depth, n_vocab, &rng, &ms)) == FG_OK) tg[i] = n_gen / (ms / 1e3);
     /* The decode floor: every weight byte is read once per token, except the
      * embedding table, of which one row is (unless it doubles as the output). */
     double bw = 0, bytes_per_token = 0;
@@ -400,6 +427,7 @@ int fg_cli_bench(int argc, char **argv)
             cJSON_AddStringToObject(o, "model", model);
             cJSON_AddStringToObject(o, "device", dev);
             cJSON_AddNumberToObject(o, "repetitions", reps);
+            cJSON_AddNumberToObject(o, "depth", depth);
             if (n_prompt > 0) {
                 cJSON *p = cJSON_AddObjectToObject(o, "pp");
                 cJSON_AddNumberToObject(p, "n_prompt", n_prompt);
@@ -422,8 +450,10 @@ int fg_cli_bench(int argc, char **argv)
         } else {
             printf("model: %s\ndevice: %s\n", model, dev);
             printf("| test | t/s |\n|---|---|\n");
-            if (n_prompt > 0) printf("| pp%d | %.2f ± %.2f |\n", n_prompt, pm, ps);
-            if (n_gen > 0) printf("| tg%d | %.2f ± %.2f |\n", n_gen, gm, gs);
+            char at[32] = "";
+            if (depth > 0) snprintf(at, sizeof at, " @ d%d", depth);
+            if (n_prompt > 0) printf("| pp%d%s | %.2f ± %.2f |\n", n_prompt, at, pm, ps);
+            if (n_gen > 0) printf("| tg%d%s | %.2f ± %.2f |\n", n_gen, at, gm, gs);
             if (measure_bw) {
                 double floor_tps = bw * 1e9 / bytes_per_token;
                 printf("read bandwidth %.0f GB/s; %.2f GB of weights read per token: floor %.1f t/s", bw,

@@ -226,6 +226,22 @@ fi
 run bench -p 0 -n 0
 [ $rc -eq 2 ] && grep -q "nothing to measure" "$tmp/err" && ok "forge bench with nothing to measure is a usage error" ||
     bad "bench -p 0 -n 0" "rc=$rc $err"
+# Depth (llama-bench's -d): pp and tg after 200 tokens already in the context;
+# a context too short for depth plus the runs is a usage error.
+run bench -m tests/data/llama-synth/gqa-q4_0.gguf --device cpu -d 200 -p 16 -n 8 -r 2 -o json
+if [ $rc -eq 0 ] && "$PY" -c "
+import json, sys
+b = json.loads(sys.stdin.read())
+assert b['depth'] == 200 and b['pp']['n_prompt'] == 16 and b['tg']['n_gen'] == 8
+assert b['pp']['tps_mean'] > 0 and b['tg']['tps_mean'] > 0
+" <<<"$out"; then
+    ok "forge bench -d 200 -o json reports pp16 and tg8 at depth 200"
+else
+    bad "forge bench -d" "rc=$rc $out $err"
+fi
+run bench -m tests/data/llama-synth/gqa-q4_0.gguf --device cpu -d 200 -p 16 -n 8 -c 100
+[ $rc -eq 2 ] && grep -q "shorter than -d 200" "$tmp/err" && ok "forge bench -d past -c is a usage error" ||
+    bad "bench -d 200 -c 100" "rc=$rc $err"
 # Batched serving through the engine, on a committed synthetic model.
 run bench -m tests/data/llama-synth/gqa-q4_0.gguf --device cpu --parallel 6 -p 24 -n 8 -r 2 -o json
 if [ $rc -eq 0 ] && "$PY" -c "

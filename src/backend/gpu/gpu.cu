@@ -698,13 +698,18 @@ static fg_status gpu_attention(fg_backend *be, int32_t layer, const fg_tensor *q
         return op_done(g, fg_gpu_attention_tiled(&args, g->stream), "attention");
     if (batched && fg_gpu_attention_gqa_ok(&args))
         return op_done(g, fg_gpu_attention_gqa(&args, g->warp, g->stream), "attention");
+    /* Decoding: the GQA-sharing kernel where it applies, its keys split
+     * over enough (token, KV head) blocks to fill the GPU. */
+    bool decode = !batched && fg_gpu_attention_decode_ok(&args);
     int splits = 1;
     if (!batched && (int64_t)a->n_head * a->head_dim_v <= g->o_row)
-        splits = fg_gpu_attention_splits(g->n_tokens, a->n_head, g->n_sm);
+        splits = fg_gpu_attention_splits(g->n_tokens, decode ? a->n_head_kv : a->n_head, g->n_sm);
     /* The split merge quantizes the output for the matmul that follows. */
     bool q8 = splits > 1 && g->att_part && a->head_dim_v % 32 == 0 && out->ne0 == (int64_t)a->n_head * a->head_dim_v &&
               q8_fusable(g, out->ne0);
-    fg_status st = op_done(g, fg_gpu_attention(&args, splits, g->att_part, q8 ? g->mm_scratch : NULL, g->warp, g->stream),
+    void *q8s = q8 ? g->mm_scratch : NULL;
+    fg_status st = op_done(g, decode ? fg_gpu_attention_decode(&args, splits, g->att_part, q8s, g->stream)
+                                     : fg_gpu_attention(&args, splits, g->att_part, q8s, g->warp, g->stream),
                            "attention");
     if (st == FG_OK && q8) q8_hold(g, out, out->ne0);
     return st;

@@ -267,6 +267,238 @@ __global__ void __launch_bounds__(ATTN_THREADS) attention_gqa_kernel(fg_gpu_attn
     }
 }
 
+/*
+ * Decoding (a few query tokens, long contexts): one block per (token, KV
+ * head, split of the keys), all G query heads of the KV head at once, so
+ * each K and V row is read once for G heads. Its four 32-lane groups take
+ * the split's keys NK = 8 at a time in turn. A lane holds E = D / 32
+ * consecutive dims of each query head (in registers) and of each key and
+ * value row, so a group reads a row with one coalesced load of D halves,
+ * and the eight rows' loads are in flight together.
+ *
+ * Scores: each lane's partial dot products for 8 keys x G heads are summed
+ * over the group by a reduce-scatter (9 shuffles per head for 8 keys, not
+ * 40): after exchanging halves at xor 16, 8 and 4 each lane holds one key's
+ * partial sum, kk = bits 4, 3, 2 of the lane, completed by xor 2 and 1.
+ * The online softmax's max and sum over the 8 keys are three more shuffles
+ * each (lanes that differ in bits 0-1 hold the same key), and each key's
+ * probability is broadcast once per head for the value sum. The groups'
+ * running results meet in shared memory; with several splits they go to
+ * the scratch as attention_kernel's do, and attention_merge_kernel ends
+ * them (its output-quantizing form included).
+ */
+enum { DEC_NK = 8, DEC_GROUPS = ATTN_THREADS / 32 };
+
+/* E halves of a row, as loaded (E / 2 words); kept packed until used, so
+ * that eight keys' K and V slices fit in registers at D = 256. */
+template <int E> struct dec_row {
+    uint32_t w[E / 2];
+};
+
+template <int E> static __device__ __forceinline__ dec_row<E> dec_load(const __half *p)
+{
+    dec_row<E> r;
+    if constexpr (E == 2) {
+        r.w[0] = *(const uint32_t *)p;
+    } else if constexpr (E == 4) {
+        uint2 u = *(const uint2 *)p;
+        r.w[0] = u.x, r.w[1] = u.y;
+    } else {
+        uint4 u = *(const uint4 *)p;
+        r.w[0] = u.x, r.w[1] = u.y, r.w[2] = u.z, r.w[3] = u.w;
+    }
+    return r;
+}
+
+static __device__ __forceinline__ float2 dec_f2(uint32_t w)
+{
+    return __half22float2(*(const __half2 *)&w);
+}
+
+template <int G, int D>
+__global__ void __launch_bounds__(ATTN_THREADS) attention_decode_kernel(fg_gpu_attn_args a, int n_splits, float *part)
+{
+    enum { E = D / 32, NK = DEC_NK, NG = DEC_GROUPS };
+    __shared__ float ms[NG][G], ls[NG][G];
+    __shared__ float os[NG][G][D];
+    const int hk = blockIdx.x, lane = threadIdx.x % 32, grp = threadIdx.x / 32;
+    const int base = (int)(threadIdx.x % FG_WARP) - lane; /* this group's first lane in the wavefront */
+    const int64_t t = blockIdx.y;
+
+    float q[G][E];
+    const float *qrow = a.q + t * a.ldq + (int64_t)hk * G * D + E * lane;
+#pragma unroll
+    for (int g = 0; g < G; g++)
+#pragma unroll
+        for (int e = 0; e < E; e++) q[g][e] = qrow[g * D + e];
+
+    int32_t p = a.pos[t], start = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
+    if (n_splits > 1) { /* this block's chunk of [start, p], as attention_kernel's */
+        int32_t chunk = (p - start + n_splits) / n_splits, last = start + ((int32_t)blockIdx.z + 1) * chunk - 1;
+        start += (int32_t)blockIdx.z * chunk;
+        p = last < p ? last : p;
+    }
+    const int32_t *table = a.block_tables + (int64_t)a.seq[t] * a.max_blocks;
+    const __half *K = (const __half *)a.kc + (int64_t)hk * D + E * lane,
+                 *V = (const __half *)a.vc + (int64_t)hk * D + E * lane;
+    /* the key whose score this lane ends up holding, and whose lane holds key k */
+    const int kk = (lane >> 4 & 1) * 4 + (lane >> 3 & 1) * 2 + (lane >> 2 & 1);
+
+    float m[G], l[G], acc[G][E];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        m[g] = -INFINITY, l[g] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < E; e++) acc[g][e] = 0.0f;
+    }
+
+    for (int32_t j0 = start + grp * NK; j0 <= p; j0 += NG * NK) {
+        dec_row<E> kr[NK], vr[NK];
+#pragma unroll
+        for (int k = 0; k < NK; k++) {
+            int32_t j = j0 + k <= p ? j0 + k : p; /* past the end: a valid row, masked below */
+            int64_t slot = (int64_t)table[j / a.block_size] * a.block_size + j % a.block_size;
+            kr[k] = dec_load<E>(K + slot * a.k_row);
+            vr[k] = dec_load<E>(V + slot * a.v_row);
+        }
+        /* partial dots, then the reduce-scatter over the group */
+        float s[G];
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float v[NK];
+#pragma unroll
+            for (int k = 0; k < NK; k++) {
+                float d = 0.0f;
+#pragma unroll
+                for (int e = 0; e < E / 2; e++) {
+                    float2 kv = dec_f2(kr[k].w[e]);
+                    d += q[g][2 * e] * kv.x + q[g][2 * e + 1] * kv.y;
+                }
+                v[k] = d;
+            }
+            const bool b4 = lane & 16, b3 = lane & 8, b2 = lane & 4;
+            float w[4], x[2];
+#pragma unroll
+            for (int k = 0; k < 4; k++) w[k] = (b4 ? v[k + 4] : v[k]) + fg_shfl_xor(b4 ? v[k] : v[k + 4], 16, 32);
+#pragma unroll
+            for (int k = 0; k < 2; k++) x[k] = (b3 ? w[k + 2] : w[k]) + fg_shfl_xor(b3 ? w[k] : w[k + 2], 8, 32);
+            float y = (b2 ? x[1] : x[0]) + fg_shfl_xor(b2 ? x[0] : x[1], 4, 32);
+            y += fg_shfl_xor(y, 2, 32);
+            y += fg_shfl_xor(y, 1, 32);
+            s[g] = y;
+        }
+        const bool live = j0 + kk <= p;
+        float pk[G];
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float sg = -INFINITY;
+            if (live) {
+                sg = s[g] * a.scale;
+                if (a.softcap > 0.0f) sg = a.softcap * tanhf(sg / a.softcap);
+            }
+            float mx = sg;
+            mx = fmaxf(mx, fg_shfl_xor(mx, 4, 32));
+            mx = fmaxf(mx, fg_shfl_xor(mx, 8, 32));
+            mx = fmaxf(mx, fg_shfl_xor(mx, 16, 32));
+            float m_new = fmaxf(m[g], mx); /* finite: key j0 is live */
+            float corr = expf(m[g] - m_new);
+            pk[g] = live ? expf(sg - m_new) : 0.0f;
+            float sum = pk[g];
+            sum += fg_shfl_xor(sum, 4, 32);
+            sum += fg_shfl_xor(sum, 8, 32);
+            sum += fg_shfl_xor(sum, 16, 32);
+            l[g] = l[g] * corr + sum;
+            m[g] = m_new;
+#pragma unroll
+            for (int e = 0; e < E; e++) acc[g][e] *= corr;
+        }
+#pragma unroll
+        for (int k = 0; k < NK; k++) {
+            const int src = base + (k >> 2 & 1) * 16 + (k >> 1 & 1) * 8 + (k & 1) * 4;
+            float vf[E];
+#pragma unroll
+            for (int e = 0; e < E / 2; e++) {
+                float2 vv = dec_f2(vr[k].w[e]);
+                vf[2 * e] = vv.x, vf[2 * e + 1] = vv.y;
+            }
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                float pkk = fg_shfl(pk[g], src); /* 0 for a key past the end */
+#pragma unroll
+                for (int e = 0; e < E; e++) acc[g][e] += pkk * vf[e];
+            }
+        }
+    }
+
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        if (lane == 0) ms[grp][g] = m[g], ls[grp][g] = l[g];
+#pragma unroll
+        for (int e = 0; e < E; e++) os[grp][g][E * lane + e] = acc[g][e];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+        int g = i / D, d = i % D;
+        float M = -INFINITY, L = 0.0f, o = 0.0f;
+        for (int w = 0; w < NG; w++) M = fmaxf(M, ms[w][g]);
+        for (int w = 0; w < NG; w++) {
+            float c = ms[w][g] == -INFINITY ? 0.0f : expf(ms[w][g] - M);
+            L += ls[w][g] * c;
+            o += os[w][g][d] * c;
+        }
+        int64_t h = (int64_t)hk * G + g;
+        if (n_splits > 1) { /* partial (t, h, z): outputs, then max and sum; an empty chunk: -inf, 0 */
+            float *pp = part + (((int64_t)t * a.n_head + h) * n_splits + blockIdx.z) * (D + 2);
+            pp[d] = M == -INFINITY ? 0.0f : o;
+            if (d == 0) pp[D] = M, pp[D + 1] = M == -INFINITY ? 0.0f : L;
+        } else {
+            a.out[t * a.ldo + h * D + d] = o / L;
+        }
+    }
+}
+
+bool fg_gpu_attention_decode_ok(const fg_gpu_attn_args *a)
+{
+    int G = a->n_head_kv > 0 && a->n_head % a->n_head_kv == 0 ? a->n_head / a->n_head_kv : 0, D = a->head_dim_k;
+    return a->head_dim_v == D && (D == 64 || D == 128 || D == 256) && (G == 1 || G == 2 || G == 4 || G == 8) &&
+           !(G == 8 && D == 256) && a->k_row % 8 == 0 && a->v_row % 8 == 0;
+}
+
+template <int G, int D> static void attention_decode_launch(const fg_gpu_attn_args *a, int n_splits, float *part,
+                                                            cudaStream_t s)
+{
+    dim3 grid((unsigned)a->n_head_kv, (unsigned)a->n_tokens, (unsigned)n_splits);
+    attention_decode_kernel<G, D><<<grid, ATTN_THREADS, 0, s>>>(*a, n_splits, part);
+}
+
+template <int G> static void attention_decode_d(const fg_gpu_attn_args *a, int n_splits, float *part, cudaStream_t s)
+{
+    if (a->head_dim_k == 64) attention_decode_launch<G, 64>(a, n_splits, part, s);
+    else if (a->head_dim_k == 128) attention_decode_launch<G, 128>(a, n_splits, part, s);
+    else if constexpr (G < 8) attention_decode_launch<G, 256>(a, n_splits, part, s);
+}
+
+cudaError_t fg_gpu_attention_decode(const fg_gpu_attn_args *a, int n_splits, float *scratch, void *q8,
+                                    cudaStream_t s)
+{
+    if (!fg_gpu_attention_decode_ok(a)) return cudaErrorInvalidValue;
+    if (n_splits > 1 && !scratch) n_splits = 1;
+    switch (a->n_head / a->n_head_kv) {
+    case 1: attention_decode_d<1>(a, n_splits, scratch, s); break;
+    case 2: attention_decode_d<2>(a, n_splits, scratch, s); break;
+    case 4: attention_decode_d<4>(a, n_splits, scratch, s); break;
+    default: attention_decode_d<8>(a, n_splits, scratch, s); break;
+    }
+    if (n_splits > 1) {
+        int64_t K = (int64_t)a->n_head * a->head_dim_v;
+        int8_t *xq = q8 && a->head_dim_v % 32 == 0 ? (int8_t *)q8 : NULL;
+        float2 *xs = xq ? fg_gpu_q8_scales(xq, K) : NULL;
+        attention_merge_kernel<<<dim3((unsigned)a->n_head, (unsigned)a->n_tokens), 128, 0, s>>>(
+            scratch, n_splits, a->n_head, a->head_dim_v, a->out, a->ldo, xq, xs, K);
+    }
+    return cudaGetLastError();
+}
+
 template <int G> static void attention_gqa_launch(const fg_gpu_attn_args *a, int warp, cudaStream_t s)
 {
     int nw = ATTN_THREADS / warp;

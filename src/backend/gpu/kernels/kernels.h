@@ -173,6 +173,14 @@ size_t fg_gpu_attention_scratch(int32_t n_tokens, int64_t o_row, int32_t n_head)
  * 2, 4 or 8 query heads that share it (GQA), unsplit: batched decoding. */
 bool fg_gpu_attention_gqa_ok(const fg_gpu_attn_args *a);
 cudaError_t fg_gpu_attention_gqa(const fg_gpu_attn_args *a, int warp, cudaStream_t s);
+/* Decoding over long contexts (attention.cu's attention_decode_kernel): one
+ * block per (token, KV head, split) for all the KV head's query heads,
+ * rows read by whole 32-lane groups; splits and q8 as fg_gpu_attention's.
+ * Head dims 64, 128, 256 (K and V alike), groups of 1, 2, 4, 8 query heads
+ * per KV head (not 8 at 256). */
+bool fg_gpu_attention_decode_ok(const fg_gpu_attn_args *a);
+cudaError_t fg_gpu_attention_decode(const fg_gpu_attn_args *a, int n_splits, float *scratch, void *q8,
+                                    cudaStream_t s);
 /* The tiled prefill kernel (attention_tiled.cu): for batches whose every
  * 64-token tile is one sequence's consecutive positions, head dims 64 and
  * 128 (K and V alike), 32-wide warps. */
