@@ -62,8 +62,9 @@ static void rig_open(rig *r, bool on_gpu, int32_t n_ctx)
 /* The GPU against the CPU reference on the model at path: teacher-forced
  * logits at every position of ids (prefilled in batches of 64, so both the
  * GEMM and, for the tail, the GEMV paths run), then a free-running greedy
- * continuation. Top-1 agreement must reach 99%; with float weights the
- * logits must match closely and the continuation for 64 tokens. */
+ * continuation. Top-1 agreement must reach 99% of the positions that are not
+ * ties (at most 10% are); with float weights the logits must match closely
+ * and the continuation for 64 tokens. */
 static void gpu_matches_cpu(const char *path, const int32_t *ids, int32_t n)
 {
     rig g, c;
@@ -74,19 +75,29 @@ static void gpu_matches_cpu(const char *path, const int32_t *ids, int32_t n)
     fg_test_keep kc = {malloc((size_t)n * (size_t)n_vocab * sizeof(float)), n_vocab};
     cr_assert_eq(fg_session_eval_all(g.s, ids, n, fg_test_keep_logits, &kg), FG_OK, "%s", fg_last_error());
     cr_assert_eq(fg_session_eval_all(c.s, ids, n, fg_test_keep_logits, &kc), FG_OK, "%s", fg_last_error());
-    int agree = 0;
+    /* A position whose reference top-2 margin is within twice the largest
+     * logit difference there is a tie the two arithmetics may break either
+     * way: counted apart (and bounded), not as a disagreement. */
+    int agree = 0, ties = 0, tie_agree = 0;
     double worst = 0;
     for (int32_t i = 0; i < n; i++) {
         const float *a = kg.dst + (size_t)i * n_vocab, *b = kc.dst + (size_t)i * n_vocab;
-        double num = 0, den = 0;
+        double num = 0, den = 0, dmax = 0;
         for (int32_t v = 0; v < n_vocab; v++) {
             cr_assert(isfinite(a[v]), "position %d logit %d is %f on the GPU", i, v, a[v]);
             num += ((double)a[v] - b[v]) * ((double)a[v] - b[v]);
             den += (double)b[v] * b[v];
+            if (fabs((double)a[v] - b[v]) > dmax) dmax = fabs((double)a[v] - b[v]);
         }
         double e = sqrt(num / (den > 0 ? den : 1));
         if (e > worst) worst = e;
-        agree += fg_test_argmax(a, n_vocab) == fg_test_argmax(b, n_vocab);
+        int32_t top = fg_test_argmax(b, n_vocab);
+        float second = -INFINITY;
+        for (int32_t v = 0; v < n_vocab; v++)
+            if (v != top && b[v] > second) second = b[v];
+        bool same = fg_test_argmax(a, n_vocab) == top;
+        if ((double)b[top] - second <= 2 * dmax) ties++, tie_agree += same;
+        else agree += same;
     }
     /* Greedy continuation, token by token (the decode path). */
     enum { N_GEN = 64 };
@@ -99,19 +110,17 @@ static void gpu_matches_cpu(const char *path, const int32_t *ids, int32_t n)
         tg = fg_test_argmax(fg_session_logits(g.s), n_vocab);
         tc = fg_test_argmax(fg_session_logits(c.s), n_vocab);
     }
-    cr_log_info("gpu_model %s: %d positions, top-1 agreement %d/%d, max relative logit error %.3g; greedy identical "
-                "for %d of %d tokens",
-                path, n, agree, n, worst, same, N_GEN);
     fprintf(stderr,
-            "gpu_model %s: %d positions, top-1 agreement %d/%d, max relative logit error %.3g; greedy identical for %d "
-            "of %d tokens\n",
-            path, n, agree, n, worst, same, N_GEN);
+            "gpu_model %s: %d positions, top-1 agreement %d/%d (%d/%d more at ties), max relative logit error %.3g; "
+            "greedy identical for %d of %d tokens\n",
+            path, n, agree, n - ties, tie_agree, ties, worst, same, N_GEN);
     /* With float weights the GPU decodes in f32 like the reference; with
      * Q4_0/Q4_1/Q8_0/Q4_K its decode GEMV takes int8 activations (as
      * llama.cpp's does), so only agreement of the picks is required there. */
     const fg_gguf_tensor *wq = fg_gguf_find_tensor(g.m->gguf, "blk.0.attn_q.weight");
     bool float_weights = wq && (wq->type == FG_TYPE_F32 || wq->type == FG_TYPE_F16 || wq->type == FG_TYPE_BF16);
-    cr_expect_geq(agree * 100, n * 99, "top-1 agreement %d/%d is under 99%%", agree, n);
+    cr_expect_geq(agree * 100, (n - ties) * 99, "top-1 agreement %d/%d is under 99%%", agree, n - ties);
+    cr_expect_leq(ties * 10, n, "%d of %d positions are ties: more than 10%%", ties, n);
     /* Prefill matmuls on a CUDA build take f16 operands (cuBLAS, or the
      * tensor-core GEMM of Q4_0 and Q8_0): the teacher-forced logits carry
      * that rounding. */

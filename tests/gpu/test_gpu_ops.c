@@ -782,8 +782,9 @@ Test(gpu_ops, attention_gqa_groups_and_head_dims, .init = need_gpu, .fini = done
 
 /* One sequence: a prefill of 200 tokens, then a chunk of 77 continuing it,
  * then one decode token: the first two take the tiled prefill kernel (every
- * 64-token tile is one sequence's consecutive positions), the last the
- * split-KV decode. Blocks are scattered through the pool. */
+ * 64-token tile is one sequence's consecutive positions; tensor cores in a
+ * CUDA build), the last the split-KV decode. Blocks are scattered through
+ * the pool. */
 static void attention_one_sequence(int n_head, int n_kv, int hd, int window, float softcap)
 {
     enum { BS = 16, MAXB = 24 };
@@ -817,7 +818,11 @@ static void attention_one_sequence(int n_head, int n_kv, int hd, int window, flo
         char what[128];
         snprintf(what, sizeof what, "one-sequence attention heads %d/%d hd %d window %d softcap %g, positions %d..%d",
                  n_head, n_kv, hd, window, softcap, spans[step][0], spans[step][1] - 1);
-        expect_close(&o, n, 1e-5, what);
+        /* A CUDA build's prefill tiles multiply on the tensor cores, Q and
+         * the probabilities rounded to f16: DESIGN.md's fp16 tier. */
+        const char *api = fg_backend_gpu_api();
+        bool mma = step < 2 && (hd == 64 || hd == 128) && api && strcmp(api, "CUDA") == 0;
+        expect_close(&o, n, mma ? 3e-3 : 1e-5, what);
     }
 }
 
@@ -878,7 +883,11 @@ Test(gpu_ops, rope_store_attention_and_the_merged_quantization, .init = need_gpu
             /* k is rotated by each backend's own RoPE, then rounded to f16
              * in the cache: a last-bit difference can round one element of
              * a cached key to the next f16 (1e-3 of it). */
-            expect_close(&o, n, 1e-4, "attention over the rope_store cache");
+            /* Prefill-sized steps of a CUDA build: the tensor-core kernel's
+             * fp16 tier. */
+            const char *api = fg_backend_gpu_api();
+            bool mma = n > 8 && (hd == 64 || hd == 128) && api && strcmp(api, "CUDA") == 0;
+            expect_close(&o, n, mma ? 3e-3 : 1e-4, "attention over the rope_store cache");
             /* Decode-sized steps: the GEMV on the int8 codes the merge left;
              * larger ones: the f16 tensor-core GEMM on the output itself. */
             bool q8 = fg_backend_gpu_matmul_kind(gpu, FG_TYPE_Q4_0, n) == 'q';

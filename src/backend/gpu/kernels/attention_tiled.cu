@@ -169,6 +169,222 @@ __global__ void __launch_bounds__(TT) attention_tiled_kernel(fg_gpu_attn_args a)
     }
 }
 
+#if !defined(FG_GPU_HIP)
+/*
+ * The tensor-core form (CUDA, sm_80 and up): the same tiles and masks, with
+ * Q K^T and P V on mma.m16n8k16 (f16 operands, f32 accumulators), as
+ * flash-attention 2 does. Four warps, each 16 of the tile's 64 query rows;
+ * per 64-key tile the block stages K and V (F16, through the block table;
+ * rows past the tile's last position zeroed) in shared memory, each warp
+ * computes its 16 x 64 scores in registers, masks them (causal, window),
+ * soft-caps, takes the online softmax per row (a row's 64 scores are spread
+ * over the four lanes of a quad: two shuffles), and multiplies P, rounded
+ * to f16, by V, P taken straight from the score accumulators (their layout
+ * is the next mma's A fragment). Q (times the scale, rounded to f16) is
+ * held in registers as A fragments for the whole key loop. Fragments come
+ * from shared memory by ldmatrix (V's transposed), rows padded by 8 halves
+ * so that the eight rows of a fragment fall in different banks.
+ */
+enum { MQ = 64, MK = 64, MT = 128, MPAD = 8 };
+
+template <int D> struct mma_smem {
+    __half q[MQ][D + MPAD];
+    __half k[MK][D + MPAD];
+    __half v[MK][D + MPAD];
+};
+
+static __device__ __forceinline__ void fa_ldm_x4(uint32_t r[4], const void *p)
+{
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+static __device__ __forceinline__ void fa_ldm_x4_t(uint32_t r[4], const void *p)
+{
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+static __device__ __forceinline__ void fa_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+static __device__ __forceinline__ uint32_t fa_pack(float x, float y)
+{
+    __half2 h = __floats2half2_rn(x, y);
+    return *(uint32_t *)&h;
+}
+
+template <int D>
+__global__ void __launch_bounds__(MT) attention_mma_kernel(fg_gpu_attn_args a)
+{
+    enum { NB = MK / 8, KD = D / 16, ND = D / 8 };
+    extern __shared__ __align__(16) unsigned char raw[];
+    mma_smem<D> &sm = *(mma_smem<D> *)raw;
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, g = lane / 4, qd = lane % 4;
+    const int h = blockIdx.x;
+    const int64_t t0 = (int64_t)blockIdx.y * MQ;
+    const int nq = a.n_tokens - t0 < MQ ? (int)(a.n_tokens - t0) : MQ;
+    const int32_t hk = h / (a.n_head / a.n_head_kv);
+    const int32_t p0 = a.pos[t0], p_last = p0 + nq - 1;
+    const int32_t *table = a.block_tables + (int64_t)a.seq[t0] * a.max_blocks;
+    const __half *K = (const __half *)a.kc + (int64_t)hk * D, *V = (const __half *)a.vc + (int64_t)hk * D;
+
+    for (int i = tid; i < MQ * D / 2; i += MT) {
+        int r = i / (D / 2), c = 2 * (i % (D / 2));
+        float2 v = make_float2(0.0f, 0.0f);
+        if (r < nq) {
+            const float *qr = a.q + (t0 + r) * a.ldq + (int64_t)h * D + c;
+            v = make_float2(qr[0] * a.scale, qr[1] * a.scale);
+        }
+        *(__half2 *)&sm.q[r][c] = __floats2half2_rn(v.x, v.y);
+    }
+    __syncthreads();
+    /* this warp's Q rows as A fragments: rows 16 warp + (lanes 0-7, 8-15 of
+     * each matrix), dims 16 kd + (0-7, 8-15) */
+    uint32_t qa[KD][4];
+    {
+        int r = 16 * warp + (lane % 16), c = 8 * (lane / 16);
+#pragma unroll
+        for (int kd = 0; kd < KD; kd++) fa_ldm_x4(qa[kd], &sm.q[r][16 * kd + c]);
+    }
+    const int32_t qp0 = p0 + 16 * warp + g, qp1 = qp0 + 8; /* this lane's two query rows */
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    float o[ND][4];
+#pragma unroll
+    for (int n = 0; n < ND; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+
+    int32_t first = a.window > 0 && p0 - a.window + 1 > 0 ? p0 - a.window + 1 : 0;
+    first -= first % MK;
+    for (int32_t k0 = first; k0 <= p_last; k0 += MK) {
+        __syncthreads(); /* the previous tile is consumed */
+        for (int i = tid; i < MK * (D / 8); i += MT) {
+            int r = i / (D / 8), c = 8 * (i % (D / 8));
+            int32_t j = k0 + r;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
+            if (j <= p_last) {
+                int64_t slot = (int64_t)table[j / a.block_size] * a.block_size + j % a.block_size;
+                kv = *(const uint4 *)(K + slot * a.k_row + c);
+                vv = *(const uint4 *)(V + slot * a.v_row + c);
+            }
+            *(uint4 *)&sm.k[r][c] = kv;
+            *(uint4 *)&sm.v[r][c] = vv;
+        }
+        __syncthreads();
+        /* S = Q K^T: 16 rows x 64 keys a warp, n-block nb is keys 8 nb .. */
+        float sc[NB][4];
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.0f;
+#pragma unroll
+        for (int kd = 0; kd < KD; kd++) {
+#pragma unroll
+            for (int nb = 0; nb < NB; nb += 2) {
+                /* matrices: keys 8 nb + (0-7) at dims 16 kd + (0-7), (8-15); then keys 8 (nb + 1) + ... */
+                uint32_t b[4];
+                int r = 8 * nb + (lane % 8) + 8 * (lane / 16), c = 16 * kd + 8 * ((lane / 8) % 2);
+                fa_ldm_x4(b, &sm.k[r][c]);
+                fa_mma(sc[nb], qa[kd], b[0], b[1]);
+                fa_mma(sc[nb + 1], qa[kd], b[2], b[3]);
+            }
+        }
+        /* masks, soft-cap, online softmax: element e of n-block nb is row
+         * (e < 2 ? g : g + 8), key k0 + 8 nb + 2 qd + e % 2 */
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int32_t kp = k0 + 8 * nb + 2 * qd + e % 2, qp = e < 2 ? qp0 : qp1;
+                float s = sc[nb][e];
+                if (a.softcap > 0.0f) s = a.softcap * tanhf(s / a.softcap);
+                bool out_of = kp > qp || kp > p_last || (a.window > 0 && kp < qp - a.window + 1);
+                s = out_of ? -INFINITY : s;
+                sc[nb][e] = s;
+                if (e < 2) mx0 = fmaxf(mx0, s);
+                else mx1 = fmaxf(mx1, s);
+            }
+        }
+        mx0 = fmaxf(mx0, fg_shfl_xor(mx0, 1, 32));
+        mx0 = fmaxf(mx0, fg_shfl_xor(mx0, 2, 32));
+        mx1 = fmaxf(mx1, fg_shfl_xor(mx1, 1, 32));
+        mx1 = fmaxf(mx1, fg_shfl_xor(mx1, 2, 32));
+        float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+        float c0 = n0 == -INFINITY ? 1.0f : expf(m0 - n0), c1 = n1 == -INFINITY ? 1.0f : expf(m1 - n1);
+        m0 = n0, m1 = n1;
+        float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float s = sc[nb][e], mm = e < 2 ? n0 : n1;
+                float pj = s == -INFINITY ? 0.0f : expf(s - mm);
+                sc[nb][e] = pj;
+                if (e < 2) s0 += pj;
+                else s1 += pj;
+            }
+        }
+        l0 = l0 * c0 + s0, l1 = l1 * c1 + s1; /* this lane's share; the quad's sum at the end */
+#pragma unroll
+        for (int n = 0; n < ND; n++) o[n][0] *= c0, o[n][1] *= c0, o[n][2] *= c1, o[n][3] *= c1;
+        /* O += P V: k-step kk is keys 16 kk ..; its A fragment is n-blocks 2 kk and 2 kk + 1 */
+#pragma unroll
+        for (int kk = 0; kk < MK / 16; kk++) {
+            uint32_t pa[4] = {fa_pack(sc[2 * kk][0], sc[2 * kk][1]), fa_pack(sc[2 * kk][2], sc[2 * kk][3]),
+                              fa_pack(sc[2 * kk + 1][0], sc[2 * kk + 1][1]), fa_pack(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+#pragma unroll
+            for (int n = 0; n < ND; n += 2) {
+                /* V transposed: matrices keys 16 kk + (0-7), (8-15) at dims 8 n .., then at dims 8 (n + 1) .. */
+                uint32_t b[4];
+                int r = 16 * kk + (lane % 8) + 8 * ((lane / 8) % 2), c = 8 * n + 8 * (lane / 16);
+                fa_ldm_x4_t(b, &sm.v[r][c]);
+                fa_mma(o[n], pa, b[0], b[1]);
+                fa_mma(o[n + 1], pa, b[2], b[3]);
+            }
+        }
+    }
+    l0 += fg_shfl_xor(l0, 1, 32);
+    l0 += fg_shfl_xor(l0, 2, 32);
+    l1 += fg_shfl_xor(l1, 1, 32);
+    l1 += fg_shfl_xor(l1, 2, 32);
+    const int r0 = 16 * warp + g, r1 = r0 + 8;
+    const float i0 = 1.0f / l0, i1 = 1.0f / l1;
+#pragma unroll
+    for (int n = 0; n < ND; n++) {
+        int d = 8 * n + 2 * qd;
+        if (r0 < nq) {
+            float *y = a.out + (t0 + r0) * a.ldo + (int64_t)h * D + d;
+            y[0] = o[n][0] * i0, y[1] = o[n][1] * i0;
+        }
+        if (r1 < nq) {
+            float *y = a.out + (t0 + r1) * a.ldo + (int64_t)h * D + d;
+            y[0] = o[n][2] * i1, y[1] = o[n][3] * i1;
+        }
+    }
+}
+
+template <int D> static cudaError_t launch_mma(const fg_gpu_attn_args *a, cudaStream_t s)
+{
+    size_t smem = sizeof(mma_smem<D>);
+    static bool raised = false; /* the opt-in above 48 KB, once per process and head dim */
+    if (!raised) {
+        cudaError_t e = cudaFuncSetAttribute(reinterpret_cast<const void *>(&attention_mma_kernel<D>),
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e != cudaSuccess) return e;
+        raised = true;
+    }
+    dim3 grid((unsigned)a->n_head, (unsigned)((a->n_tokens + MQ - 1) / MQ));
+    attention_mma_kernel<D><<<grid, MT, smem, s>>>(*a);
+    return cudaGetLastError();
+}
+#endif
+
 template <int D> static cudaError_t launch_tiled(const fg_gpu_attn_args *a, cudaStream_t s)
 {
     size_t smem = sizeof(tiled_smem<D>);
@@ -192,5 +408,9 @@ bool fg_gpu_attention_tiled_ok(const fg_gpu_attn_args *a, int warp)
 
 cudaError_t fg_gpu_attention_tiled(const fg_gpu_attn_args *a, cudaStream_t s)
 {
+#if !defined(FG_GPU_HIP)
+    return a->head_dim_k == 64 ? launch_mma<64>(a, s) : launch_mma<128>(a, s);
+#else
     return a->head_dim_k == 64 ? launch_tiled<64>(a, s) : launch_tiled<128>(a, s);
+#endif
 }
