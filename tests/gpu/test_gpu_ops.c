@@ -782,8 +782,8 @@ Test(gpu_ops, attention_gqa_groups_and_head_dims, .init = need_gpu, .fini = done
 
 /* One sequence: a prefill of 200 tokens, then a chunk of 77 continuing it,
  * then one decode token: the first two take the tiled prefill kernel (every
- * 64-token tile is one sequence's consecutive positions; tensor cores in a
- * CUDA build), the last the split-KV decode. Blocks are scattered through
+ * tile, 64 or 128 tokens, is one sequence's consecutive positions; tensor
+ * cores in a CUDA build), the last the split-KV decode. Blocks are scattered through
  * the pool. */
 static void attention_one_sequence(int n_head, int n_kv, int hd, int window, float softcap)
 {

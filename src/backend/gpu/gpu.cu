@@ -64,7 +64,7 @@ typedef struct gpu_backend {
     cudaEvent_t uploaded;
     bool upload_pending;
     int32_t n_tokens, n_seqs, max_blocks;
-    bool tiles_uniform; /* every 64-token tile is one sequence's consecutive positions */
+    bool tiles_uniform; /* every FG_GPU_ATTN_TILE-token tile is one sequence's consecutive positions */
     const int32_t *d_ids, *d_pos, *d_seq, *d_slot, *d_tables; /* into d_step */
     const fg_gpu_sample_row *d_sample;                           /* into d_step: n_sample rows */
     int32_t n_sample;
@@ -463,7 +463,7 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
     g->xfer.bytes_up += (uint64_t)need * 4;
     g->tiles_uniform = true;
     for (int64_t t = 0; t < n && g->tiles_uniform; t++) {
-        int64_t t0 = t - t % 64;
+        int64_t t0 = t - t % FG_GPU_ATTN_TILE;
         g->tiles_uniform = b->seq[t] == b->seq[t0] && b->pos[t] == b->pos[t0] + (t - t0);
     }
     g->n_tokens = (int32_t)n;

@@ -12,8 +12,9 @@
  * thread 4 rows x D/16 dims), rescaled when a row's max grows. Key tiles past
  * the tile's last query position are skipped.
  *
- * The host uses it only when every 64-token tile of the batch is one
- * sequence's consecutive positions (a prefill chunk); other batches take
+ * The host uses it only when every tile of the batch (FG_GPU_ATTN_TILE
+ * tokens: 64 here, 128 for the tensor-core form below) is one sequence's
+ * consecutive positions (a prefill chunk); other batches take
  * attention.cu's kernel. D (the head dim, K and V alike) is a template
  * parameter: 64 and 128.
  */
@@ -173,9 +174,10 @@ __global__ void __launch_bounds__(TT) attention_tiled_kernel(fg_gpu_attn_args a)
 /*
  * The tensor-core form (CUDA, sm_80 and up): the same tiles and masks, with
  * Q K^T and P V on mma.m16n8k16 (f16 operands, f32 accumulators), as
- * flash-attention 2 does. Four warps, each 16 of the tile's 64 query rows;
- * per 64-key tile the block stages K and V (F16, through the block table;
- * rows past the tile's last position zeroed) in shared memory, each warp
+ * flash-attention 2 does. Eight warps, each 16 of the tile's 128 query
+ * rows; per 64-key tile the block stages K and V (F16, through the block
+ * table; rows past the tile's last position zeroed) in shared memory, the
+ * next tile's copy (cp.async) running while this one is used; each warp
  * computes its 16 x 64 scores in registers, masks them (causal, window),
  * soft-caps, takes the online softmax per row (a row's 64 scores are spread
  * over the four lanes of a quad: two shuffles), and multiplies P, rounded
@@ -185,13 +187,39 @@ __global__ void __launch_bounds__(TT) attention_tiled_kernel(fg_gpu_attn_args a)
  * from shared memory by ldmatrix (V's transposed), rows padded by 8 halves
  * so that the eight rows of a fragment fall in different banks.
  */
-enum { MQ = 64, MK = 64, MT = 128, MPAD = 8 };
+enum { MQ = FG_GPU_ATTN_TILE, MK = 64, MT = 2 * MQ, MPAD = 8 };
 
+/* Q, and two stages of K and V: the next key tile is copied in (cp.async)
+ * while the current one is multiplied. */
 template <int D> struct mma_smem {
     __half q[MQ][D + MPAD];
-    __half k[MK][D + MPAD];
-    __half v[MK][D + MPAD];
+    __half k[2][MK][D + MPAD];
+    __half v[2][MK][D + MPAD];
 };
+
+/* 16 bytes from global to shared, or 16 zero bytes when !valid. */
+static __device__ __forceinline__ void fa_cp16(void *dst, const void *src, bool valid)
+{
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+
+/* Queues the K and V rows of keys k0 .. k0 + MK - 1 (zeros past p_last) into stage st. */
+template <int D>
+static __device__ __forceinline__ void fa_load_kv(mma_smem<D> &sm, int st, const fg_gpu_attn_args &a,
+                                                  const int32_t *table, const __half *K, const __half *V, int32_t k0,
+                                                  int32_t p_last)
+{
+    for (int i = threadIdx.x; i < MK * (D / 8); i += MT) {
+        int r = i / (D / 8), c = 8 * (i % (D / 8));
+        int32_t j = k0 + r;
+        bool valid = j <= p_last;
+        int64_t slot = valid ? (int64_t)table[j / a.block_size] * a.block_size + j % a.block_size : 0;
+        fa_cp16(&sm.k[st][r][c], K + slot * a.k_row + c, valid);
+        fa_cp16(&sm.v[st][r][c], V + slot * a.v_row + c, valid);
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
 
 static __device__ __forceinline__ void fa_ldm_x4(uint32_t r[4], const void *p)
 {
@@ -263,19 +291,13 @@ __global__ void __launch_bounds__(MT) attention_mma_kernel(fg_gpu_attn_args a)
 
     int32_t first = a.window > 0 && p0 - a.window + 1 > 0 ? p0 - a.window + 1 : 0;
     first -= first % MK;
-    for (int32_t k0 = first; k0 <= p_last; k0 += MK) {
-        __syncthreads(); /* the previous tile is consumed */
-        for (int i = tid; i < MK * (D / 8); i += MT) {
-            int r = i / (D / 8), c = 8 * (i % (D / 8));
-            int32_t j = k0 + r;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
-            if (j <= p_last) {
-                int64_t slot = (int64_t)table[j / a.block_size] * a.block_size + j % a.block_size;
-                kv = *(const uint4 *)(K + slot * a.k_row + c);
-                vv = *(const uint4 *)(V + slot * a.v_row + c);
-            }
-            *(uint4 *)&sm.k[r][c] = kv;
-            *(uint4 *)&sm.v[r][c] = vv;
+    fa_load_kv<D>(sm, 0, a, table, K, V, first, p_last);
+    for (int32_t k0 = first, st = 0; k0 <= p_last; k0 += MK, st ^= 1) {
+        if (k0 + MK <= p_last) { /* the next tile into the other stage, then wait for this one */
+            fa_load_kv<D>(sm, st ^ 1, a, table, K, V, k0 + MK, p_last);
+            asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+        } else {
+            asm volatile("cp.async.wait_group 0;\n" ::: "memory");
         }
         __syncthreads();
         /* S = Q K^T: 16 rows x 64 keys a warp, n-block nb is keys 8 nb .. */
@@ -289,7 +311,7 @@ __global__ void __launch_bounds__(MT) attention_mma_kernel(fg_gpu_attn_args a)
                 /* matrices: keys 8 nb + (0-7) at dims 16 kd + (0-7), (8-15); then keys 8 (nb + 1) + ... */
                 uint32_t b[4];
                 int r = 8 * nb + (lane % 8) + 8 * (lane / 16), c = 16 * kd + 8 * ((lane / 8) % 2);
-                fa_ldm_x4(b, &sm.k[r][c]);
+                fa_ldm_x4(b, &sm.k[st][r][c]);
                 fa_mma(sc[nb], qa[kd], b[0], b[1]);
                 fa_mma(sc[nb + 1], qa[kd], b[2], b[3]);
             }
@@ -343,11 +365,12 @@ __global__ void __launch_bounds__(MT) attention_mma_kernel(fg_gpu_attn_args a)
                 /* V transposed: matrices keys 16 kk + (0-7), (8-15) at dims 8 n .., then at dims 8 (n + 1) .. */
                 uint32_t b[4];
                 int r = 16 * kk + (lane % 8) + 8 * ((lane / 8) % 2), c = 8 * n + 8 * (lane / 16);
-                fa_ldm_x4_t(b, &sm.v[r][c]);
+                fa_ldm_x4_t(b, &sm.v[st][r][c]);
                 fa_mma(o[n], pa, b[0], b[1]);
                 fa_mma(o[n + 1], pa, b[2], b[3]);
             }
         }
+        __syncthreads(); /* this stage is refilled two tiles on */
     }
     l0 += fg_shfl_xor(l0, 1, 32);
     l0 += fg_shfl_xor(l0, 2, 32);

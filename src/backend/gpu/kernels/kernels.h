@@ -182,8 +182,14 @@ bool fg_gpu_attention_decode_ok(const fg_gpu_attn_args *a);
 cudaError_t fg_gpu_attention_decode(const fg_gpu_attn_args *a, int n_splits, float *scratch, void *q8,
                                     cudaStream_t s);
 /* The tiled prefill kernel (attention_tiled.cu): for batches whose every
- * 64-token tile is one sequence's consecutive positions, head dims 64 and
- * 128 (K and V alike), 32-wide warps. */
+ * FG_GPU_ATTN_TILE-token tile is one sequence's consecutive positions, head
+ * dims 64 and 128 (K and V alike), 32-wide warps. The tensor-core form of a
+ * CUDA build takes 128 queries a block, the CUDA-core one 64. */
+#if defined(FG_GPU_HIP)
+enum { FG_GPU_ATTN_TILE = 64 };
+#else
+enum { FG_GPU_ATTN_TILE = 128 };
+#endif
 bool fg_gpu_attention_tiled_ok(const fg_gpu_attn_args *a, int warp);
 cudaError_t fg_gpu_attention_tiled(const fg_gpu_attn_args *a, cudaStream_t s);
 /* How many ways to split the keys so that n_tokens x n_head x splits blocks
