@@ -265,12 +265,16 @@ __global__ void __launch_bounds__(MT) attention_mma_kernel(fg_gpu_attn_args a)
     const int32_t *table = a.block_tables + (int64_t)a.seq[t0] * a.max_blocks;
     const __half *K = (const __half *)a.kc + (int64_t)hk * D, *V = (const __half *)a.vc + (int64_t)hk * D;
 
+    /* Scores in base 2: Q carries log2(e), so the softmax takes exp2f (one
+     * MUFU op) where expf takes several instructions; soft-capping, rare,
+     * undoes it around its tanh. */
+    const float log2e = 1.4426950408889634f, qscale = a.scale * log2e;
     for (int i = tid; i < MQ * D / 2; i += MT) {
         int r = i / (D / 2), c = 2 * (i % (D / 2));
         float2 v = make_float2(0.0f, 0.0f);
         if (r < nq) {
             const float *qr = a.q + (t0 + r) * a.ldq + (int64_t)h * D + c;
-            v = make_float2(qr[0] * a.scale, qr[1] * a.scale);
+            v = make_float2(qr[0] * qscale, qr[1] * qscale);
         }
         *(__half2 *)&sm.q[r][c] = __floats2half2_rn(v.x, v.y);
     }
@@ -325,7 +329,7 @@ __global__ void __launch_bounds__(MT) attention_mma_kernel(fg_gpu_attn_args a)
             for (int e = 0; e < 4; e++) {
                 int32_t kp = k0 + 8 * nb + 2 * qd + e % 2, qp = e < 2 ? qp0 : qp1;
                 float s = sc[nb][e];
-                if (a.softcap > 0.0f) s = a.softcap * tanhf(s / a.softcap);
+                if (a.softcap > 0.0f) s = a.softcap * log2e * tanhf(s / (a.softcap * log2e));
                 bool out_of = kp > qp || kp > p_last || (a.window > 0 && kp < qp - a.window + 1);
                 s = out_of ? -INFINITY : s;
                 sc[nb][e] = s;
@@ -338,7 +342,7 @@ __global__ void __launch_bounds__(MT) attention_mma_kernel(fg_gpu_attn_args a)
         mx1 = fmaxf(mx1, fg_shfl_xor(mx1, 1, 32));
         mx1 = fmaxf(mx1, fg_shfl_xor(mx1, 2, 32));
         float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-        float c0 = n0 == -INFINITY ? 1.0f : expf(m0 - n0), c1 = n1 == -INFINITY ? 1.0f : expf(m1 - n1);
+        float c0 = n0 == -INFINITY ? 1.0f : exp2f(m0 - n0), c1 = n1 == -INFINITY ? 1.0f : exp2f(m1 - n1);
         m0 = n0, m1 = n1;
         float s0 = 0.0f, s1 = 0.0f;
 #pragma unroll
@@ -346,7 +350,7 @@ __global__ void __launch_bounds__(MT) attention_mma_kernel(fg_gpu_attn_args a)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 float s = sc[nb][e], mm = e < 2 ? n0 : n1;
-                float pj = s == -INFINITY ? 0.0f : expf(s - mm);
+                float pj = s == -INFINITY ? 0.0f : exp2f(s - mm);
                 sc[nb][e] = pj;
                 if (e < 2) s0 += pj;
                 else s1 += pj;
