@@ -23,6 +23,35 @@
 
 enum { ATTN_THREADS = 128, ATTN_MAX_D = 256, ATTN_R = ATTN_MAX_D / FG_WARP, ATTN_MAX_SPLITS = 32 };
 
+/* The keys [*start, *p] token t of a block attends to: from the sliding
+ * window's first (or 0) to its position, narrowed with several splits to
+ * split z's chunk (empty for a split past the end: *start > *p). Chunks
+ * follow the device-side position, so a captured graph stays valid. */
+static __device__ __forceinline__ void attn_keys(const fg_gpu_attn_args &a, int64_t t, int n_splits, int z,
+                                                 int32_t *start, int32_t *p)
+{
+    *p = a.pos[t];
+    *start = a.window > 0 && *p - a.window + 1 > 0 ? *p - a.window + 1 : 0;
+    if (n_splits > 1) {
+        int32_t chunk = (*p - *start + n_splits) / n_splits, last = *start + (z + 1) * chunk - 1;
+        *start += z * chunk;
+        *p = last < *p ? last : *p;
+    }
+}
+
+/* Online-softmax state of G query heads, R output elements a lane each:
+ * max -inf, sum 0, outputs 0. */
+template <int G, int R>
+static __device__ __forceinline__ void attn_zero(float (&m)[G], float (&l)[G], float (&acc)[G][R])
+{
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        m[g] = -INFINITY, l[g] = 0.0f;
+#pragma unroll
+        for (int r = 0; r < R; r++) acc[g][r] = 0.0f;
+    }
+}
+
 __global__ void __launch_bounds__(ATTN_THREADS) attention_kernel(fg_gpu_attn_args a, int n_splits, float *part)
 {
     extern __shared__ float sm[];
@@ -35,13 +64,8 @@ __global__ void __launch_bounds__(ATTN_THREADS) attention_kernel(fg_gpu_attn_arg
     for (int i = threadIdx.x; i < Dk; i += blockDim.x) qs[i] = q[i];
     __syncthreads();
 
-    int32_t p = a.pos[t], start = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
-    if (n_splits > 1) { /* this block's chunk: keys [start, p] of the split */
-        int32_t chunk = (p - start + n_splits) / n_splits, z = blockIdx.z;
-        int32_t last = start + (z + 1) * chunk - 1;
-        start += z * chunk;
-        p = last < p ? last : p;
-    }
+    int32_t p, start;
+    attn_keys(a, t, n_splits, (int)blockIdx.z, &start, &p);
     const int32_t *table = a.block_tables + (int64_t)a.seq[t] * a.max_blocks;
     const __half *K = (const __half *)a.kc + (int64_t)hk * Dk, *V = (const __half *)a.vc + (int64_t)hk * Dv;
 
@@ -179,17 +203,13 @@ __global__ void __launch_bounds__(ATTN_THREADS) attention_gqa_kernel(fg_gpu_attn
     for (int i = threadIdx.x; i < G * Dk; i += blockDim.x) qs[i] = q[i];
     __syncthreads();
 
-    int32_t p = a.pos[t], start = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
+    int32_t p, start;
+    attn_keys(a, t, 1, 0, &start, &p);
     const int32_t *table = a.block_tables + (int64_t)a.seq[t] * a.max_blocks;
     const __half *K = (const __half *)a.kc + (int64_t)hk * Dk, *V = (const __half *)a.vc + (int64_t)hk * Dv;
 
     float m[G], l[G], acc[G][ATTN_R];
-#pragma unroll
-    for (int g = 0; g < G; g++) {
-        m[g] = -INFINITY, l[g] = 0.0f;
-#pragma unroll
-        for (int r = 0; r < ATTN_R; r++) acc[g][r] = 0.0f;
-    }
+    attn_zero(m, l, acc);
 
     for (int32_t j0 = start + warp * FG_WARP; j0 <= p; j0 += nw * FG_WARP) {
         int32_t j = j0 + lane;
@@ -267,6 +287,17 @@ __global__ void __launch_bounds__(ATTN_THREADS) attention_gqa_kernel(fg_gpu_attn
     }
 }
 
+/* Launches the merge of n_splits partial results (with q8: the output
+ * quantized too, when head_dim_v allows). */
+static void attention_merge(const fg_gpu_attn_args *a, int n_splits, const float *scratch, void *q8, cudaStream_t s)
+{
+    int64_t K = (int64_t)a->n_head * a->head_dim_v;
+    int8_t *xq = q8 && a->head_dim_v % 32 == 0 ? (int8_t *)q8 : NULL;
+    float2 *xs = xq ? fg_gpu_q8_scales(xq, K) : NULL;
+    attention_merge_kernel<<<dim3((unsigned)a->n_head, (unsigned)a->n_tokens), 128, 0, s>>>(
+        scratch, n_splits, a->n_head, a->head_dim_v, a->out, a->ldo, xq, xs, K);
+}
+
 /*
  * Decoding (a few query tokens, long contexts): one block per (token, KV
  * head, split of the keys), all G query heads of the KV head at once, so
@@ -332,12 +363,8 @@ __global__ void __launch_bounds__(ATTN_THREADS) attention_decode_kernel(fg_gpu_a
 #pragma unroll
         for (int e = 0; e < E; e++) q[g][e] = qrow[g * D + e];
 
-    int32_t p = a.pos[t], start = a.window > 0 && p - a.window + 1 > 0 ? p - a.window + 1 : 0;
-    if (n_splits > 1) { /* this block's chunk of [start, p], as attention_kernel's */
-        int32_t chunk = (p - start + n_splits) / n_splits, last = start + ((int32_t)blockIdx.z + 1) * chunk - 1;
-        start += (int32_t)blockIdx.z * chunk;
-        p = last < p ? last : p;
-    }
+    int32_t p, start;
+    attn_keys(a, t, n_splits, (int)blockIdx.z, &start, &p);
     const int32_t *table = a.block_tables + (int64_t)a.seq[t] * a.max_blocks;
     const __half *K = (const __half *)a.kc + (int64_t)hk * D + E * lane,
                  *V = (const __half *)a.vc + (int64_t)hk * D + E * lane;
@@ -345,12 +372,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) attention_decode_kernel(fg_gpu_a
     const int kk = (lane >> 4 & 1) * 4 + (lane >> 3 & 1) * 2 + (lane >> 2 & 1);
 
     float m[G], l[G], acc[G][E];
-#pragma unroll
-    for (int g = 0; g < G; g++) {
-        m[g] = -INFINITY, l[g] = 0.0f;
-#pragma unroll
-        for (int e = 0; e < E; e++) acc[g][e] = 0.0f;
-    }
+    attn_zero(m, l, acc);
 
     for (int32_t j0 = start + grp * NK; j0 <= p; j0 += NG * NK) {
         dec_row<E> kr[NK], vr[NK];
@@ -489,13 +511,7 @@ cudaError_t fg_gpu_attention_decode(const fg_gpu_attn_args *a, int n_splits, flo
     case 4: attention_decode_d<4>(a, n_splits, scratch, s); break;
     default: attention_decode_d<8>(a, n_splits, scratch, s); break;
     }
-    if (n_splits > 1) {
-        int64_t K = (int64_t)a->n_head * a->head_dim_v;
-        int8_t *xq = q8 && a->head_dim_v % 32 == 0 ? (int8_t *)q8 : NULL;
-        float2 *xs = xq ? fg_gpu_q8_scales(xq, K) : NULL;
-        attention_merge_kernel<<<dim3((unsigned)a->n_head, (unsigned)a->n_tokens), 128, 0, s>>>(
-            scratch, n_splits, a->n_head, a->head_dim_v, a->out, a->ldo, xq, xs, K);
-    }
+    if (n_splits > 1) attention_merge(a, n_splits, scratch, q8, s);
     return cudaGetLastError();
 }
 
@@ -547,13 +563,6 @@ cudaError_t fg_gpu_attention(const fg_gpu_attn_args *a, int n_splits, float *scr
     size_t smem = (size_t)(a->head_dim_k + 2 * nw + nw * a->head_dim_v) * sizeof(float);
     dim3 grid((unsigned)a->n_head, (unsigned)a->n_tokens, (unsigned)n_splits);
     attention_kernel<<<grid, ATTN_THREADS, smem, s>>>(*a, n_splits, scratch);
-    if (n_splits > 1)
-    {
-        int64_t K = (int64_t)a->n_head * a->head_dim_v;
-        int8_t *xq = q8 && a->head_dim_v % 32 == 0 ? (int8_t *)q8 : NULL;
-        float2 *xs = xq ? fg_gpu_q8_scales(xq, K) : NULL;
-        attention_merge_kernel<<<dim3((unsigned)a->n_head, (unsigned)a->n_tokens), 128, 0, s>>>(
-            scratch, n_splits, a->n_head, a->head_dim_v, a->out, a->ldo, xq, xs, K);
-    }
+    if (n_splits > 1) attention_merge(a, n_splits, scratch, q8, s);
     return cudaGetLastError();
 }
