@@ -191,7 +191,7 @@ int fg_cli_chat(int argc, char **argv)
         }
         fg_request_params rp = fg_cli_gen_request(&go, ids.ids, ids.n, n_ctx);
         uint64_t id = 0;
-        fg_cli_text reply = {0};
+        fg_buf reply = {0};
         fg_request_info info;
         st = fg_engine_submit(e, &rp, &id);
         if (st == FG_OK) st = fg_cli_stream(e, id, &reply, &info);

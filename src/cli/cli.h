@@ -6,6 +6,7 @@
 #define FG_CLI_H
 
 #include "backend/backend.h"
+#include "base/buf.h"
 #include "forge.h"
 #include "model/forward.h"
 #include "model/model.h"
@@ -127,16 +128,10 @@ void fg_cli_engine_free(fg_cli_engine *e);
  * as fg_cli_engine_load does. Close with fg_engine_close. */
 fg_status fg_cli_engine_open(const fg_cli_engine_opts *o, int32_t max_running, fg_engine **out);
 
-/* A growable string (malloc'd, NUL-terminated once not empty). */
-typedef struct fg_cli_text {
-    char *s;
-    size_t len, cap;
-} fg_cli_text;
-
 /* Streams the text of request id to stdout as the engine makes it (and
  * appends it to reply, if not NULL) until the request ends; *info is then
  * its final status. A FAILED request fails with its message. */
-fg_status fg_cli_stream(fg_engine *e, uint64_t id, fg_cli_text *reply, fg_request_info *info);
+fg_status fg_cli_stream(fg_engine *e, uint64_t id, fg_buf *reply, fg_request_info *info);
 
 /* The old single-sequence loop's names for how generation stopped ("stop
  * string", "context full", ...), which the timing lines print. */

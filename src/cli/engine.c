@@ -162,22 +162,7 @@ void fg_cli_engine_free(fg_cli_engine *e)
     memset(e, 0, sizeof *e);
 }
 
-static fg_status text_append(fg_cli_text *t, const char *s, size_t n)
-{
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = 2 * (t->len + n + 1);
-        char *ns = realloc(t->s, cap);
-        if (!ns) return fg_err_set(FG_ERR_NOMEM, "out of memory");
-        t->s = ns;
-        t->cap = cap;
-    }
-    memcpy(t->s + t->len, s, n);
-    t->len += n;
-    t->s[t->len] = 0;
-    return FG_OK;
-}
-
-fg_status fg_cli_stream(fg_engine *e, uint64_t id, fg_cli_text *reply, fg_request_info *info)
+fg_status fg_cli_stream(fg_engine *e, uint64_t id, fg_buf *reply, fg_request_info *info)
 {
     char buf[4096];
     for (;;) {
@@ -188,7 +173,7 @@ fg_status fg_cli_stream(fg_engine *e, uint64_t id, fg_cli_text *reply, fg_reques
         do {
             FG_TRY(fg_request_poll(e, id, NULL, 0, NULL, buf, sizeof buf, &n));
             fwrite(buf, 1, n, stdout);
-            if (reply) FG_TRY(text_append(reply, buf, n));
+            if (reply && !fg_buf_append(reply, buf, n)) return fg_err_set(FG_ERR_NOMEM, "out of memory for the reply");
         } while (n == sizeof buf);
         fflush(stdout);
         if (info->state == FG_REQUEST_FAILED) return fg_err_set(FG_ERR_DEVICE, "%s", info->error);

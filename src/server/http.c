@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/buf.h"
 #include "base/err.h"
 #include "server/server.h"
 
@@ -42,8 +43,7 @@ struct fg_server {
 
 /* A request's state across libmicrohttpd's calls. */
 typedef struct conn_ctx {
-    char *body;
-    size_t len, cap;
+    fg_buf body;
     bool too_big;
     struct MHD_Connection *c;
 } conn_ctx;
@@ -181,20 +181,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (cc->too_big || cc->len + n > s->max_body) {
+        if (cc->too_big || cc->body.len + n > s->max_body) {
             cc->too_big = true;
             return MHD_YES;
         }
-        if (cc->len + n + 1 > cc->cap) {
-            size_t cap = 2 * (cc->len + n + 1);
-            char *b = realloc(cc->body, cap);
-            if (!b) return MHD_NO;
-            cc->body = b;
-            cc->cap = cap;
-        }
-        memcpy(cc->body + cc->len, upload, n);
-        cc->len += n;
-        return MHD_YES;
+        return fg_buf_append(&cc->body, upload, n) ? MHD_YES : MHD_NO;
     }
     srv_response r = {0};
     if (cc->too_big) {
@@ -210,7 +201,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         }
     }
     srv_peer peer = {peer_gone, c};
-    srv_routes_handle(s->routes, method, url, cc->body ? cc->body : "", cc->len, &peer, &r);
+    srv_routes_handle(s->routes, method, url, cc->body.s ? cc->body.s : "", cc->body.len, &peer, &r);
     return send_response(s, c, &r);
 }
 
@@ -221,7 +212,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ptr, enum M
     conn_ctx *cc = *ptr;
     if (!cc) return;
     atomic_fetch_sub(&s->in_flight, 1);
-    free(cc->body);
+    free(cc->body.s);
     free(cc);
     *ptr = NULL;
 }

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/buf.h"
 #include "base/utf8.h"
 #include "model/model.h"
 #include "runtime/sampler.h"
@@ -826,36 +827,16 @@ static cJSON *response_head(srv_routes *r, const job *j, const char *object)
 
 /* ---- Generation requests: buffered --------------------------------------------------------- */
 
-typedef struct grow {
-    char *s;
-    size_t len, cap;
-} grow;
-
-static bool grow_add(grow *g, const char *s, size_t n)
-{
-    if (g->len + n + 1 > g->cap) {
-        size_t cap = 2 * (g->len + n + 1) + 256;
-        char *t = realloc(g->s, cap);
-        if (!t) return false;
-        g->s = t;
-        g->cap = cap;
-    }
-    memcpy(g->s + g->len, s, n);
-    g->len += n;
-    g->s[g->len] = 0;
-    return true;
-}
-
 /* Takes request id's new text into g, and its new token ids (so that the
  * next wait blocks until there is more). */
-static void drain_text(fg_engine *e, uint64_t id, grow *g)
+static void drain_text(fg_engine *e, uint64_t id, fg_buf *g)
 {
     char buf[4096];
     int32_t toks[256];
     size_t n, nt;
     do {
         n = 0;
-        if (fg_request_poll(e, id, NULL, 0, NULL, buf, sizeof buf, &n) == FG_OK && n) grow_add(g, buf, n);
+        if (fg_request_poll(e, id, NULL, 0, NULL, buf, sizeof buf, &n) == FG_OK && n) fg_buf_append(g, buf, n);
     } while (n == sizeof buf);
     while (fg_request_poll(e, id, toks, 256, &nt, NULL, 0, NULL) == FG_OK && nt == 256) {
     }
@@ -863,7 +844,7 @@ static void drain_text(fg_engine *e, uint64_t id, grow *g)
 
 static void generate_buffered(srv_routes *r, const gen_spec *g, job *j, const srv_peer *peer, srv_response *out)
 {
-    grow *text = calloc((size_t)j->n, sizeof *text);
+    fg_buf *text = calloc((size_t)j->n, sizeof *text);
     fg_request_info *info = calloc((size_t)j->n, sizeof *info);
     bool gone = false;
     if (!text || !info) {
@@ -936,7 +917,7 @@ struct srv_stream {
     size_t *lp_next;       /* (n) logprobs sent so far */
     size_t *text_off;      /* (n) completions: text_offset so far */
     fg_request_info *info; /* (n) */
-    grow out;              /* bytes not yet handed to the connection */
+    fg_buf out;            /* bytes not yet handed to the connection */
     size_t out_off;
     bool final;            /* [DONE] is in out */
 };
@@ -945,9 +926,9 @@ static void sse_event(srv_stream *st, cJSON *o)
 {
     char *s = print_json(o);
     if (!s) return;
-    grow_add(&st->out, "data: ", 6);
-    grow_add(&st->out, s, strlen(s));
-    grow_add(&st->out, "\n\n", 2);
+    fg_buf_append(&st->out, "data: ", 6);
+    fg_buf_append(&st->out, s, strlen(s));
+    fg_buf_append(&st->out, "\n\n", 2);
     free(s);
 }
 
@@ -995,7 +976,7 @@ static void produce(srv_stream *st)
         if (st->ended[i]) continue;
         fg_request_info *info = &st->info[i];
         fg_request_status(r->e, j->eng[i], info);
-        grow text = {0};
+        fg_buf text = {0};
         drain_text(r->e, j->eng[i], &text);
         fg_token_logprob *lp = NULL;
         size_t n_lp = 0;
@@ -1031,7 +1012,7 @@ static void produce(srv_stream *st)
         cJSON_AddItemToObject(o, "usage", usage_json(&st->g, j, st->info));
         sse_event(st, o);
     }
-    grow_add(&st->out, "data: [DONE]\n\n", 14);
+    fg_buf_append(&st->out, "data: [DONE]\n\n", 14);
     st->final = true;
 }
 
