@@ -997,7 +997,8 @@ extern "C" char fg_backend_gpu_matmul_kind(const fg_backend *be, int type, int32
     bool inv = ((const gpu_backend *)be)->invariant;
     if (fg_gpu_matmul_mmq(type, T, inv)) return 'h';
     if (fg_gpu_matmul_quantizes(type, T, inv)) return 'q';
-    if (inv) return (type == FG_TYPE_Q4_1 || type == FG_TYPE_Q4_K) ? 'q' : 'f'; /* the GEMVs at every size */
+    /* batch-invariant: the GEMVs at every size, integer where the type has one */
+    if (inv) return fg_gpu_matmul_quantizes(type, 1, false) ? 'q' : 'f';
 #if !defined(FG_GPU_HIP)
     if (T > FG_GPU_GEMV_MAX_T) return 'h';
 #endif

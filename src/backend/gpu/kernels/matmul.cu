@@ -172,9 +172,9 @@ struct mm_args {
 };
 
 /* The types with an integer-dot GEMV (mmvq.cuh). */
-template <int TYPE> constexpr bool has_mmvq()
+static constexpr bool has_mmvq(int type)
 {
-    return TYPE == FG_DQ_Q4_0 || TYPE == FG_DQ_Q4_1 || TYPE == FG_DQ_Q8_0 || TYPE == FG_DQ_Q4_K || TYPE == FG_DQ_MXFP4;
+    return type == FG_DQ_Q4_0 || type == FG_DQ_Q4_1 || type == FG_DQ_Q8_0 || type == FG_DQ_Q4_K || type == FG_DQ_MXFP4;
 }
 
 /* One row a warp for one token (decode: as many warps as rows); two rows a
@@ -214,6 +214,14 @@ static void quantize_q8(const float *x, int64_t ldx, int64_t K, int32_t nt, void
     fg_quantize_q8_kernel<<<(unsigned)((threads + 255) / 256), 256, 0, s>>>(x, ldx, K, nt, xq, xs);
 }
 
+#if !defined(FG_GPU_HIP)
+/* The types the tensor-core GEMM computes with (mmq.cuh, CUDA only). */
+static constexpr bool has_mmq(int type)
+{
+    return type == FG_DQ_Q4_0 || type == FG_DQ_Q8_0 || type == FG_DQ_MXFP4;
+}
+#endif
+
 /* Whether T tokens of this type take the tensor-core GEMM: from
  * FG_GPU_MMQ_MIN_T tokens, or always in batch-invariant mode (kernels.h). */
 static bool use_mmq(int type, int32_t T, bool inv)
@@ -222,8 +230,7 @@ static bool use_mmq(int type, int32_t T, bool inv)
     (void)type, (void)T, (void)inv;
     return false;
 #else
-    return (inv || (T >= FG_GPU_MMQ_MIN_T && T <= FG_GPU_MMQ_MAX_T)) &&
-           (type == FG_DQ_Q4_0 || type == FG_DQ_Q8_0 || type == FG_DQ_MXFP4);
+    return (inv || (T >= FG_GPU_MMQ_MIN_T && T <= FG_GPU_MMQ_MAX_T)) && has_mmq(type);
 #endif
 }
 
@@ -323,7 +330,7 @@ template <int TYPE> static void mmq_run(const fg_mmvq_parts &rows, int64_t K, co
                                         void *scratch, cudaStream_t s)
 {
 #if !defined(FG_GPU_HIP)
-    if constexpr (TYPE == FG_DQ_Q4_0 || TYPE == FG_DQ_Q8_0 || TYPE == FG_DQ_MXFP4) {
+    if constexpr (has_mmq(TYPE)) {
         __half *xh = mmq_f16(scratch, K);
         float *partial = mmq_partial(scratch, K);
         fg_mmq_f16_kernel<<<dim3((unsigned)((K / 4 + 127) / 128), (unsigned)T), 128, 0, s>>>(x, ldx, K, T, xh);
@@ -373,7 +380,7 @@ template <int TYPE> struct mm_launch {
 
     static void run(const mm_args &a)
     {
-        if constexpr (has_mmvq<TYPE>()) {
+        if constexpr (has_mmvq(TYPE)) {
             if (a.scratch && use_mmq(TYPE, a.T, a.inv)) {
                 for (int32_t t0 = 0; t0 < a.T; t0 += FG_GPU_MMQ_MAX_T)
                     mmq_run<TYPE>(one_part(a, t0), a.K, a.x + t0 * a.ldx, a.ldx,
@@ -440,8 +447,7 @@ bool fg_gpu_matmul_mmq(int type, int32_t T, bool inv)
 bool fg_gpu_matmul_quantizes(int type, int32_t T, bool inv)
 {
     if (use_mmq(type, T, inv)) return false;
-    return T <= GEMV_MAX_T && (type == FG_DQ_Q4_0 || type == FG_DQ_Q4_1 || type == FG_DQ_Q8_0 ||
-                               type == FG_DQ_Q4_K || type == FG_DQ_MXFP4);
+    return T <= GEMV_MAX_T && has_mmvq(type);
 }
 
 cudaError_t fg_gpu_matmul(int type, const void *w, size_t row_bytes, int64_t N, int64_t K, const float *x, int64_t ldx,
@@ -457,7 +463,7 @@ template <int TYPE> struct mm_n_launch {
     static void run(const fg_mmvq_parts &p, int64_t K, const float *x, int64_t ldx, void *scratch, int32_t T, int warp,
                     cudaStream_t s)
     {
-        if constexpr (has_mmvq<TYPE>()) {
+        if constexpr (has_mmvq(TYPE)) {
             if (use_mmq(TYPE, T, false)) mmq_run<TYPE>(p, K, x, ldx, T, scratch, s);
             else mmvq_run<TYPE>(p, K, (const int8_t *)scratch, fg_gpu_q8_scales(scratch, K), T, warp, false, s);
         }
