@@ -780,6 +780,15 @@ Test(gpu_ops, attention_gqa_groups_and_head_dims, .init = need_gpu, .fini = done
     }
 }
 
+/* Whether a prefill tile of head dim hd multiplies on the tensor cores
+ * (a CUDA build), Q and the probabilities rounded to f16: DESIGN.md's fp16
+ * tier. */
+static bool mma_prefill(int hd)
+{
+    const char *api = fg_backend_gpu_api();
+    return (hd == 64 || hd == 128) && api && strcmp(api, "CUDA") == 0;
+}
+
 /* One sequence: a prefill of 200 tokens, then a chunk of 77 continuing it,
  * then one decode token: the first two take the tiled prefill kernel (every
  * tile, 64 or 128 tokens, is one sequence's consecutive positions; tensor
@@ -818,11 +827,7 @@ static void attention_one_sequence(int n_head, int n_kv, int hd, int window, flo
         char what[128];
         snprintf(what, sizeof what, "one-sequence attention heads %d/%d hd %d window %d softcap %g, positions %d..%d",
                  n_head, n_kv, hd, window, softcap, spans[step][0], spans[step][1] - 1);
-        /* A CUDA build's prefill tiles multiply on the tensor cores, Q and
-         * the probabilities rounded to f16: DESIGN.md's fp16 tier. */
-        const char *api = fg_backend_gpu_api();
-        bool mma = step < 2 && (hd == 64 || hd == 128) && api && strcmp(api, "CUDA") == 0;
-        expect_close(&o, n, mma ? 3e-3 : 1e-5, what);
+        expect_close(&o, n, step < 2 && mma_prefill(hd) ? 3e-3 : 1e-5, what);
     }
 }
 
@@ -883,11 +888,8 @@ Test(gpu_ops, rope_store_attention_and_the_merged_quantization, .init = need_gpu
             /* k is rotated by each backend's own RoPE, then rounded to f16
              * in the cache: a last-bit difference can round one element of
              * a cached key to the next f16 (1e-3 of it). */
-            /* Prefill-sized steps of a CUDA build: the tensor-core kernel's
-             * fp16 tier. */
-            const char *api = fg_backend_gpu_api();
-            bool mma = n > 8 && (hd == 64 || hd == 128) && api && strcmp(api, "CUDA") == 0;
-            expect_close(&o, n, mma ? 3e-3 : 1e-4, "attention over the rope_store cache");
+            /* prefill-sized steps: the tensor-core kernel's fp16 tier */
+            expect_close(&o, n, n > 8 && mma_prefill(hd) ? 3e-3 : 1e-4, "attention over the rope_store cache");
             /* Decode-sized steps: the GEMV on the int8 codes the merge left;
              * larger ones: the f16 tensor-core GEMM on the output itself. */
             bool q8 = fg_backend_gpu_matmul_kind(gpu, FG_TYPE_Q4_0, n) == 'q';
