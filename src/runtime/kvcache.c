@@ -375,6 +375,15 @@ fg_status fg_kvcache_append(fg_kvcache *c, int32_t seq, const int32_t *tokens, i
     return FG_OK;
 }
 
+void fg_kvcache_seq_uncompute(fg_kvcache *c, int32_t seq, int32_t pos)
+{
+    check_seq(c, seq);
+    FG_ASSERT(pos >= 0);
+    const int32_t *t = seq_table(c, seq);
+    for (int32_t i = pos / c->block_size; i < c->n_tbl[seq]; i++)
+        if (c->indexed[t[i]]) index_remove(c, t[i]); /* held by this sequence, so not on the LRU list */
+}
+
 fg_status fg_kvcache_fork(fg_kvcache *c, int32_t seq, int32_t *out)
 {
     check_seq(c, seq);

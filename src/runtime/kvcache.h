@@ -80,6 +80,12 @@ int32_t fg_kvcache_match_prefix(fg_kvcache *c, int32_t seq, const int32_t *token
 fg_status fg_kvcache_append(fg_kvcache *c, int32_t seq, const int32_t *tokens, int32_t n, int32_t *slots,
                             fg_kv_copy *copies, int32_t *n_copies);
 
+/* The step that was to compute the sequence's KV from position pos on did
+ * not run: its full blocks from the one holding pos on leave the prefix
+ * index (they were indexed when appended, before their KV existed), so no
+ * later prompt attaches to them. */
+void fg_kvcache_seq_uncompute(fg_kvcache *c, int32_t seq, int32_t pos);
+
 /* Whether n more tokens would fit now (free plus evictable blocks). */
 bool fg_kvcache_can_append(const fg_kvcache *c, int32_t seq, int32_t n);
 

@@ -373,6 +373,7 @@ void fg_sched_fail(fg_sched *s)
     s->planned = false;
     for (int32_t q = 0; q < s->n_planned; q++) {
         req *r = &s->pool[s->planned_req[q]];
+        fg_kvcache_seq_uncompute(s->kv, r->seq, r->computed);
         r->chunk = 0;
         stop_running(s, r);
         r->state = FG_REQ_FAILED;

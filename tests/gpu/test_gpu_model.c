@@ -386,13 +386,9 @@ static void serve(const char *path, bool invariant, bool together, int32_t promp
  * (the tensor-core GEMM at every size) and F16 (the float GEMV), GQA
  * attention. In the default mode the count that match is printed, not
  * required. */
-static void invariance_case(const char *path, bool invariant)
+static void invariance_prompts(const char *path, bool invariant, int32_t prompt[][64], const int32_t *len)
 {
-    int32_t prompt[INV_N][64], len[INV_N], together[INV_N][INV_GEN], alone[INV_N][INV_GEN];
-    for (int r = 0; r < INV_N; r++) {
-        len[r] = 5 + (r * 17) % 56;
-        for (int i = 0; i < len[r]; i++) prompt[r][i] = 1 + (r * 97 + i * 31 + i * i) % 300;
-    }
+    int32_t together[INV_N][INV_GEN], alone[INV_N][INV_GEN];
     serve(path, invariant, true, prompt, len, together);
     serve(path, invariant, false, prompt, len, alone);
     int same = 0;
@@ -406,9 +402,40 @@ static void invariance_case(const char *path, bool invariant)
             invariant ? "batch-invariant" : "default", path, same, INV_N, INV_GEN);
 }
 
+static void invariance_case(const char *path, bool invariant)
+{
+    int32_t prompt[INV_N][64], len[INV_N];
+    for (int r = 0; r < INV_N; r++) {
+        len[r] = 5 + (r * 17) % 56;
+        for (int i = 0; i < len[r]; i++) prompt[r][i] = 1 + (r * 97 + i * 31 + i * i) % 300;
+    }
+    invariance_prompts(path, invariant, prompt, len);
+}
+
+/* Issue 14, item 1: short prompts, identical or prefixes of each other
+ * (the issue's 7 tokens four times, shorter and longer ones, a block and a
+ * bit), submitted together. */
+static void short_shared_case(const char *path, const int32_t *base, int32_t n_base)
+{
+    static const int32_t lens[INV_N] = {7, 7, 7, 7, 5, 12, 3, 18, 7, 9, 16, 17};
+    int32_t prompt[INV_N][64];
+    for (int r = 0; r < INV_N; r++)
+        for (int i = 0; i < lens[r]; i++) prompt[r][i] = base[i % n_base];
+    invariance_prompts(path, true, prompt, lens);
+}
+
 Test(gpu_synth, batch_invariant_mode_gives_each_request_its_tokens_alone, .init = need_gpu, .timeout = 300)
 {
     invariance_case("tests/data/llama-synth/gqa-q4_0.gguf", true);
     invariance_case("tests/data/llama-synth/gqa-f16.gguf", true);
     invariance_case("tests/data/llama-synth/gqa-q4_0.gguf", false);
+}
+
+Test(gpu_model, identical_and_overlapping_short_prompts_together, .init = need_gpu_and_model, .timeout = 300)
+{
+    static const int32_t issue[] = {57, 2875, 260, 2455, 282, 1029, 314, 4511, 355, 2389, 30, 2543, 288, 1250, 17, 18, 19, 20};
+    static const int32_t synth[] = {57, 275, 260, 255, 282, 129, 34, 11, 55, 289, 30, 243, 288, 150, 17, 18, 19, 20};
+    short_shared_case(model_path, issue, 18);
+    short_shared_case("tests/data/llama-synth/gqa-q4_0.gguf", synth, 18);
+    short_shared_case("tests/data/llama-synth/gqa-f16.gguf", synth, 18);
 }

@@ -586,6 +586,58 @@ Test(matmul, thread_count_does_not_change_results)
     free(yn);
 }
 
+/* Batch invariance: one activation row gives the same bits whatever else is
+ * in the batch. The kernels take tokens FG_MM_NT at a time, so the row is
+ * put at every position of batches of 1 to 9 rows (tiles of 1, 2, 3 and 4
+ * tokens, alone and beside full ones) among other rows; every type, every
+ * instruction set. Tile-width-dependent accumulation (two partial sums for
+ * narrow tiles, one for full ones) once made two identical prompts in one
+ * step decode differently (issue 14, item 1). */
+Test(matmul, a_row_gives_the_same_bits_at_any_batch_position)
+{
+    rng_state = 4242;
+    const fg_type types[] = {FG_TYPE_F32,  FG_TYPE_F16,  FG_TYPE_BF16, FG_TYPE_Q4_0, FG_TYPE_Q4_1,
+                             FG_TYPE_Q5_0, FG_TYPE_Q5_1, FG_TYPE_Q8_0, FG_TYPE_Q2_K, FG_TYPE_Q3_K,
+                             FG_TYPE_Q4_K, FG_TYPE_Q5_K, FG_TYPE_Q6_K, FG_TYPE_MXFP4};
+    const int64_t N = 40, K = 1024, TMAX = 9;
+    float *x = malloc((size_t)(TMAX * K) * 4), *probe = malloc((size_t)K * 4);
+    float *y1 = malloc((size_t)N * 4), *y = malloc((size_t)(TMAX * N) * 4);
+    cr_assert(x && probe && y1 && y);
+    for (int64_t k = 0; k < K; k++) probe[k] = rng_normal();
+    const char *isas[8];
+    int n_isa = isa_list(isas);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        fg_type t = types[ti];
+        size_t rb = fg_type_row_size(t, K);
+        uint8_t *w = make_weights(t, N, K, rb);
+        void *scratch = malloc(fg_cpu_matmul_scratch(t, K, TMAX) + 64);
+        cr_assert_not_null(scratch);
+        for (int i = 0; i < n_isa; i++) {
+            cr_assert(fg_cpu_matmul_force_isa(isas[i]));
+            fg_cpu_matmul(NULL, t, w, rb, N, K, probe, K, 1, y1, N, NULL, scratch);
+            for (int64_t T = 1; T <= TMAX; T++) {
+                for (int64_t at = 0; at < T; at++) {
+                    for (int64_t i2 = 0; i2 < T * K; i2++) x[i2] = rng_normal();
+                    memcpy(x + at * K, probe, (size_t)K * 4);
+                    fg_cpu_matmul(NULL, t, w, rb, N, K, x, K, T, y, N, NULL, scratch);
+                    for (int64_t n = 0; n < N; n++)
+                        cr_assert_eq(f32_bits(y[at * N + n]), f32_bits(y1[n]),
+                                     "%s %s: output %lld of a row at position %lld of %lld is %.9g, alone %.9g",
+                                     fg_type_name(t), isas[i], (long long)n, (long long)at, (long long)T,
+                                     y[at * N + n], y1[n]);
+                }
+            }
+        }
+        free(w);
+        free(scratch);
+    }
+    fg_cpu_matmul_force_isa(NULL);
+    free(x);
+    free(probe);
+    free(y1);
+    free(y);
+}
+
 Test(matmul, supported_types_and_scratch)
 {
     const fg_type yes[] = {FG_TYPE_F32,  FG_TYPE_F16,  FG_TYPE_BF16, FG_TYPE_Q4_0, FG_TYPE_Q4_1,

@@ -12,6 +12,16 @@
  * enough to force preemption): every request ends, finished ones with
  * exactly the expected tokens, and no block stays used when idle. A request
  * the caller finishes (fg_sched_finish) ends at once, freeing its blocks.
+ *
+ * The fake model also keeps the KV pool's contents: each planned token
+ * writes (its token, its position) into its slot, the whole step's writes
+ * before any read (as the forward stores every token's K and V before a
+ * layer's attention), and every token's attention then reads the slots of
+ * all its earlier positions through its block table; each must hold that
+ * sequence's own token at that position. So a prefix hit on a block nobody
+ * computed, or on another prompt's block, fails the test where it happens:
+ * identical and overlapping short prompts submitted together, shared
+ * prefixes, preemption, and a step that failed.
  */
 #include <criterion/criterion.h>
 #include <stdlib.h>
@@ -35,6 +45,56 @@ static uint32_t rnd(uint32_t n)
     return (uint32_t)(rng % n);
 }
 
+/* The fake KV pool: what each slot holds, (token << 20 | position), or -1
+ * when never written. Sized by the first plan of a test (one process per
+ * test). */
+static int64_t *kv_data;
+static int32_t kv_n_slots;
+
+static int64_t kv_entry(int32_t token, int32_t pos)
+{
+    return (int64_t)token << 20 | pos;
+}
+
+/* The fake forward of plan b: writes every token's entry, then checks what
+ * each token reads. A token's sequence content is known for the positions
+ * the plan itself holds (its chunk) and, through the request of a logits
+ * row, for all of them. */
+static void fake_forward(fg_sched *s, const fg_sched_batch *b, int32_t n_slots, int32_t step)
+{
+    if (!kv_data) {
+        kv_n_slots = n_slots;
+        kv_data = malloc((size_t)n_slots * sizeof *kv_data);
+        cr_assert_not_null(kv_data);
+        for (int32_t i = 0; i < n_slots; i++) kv_data[i] = -1;
+    }
+    cr_assert_eq(n_slots, kv_n_slots);
+    for (int32_t i = 0; i < b->n_tokens; i++) kv_data[b->slot[i]] = kv_entry(b->ids[i], b->pos[i]);
+    /* Every position before a chunk's tokens was written, by this step or an earlier one, for its own position. */
+    for (int32_t i = 0; i < b->n_tokens; i++) {
+        if (i > 0 && b->seq[i] == b->seq[i - 1]) continue; /* the chunk's first token reads the least */
+        const int32_t *t = b->block_tables + (size_t)b->seq[i] * (size_t)b->max_blocks;
+        for (int32_t q = 0; q < b->pos[i]; q++) {
+            int64_t v = kv_data[t[q / BS] * BS + q % BS];
+            cr_assert(v >= 0 && (v & 0xfffff) == q,
+                      "step %d: a token at position %d reads position %d from a slot %s", step, b->pos[i], q,
+                      v < 0 ? "never computed" : "computed for another position");
+        }
+    }
+    /* The last token of a request reads exactly its own tokens. */
+    for (int32_t r = 0; r < b->n_logits; r++) {
+        fg_req_info info;
+        cr_assert_eq(fg_sched_info(s, b->logits_req[r], &info), FG_OK);
+        const int32_t *tok = info.gen - info.n_prompt;
+        int32_t tk = b->logits_token[r];
+        const int32_t *t = b->block_tables + (size_t)b->seq[tk] * (size_t)b->max_blocks;
+        for (int32_t q = 0; q <= b->pos[tk]; q++)
+            cr_assert_eq(kv_data[t[q / BS] * BS + q % BS], kv_entry(tok[q], q),
+                         "step %d: request %llu reads another token's KV at position %d", step,
+                         (unsigned long long)b->logits_req[r], q);
+    }
+}
+
 /* Checks a plan against the cache and answers its logits rows with the
  * fake model; returns the tokens planned. */
 static int32_t run_step(fg_sched *s, fg_kvcache *kv, const fg_sched_params *p, int32_t *sampled, int32_t *slot_seen,
@@ -42,6 +102,7 @@ static int32_t run_step(fg_sched *s, fg_kvcache *kv, const fg_sched_params *p, i
 {
     fg_sched_batch b;
     cr_assert_eq(fg_sched_plan(s, &b), FG_OK, "%s", fg_last_error());
+    fake_forward(s, &b, n_slots, step);
     cr_assert(b.n_tokens <= p->max_step_tokens);
     cr_assert(b.n_seqs <= p->max_running);
     for (int32_t i = 0; i < n_slots; i++) slot_seen[i] = -1;
@@ -308,6 +369,113 @@ Test(scheduler, finish_ends_a_request_at_once)
     cr_assert(fg_kvcache_check(kv));
     fg_sched_release(s, a);
     fg_sched_release(s, b);
+    fg_sched_free(s);
+    fg_kvcache_free(kv);
+}
+
+/* Runs the requests ids[0..n) to their end (the fake model), checking each
+ * output and freeing them. */
+static void run_all(fg_sched *s, fg_kvcache *kv, const fg_sched_params *p, const uint64_t *ids, const expect *ex,
+                    int32_t *const *prompts, int n, int32_t n_slots)
+{
+    int32_t sampled[16], *seen = malloc((size_t)n_slots * sizeof *seen);
+    cr_assert(seen && p->max_running <= 16);
+    for (int steps = 0;; steps++) {
+        cr_assert(steps < 10000, "the requests do not end");
+        int done = 0;
+        for (int r = 0; r < n; r++) {
+            fg_req_info info;
+            fg_sched_info(s, ids[r], &info);
+            done += info.state == FG_REQ_FINISHED;
+        }
+        if (done == n) break;
+        run_step(s, kv, p, sampled, seen, n_slots, steps);
+    }
+    for (int r = 0; r < n; r++) {
+        fg_req_info info;
+        fg_sched_info(s, ids[r], &info);
+        check_output(&ex[r], &info, prompts[r]);
+        fg_sched_release(s, ids[r]);
+    }
+    free(seen);
+}
+
+/* Issue 14, item 1: short prompts (shorter than a block, a block and a
+ * bit, two blocks), identical or one a prefix of another, submitted
+ * together, so that one is admitted in the step that computes (and
+ * indexes) the blocks the others would attach to; with a step budget that
+ * takes them whole and one that chunks them; and again once their blocks
+ * are cached. */
+Test(scheduler, identical_and_overlapping_short_prompts_together)
+{
+    static const int32_t sets[][5] = {
+        {7, 7, 0},         {7, 7, 7, 7, 0},  {16, 16, 0},      {17, 17, 17, 0},  {33, 33, 0},
+        {7, 3, 12, 7, 0},  {16, 17, 18, 0},  {17, 16, 33, 0},  {33, 17, 16, 1, 0}, {1, 1, 2, 0},
+    };
+    static const int32_t budgets[] = {256, 16, 5};
+    int32_t base[40];
+    for (int i = 0; i < 40; i++) base[i] = 57 + i * 13;
+    for (size_t bi = 0; bi < sizeof budgets / sizeof budgets[0]; bi++) {
+        fg_sched_params p = {budgets[bi], 5, 8};
+        fg_kvcache *kv;
+        fg_sched *s;
+        open_sched(64, 8, &p, &kv, &s);
+        for (int round = 0; round < 2; round++) { /* the second finds the first's blocks cached */
+            for (size_t si = 0; si < sizeof sets / sizeof sets[0]; si++) {
+                uint64_t ids[5];
+                expect ex[5];
+                int32_t *prompts[5];
+                int n = 0;
+                for (; n < 5 && sets[si][n] > 0; n++) {
+                    prompts[n] = base;
+                    cr_assert_eq(fg_sched_submit(s, base, sets[si][n], 20, -1, &ids[n]), FG_OK, "%s", fg_last_error());
+                    ex[n] = (expect){ids[n], base[0], sets[si][n], 20, -1, false, false};
+                }
+                run_all(s, kv, &p, ids, ex, prompts, n, 64 * BS);
+            }
+        }
+        fg_kvcache_usage u;
+        fg_kvcache_usage_get(kv, &u);
+        cr_assert_eq(u.used, 0);
+        cr_assert(u.prefix_hits > 0, "the prompts shared blocks");
+        fg_sched_free(s);
+        fg_kvcache_free(kv);
+        free(kv_data);
+        kv_data = NULL;
+    }
+}
+
+/* A step that failed computed nothing: the blocks it filled must not serve
+ * a later prompt's prefix (they were indexed when planned). */
+Test(scheduler, a_failed_step_leaves_no_block_to_attach_to)
+{
+    fg_sched_params p = {256, 4, 8};
+    fg_kvcache *kv;
+    fg_sched *s;
+    open_sched(32, 8, &p, &kv, &s);
+    int32_t prompt[40];
+    for (int i = 0; i < 40; i++) prompt[i] = 200 + i;
+    uint64_t a, b, c;
+    cr_assert_eq(fg_sched_submit(s, prompt, 40, 4, -1, &a), FG_OK);
+    cr_assert_eq(fg_sched_submit(s, prompt, 35, 4, -1, &b), FG_OK);
+    fg_sched_batch bt;
+    cr_assert_eq(fg_sched_plan(s, &bt), FG_OK);
+    cr_assert(bt.n_tokens > 0);
+    fg_sched_fail(s);
+    fg_req_info info;
+    cr_assert_eq(fg_sched_info(s, a, &info), FG_OK);
+    cr_assert_eq(info.state, FG_REQ_FAILED);
+    fg_sched_release(s, a);
+    fg_sched_release(s, b);
+    cr_assert(fg_kvcache_check(kv));
+    cr_assert_eq(fg_sched_submit(s, prompt, 40, 4, -1, &c), FG_OK);
+    expect ex = {c, prompt[0], 40, 4, -1, false, false};
+    int32_t *pr = prompt;
+    run_all(s, kv, &p, &c, &ex, &pr, 1, 32 * BS);
+    fg_kvcache_usage u;
+    fg_kvcache_usage_get(kv, &u);
+    cr_assert_eq(u.prefix_hits, 32, "only the second request's hit on the first's two planned blocks (%llu)",
+                 (unsigned long long)u.prefix_hits);
     fg_sched_free(s);
     fg_kvcache_free(kv);
 }

@@ -230,15 +230,15 @@ FG_INLINE float load_w1(const uint8_t *w, int64_t k, int type)
     return v;
 }
 
-/* U accumulators per activation row: enough independent FMA chains to cover
- * the FMA latency (4 when one row, 2 each for more). */
+/* U accumulators per activation row, the same U for every NT: a row's sum
+ * must not depend on how many rows share its tile (batch invariance), so
+ * the chains are not widened when the tile is narrow. */
 FG_INLINE void float_tile(int64_t K, const uint8_t *w, const uint8_t *x, size_t xs, const int NT, float *out,
                           int type)
 {
-    enum { U_MAX = 4 };
-    const int U = NT <= 2 ? 4 : 2;
+    enum { U = 2 };
     const float *xr[FG_MM_NT];
-    __m256 acc[FG_MM_NT][U_MAX];
+    __m256 acc[FG_MM_NT][U];
     FG_UNROLL for (int j = 0; j < NT; j++) {
         xr[j] = (const float *)(const void *)(x + j * xs);
         FG_UNROLL for (int u = 0; u < U; u++) acc[j][u] = _mm256_setzero_ps();
@@ -344,8 +344,9 @@ FG_INLINE void q32_block(const uint8_t *w, int64_t b, const q8_rows *r, const in
     }
 }
 
-/* With one or two rows the accumulators' add latency, not the instruction
- * count, would set the pace, so blocks alternate between two sets. */
+/* Blocks alternate between two accumulator sets (even and odd blocks) for
+ * every NT, so that the add latency does not set the pace of a narrow tile
+ * and a row's sum is the same however many rows share its tile. */
 FG_INLINE void q32_tile(int64_t K, const uint8_t *w, const uint8_t *x, size_t xs, const int NT, float *out,
                         const int kind)
 {
@@ -364,11 +365,9 @@ FG_INLINE void q32_tile(int64_t K, const uint8_t *w, const uint8_t *x, size_t xs
         macc[j] = macc2[j] = _mm_setzero_ps();
     }
     int64_t b = 0;
-    if (NT <= 2) {
-        for (; b + 2 <= nb; b += 2, w += 2 * bytes) {
-            q32_block(w, b, &r, NT, acc, macc, kind);
-            q32_block(w + bytes, b + 1, &r, NT, acc2, macc2, kind);
-        }
+    for (; b + 2 <= nb; b += 2, w += 2 * bytes) {
+        q32_block(w, b, &r, NT, acc, macc, kind);
+        q32_block(w + bytes, b + 1, &r, NT, acc2, macc2, kind);
     }
     for (; b < nb; b++, w += bytes) q32_block(w, b, &r, NT, acc, macc, kind);
     FG_UNROLL for (int j = 0; j < NT; j++) {
