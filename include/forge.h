@@ -174,6 +174,14 @@ fg_status fg_engine_stats_get(fg_engine *e, fg_engine_stats *out);
 /* Sampling, llama.cpp's chain: penalties, top-k, top-p, min-p, temperature.
  * See fg_sampling_default for the defaults. */
 #define FG_SEED_RANDOM UINT64_MAX
+/* A logit_bias entry: bias is added to the token's logit before anything
+ * else looks at it (penalties, filters, temperature; as llama.cpp's chain
+ * begins with it). -100 in effect bans a token, +100 all but forces it. */
+typedef struct fg_logit_bias {
+    int32_t token;
+    float bias;
+} fg_logit_bias;
+
 typedef struct fg_sampling {
     float temperature;       /* >= 0; 0 = greedy */
     int32_t top_k;           /* >= 0; 0 = off */
@@ -184,6 +192,11 @@ typedef struct fg_sampling {
     float presence_penalty;  /* finite; 0 = off */
     float frequency_penalty; /* finite; 0 = off */
     uint64_t seed;           /* FG_SEED_RANDOM = a fresh one (fg_request_info.seed tells which) */
+    const fg_logit_bias *logit_bias; /* n_logit_bias entries (0..FG_MAX_LOGIT_BIAS), each a token in
+                              * the vocabulary with a finite bias; a token given twice takes the
+                              * later bias (as a JSON object's last key wins); copied. Logprobs are
+                              * the model's, before the biases */
+    int32_t n_logit_bias;
 } fg_sampling;
 
 /* llama.cpp's defaults: temperature 0.8, top_k 40, top_p 0.95, min_p 0.05,
@@ -202,6 +215,7 @@ typedef bool (*fg_token_fn)(void *ud, uint64_t id, int32_t token, const char *te
 #define FG_REQUEST_MAX_STOPS 16
 #define FG_REQUEST_MAX_STOP_LEN 1024
 #define FG_MAX_TOP_LOGPROBS 20
+#define FG_MAX_LOGIT_BIAS 1024 /* logit_bias entries a request may give */
 
 typedef struct fg_request_params {
     const int32_t *prompt;   /* n_prompt >= 1 token ids, each in the vocabulary; copied */

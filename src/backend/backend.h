@@ -50,7 +50,8 @@ typedef struct fg_tensor {
  * the candidates are the shortest of the three. The draw: the first
  * candidate, in id order, at which the running sum of exp((l - max) /
  * temperature) exceeds u times the candidates' total. temperature 0 is
- * greedy: the lowest id of the maxima. These are the host sampler's
+ * greedy: the lowest id of the maxima. Before all of it the row's logit
+ * biases are added. These are the host sampler's
  * filters and distribution (runtime/sampler.h, less its penalties), drawn
  * in another order. */
 typedef struct fg_sample_row {
@@ -59,6 +60,12 @@ typedef struct fg_sample_row {
     float top_p;
     float min_p;
     double u; /* the draw, uniform in [0, 1); unused when greedy */
+    /* Added to the row's logits before everything else (each clamped to
+     * FLT_MAX after): n_bias entries, tokens ascending and distinct, in
+     * host memory valid until the step's sample op returns (a GPU backend
+     * takes them into the step's one upload). */
+    int32_t n_bias;
+    const fg_logit_bias *bias;
 } fg_sample_row;
 
 /* One step's tokens. All arrays are host memory owned by the caller and read

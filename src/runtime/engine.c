@@ -168,7 +168,7 @@ fg_sampling fg_sampling_default(void)
 {
     fg_sampler_params d = fg_sampler_defaults();
     return (fg_sampling){d.temperature, d.top_k, d.top_p, d.min_p, d.repeat_penalty,
-                         d.repeat_last_n, d.presence_penalty, d.frequency_penalty, FG_SEED_RANDOM};
+                         d.repeat_last_n, d.presence_penalty, d.frequency_penalty, FG_SEED_RANDOM, NULL, 0};
 }
 
 fg_request_params fg_request_params_default(void)
@@ -179,7 +179,8 @@ fg_request_params fg_request_params_default(void)
 static fg_sampler_params sampler_params(const fg_sampling *s)
 {
     return (fg_sampler_params){s->temperature, s->top_k, s->top_p, s->min_p, s->repeat_penalty,
-                               s->repeat_last_n, s->presence_penalty, s->frequency_penalty, s->seed};
+                               s->repeat_last_n, s->presence_penalty, s->frequency_penalty, s->seed,
+                               s->logit_bias, s->n_logit_bias};
 }
 
 static bool ended(fg_request_state s)
@@ -295,6 +296,7 @@ static void req_free(ereq *r)
     if (!r) return;
     for (int32_t i = 0; r->stops && i < r->n_stops; i++) free(r->stops[i]);
     free(r->stops);
+    free((void *)r->sp.logit_bias);
     free(r->prompt);
     free(r->toks);
     free(r->lps);
@@ -362,7 +364,14 @@ static fg_status check_request(const fg_engine *e, const fg_request_params *p, i
         *max_new = p->max_tokens;
     }
     fg_sampler_params sp = sampler_params(&p->sampling);
+    if (sp.n_logit_bias > FG_MAX_LOGIT_BIAS)
+        return fg_err_set(FG_ERR_INVALID_ARG, "request: logit_bias has %d entries, more than the %d allowed",
+                          sp.n_logit_bias, FG_MAX_LOGIT_BIAS);
     if (fg_sampler_check(&sp) != FG_OK) return fg_err_wrap(FG_ERR_INVALID_ARG, "request");
+    for (int32_t i = 0; i < sp.n_logit_bias; i++)
+        if (sp.logit_bias[i].token >= e->n_vocab)
+            return fg_err_set(FG_ERR_INVALID_ARG, "request: logit_bias token %d is outside the vocabulary of %d",
+                              sp.logit_bias[i].token, e->n_vocab);
     if (p->logprobs && (p->top_logprobs < 0 || p->top_logprobs > FG_MAX_TOP_LOGPROBS))
         return fg_err_set(FG_ERR_INVALID_ARG, "request: top_logprobs %d is out of range: it must be in 0..%d",
                           p->top_logprobs, FG_MAX_TOP_LOGPROBS);
@@ -393,13 +402,17 @@ static fg_status req_new(const fg_request_params *p, int32_t max_new, ereq **out
     r->n_top = p->logprobs ? p->top_logprobs : -1;
     r->sp = sampler_params(&p->sampling);
     if (r->sp.seed == FG_SEED_RANDOM) r->sp.seed = fg_sampler_random_seed();
+    r->sp.logit_bias = NULL; /* the copy, below */
     r->on_token = p->on_token;
     r->ud = p->ud;
     r->prompt = malloc(p->n_prompt * sizeof *r->prompt);
     r->toks = malloc((size_t)max_new * sizeof *r->toks);
     r->stops = calloc((size_t)p->n_stops + 1, sizeof *r->stops);
     if (r->n_top >= 0) r->lps = calloc((size_t)max_new, sizeof *r->lps);
-    bool ok = r->prompt && r->toks && r->stops && (r->n_top < 0 || r->lps);
+    fg_logit_bias *bias = r->sp.n_logit_bias > 0 ? malloc((size_t)r->sp.n_logit_bias * sizeof *bias) : NULL;
+    if (bias) memcpy(bias, p->sampling.logit_bias, (size_t)r->sp.n_logit_bias * sizeof *bias);
+    r->sp.logit_bias = bias;
+    bool ok = r->prompt && r->toks && r->stops && (r->n_top < 0 || r->lps) && (r->sp.n_logit_bias == 0 || bias);
     for (int32_t i = 0; ok && i < p->n_stops; i++) ok = (r->stops[r->n_stops++] = strdup(p->stops[i])) != NULL;
     if (!ok) {
         req_free(r);

@@ -82,6 +82,9 @@ struct fg_sampler {
     int32_t *count;  /* (n_vocab) */
 
     double bmass[VW][NBUCKET]; /* top-p: summed weights per bucket, per lane */
+
+    fg_logit_bias *bias; /* (n_bias) the logit biases, tokens ascending and distinct */
+    int32_t n_bias;
 };
 
 /* ---- Random numbers -------------------------------------------------------
@@ -304,6 +307,59 @@ fg_status fg_sampler_check(const fg_sampler_params *p)
         return fg_err_set(FG_ERR_INVALID_ARG,
                           "sampler: frequency_penalty %g is out of range: it must be finite (0 = off)",
                           (double)p->frequency_penalty);
+    if (p->n_logit_bias < 0 || (p->n_logit_bias > 0 && !p->logit_bias))
+        return fg_err_set(FG_ERR_INVALID_ARG, "sampler: n_logit_bias %d is out of range: it must be >= 0, with the entries given",
+                          (int)p->n_logit_bias);
+    for (int32_t i = 0; i < p->n_logit_bias; i++) {
+        if (p->logit_bias[i].token < 0)
+            return fg_err_set(FG_ERR_INVALID_ARG, "sampler: logit_bias entry %d has token %d: a token id is >= 0", (int)i,
+                              (int)p->logit_bias[i].token);
+        if (!(fabsf(p->logit_bias[i].bias) <= FLT_MAX))
+            return fg_err_set(FG_ERR_INVALID_ARG, "sampler: logit_bias of token %d is %g: it must be finite", 
+                              (int)p->logit_bias[i].token, (double)p->logit_bias[i].bias);
+    }
+    return FG_OK;
+}
+
+/* Orders bias entries by token, then by their place in the caller's list
+ * (carried in the entry's sort key), so that the last of equal tokens can
+ * be kept. */
+typedef struct bias_at {
+    fg_logit_bias b;
+    int32_t at;
+} bias_at;
+
+static int bias_cmp(const void *pa, const void *pb)
+{
+    const bias_at *a = pa, *b = pb;
+    if (a->b.token != b->b.token) return a->b.token < b->b.token ? -1 : 1;
+    return a->at < b->at ? -1 : a->at > b->at;
+}
+
+/* s->bias = p's entries, sorted, a repeated token keeping its last bias. */
+static fg_status copy_bias(fg_sampler *s, const fg_sampler_params *p)
+{
+    int32_t n = p->n_logit_bias;
+    s->p.logit_bias = NULL;
+    s->p.n_logit_bias = 0;
+    if (n <= 0) return FG_OK; /* fg_sampler_check refused n < 0 */
+    for (int32_t i = 0; i < n; i++)
+        if (p->logit_bias[i].token >= s->n_vocab)
+            return fg_err_set(FG_ERR_INVALID_ARG, "sampler: logit_bias token %d is outside the vocabulary of %d",
+                              (int)p->logit_bias[i].token, (int)s->n_vocab);
+    bias_at *t = malloc((size_t)n * sizeof *t);
+    s->bias = malloc((size_t)n * sizeof *s->bias);
+    if (!t || !s->bias) {
+        free(t);
+        return fg_err_set(FG_ERR_NOMEM, "sampler: out of memory for %d logit biases", (int)n);
+    }
+    for (int32_t i = 0; i < n; i++) t[i] = (bias_at){p->logit_bias[i], i};
+    qsort(t, (size_t)n, sizeof *t, bias_cmp);
+    for (int32_t i = 0; i < n; i++)
+        if (i + 1 == n || t[i + 1].b.token != t[i].b.token) s->bias[s->n_bias++] = t[i].b;
+    free(t);
+    s->p.logit_bias = s->bias;
+    s->p.n_logit_bias = s->n_bias;
     return FG_OK;
 }
 
@@ -342,6 +398,11 @@ fg_status fg_sampler_init(const fg_sampler_params *p, int32_t n_vocab, fg_sample
         if (!s->ring || !s->count)
             goto nomem;
     }
+    fg_status st = copy_bias(s, p);
+    if (st != FG_OK) {
+        fg_sampler_free(s);
+        return st;
+    }
     s->seed = p->seed == FG_SAMPLER_SEED_RANDOM ? seed_from_clock(s) : p->seed;
     fg_sampler_rng_seed(&s->rng, s->seed);
     *out = s;
@@ -366,6 +427,7 @@ void fg_sampler_free(fg_sampler *s)
     free(s->cp);
     free(s->ring);
     free(s->count);
+    free(s->bias);
     free(s);
 }
 
@@ -414,6 +476,19 @@ static float sanitize(float l)
     if (l != l)
         return -INFINITY;
     return l > FLT_MAX ? FLT_MAX : l;
+}
+
+/* work[t] += bias for each entry (clamped as sanitize does), then the
+ * touched blocks' maxima again (entries are sorted, so each block once). */
+static void apply_bias(fg_sampler *s)
+{
+    float *w = s->work;
+    for (int32_t i = 0; i < s->n_bias; i++) {
+        int32_t t = s->bias[i].token;
+        w[t] = sanitize(w[t] + s->bias[i].bias);
+        int32_t b = t / BLK;
+        if (i + 1 == s->n_bias || s->bias[i + 1].token / BLK != b) s->bmax[b] = block_max(w + (size_t)b * BLK);
+    }
 }
 
 /* Applies the penalties to work[] (llama.cpp's arithmetic, in float) for
@@ -477,6 +552,7 @@ static fg_status prepare(fg_sampler *s, const float *logits)
             w[i] = i < (size_t)n ? sanitize(logits[i]) : -INFINITY;
         s->bmax[full] = block_max(w + base);
     }
+    apply_bias(s);
     apply_penalties(s);
     float m = -INFINITY;
     for (int32_t b = 0; b < s->n_blk; b++)
@@ -917,7 +993,7 @@ void fg_sampler_next_row(fg_sampler *s, fg_sample_row *row)
     FG_ASSERT(!fg_sampler_has_penalties(s));
     bool greedy = fg_sampler_is_greedy(s);
     *row = (fg_sample_row){greedy ? 0.0f : s->p.temperature, s->p.top_k, s->p.top_p, s->p.min_p,
-                           greedy ? 0.0 : fg_sampler_rng_uniform(&s->rng)};
+                           greedy ? 0.0 : fg_sampler_rng_uniform(&s->rng), s->n_bias, s->bias};
 }
 
 fg_status fg_sampler_sample(fg_sampler *s, const float *logits, int32_t *id)

@@ -6,6 +6,8 @@
  * typ_p, top_p, min_p, xtc, temperature, then dist), less the stages forge
  * does not implement (dry, top_n_sigma, typ_p, xtc, all off by default there):
  *
+ *   0. logit bias each listed token's bias added to its logit (llama.cpp's
+ *                 chain starts with its logit-bias sampler);
  *   1. penalties  over the last repeat_last_n accepted tokens, each distinct
  *                 token t seen count(t) > 0 times there:
  *                   l = l > 0 ? l / repeat_penalty : l * repeat_penalty;
@@ -68,6 +70,10 @@ typedef struct fg_sampler_params {
     float presence_penalty;  /* finite; 0 = off (OpenAI's range is [-2, 2]) */
     float frequency_penalty; /* finite; 0 = off */
     uint64_t seed;           /* FG_SAMPLER_SEED_RANDOM = pick one */
+    const fg_logit_bias *logit_bias; /* n_logit_bias (token, bias) pairs added to the logits first
+                              * (before the penalties); tokens in [0, n_vocab), finite biases; a
+                              * token listed twice takes its later bias. Copied by init */
+    int32_t n_logit_bias;
 } fg_sampler_params;
 
 /* llama.cpp's defaults (common_params_sampling): temperature 0.8, top_k 40,
@@ -109,7 +115,8 @@ bool fg_sampler_is_greedy(const fg_sampler *s);
  * not neutral). A backend's sample op has no penalties. */
 bool fg_sampler_has_penalties(const fg_sampler *s);
 
-/* The next sample as a backend's sampling row (backend.h): the filters and
+/* The next sample as a backend's sampling row (backend.h): the logit biases
+ * (the sampler's sorted copy, valid while it lives), the filters and
  * temperature, and u taken from the stream exactly as fg_sampler_sample
  * takes it (one draw, none when greedy), so that the i-th token sampled
  * either way uses the i-th draw. For a sampler without penalties. */

@@ -159,7 +159,7 @@ Test(gpu_model, decode_step_is_one_upload_one_download, .init = need_gpu_and_mod
     int32_t next = fg_test_argmax(fg_session_logits(g.s), fg_model_n_vocab(g.m));
     for (int step = 0; step < 9; step++) {
         bool sampled = step >= 3;
-        fg_sample_row row = {step < 6 ? 0.0f : 0.8f, 40, 0.95f, 0.05f, 0.37 + 0.1 * step};
+        fg_sample_row row = {step < 6 ? 0.0f : 0.8f, 40, 0.95f, 0.05f, 0.37 + 0.1 * step, 0, NULL};
         fg_backend_gpu_transfers_reset(g.be);
         int32_t id = next;
         cr_assert_eq(sampled ? fg_session_eval_sample(g.s, &id, 1, &row, &next) : fg_session_eval(g.s, &id, 1), FG_OK,
@@ -438,4 +438,55 @@ Test(gpu_model, identical_and_overlapping_short_prompts_together, .init = need_g
     short_shared_case(model_path, issue, 18);
     short_shared_case("tests/data/llama-synth/gqa-q4_0.gguf", synth, 18);
     short_shared_case("tests/data/llama-synth/gqa-f16.gguf", synth, 18);
+}
+
+/* logit_bias on the GPU: the biases travel in the step's upload and the
+ * sample op adds them (runner.c keeps such rows on the backend). Greedy:
+ * +100 on one token makes every token it; -100 on the plain greedy first
+ * token bans it. Sampled: a banned token is never drawn. */
+static void runner_tokens(fg_runner *e, const int32_t *prompt, int32_t n, const fg_sampler_params *sp, int32_t n_gen,
+                          int32_t *out)
+{
+    uint64_t id;
+    cr_assert_eq(fg_runner_submit(e, prompt, n, n_gen, -1, sp, &id), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_test_runner_finish(e, &id, 1, 5000), FG_OK, "%s", fg_last_error());
+    fg_req_info info;
+    cr_assert_eq(fg_runner_info(e, id, &info), FG_OK);
+    cr_assert_eq(info.n_gen, n_gen);
+    memcpy(out, info.gen, (size_t)n_gen * sizeof *out);
+    fg_runner_release(e, id);
+}
+
+Test(gpu_synth, logit_bias_on_the_sample_op, .init = need_gpu, .timeout = 120)
+{
+    fg_model *m;
+    cr_assert_eq(fg_model_open("tests/data/llama-synth/gqa-f16.gguf", &m), FG_OK, "%s", fg_last_error());
+    fg_backend *be;
+    cr_assert_eq(fg_backend_gpu_init(0, &be), FG_OK, "%s", fg_last_error());
+    fg_runner_params p = {1024, 256, 8, 64, 16};
+    fg_runner *e;
+    cr_assert_eq(fg_runner_init(m, be, &p, &e), FG_OK, "%s", fg_last_error());
+    int32_t prompt[20], plain[24], got[24];
+    for (int i = 0; i < 20; i++) prompt[i] = 1 + (i * 37) % 300;
+    fg_sampler_params sp = fg_sampler_defaults();
+    sp.temperature = 0.0f;
+    runner_tokens(e, prompt, 20, &sp, 24, plain);
+    const fg_logit_bias force[] = {{5, 1.0f}, {123, 100.0f}};
+    sp.logit_bias = force, sp.n_logit_bias = 2;
+    runner_tokens(e, prompt, 20, &sp, 24, got);
+    for (int i = 0; i < 24; i++) cr_expect_eq(got[i], 123, "greedy token %d is %d, not the forced 123", i, got[i]);
+    const fg_logit_bias ban[] = {{plain[0], -100.0f}};
+    sp.logit_bias = ban, sp.n_logit_bias = 1;
+    runner_tokens(e, prompt, 20, &sp, 24, got);
+    for (int i = 0; i < 24; i++) cr_expect_neq(got[i], plain[0], "greedy token %d is the banned %d", i, plain[0]);
+    sp.temperature = 1.0f, sp.top_k = 0, sp.top_p = 1.0f, sp.min_p = 0.0f;
+    for (uint64_t seed = 0; seed < 4; seed++) {
+        sp.seed = seed;
+        runner_tokens(e, prompt, 20, &sp, 24, got);
+        for (int i = 0; i < 24; i++) cr_expect_neq(got[i], plain[0], "seed %d token %d is the banned %d", (int)seed, i, plain[0]);
+    }
+    fprintf(stderr, "gpu logit_bias: forced 24 of 24 greedy tokens; the banned token %d never drawn in 5 x 24\n", plain[0]);
+    fg_runner_free(e);
+    fg_backend_free(be);
+    fg_model_close(m);
 }

@@ -635,14 +635,24 @@ Test(gpu_ops, sample_greedy_rows_ties_nan_inf, .init = need_gpu, .fini = done)
  * Settings: no filter, llama.cpp's defaults, top-p alone (every token in
  * play), top-k cutting through a tie (the lower ids stay), min-p alone, top-k
  * then top-p, a high temperature, a top-k above the vocabulary (off) with
- * top-p; rows of a real vocabulary's width with NaN and -inf. */
+ * top-p; rows of a real vocabulary's width with NaN and -inf. Last (the
+ * op adds them to the logits in place), logit biases: the leader banned,
+ * a low token raised, biases on the NaN and -inf tokens (still never
+ * drawn), with filters and greedy. */
 Test(gpu_ops, sample_matches_the_host_sampler_distribution, .init = need_gpu, .fini = done)
 {
     enum { R = 2048, N = 32000 };
-    static const fg_sampler_params base = {1.0f, 0, 1.0f, 0.0f, 1.0f, 0, 0.0f, 0.0f, 1};
-    struct { float t; int k; float p, minp; } cases[] = {
-        {1.0f, 0, 1.0f, 0.0f}, {0.8f, 40, 0.95f, 0.05f}, {1.3f, 0, 0.9f, 0.0f}, {0.7f, 6, 1.0f, 0.0f},
-        {1.0f, 0, 1.0f, 0.2f}, {1.0f, 50, 0.5f, 0.0f},   {2.5f, 200, 1.0f, 0.0f}, {1.0f, 40000, 0.8f, 0.0f}};
+    static const fg_sampler_params base = {1.0f, 0, 1.0f, 0.0f, 1.0f, 0, 0.0f, 0.0f, 1, NULL, 0};
+    struct { float t; int k; float p, minp; bool bias; } cases[] = {
+        {1.0f, 0, 1.0f, 0.0f, 0}, {0.8f, 40, 0.95f, 0.05f, 0}, {1.3f, 0, 0.9f, 0.0f, 0}, {0.7f, 6, 1.0f, 0.0f, 0},
+        {1.0f, 0, 1.0f, 0.2f, 0}, {1.0f, 50, 0.5f, 0.0f, 0},   {2.5f, 200, 1.0f, 0.0f, 0}, {1.0f, 40000, 0.8f, 0.0f, 0},
+        {0.8f, 40, 0.95f, 0.05f, 1}, {1.0f, 0, 1.0f, 0.0f, 1}, {0.0f, 0, 1.0f, 0.0f, 1}};
+    /* Applied in place, so each case's bias is relative to the one before:
+     * case 9 adds the same again, case 10 makes token 5 the maximum. */
+    static const fg_logit_bias bias[] = {{3, 3.0f}, {4, 10.0f}, {5, 4.0f}, {100, -100.0f}, {31999, 0.25f}};
+    static const fg_logit_bias bias2[] = {{3, 6.0f}, {4, 20.0f}, {5, 8.0f}, {100, -200.0f}, {31999, 0.5f}};
+    static const fg_logit_bias bias3[] = {{3, 6.0f}, {4, 20.0f}, {5, 20.0f}, {100, -200.0f}, {31999, 0.5f}};
+    static const fg_logit_bias raise5[] = {{3, 0.0f}, {4, 0.0f}, {5, 12.0f}, {100, 0.0f}, {31999, 0.0f}};
     begin_simple(8, 1, 0, 8);
     float *x = malloc(N * sizeof *x), *xs = malloc((size_t)N * R * sizeof *xs);
     fg_sample_row *rows = malloc(R * sizeof *rows);
@@ -663,7 +673,14 @@ Test(gpu_ops, sample_matches_the_host_sampler_distribution, .init = need_gpu, .f
         for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
             fg_sampler_params sp = base;
             sp.temperature = cases[ci].t, sp.top_k = cases[ci].k, sp.top_p = cases[ci].p, sp.min_p = cases[ci].minp;
-            for (int r = 0; r < R; r++) rows[r] = (fg_sample_row){sp.temperature, sp.top_k, sp.top_p, sp.min_p, (r + 0.5) / R};
+            /* The host sampler sees the original row with the biases so far
+             * (bias2, bias3: the sums), the GPU adds this case's to its row. */
+            const fg_logit_bias *host_bias = ci == 8 ? bias : ci == 9 ? bias2 : bias3;
+            int32_t nb = cases[ci].bias ? 5 : 0;
+            if (nb) sp.logit_bias = host_bias, sp.n_logit_bias = nb;
+            for (int r = 0; r < R; r++)
+                rows[r] = (fg_sample_row){sp.temperature, sp.top_k, sp.top_p, sp.min_p, (r + 0.5) / R, nb,
+                                          ci == 10 ? raise5 : bias};
             fg_batch b = {1, zero, zero, zero, zero, 1, 1, table, 0, R, rows, 0, NULL};
             cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
             cr_assert_eq(gpu->ops->sample(gpu, &l.g, R, ids), FG_OK, "%s", fg_last_error());

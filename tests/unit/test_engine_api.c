@@ -817,3 +817,96 @@ Test(engine_api, logprobs_of_greedy_tokens)
     cr_assert(strstr(fg_last_error(), "top_logprobs"));
     fg_engine_close(e);
 }
+
+/* ---- logit_bias -------------------------------------------------------------- */
+
+/* The session path (fg_generate with a host sampler) with these biases:
+ * the reference for the engine's, which samples on the backend's sample op
+ * when it can. */
+static void reference_biased(const int32_t *prompt, int32_t n, int32_t n_predict, const fg_logit_bias *b, int nb,
+                             output *o)
+{
+    memset(o, 0, sizeof *o);
+    fg_backend *be;
+    cr_assert_eq(fg_backend_cpu_init(2, false, &be), FG_OK);
+    fg_test_rig rig;
+    cr_assert_eq(fg_test_rig_open(&rig, SYNTH, be, 256 + n, FG_TYPE_F16), FG_OK, "%s", fg_last_error());
+    fg_sampler_params sp = fg_sampler_defaults();
+    sp.temperature = 0;
+    sp.seed = 1;
+    sp.logit_bias = b, sp.n_logit_bias = nb;
+    fg_sampler *smp;
+    cr_assert_eq(fg_sampler_init(&sp, fg_model_n_vocab(rig.m), &smp), FG_OK);
+    fg_gen_params gp = {.n_predict = n_predict, .ignore_eos = true};
+    fg_tokens ids = {0};
+    fg_gen_stats stats;
+    cr_assert_eq(fg_generate(rig.s, rig.m->tok, smp, prompt, n, &gp, emit_text, o, &ids, &stats), FG_OK, "%s",
+                 fg_last_error());
+    memcpy(o->tok, ids.ids, ids.n * sizeof *ids.ids);
+    o->n_tok = ids.n;
+    fg_tokens_free(&ids);
+    fg_sampler_free(smp);
+    fg_test_rig_close(&rig);
+}
+
+/* logit_bias through the engine: a banned greedy token gives way to what
+ * the session path with the same biases picks; +100 on one token makes it
+ * every token; sampled requests never draw a banned token; the bias list is
+ * the caller's to free after submit; out-of-range entries are named. */
+Test(engine_api, logit_bias_bans_and_forces_tokens, .timeout = 120)
+{
+    fg_engine *e = open_engine(SYNTH, 2, 4);
+    int32_t prompt[12];
+    prompt_of(5, 12, prompt);
+    fg_request_params p = greedy(prompt, 12, 12);
+    p.ignore_eos = true;
+    output plain, got, want;
+    run_alone(e, &p, &plain);
+
+    fg_logit_bias *ban = malloc(2 * sizeof *ban);
+    ban[0] = (fg_logit_bias){plain.tok[0], -100.0f};
+    ban[1] = (fg_logit_bias){17, 2.5f};
+    p.sampling.logit_bias = ban, p.sampling.n_logit_bias = 2;
+    memset(&got, 0, sizeof got);
+    uint64_t id;
+    cr_assert_eq(fg_engine_submit(e, &p, &id), FG_OK, "%s", fg_last_error());
+    fg_logit_bias saved[2] = {ban[0], ban[1]};
+    memset(ban, 0xff, 2 * sizeof *ban); /* copied at submit */
+    drain(e, id, &got);
+    fg_request_release(e, id);
+    reference_biased(prompt, 12, 12, saved, 2, &want);
+    cr_assert_neq(got.tok[0], plain.tok[0], "the banned token %d", plain.tok[0]);
+    cr_assert_eq(got.n_tok, want.n_tok);
+    for (size_t i = 0; i < want.n_tok; i++)
+        cr_assert_eq(got.tok[i], want.tok[i], "token %zu: engine %d, session path %d", i, got.tok[i], want.tok[i]);
+    for (size_t i = 0; i < got.n_tok; i++) cr_assert_neq(got.tok[i], plain.tok[0]);
+
+    const fg_logit_bias force[] = {{77, 100.0f}};
+    p.sampling.logit_bias = force, p.sampling.n_logit_bias = 1;
+    run_alone(e, &p, &got);
+    for (size_t i = 0; i < got.n_tok; i++) cr_assert_eq(got.tok[i], 77, "token %zu is %d, not the forced 77", i, got.tok[i]);
+
+    p.sampling.temperature = 1.0f, p.sampling.top_k = 0, p.sampling.top_p = 1.0f, p.sampling.min_p = 0.0f;
+    p.max_tokens = 64;
+    p.sampling.logit_bias = saved, p.sampling.n_logit_bias = 1;
+    for (int seed = 0; seed < 4; seed++) {
+        p.sampling.seed = (uint64_t)seed;
+        run_alone(e, &p, &got);
+        for (size_t i = 0; i < got.n_tok; i++) cr_assert_neq(got.tok[i], saved[0].token, "seed %d token %zu", seed, i);
+    }
+    free(ban);
+
+    const fg_logit_bias out_of_vocab[] = {{fg_model_n_vocab(fg_engine_model(e)), 1.0f}}, nan_bias[] = {{3, NAN}};
+    p.sampling.logit_bias = out_of_vocab;
+    cr_assert_eq(fg_engine_submit(e, &p, &id), FG_ERR_INVALID_ARG);
+    cr_assert(strstr(fg_last_error(), "logit_bias token") && strstr(fg_last_error(), "outside the vocabulary"), "%s",
+              fg_last_error());
+    p.sampling.logit_bias = nan_bias;
+    cr_assert_eq(fg_engine_submit(e, &p, &id), FG_ERR_INVALID_ARG);
+    cr_assert(strstr(fg_last_error(), "logit_bias") && strstr(fg_last_error(), "finite"), "%s", fg_last_error());
+    p.sampling.logit_bias = force, p.sampling.n_logit_bias = FG_MAX_LOGIT_BIAS + 1;
+    cr_assert_eq(fg_engine_submit(e, &p, &id), FG_ERR_INVALID_ARG);
+    cr_assert(strstr(fg_last_error(), "logit_bias has"), "%s", fg_last_error());
+    wait_idle(e);
+    fg_engine_close(e);
+}

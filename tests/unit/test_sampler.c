@@ -1208,3 +1208,108 @@ Test(sampler, backend_rows_take_the_same_draws)
     cr_expect(row.temperature == 0.0f && row.u == 0.0, "greedy takes no draw");
     fg_sampler_free(a);
 }
+
+/* ---- Logit bias ---------------------------------------------------------- */
+
+/* out = x with the biases added by hand, in list order, a later entry for a
+ * token replacing an earlier one (what a JSON object's repeated key does). */
+static void add_by_hand(const float *x, int32_t n, const fg_logit_bias *b, int nb, float *out)
+{
+    memcpy(out, x, (size_t)n * sizeof *x);
+    for (int i = 0; i < nb; i++) {
+        bool later = false;
+        for (int j = i + 1; j < nb; j++) later = later || b[j].token == b[i].token;
+        if (!later) out[b[i].token] += b[i].bias;
+    }
+}
+
+/* A sampler with logit biases draws exactly what one without draws from
+ * the logits with the biases added by hand: the same ids, the same
+ * candidates and probabilities, through greedy, each filter, penalties and
+ * temperature; a token listed twice takes its later bias; a banned leader
+ * (-100) is never drawn, a +100 token always is when greedy; the backend
+ * row carries the sorted, merged list. */
+Test(sampler, logit_bias_is_added_to_the_logits_first)
+{
+    enum { N = 3000, DRAWS = 200 };
+    float *x = malloc(N * sizeof *x), *xb = malloc(N * sizeof *xb);
+    uint64_t st = 99;
+    for (int i = 0; i < N; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((st >> 40) % 10000) / 1000.0f - 4.0f;
+    }
+    x[1234] = 9.5f; /* the leader, banned */
+    const fg_logit_bias forced[] = {{1234, -100.0f}, {7, 3.0f}, {2999, 5.5f}, {7, 6.25f}, {0, -2.0f}, {513, 100.0f}};
+    const fg_logit_bias shaped[] = {{1234, -100.0f}, {7, 3.0f}, {2999, 5.5f}, {7, 6.25f}, {0, -2.0f}};
+    struct { float t; int k; float p, mp, rep; } cases[] = {
+        {0.0f, 0, 1.0f, 0.0f, 1.0f}, {1.0f, 0, 1.0f, 0.0f, 1.0f}, {0.8f, 40, 0.95f, 0.05f, 1.0f},
+        {1.5f, 0, 0.9f, 0.0f, 1.0f}, {1.0f, 0, 1.0f, 0.01f, 1.0f}, {0.9f, 20, 1.0f, 0.0f, 1.3f}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        const fg_logit_bias *list = ci == 0 ? forced : shaped;
+        int nb = ci == 0 ? 6 : 5;
+        add_by_hand(x, N, list, nb, xb);
+        fg_sampler_params p = plain();
+        p.temperature = cases[ci].t, p.top_k = cases[ci].k, p.top_p = cases[ci].p, p.min_p = cases[ci].mp;
+        p.repeat_penalty = cases[ci].rep, p.repeat_last_n = cases[ci].rep != 1.0f ? 16 : 0;
+        p.seed = 7 + ci;
+        fg_sampler *a = mk(p, N);
+        p.logit_bias = list, p.n_logit_bias = nb;
+        fg_sampler *b = mk(p, N);
+        for (int d = 0; d < DRAWS; d++) {
+            int32_t ia, ib;
+            cr_assert_eq(fg_sampler_sample(a, xb, &ia), FG_OK);
+            cr_assert_eq(fg_sampler_sample(b, x, &ib), FG_OK);
+            cr_assert_eq(ib, ia, "case %zu draw %d: %d with the biases, %d from the biased logits", ci, d, ib, ia);
+            cr_assert_neq(ib, 1234, "the banned leader is never drawn");
+            if (ci == 0) cr_assert_eq(ib, 513, "greedy: the +100 token");
+            fg_sampler_accept(a, ia);
+            fg_sampler_accept(b, ib);
+        }
+        fg_sampler_cands ca, cb;
+        cr_assert_eq(fg_sampler_candidates(a, xb, &ca), FG_OK);
+        int32_t na = ca.n, *id = malloc((size_t)na * sizeof *id);
+        float *pr = malloc((size_t)na * sizeof *pr);
+        memcpy(id, ca.id, (size_t)na * sizeof *id), memcpy(pr, ca.p, (size_t)na * sizeof *pr);
+        cr_assert_eq(fg_sampler_candidates(b, x, &cb), FG_OK);
+        cr_assert_eq(cb.n, na, "case %zu: %d candidates with the biases, %d from the biased logits", ci, cb.n, na);
+        for (int32_t i = 0; i < na; i++) {
+            int32_t j = 0;
+            while (j < cb.n && cb.id[j] != id[i]) j++;
+            cr_assert(j < cb.n && cb.p[j] == pr[i], "case %zu: candidate %d", ci, id[i]);
+        }
+        free(id), free(pr);
+        if (ci == 0) {
+            fg_sample_row row;
+            fg_sampler_next_row(b, &row);
+            cr_assert_eq(row.n_bias, 5, "the backend row: 6 entries, token 7 merged");
+            const int32_t want_tok[] = {0, 7, 513, 1234, 2999};
+            const float want_b[] = {-2.0f, 6.25f, 100.0f, -100.0f, 5.5f};
+            for (int i = 0; i < 5; i++)
+                cr_assert(row.bias[i].token == want_tok[i] && row.bias[i].bias == want_b[i], "row bias %d: %d %g", i,
+                          row.bias[i].token, (double)row.bias[i].bias);
+        }
+        fg_sampler_free(a);
+        fg_sampler_free(b);
+    }
+    free(x), free(xb);
+}
+
+Test(sampler, logit_bias_invalid_entries_are_named)
+{
+    fg_sampler_params p = plain();
+    const fg_logit_bias nan_b[] = {{5, NAN}}, inf_b[] = {{5, INFINITY}}, neg[] = {{-1, 1.0f}}, big[] = {{100, 1.0f}};
+    p.logit_bias = nan_b, p.n_logit_bias = 1;
+    expect_invalid(p, "logit_bias", "finite");
+    p.logit_bias = inf_b;
+    expect_invalid(p, "logit_bias", "finite");
+    p.logit_bias = neg;
+    expect_invalid(p, "logit_bias", ">= 0");
+    p.logit_bias = NULL;
+    expect_invalid(p, "n_logit_bias", "entries given");
+    p.logit_bias = big;
+    cr_assert_eq(fg_sampler_check(&p), FG_OK, "the vocabulary is init's to check");
+    fg_sampler *s = NULL;
+    cr_assert_eq(fg_sampler_init(&p, 100, &s), FG_ERR_INVALID_ARG);
+    cr_assert(strstr(fg_last_error(), "logit_bias token 100 is outside the vocabulary of 100"), "%s", fg_last_error());
+    cr_assert_null(s);
+}

@@ -699,10 +699,15 @@ static fg_status cpu_sample(fg_backend *be, const fg_tensor *logits, int32_t row
             return fg_err_set(FG_ERR_UNSUPPORTED,
                               "the CPU backend samples greedy rows only; sample its logits on the host (runtime/sampler.h)");
         const float *l = row_f32(logits, r);
+        const fg_logit_bias *bias = c->sample[r].bias, *bias_end = bias + c->sample[r].n_bias;
         int32_t best = -1;
         float bv = -INFINITY;
         for (int64_t i = 0; i < logits->ne0; i++) { /* NaN and -inf never win; +inf counts as FLT_MAX */
             float v = l[i] > FLT_MAX ? FLT_MAX : l[i];
+            if (bias < bias_end && bias->token == i) { /* sorted: the next entry is the next biased token */
+                v += (bias++)->bias;
+                if (v > FLT_MAX) v = FLT_MAX;
+            }
             if (v > bv) bv = v, best = (int32_t)i;
         }
         if (best < 0)

@@ -67,6 +67,7 @@ typedef struct gpu_backend {
     bool tiles_uniform; /* every FG_GPU_ATTN_TILE-token tile is one sequence's consecutive positions */
     const int32_t *d_ids, *d_pos, *d_seq, *d_slot, *d_tables; /* into d_step */
     const fg_gpu_sample_row *d_sample;                           /* into d_step: n_sample rows */
+    const int32_t *d_bias;                                       /* into d_step: their logit biases */
     int32_t n_sample;
     const int32_t *d_out_rows; /* into d_step: the gather op's n_out rows */
     int32_t n_out;
@@ -366,10 +367,12 @@ static fg_status gpu_kv_alloc(fg_backend *be, int32_t n_layer, int64_t n_slots, 
     g->k_row = k_row;
     g->v_row = v_row;
 
-    /* The step buffer: four per-token arrays and block tables of up to
-     * cap_tokens sequences (a batch has at most one sequence per token). */
+    /* The step buffer: four per-token arrays, block tables of up to
+     * cap_tokens sequences (a batch has at most one sequence per token),
+     * a sampling row and its most logit biases per sequence. */
     int32_t cap = g->cap_tokens > 0 ? g->cap_tokens : 1;
-    return grow_step(g, (5 + SAMPLE_WORDS) * (int64_t)cap + (int64_t)cap * ((n_slots + block_size - 1) / block_size));
+    return grow_step(g, (5 + SAMPLE_WORDS + 2 * FG_MAX_LOGIT_BIAS) * (int64_t)cap +
+                            (int64_t)cap * ((n_slots + block_size - 1) / block_size));
 }
 
 /* ---- Graphs ---------------------------------------------------------------------- */
@@ -431,9 +434,17 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
     FG_ASSERT(g->k); /* kv_alloc came first */
     FG_TRY(fg_batch_check(b, g->n_slots, "gpu backend"));
     /* The step buffer: ids, pos, seq, slot (n each), block tables, sampling
-     * rows, gathered rows. */
+     * rows, gathered rows, the rows' logit biases. */
     int64_t n = b->n_tokens, tables = (int64_t)b->n_seqs * b->max_blocks, n_sample = b->n_sample, n_out = b->n_out,
-            at_sample = 4 * n + tables, at_out = at_sample + SAMPLE_WORDS * n_sample, need = at_out + n_out;
+            at_sample = 4 * n + tables, at_out = at_sample + SAMPLE_WORDS * n_sample, at_bias = at_out + n_out,
+            n_bias = 0;
+    for (int64_t r = 0; r < n_sample; r++) {
+        if (b->sample[r].n_bias < 0 || b->sample[r].n_bias > FG_MAX_LOGIT_BIAS || (b->sample[r].n_bias > 0 && !b->sample[r].bias))
+            return fg_err_set(FG_ERR_INVALID_ARG, "gpu backend: sampling row %lld has %d logit biases (0..%d)",
+                              (long long)r, b->sample[r].n_bias, FG_MAX_LOGIT_BIAS);
+        n_bias += b->sample[r].n_bias;
+    }
+    int64_t need = at_bias + 2 * n_bias;
     FG_TRY(grow_step(g, need));
     FG_TRY(graph_finish(g)); /* a step without a read */
     if (g->upload_pending) GPU_TRY(cudaEventSynchronize(g->uploaded));
@@ -444,12 +455,17 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
     memcpy(h + 2 * n, b->seq, (size_t)n * 4);
     memcpy(h + 3 * n, b->slot, (size_t)n * 4);
     memcpy(h + 4 * n, b->block_tables, (size_t)tables * 4);
-    for (int64_t r = 0; r < n_sample; r++) {
+    for (int64_t r = 0, bias_at = 0; r < n_sample; r++) {
         const fg_sample_row *sr = &b->sample[r];
         uint64_t u;
         memcpy(&u, &sr->u, 8);
-        fg_gpu_sample_row row = {sr->temperature, sr->top_k, sr->top_p, sr->min_p, (uint32_t)u, (uint32_t)(u >> 32)};
+        fg_gpu_sample_row row = {sr->temperature, sr->top_k, sr->top_p, sr->min_p, (uint32_t)u, (uint32_t)(u >> 32),
+                                 (int32_t)bias_at, sr->n_bias};
         memcpy(h + at_sample + SAMPLE_WORDS * r, &row, sizeof row);
+        for (int32_t i = 0; i < sr->n_bias; i++, bias_at++) {
+            h[at_bias + 2 * bias_at] = sr->bias[i].token;
+            memcpy(h + at_bias + 2 * bias_at + 1, &sr->bias[i].bias, 4);
+        }
     }
     if (n_out > 0) memcpy(h + at_out, b->out_rows, (size_t)n_out * 4);
     GPU_TRY(cudaMemcpyAsync(g->d_step, h, (size_t)need * 4, cudaMemcpyHostToDevice, g->stream));
@@ -476,6 +492,7 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
     g->d_slot = g->d_step + 3 * n;
     g->d_tables = g->d_step + 4 * n;
     g->d_sample = (const fg_gpu_sample_row *)(g->d_step + at_sample);
+    g->d_bias = g->d_step + at_bias;
     g->n_sample = (int32_t)n_sample;
     g->d_out_rows = g->d_step + at_out;
     g->n_out = (int32_t)n_out;
@@ -804,7 +821,7 @@ static fg_status gpu_sample(fg_backend *be, const fg_tensor *logits, int32_t row
     FG_ASSERT(rows >= 1 && (size_t)rows * sizeof(int32_t) <= g->picked_bytes);
     op_begin(g);
     if (!g->replay)
-        FG_TRY(op_done(g, fg_gpu_sample((const float *)logits->data, ld(logits), logits->ne0, rows, g->d_sample,
+        FG_TRY(op_done(g, fg_gpu_sample((float *)logits->data, ld(logits), logits->ne0, rows, g->d_sample, g->d_bias,
                                         g->d_picked, g->stream),
                        "sample"));
     FG_TRY(graph_finish(g));

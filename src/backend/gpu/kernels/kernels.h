@@ -208,20 +208,25 @@ cudaError_t fg_gpu_add(const float *x, int64_t ldx, int64_t ne0, int32_t n, floa
 cudaError_t fg_gpu_swiglu(const float *g, int64_t ldg, const float *u, int64_t ldu, int64_t ne0, int32_t n, float *out,
                           int64_t ldo, cudaStream_t s);
 
-/* A row's sampling parameters as the step buffer holds them (six 32-bit
- * words; u, a double in [0, 1), as its low and high words). */
+/* A row's sampling parameters as the step buffer holds them (eight 32-bit
+ * words; u, a double in [0, 1), as its low and high words). Its logit
+ * biases are n_bias (token, bias bits) word pairs from pair bias_at of the
+ * step's bias list, tokens ascending and distinct. */
 typedef struct fg_gpu_sample_row {
     float temperature; /* 0: greedy */
     int32_t top_k;     /* 0: off */
     float top_p;       /* 1: off */
     float min_p;       /* 0: off */
     uint32_t u_lo, u_hi;
+    int32_t bias_at, n_bias;
 } fg_gpu_sample_row;
 
 /* ids[r] = a token sampled from the n logits of row r of x with params[r]
- * (sample.cu), for r < rows; -1 for a row with nothing above -inf. */
-cudaError_t fg_gpu_sample(const float *x, int64_t ldx, int64_t n, int32_t rows, const fg_gpu_sample_row *params,
-                          int32_t *ids, cudaStream_t s);
+ * (sample.cu), for r < rows; -1 for a row with nothing above -inf. The
+ * rows' logit biases (from bias, the step's list) are first added to x in
+ * place. */
+cudaError_t fg_gpu_sample(float *x, int64_t ldx, int64_t n, int32_t rows, const fg_gpu_sample_row *params,
+                          const int32_t *bias, int32_t *ids, cudaStream_t s);
 
 /* Reads `bytes` of buf once (a bandwidth probe). */
 cudaError_t fg_gpu_read_bw(const void *buf, size_t bytes, int n_sm, cudaStream_t s);

@@ -395,15 +395,27 @@ static __device__ int filter_and_draw(int n, K key_at, float m, float inv_t, con
     return find_crossing(n, weight, r, sm);
 }
 
-__global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *__restrict__ logits, int64_t ldx, int n,
+__global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(float *__restrict__ logits, int64_t ldx, int n,
                                                                 const fg_gpu_sample_row *__restrict__ rows,
-                                                                int32_t *ids)
+                                                                const int32_t *__restrict__ bias, int32_t *ids)
 {
     __shared__ sample_smem sm;
     __shared__ uint32_t ckey[SAMPLE_CAP];
     __shared__ int32_t cid[SAMPLE_CAP];
-    const float *row = logits + (int64_t)blockIdx.x * ldx;
+    float *row = logits + (int64_t)blockIdx.x * ldx;
     fg_gpu_sample_row p = rows[blockIdx.x];
+    /* The logit biases, in place (distinct tokens: one thread each), as the
+     * host sampler adds them: to the sanitized logit, clamped to FLT_MAX. */
+    if (p.n_bias > 0) {
+        const int32_t *b = bias + 2 * (int64_t)p.bias_at;
+        for (int i = threadIdx.x; i < p.n_bias; i += blockDim.x) {
+            int t = b[2 * i];
+            if (t < 0 || t >= n) continue;
+            float v = sanitized(row[t]) + __int_as_float(b[2 * i + 1]);
+            row[t] = v > FLT_MAX ? FLT_MAX : v;
+        }
+        __syncthreads();
+    }
     float m;
     int mi;
     uint64_t n_fin;
@@ -473,9 +485,9 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(const float *__r
     if (threadIdx.x == 0) ids[blockIdx.x] = id;
 }
 
-cudaError_t fg_gpu_sample(const float *x, int64_t ldx, int64_t n, int32_t rows, const fg_gpu_sample_row *params,
-                          int32_t *ids, cudaStream_t s)
+cudaError_t fg_gpu_sample(float *x, int64_t ldx, int64_t n, int32_t rows, const fg_gpu_sample_row *params,
+                          const int32_t *bias, int32_t *ids, cudaStream_t s)
 {
-    sample_kernel<<<(unsigned)rows, SAMPLE_THREADS, 0, s>>>(x, ldx, (int)n, params, ids);
+    sample_kernel<<<(unsigned)rows, SAMPLE_THREADS, 0, s>>>(x, ldx, (int)n, params, bias, ids);
     return cudaGetLastError();
 }
