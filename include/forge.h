@@ -221,7 +221,8 @@ typedef struct fg_request_params {
     const int32_t *prompt;   /* n_prompt >= 1 token ids, each in the vocabulary; copied */
     size_t n_prompt;
     int32_t max_tokens;      /* tokens to generate: >= 1 with n_prompt + max_tokens <= ctx,
-                              * or -1 = until the context is full (default) */
+                              * or -1 = until the context is full (default), or 0 with
+                              * prompt_logprobs (score the prompt only; n_prompt < ctx) */
     fg_sampling sampling;
     const char *const *stops;/* n_stops (0..FG_REQUEST_MAX_STOPS) non-empty UTF-8 strings of at most
                               * FG_REQUEST_MAX_STOP_LEN bytes; copied. Generation stops when the text
@@ -233,6 +234,11 @@ typedef struct fg_request_params {
                               * temperature (as vLLM and OpenAI report them). On a GPU the step then
                               * reads the logits rows on the host */
     int32_t top_logprobs;    /* with logprobs: also the 0..FG_MAX_TOP_LOGPROBS most likely tokens */
+    bool prompt_logprobs;    /* also the log-probability of each prompt token given those before it
+                              * (fg_request_prompt_logprobs), as OpenAI's echo with logprobs and vLLM's
+                              * prompt_logprobs: the prompt is then computed whole (no prefix-cache
+                              * hit), its rows read on the host */
+    int32_t prompt_top_logprobs; /* with prompt_logprobs: the 0..FG_MAX_TOP_LOGPROBS most likely */
     fg_token_fn on_token;    /* NULL: poll instead (fg_request_poll) */
     void *ud;                /* on_token's first argument */
 } fg_request_params;
@@ -316,6 +322,15 @@ typedef struct fg_token_logprob {
  * many. Independent of fg_request_poll. FG_ERR_INVALID_ARG for a request
  * submitted without logprobs. */
 fg_status fg_request_logprobs(fg_engine *e, uint64_t id, size_t first, fg_token_logprob *out, size_t cap, size_t *n);
+
+/* Copies the log-probabilities of prompt tokens first + 1, first + 2, ...
+ * (entry k is prompt token first + 1 + k's given those before it; token 0
+ * has no context), up to cap of the n_prompt - 1, into out; *n is set to
+ * how many: 0 until the prompt has been computed (the request's first
+ * token, or its end with max_tokens 0). FG_ERR_INVALID_ARG for a request
+ * submitted without prompt_logprobs. */
+fg_status fg_request_prompt_logprobs(fg_engine *e, uint64_t id, size_t first, fg_token_logprob *out, size_t cap,
+                                     size_t *n);
 
 /* Blocks until the request has output not yet polled or has ended, or until
  * timeout_ms pass (FG_ERR_TIMEOUT; < 0 waits without limit). No busy

@@ -74,6 +74,10 @@ struct ereq {
     int32_t *toks;      /* (max_new) the generated ids: the engine thread writes toks[n_seen] unlocked,
                          * then publishes n_gen; readers read below n_gen, under mu */
     fg_token_logprob *lps; /* (max_new) with logprobs, as toks */
+    int32_t plp_top;    /* -1: no prompt logprobs; else prompt_top_logprobs */
+    bool score_only;    /* max_tokens 0: the one token the runner samples is not output */
+    fg_token_logprob *plps; /* (n_prompt - 1) prompt logprobs once n_plp is set; written before, under mu */
+    int32_t n_plp;
 
     /* The engine thread's. */
     int32_t *prompt;    /* (n_prompt) until the runner has its own copy */
@@ -300,6 +304,7 @@ static void req_free(ereq *r)
     free(r->prompt);
     free(r->toks);
     free(r->lps);
+    free(r->plps);
     free(r->text);
     fg_textstream_free(&r->ts);
     free(r);
@@ -355,6 +360,11 @@ static fg_status check_request(const fg_engine *e, const fg_request_params *p, i
                               "shorten it or open the engine with a larger ctx",
                               n, ctx);
         *max_new = ctx - n;
+    } else if (p->max_tokens == 0 && p->prompt_logprobs) {
+        if (n >= ctx)
+            return fg_err_set(FG_ERR_INVALID_ARG, "request: a prompt of %d tokens to score needs a context above %d", n,
+                              ctx);
+        *max_new = 1; /* the runner samples one token, which is not output */
     } else if (p->max_tokens < 1 || p->max_tokens > ctx - n) {
         return fg_err_set(FG_ERR_INVALID_ARG,
                           "request: max_tokens %d is out of range: with a prompt of %d tokens and a context of %d it "
@@ -372,6 +382,9 @@ static fg_status check_request(const fg_engine *e, const fg_request_params *p, i
         if (sp.logit_bias[i].token >= e->n_vocab)
             return fg_err_set(FG_ERR_INVALID_ARG, "request: logit_bias token %d is outside the vocabulary of %d",
                               sp.logit_bias[i].token, e->n_vocab);
+    if (p->prompt_logprobs && (p->prompt_top_logprobs < 0 || p->prompt_top_logprobs > FG_MAX_TOP_LOGPROBS))
+        return fg_err_set(FG_ERR_INVALID_ARG, "request: prompt_top_logprobs %d is out of range: it must be in 0..%d",
+                          p->prompt_top_logprobs, FG_MAX_TOP_LOGPROBS);
     if (p->logprobs && (p->top_logprobs < 0 || p->top_logprobs > FG_MAX_TOP_LOGPROBS))
         return fg_err_set(FG_ERR_INVALID_ARG, "request: top_logprobs %d is out of range: it must be in 0..%d",
                           p->top_logprobs, FG_MAX_TOP_LOGPROBS);
@@ -400,6 +413,8 @@ static fg_status req_new(const fg_request_params *p, int32_t max_new, ereq **out
     r->to_ctx = p->max_tokens == -1;
     r->ignore_eos = p->ignore_eos;
     r->n_top = p->logprobs ? p->top_logprobs : -1;
+    r->plp_top = p->prompt_logprobs ? p->prompt_top_logprobs : -1;
+    r->score_only = p->max_tokens == 0;
     r->sp = sampler_params(&p->sampling);
     if (r->sp.seed == FG_SEED_RANDOM) r->sp.seed = fg_sampler_random_seed();
     r->sp.logit_bias = NULL; /* the copy, below */
@@ -412,7 +427,9 @@ static fg_status req_new(const fg_request_params *p, int32_t max_new, ereq **out
     fg_logit_bias *bias = r->sp.n_logit_bias > 0 ? malloc((size_t)r->sp.n_logit_bias * sizeof *bias) : NULL;
     if (bias) memcpy(bias, p->sampling.logit_bias, (size_t)r->sp.n_logit_bias * sizeof *bias);
     r->sp.logit_bias = bias;
-    bool ok = r->prompt && r->toks && r->stops && (r->n_top < 0 || r->lps) && (r->sp.n_logit_bias == 0 || bias);
+    if (r->plp_top >= 0 && p->n_prompt > 1) r->plps = malloc((p->n_prompt - 1) * sizeof *r->plps);
+    bool ok = r->prompt && r->toks && r->stops && (r->n_top < 0 || r->lps) && (r->sp.n_logit_bias == 0 || bias) &&
+              (r->plp_top < 0 || p->n_prompt == 1 || r->plps);
     for (int32_t i = 0; ok && i < p->n_stops; i++) ok = (r->stops[r->n_stops++] = strdup(p->stops[i])) != NULL;
     if (!ok) {
         req_free(r);
@@ -544,6 +561,26 @@ fg_status fg_request_logprobs(fg_engine *e, uint64_t id, size_t first, fg_token_
     return st;
 }
 
+fg_status fg_request_prompt_logprobs(fg_engine *e, uint64_t id, size_t first, fg_token_logprob *out, size_t cap,
+                                     size_t *n)
+{
+    *n = 0;
+    pthread_mutex_lock(&e->mu);
+    const ereq *r = lookup(e, id);
+    fg_status st = FG_OK;
+    if (!r) st = fg_err_set(FG_ERR_NOT_FOUND, "no request %llu (unknown or released)", (unsigned long long)id);
+    else if (r->plp_top < 0)
+        st = fg_err_set(FG_ERR_INVALID_ARG, "request %llu was submitted without prompt_logprobs", (unsigned long long)id);
+    else if (r->n_plp > 0 && first < (size_t)r->n_plp) {
+        size_t k = (size_t)r->n_plp - first;
+        if (k > cap) k = cap;
+        memcpy(out, r->plps + first, k * sizeof *out);
+        *n = k;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return st;
+}
+
 fg_status fg_request_wait(fg_engine *e, uint64_t id, int32_t timeout_ms)
 {
     struct timespec deadline;
@@ -661,7 +698,8 @@ static void feed(fg_engine *e)
             end_req(e, r, FG_FINISH_ERROR, fg_last_error());
             continue;
         }
-        if (r->n_top >= 0 && fg_runner_want_logprobs(e->run, r->rid, r->n_top) != FG_OK) {
+        if ((r->n_top >= 0 && fg_runner_want_logprobs(e->run, r->rid, r->n_top) != FG_OK) ||
+            (r->plp_top >= 0 && fg_runner_want_prompt_logprobs(e->run, r->rid, r->plp_top) != FG_OK)) {
             end_req(e, r, FG_FINISH_ERROR, fg_last_error());
             continue;
         }
@@ -700,6 +738,18 @@ static void take_token(fg_engine *e, ereq *r, int32_t t, double now, bool runner
     }
 }
 
+/* The prompt logprobs, once the runner has them all (its first token). */
+static void take_prompt_logprobs(fg_engine *e, ereq *r)
+{
+    const fg_token_logprob *lp;
+    int32_t n;
+    if (fg_runner_prompt_logprobs(e->run, r->rid, &lp, &n) != FG_OK || n != r->n_prompt - 1) return;
+    if (n > 0) memcpy(r->plps, lp, (size_t)n * sizeof *lp);
+    pthread_mutex_lock(&e->mu);
+    r->n_plp = n > 0 ? n : -1; /* -1: done, a one-token prompt has none */
+    pthread_mutex_unlock(&e->mu);
+}
+
 /* Reads what the step did to each request in the runner. step_st is the
  * step's status: a failed step failed its requests in the runner. */
 static void collect(fg_engine *e, double t_step, fg_status step_st)
@@ -718,6 +768,11 @@ static void collect(fg_engine *e, double t_step, fg_status step_st)
         r->r_preempted = info.n_preempted;
         if (r->x_sched < 0 && (info.state != FG_REQ_WAITING || info.n_gen > 0)) r->x_sched = t_step;
         if (atomic_load(&r->cancel)) continue; /* apply_cancels ends it before the next step */
+        if (r->plp_top >= 0 && r->n_plp == 0 && info.n_gen > 0) take_prompt_logprobs(e, r);
+        if (r->score_only && info.n_gen > 0) {
+            end_req(e, r, FG_FINISH_LENGTH, NULL);
+            continue;
+        }
         if (r->n_seen < info.n_gen && r->lps && fg_runner_last_logprob(e->run, r->rid, &r->lps[r->n_seen]) != FG_OK)
             r->lps[r->n_seen] = (fg_token_logprob){.token = info.gen[r->n_seen], .logprob = 0};
         if (r->n_seen < info.n_gen)

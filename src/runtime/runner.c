@@ -17,6 +17,9 @@ typedef struct runner_req {
     int32_t n_top;       /* -1: no logprobs; else the alternatives wanted */
     bool has_lp;         /* lp holds the latest token's */
     fg_token_logprob lp;
+    int32_t plp_top;        /* prompt logprobs: -1 none, else the alternatives wanted */
+    int32_t n_prompt;
+    fg_token_logprob *plp;  /* (n_prompt) entry p: prompt token p given those before it (p >= 1) */
 } runner_req;
 
 struct fg_runner {
@@ -29,6 +32,14 @@ struct fg_runner {
     fg_sampler **row_smp; /* (max_running) the sampler of each logits row of the step */
     fg_sample_row *rows;  /* (max_running) */
     int32_t *picked;      /* (max_running) */
+    /* Steps with prompt-logprob rows (allocated at the first request for
+     * them): the logits of the step's usual rows and its prompt rows, the
+     * batch tokens they come from, and what each row is. */
+    int32_t max_running, n_plp_reqs;
+    float *x_logits;         /* (max_running + FG_SCHED_PROMPT_ROWS, n_vocab) */
+    int32_t *x_rows;         /* (max_running + FG_SCHED_PROMPT_ROWS) ascending batch tokens */
+    int32_t *x_what;         /* (same) >= 0: the usual logits row; -1: a prompt row */
+    runner_req **seq_plp;    /* (max_running) the request of each batch sequence if it wants prompt rows */
 };
 
 fg_status fg_runner_init(const fg_model *m, fg_backend *be, const fg_runner_params *p, fg_runner **out)
@@ -47,6 +58,7 @@ fg_status fg_runner_init_kv(const fg_model *m, fg_backend *be, const fg_runner_p
     const int32_t bs = FG_KV_BLOCK_SIZE, n_blocks = (p->kv_tokens + bs - 1) / bs;
     e->n_vocab = fg_model_n_vocab(m);
     e->n_reqs = p->max_running + p->max_waiting;
+    e->max_running = p->max_running;
     fg_sched_params sp = {p->max_step_tokens, p->max_running, p->max_waiting};
     fg_status st = fg_forward_init(m, be, n_blocks * bs, p->max_step_tokens, kv_type, progress, progress_ctx, &e->f);
     if (st == FG_OK) st = fg_kvcache_init(n_blocks, bs, p->max_running, (p->max_seq_tokens + bs - 1) / bs, &e->kv);
@@ -70,8 +82,9 @@ fg_status fg_runner_init_kv(const fg_model *m, fg_backend *be, const fg_runner_p
 void fg_runner_free(fg_runner *e)
 {
     if (!e) return;
-    for (int32_t i = 0; e->reqs && i < e->n_reqs; i++) fg_sampler_free(e->reqs[i].smp);
+    for (int32_t i = 0; e->reqs && i < e->n_reqs; i++) fg_sampler_free(e->reqs[i].smp), free(e->reqs[i].plp);
     free(e->reqs), free(e->logits), free(e->rows), free(e->picked), free(e->row_smp);
+    free(e->x_logits), free(e->x_rows), free(e->x_what), free(e->seq_plp);
     fg_sched_free(e->sched);
     fg_kvcache_free(e->kv);
     fg_forward_free(e->f);
@@ -102,7 +115,47 @@ fg_status fg_runner_submit(fg_runner *e, const int32_t *prompt, int32_t n, int32
         return st;
     }
     for (int32_t i = 0; i < n; i++) fg_sampler_accept(smp, prompt[i]);
-    *r = (runner_req){.id = *id, .smp = smp, .n_top = -1};
+    *r = (runner_req){.id = *id, .smp = smp, .n_top = -1, .plp_top = -1, .n_prompt = n};
+    return FG_OK;
+}
+
+fg_status fg_runner_want_prompt_logprobs(fg_runner *e, uint64_t id, int32_t n_top)
+{
+    runner_req *r = find(e, id);
+    if (!r) return fg_err_set(FG_ERR_NOT_FOUND, "runner: no request %llu", (unsigned long long)id);
+    if (n_top < 0 || n_top > FG_MAX_TOP_LOGPROBS)
+        return fg_err_set(FG_ERR_INVALID_ARG, "prompt_logprobs %d is out of range: it must be in 0..%d", n_top,
+                          FG_MAX_TOP_LOGPROBS);
+    if (!e->x_logits) {
+        size_t rows = (size_t)e->max_running + FG_SCHED_PROMPT_ROWS;
+        e->x_logits = malloc(rows * (size_t)e->n_vocab * sizeof *e->x_logits);
+        e->x_rows = malloc(rows * sizeof *e->x_rows);
+        e->x_what = malloc(rows * sizeof *e->x_what);
+        e->seq_plp = malloc((size_t)e->max_running * sizeof *e->seq_plp);
+        if (!e->x_logits || !e->x_rows || !e->x_what || !e->seq_plp) {
+            free(e->x_logits), free(e->x_rows), free(e->x_what), free(e->seq_plp);
+            e->x_logits = NULL, e->x_rows = e->x_what = NULL, e->seq_plp = NULL;
+            return fg_err_set(FG_ERR_NOMEM, "runner: out of memory for %zu rows of prompt logits", rows);
+        }
+    }
+    if (!r->plp) {
+        r->plp = calloc((size_t)r->n_prompt, sizeof *r->plp);
+        if (!r->plp) return fg_err_set(FG_ERR_NOMEM, "runner: out of memory for %d prompt logprobs", r->n_prompt);
+        FG_TRY(fg_sched_want_prompt_rows(e->sched, id));
+        e->n_plp_reqs++;
+    }
+    r->plp_top = n_top;
+    return FG_OK;
+}
+
+fg_status fg_runner_prompt_logprobs(const fg_runner *e, uint64_t id, const fg_token_logprob **out, int32_t *n)
+{
+    const runner_req *r = find(e, id);
+    fg_req_info info;
+    if (!r || !r->plp || fg_sched_info(e->sched, id, &info) != FG_OK || info.n_gen == 0)
+        return fg_err_set(FG_ERR_NOT_FOUND, "runner: no prompt logprobs for request %llu", (unsigned long long)id);
+    *out = r->plp + 1;
+    *n = r->n_prompt - 1;
     return FG_OK;
 }
 
@@ -162,6 +215,70 @@ static void row_logprobs(const float *l, int32_t n, int32_t picked, int32_t n_to
 #undef LP
 }
 
+/* The host path for step b's logits rows r: request sampler picks, with
+ * logprobs where asked. */
+static fg_status sample_on_host(fg_runner *e, const fg_sched_batch *sb, int32_t r, const float *row)
+{
+    fg_status st = fg_sampler_sample(e->row_smp[r], row, &e->picked[r]);
+    runner_req *rq = find(e, sb->logits_req[r]);
+    if (st == FG_OK && rq->n_top >= 0) {
+        row_logprobs(row, e->n_vocab, e->picked[r], rq->n_top, &rq->lp);
+        rq->has_lp = true;
+    }
+    return st;
+}
+
+/* If some sequence of the step reads prompt rows (prompt logprobs), the
+ * step's output rows: its usual logits rows and those prompt positions, in
+ * batch order, into x_rows / x_what; returns how many, or 0 when none. */
+static int32_t prompt_rows(fg_runner *e, const fg_sched_batch *sb)
+{
+    if (e->n_plp_reqs == 0) return 0;
+    bool any = false;
+    for (int32_t q = 0; q < sb->n_seqs; q++) {
+        runner_req *rq = find(e, sb->seq_req[q]);
+        e->seq_plp[q] = rq && rq->plp ? rq : NULL;
+        any = any || e->seq_plp[q];
+    }
+    if (!any) return 0;
+    int32_t n = 0, next = 0, n_rows = 0;
+    for (int32_t i = 0; i < sb->n_tokens; i++) {
+        const runner_req *rq = e->seq_plp[sb->seq[i]];
+        if (next < sb->n_logits && sb->logits_token[next] == i) {
+            e->x_rows[n] = i, e->x_what[n++] = next++;
+        } else if (rq && sb->pos[i] < rq->n_prompt - 1) {
+            e->x_rows[n] = i, e->x_what[n++] = -1;
+            n_rows++;
+        }
+    }
+    FG_ASSERT(n_rows <= FG_SCHED_PROMPT_ROWS && next == sb->n_logits);
+    return n_rows > 0 ? n : 0;
+}
+
+/* Runs a step with prompt rows: every row to the host; the usual ones are
+ * sampled there, a prompt row at position p gives the logprob of prompt
+ * token p + 1. */
+static fg_status run_with_prompt_rows(fg_runner *e, const fg_sched_batch *sb, fg_batch *b, int32_t n_out)
+{
+    b->n_out = n_out;
+    b->out_rows = e->x_rows;
+    for (int32_t r = 0; r < sb->n_logits; r++) e->row_smp[r] = find(e, sb->logits_req[r])->smp;
+    FG_TRY(fg_forward_run(e->f, b, e->x_logits, NULL));
+    for (int32_t j = 0; j < n_out; j++) {
+        const float *row = e->x_logits + (size_t)j * (size_t)e->n_vocab;
+        if (e->x_what[j] >= 0) {
+            FG_TRY(sample_on_host(e, sb, e->x_what[j], row));
+            continue;
+        }
+        int32_t i = e->x_rows[j], p = sb->pos[i];
+        runner_req *rq = e->seq_plp[sb->seq[i]];
+        fg_req_info info;
+        FG_TRY(fg_sched_info(e->sched, rq->id, &info));
+        row_logprobs(row, e->n_vocab, info.gen[p + 1 - info.n_prompt], rq->plp_top, &rq->plp[p + 1]);
+    }
+    return FG_OK;
+}
+
 fg_status fg_runner_step(fg_runner *e, int32_t *n_tokens)
 {
     fg_sched_batch sb;
@@ -173,6 +290,7 @@ fg_status fg_runner_step(fg_runner *e, int32_t *n_tokens)
     }
     fg_batch b = {sb.n_tokens, sb.ids, sb.pos, sb.seq, sb.slot, sb.n_seqs, sb.max_blocks, sb.block_tables, 0,
                   0, NULL, sb.n_logits, sb.logits_token};
+    int32_t n_x = prompt_rows(e, &sb);
     /* On the backend if every row can be: no penalties, and greedy or
      * logits that would have to be copied to the host. */
     bool on_backend = sb.n_logits > 0;
@@ -183,22 +301,17 @@ fg_status fg_runner_step(fg_runner *e, int32_t *n_tokens)
                      (fg_sampler_is_greedy(smp) || !fg_forward_logits_on_host(e->f));
     }
     fg_status st;
-    if (on_backend) {
+    if (n_x > 0) {
+        st = run_with_prompt_rows(e, &sb, &b, n_x);
+    } else if (on_backend) {
         for (int32_t r = 0; r < sb.n_logits; r++) fg_sampler_next_row(e->row_smp[r], &e->rows[r]);
         b.n_sample = sb.n_logits;
         b.sample = e->rows;
         st = fg_forward_run(e->f, &b, NULL, e->picked);
     } else if (sb.n_logits > 0) {
         st = fg_forward_run(e->f, &b, e->logits, NULL);
-        for (int32_t r = 0; r < sb.n_logits && st == FG_OK; r++) {
-            const float *row = e->logits + (size_t)r * (size_t)e->n_vocab;
-            st = fg_sampler_sample(e->row_smp[r], row, &e->picked[r]);
-            runner_req *rq = find(e, sb.logits_req[r]);
-            if (st == FG_OK && rq->n_top >= 0) {
-                row_logprobs(row, e->n_vocab, e->picked[r], rq->n_top, &rq->lp);
-                rq->has_lp = true;
-            }
-        }
+        for (int32_t r = 0; r < sb.n_logits && st == FG_OK; r++)
+            st = sample_on_host(e, &sb, r, e->logits + (size_t)r * (size_t)e->n_vocab);
     } else {
         st = fg_forward_run(e->f, &b, e->logits, NULL); /* prefill chunks only: no logits */
     }
@@ -232,6 +345,8 @@ void fg_runner_release(fg_runner *e, uint64_t id)
     runner_req *r = find(e, id);
     if (r) {
         fg_sampler_free(r->smp);
+        if (r->plp) e->n_plp_reqs--;
+        free(r->plp);
         *r = (runner_req){0};
     }
 }

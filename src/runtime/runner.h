@@ -55,6 +55,17 @@ fg_status fg_runner_step(fg_runner *e, int32_t *n_tokens);
 fg_status fg_runner_want_logprobs(fg_runner *e, uint64_t id, int32_t n_top);
 fg_status fg_runner_last_logprob(const fg_runner *e, uint64_t id, fg_token_logprob *out);
 
+/* Asks for the log-probabilities of request id's prompt tokens, each given
+ * those before it, with n_top (0..FG_MAX_TOP_LOGPROBS) alternatives: the
+ * request must be waiting for its first admission. It then attaches no
+ * cached prefix, and its prefill steps read logits rows for its prompt
+ * positions on the host (at most FG_SCHED_PROMPT_ROWS a step, for all such
+ * requests together). fg_runner_prompt_logprobs gives the n_prompt - 1
+ * entries (prompt tokens 1.., the first having no context) once its first
+ * token is sampled; valid until release. */
+fg_status fg_runner_want_prompt_logprobs(fg_runner *e, uint64_t id, int32_t n_top);
+fg_status fg_runner_prompt_logprobs(const fg_runner *e, uint64_t id, const fg_token_logprob **out, int32_t *n);
+
 fg_status fg_runner_info(const fg_runner *e, uint64_t id, fg_req_info *out);
 fg_status fg_runner_cancel(fg_runner *e, uint64_t id);
 /* Finishes a request now (fg_sched_finish): the caller found its end (an

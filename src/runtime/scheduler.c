@@ -33,6 +33,7 @@ typedef struct req {
     int32_t computed; /* known tokens whose KV is in the cache */
     int32_t chunk;    /* tokens planned for the step in flight */
     int32_t n_cached, n_preempted;
+    bool prompt_rows; /* fg_sched_want_prompt_rows */
 } req;
 
 struct fg_sched {
@@ -49,7 +50,8 @@ struct fg_sched {
 
     /* The plan (capacity max_step_tokens tokens, max_running sequences). */
     int32_t *ids, *pos, *seqi, *slot, *tables, *logits_token, *planned_req;
-    uint64_t *logits_req;
+    uint64_t *logits_req, *seq_req;
+    int32_t prompt_rows_left; /* of FG_SCHED_PROMPT_ROWS, in the step being planned */
     int32_t n_planned;
 };
 
@@ -91,8 +93,9 @@ fg_status fg_sched_init(const fg_sched_params *p, fg_kvcache *kv, fg_sched **out
     s->logits_token = malloc(nr * sizeof *s->logits_token);
     s->logits_req = malloc(nr * sizeof *s->logits_req);
     s->planned_req = malloc(nr * sizeof *s->planned_req);
+    s->seq_req = malloc(nr * sizeof *s->seq_req);
     if (!s->pool || !s->wait || !s->run || !s->ids || !s->pos || !s->seqi || !s->slot || !s->tables ||
-        !s->logits_token || !s->logits_req || !s->planned_req) {
+        !s->logits_token || !s->logits_req || !s->planned_req || !s->seq_req) {
         fg_sched_free(s);
         return fg_err_set(FG_ERR_NOMEM, "scheduler: out of memory");
     }
@@ -105,7 +108,7 @@ void fg_sched_free(fg_sched *s)
     if (!s) return;
     for (int32_t i = 0; s->pool && i < s->n_pool; i++) free(s->pool[i].tok);
     free(s->pool), free(s->wait), free(s->run), free(s->ids), free(s->pos), free(s->seqi), free(s->slot);
-    free(s->tables), free(s->logits_token), free(s->logits_req), free(s->planned_req);
+    free(s->tables), free(s->logits_token), free(s->logits_req), free(s->planned_req), free(s->seq_req);
     free(s);
 }
 
@@ -193,7 +196,7 @@ fg_status fg_sched_submit(fg_sched *s, const int32_t *prompt, int32_t n, int32_t
     int32_t *tok = malloc((size_t)(n + max_new) * sizeof *tok);
     if (!tok) return fg_err_set(FG_ERR_NOMEM, "out of memory for a request of %d tokens", n + max_new);
     memcpy(tok, prompt, (size_t)n * sizeof *tok);
-    s->pool[i] = (req){(++s->serial << SLOT_BITS) | (uint64_t)i, FG_REQ_WAITING, tok, n, 0, max_new, eos, -1, 0, 0, 0, 0};
+    s->pool[i] = (req){(++s->serial << SLOT_BITS) | (uint64_t)i, FG_REQ_WAITING, tok, n, 0, max_new, eos, -1, 0, 0, 0, 0, false};
     wait_push_back(s, i);
     *id = s->pool[i].id;
     return FG_OK;
@@ -210,6 +213,27 @@ static fg_status end_request(fg_sched *s, uint64_t id, fg_req_state end)
     else stop_running(s, r);
     r->state = end;
     return FG_OK;
+}
+
+fg_status fg_sched_want_prompt_rows(fg_sched *s, uint64_t id)
+{
+    req *r = lookup(s, id);
+    if (!r || r->state != FG_REQ_WAITING || r->n_preempted > 0)
+        return fg_err_set(FG_ERR_NOT_FOUND, "request %llu is not waiting for its first admission", (unsigned long long)id);
+    r->prompt_rows = true;
+    return FG_OK;
+}
+
+/* The most tokens r may take this step: its uncomputed ones within the
+ * budget and, while its prompt needs logits rows, the step's rows left. */
+static int32_t chunk_want(const fg_sched *s, const req *r, int32_t budget)
+{
+    int32_t want = known(r) - r->computed < budget ? known(r) - r->computed : budget;
+    if (r->prompt_rows) { /* positions below n_prompt - 1 are rows; the last prompt token's is the usual one */
+        int32_t end = r->computed + want < r->n_prompt - 1 ? r->computed + want : r->n_prompt - 1;
+        if (end - r->computed > s->prompt_rows_left) want = s->prompt_rows_left;
+    }
+    return want;
 }
 
 fg_status fg_sched_cancel(fg_sched *s, uint64_t id)
@@ -266,8 +290,14 @@ static fg_status plan_chunk(fg_sched *s, fg_sched_batch *b, req *r, int32_t n, i
         s->logits_token[b->n_logits] = at + n - 1;
         s->logits_req[b->n_logits++] = r->id;
     }
+    if (r->prompt_rows && r->computed < r->n_prompt - 1) {
+        int32_t end = r->computed + n < r->n_prompt - 1 ? r->computed + n : r->n_prompt - 1;
+        s->prompt_rows_left -= end - r->computed;
+        FG_ASSERT(s->prompt_rows_left >= 0);
+    }
     r->chunk = n;
     s->planned_req[sq] = (int32_t)(r - s->pool);
+    s->seq_req[sq] = r->id;
     b->n_tokens += n;
     b->n_seqs++;
     *budget -= n;
@@ -278,6 +308,7 @@ fg_status fg_sched_plan(fg_sched *s, fg_sched_batch *b)
 {
     FG_ASSERT(!s->planned);
     int32_t budget = s->p.max_step_tokens;
+    s->prompt_rows_left = FG_SCHED_PROMPT_ROWS;
     *b = (fg_sched_batch){0};
     b->max_blocks = fg_kvcache_max_blocks(s->kv);
 
@@ -297,7 +328,8 @@ fg_status fg_sched_plan(fg_sched *s, fg_sched_batch *b)
     for (int32_t k = 0; k < s->n_run && budget > 0; k++) {
         req *r = &s->pool[s->run[k]];
         if (r->chunk > 0 || known(r) - r->computed < 1) continue;
-        int32_t want = known(r) - r->computed < budget ? known(r) - r->computed : budget;
+        int32_t want = chunk_want(s, r, budget);
+        if (want < 1) continue; /* its prompt rows must wait for the next step */
         while (k == 0 && fg_kvcache_room(s->kv, r->seq) < want && preempt_newest(s, r)) {
         }
         int32_t room = fg_kvcache_room(s->kv, r->seq), n = room < want ? room : want;
@@ -312,8 +344,8 @@ fg_status fg_sched_plan(fg_sched *s, fg_sched_batch *b)
             r->seq = -1;
             break;
         }
-        r->computed = fg_kvcache_match_prefix(s->kv, r->seq, r->tok, known(r));
-        int32_t want = known(r) - r->computed < budget ? known(r) - r->computed : budget;
+        r->computed = r->prompt_rows ? 0 : fg_kvcache_match_prefix(s->kv, r->seq, r->tok, known(r));
+        int32_t want = chunk_want(s, r, budget);
         int32_t room = fg_kvcache_room(s->kv, r->seq), n = room < want ? room : want;
         if (n < 1 || (n < want && s->n_run > 0)) { /* let the running ones finish and free blocks first */
             fg_kvcache_seq_free(s->kv, r->seq);
@@ -340,6 +372,7 @@ fg_status fg_sched_plan(fg_sched *s, fg_sched_batch *b)
     b->ids = s->ids, b->pos = s->pos, b->seq = s->seqi, b->slot = s->slot;
     b->block_tables = s->tables;
     b->logits_token = s->logits_token, b->logits_req = s->logits_req;
+    b->seq_req = s->seq_req;
     s->n_planned = b->n_seqs;
     s->planned = true;
     return FG_OK;

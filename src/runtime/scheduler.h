@@ -70,6 +70,7 @@ typedef struct fg_sched_batch {
     const int32_t *ids, *pos, *seq, *slot;
     int32_t n_seqs, max_blocks;
     const int32_t *block_tables;
+    const uint64_t *seq_req; /* (n_seqs) the request of each batch sequence */
     int32_t n_logits;
     const int32_t *logits_token;
     const uint64_t *logits_req;
@@ -81,6 +82,13 @@ void fg_sched_free(fg_sched *s);
 /* Queues a request: the prompt (n >= 1 tokens, copied), at most max_new
  * tokens to generate (>= 1), stopping early at eos (or never: -1). */
 fg_status fg_sched_submit(fg_sched *s, const int32_t *prompt, int32_t n, int32_t max_new, int32_t eos, uint64_t *id);
+
+/* Request id (waiting, never yet admitted) needs the logits of every prompt
+ * token (prompt logprobs): it never attaches cached blocks, and its prompt
+ * chunks, together with those of every such request in a step, hold at most
+ * FG_SCHED_PROMPT_ROWS tokens. FG_ERR_NOT_FOUND if it is not waiting. */
+enum { FG_SCHED_PROMPT_ROWS = 64 };
+fg_status fg_sched_want_prompt_rows(fg_sched *s, uint64_t id);
 
 /* Cancels a waiting or running request; a running one frees its blocks
  * now. FG_ERR_NOT_FOUND for an unknown or already released id. */

@@ -910,3 +910,85 @@ Test(engine_api, logit_bias_bans_and_forces_tokens, .timeout = 120)
     wait_idle(e);
     fg_engine_close(e);
 }
+
+/* ---- Prompt logprobs --------------------------------------------------------- */
+
+typedef struct lsm_ctx {
+    int32_t n_vocab;
+    const int32_t *prompt;
+    double *want; /* (n) want[i]: log p(prompt[i + 1] | prompt[..i]) */
+} lsm_ctx;
+
+static void lsm_row(void *ud, int32_t i, const float *l)
+{
+    lsm_ctx *c = ud;
+    double mx = -INFINITY, sum = 0;
+    for (int32_t k = 0; k < c->n_vocab; k++) mx = l[k] > mx ? l[k] : mx;
+    for (int32_t k = 0; k < c->n_vocab; k++) sum += exp((double)l[k] - mx);
+    c->want[i] = (double)l[c->prompt[i + 1 < 150 ? i + 1 : i]] - mx - log(sum);
+}
+
+/* Prompt logprobs (OpenAI's echo, vLLM's prompt_logprobs): each prompt
+ * token's log-probability given those before it equals the log-softmax of
+ * the session path's logits there; a 150-token prompt takes several steps
+ * (64 prompt rows a step) beside a plain request with the same prompt,
+ * which is untouched; a scoring request (max_tokens 0) outputs nothing and
+ * ends "length"; with a prompt in the prefix cache, the scoring request
+ * still computes it all. */
+Test(engine_api, prompt_logprobs_match_the_session_logits, .timeout = 120)
+{
+    enum { NP = 150 };
+    int32_t prompt[NP];
+    prompt_of(7, NP, prompt);
+    double want[NP];
+    fg_backend *be;
+    cr_assert_eq(fg_backend_cpu_init(2, false, &be), FG_OK);
+    fg_test_rig rig;
+    cr_assert_eq(fg_test_rig_open(&rig, SYNTH, be, 512, FG_TYPE_F16), FG_OK, "%s", fg_last_error());
+    lsm_ctx c = {fg_model_n_vocab(rig.m), prompt, want};
+    cr_assert_eq(fg_session_eval_all(rig.s, prompt, NP, lsm_row, &c), FG_OK, "%s", fg_last_error());
+    fg_test_rig_close(&rig);
+
+    fg_engine *e = open_engine(SYNTH, 4, 8);
+    fg_request_params plain = greedy(prompt, NP, 6), scored = plain, score_only = plain;
+    plain.ignore_eos = scored.ignore_eos = true;
+    output want_plain, got_plain, got_scored, got_score_only;
+    run_alone(e, &plain, &want_plain);
+    scored.prompt_logprobs = true, scored.prompt_top_logprobs = 3;
+    score_only.prompt_logprobs = true, score_only.max_tokens = 0;
+    uint64_t ids[3];
+    memset(&got_plain, 0, sizeof got_plain), memset(&got_scored, 0, sizeof got_scored);
+    memset(&got_score_only, 0, sizeof got_score_only);
+    cr_assert_eq(fg_engine_submit(e, &scored, &ids[0]), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_engine_submit(e, &plain, &ids[1]), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(fg_engine_submit(e, &score_only, &ids[2]), FG_OK, "%s", fg_last_error());
+    drain(e, ids[0], &got_scored);
+    drain(e, ids[1], &got_plain);
+    drain(e, ids[2], &got_score_only);
+    same_output(&got_plain, &want_plain, "the plain request beside scoring ones");
+    same_output(&got_scored, &want_plain, "the scored request's own tokens");
+    cr_assert_eq(got_score_only.n_tok, 0, "max_tokens 0 outputs nothing (%zu tokens)", got_score_only.n_tok);
+    cr_assert_eq(got_score_only.info.finish, FG_FINISH_LENGTH);
+    for (int k = 0; k < 3; k += 2) {
+        static fg_token_logprob lp[NP];
+        size_t n = 0;
+        cr_assert_eq(fg_request_prompt_logprobs(e, ids[k], 0, lp, NP, &n), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(n, NP - 1, "request %d: %zu prompt logprobs", k, n);
+        for (int i = 0; i < NP - 1; i++) {
+            cr_assert_eq(lp[i].token, prompt[i + 1]);
+            cr_assert(fabs(lp[i].logprob - want[i]) <= 1e-4, "request %d prompt token %d: logprob %.6f, session %.6f", k,
+                      i + 1, (double)lp[i].logprob, want[i]);
+            cr_assert_eq(lp[i].n_top, k == 0 ? 3 : 0);
+            if (k == 0) cr_assert(lp[i].top_logprob[0] >= lp[i].logprob - 1e-6f);
+        }
+        cr_assert_eq(got_scored.info.n_cached, 0, "a scoring request attaches no cached prefix");
+    }
+    size_t n;
+    fg_token_logprob one;
+    cr_assert_eq(fg_request_prompt_logprobs(e, ids[1], 0, &one, 1, &n), FG_ERR_INVALID_ARG);
+    for (int k = 0; k < 3; k++) fg_request_release(e, ids[k]);
+    plain.max_tokens = 0;
+    cr_assert_eq(fg_engine_submit(e, &plain, &ids[0]), FG_ERR_INVALID_ARG, "max_tokens 0 without prompt_logprobs");
+    wait_idle(e);
+    fg_engine_close(e);
+}

@@ -479,3 +479,65 @@ Test(scheduler, a_failed_step_leaves_no_block_to_attach_to)
     fg_sched_free(s);
     fg_kvcache_free(kv);
 }
+
+/* Requests that want prompt rows (prompt logprobs): together at most
+ * FG_SCHED_PROMPT_ROWS of their prompt positions a step, never a cached
+ * prefix, and the fake model's outputs still; others beside them
+ * unaffected. */
+Test(scheduler, prompt_rows_are_bounded_per_step_and_never_cached)
+{
+    fg_sched_params p = {512, 4, 8};
+    fg_kvcache *kv;
+    fg_sched *s;
+    open_sched(128, 16, &p, &kv, &s);
+    int32_t base[200];
+    for (int i = 0; i < 200; i++) base[i] = 300 + i;
+    uint64_t ids[4];
+    expect ex[4];
+    const int32_t lens[4] = {150, 100, 120, 40};
+    for (int round = 0; round < 2; round++) {
+        for (int r = 0; r < 4; r++) {
+            cr_assert_eq(fg_sched_submit(s, base, lens[r], 5, -1, &ids[r]), FG_OK);
+            if (r < 3) cr_assert_eq(fg_sched_want_prompt_rows(s, ids[r]), FG_OK);
+            ex[r] = (expect){ids[r], base[0], lens[r], 5, -1, false, false};
+        }
+        int32_t sampled[4], *seen = malloc(128 * BS * sizeof *seen);
+        for (int step = 0; step < 1000; step++) {
+            int done = 0;
+            for (int r = 0; r < 4; r++) {
+                fg_req_info info;
+                fg_sched_info(s, ids[r], &info);
+                done += info.state == FG_REQ_FINISHED;
+            }
+            if (done == 4) break;
+            fg_sched_batch b;
+            cr_assert_eq(fg_sched_plan(s, &b), FG_OK);
+            int rows = 0;
+            for (int32_t i = 0; i < b.n_tokens; i++) {
+                uint64_t rq = b.seq_req[b.seq[i]];
+                for (int r = 0; r < 3; r++) rows += rq == ids[r] && b.pos[i] < lens[r] - 1;
+            }
+            cr_assert(rows <= FG_SCHED_PROMPT_ROWS, "step %d: %d prompt rows", step, rows);
+            fake_forward(s, &b, 128 * BS, step);
+            for (int32_t r = 0; r < b.n_logits; r++) {
+                fg_req_info info;
+                fg_sched_info(s, b.logits_req[r], &info);
+                sampled[r] = next_token(info.gen - info.n_prompt, info.n_prompt, info.n_gen);
+            }
+            fg_sched_commit(s, sampled);
+        }
+        for (int r = 0; r < 4; r++) {
+            fg_req_info info;
+            fg_sched_info(s, ids[r], &info);
+            cr_assert_eq(info.state, FG_REQ_FINISHED);
+            check_output(&ex[r], &info, base);
+            if (r < 3) cr_assert_eq(info.n_cached, 0, "round %d request %d attached %d cached tokens", round, r, info.n_cached);
+            else if (round == 1) cr_assert(info.n_cached > 0, "the plain request uses the cache");
+            fg_sched_release(s, ids[r]);
+        }
+        free(seen);
+    }
+    cr_assert_eq(fg_sched_want_prompt_rows(s, 12345), FG_ERR_NOT_FOUND);
+    fg_sched_free(s);
+    fg_kvcache_free(kv);
+}
