@@ -434,8 +434,12 @@ Test(gpu_synth, batch_invariant_mode_gives_each_request_its_tokens_alone, .init 
 Test(gpu_model, identical_and_overlapping_short_prompts_together, .init = need_gpu_and_model, .timeout = 300)
 {
     static const int32_t issue[] = {57, 2875, 260, 2455, 282, 1029, 314, 4511, 355, 2389, 30, 2543, 288, 1250, 17, 18, 19, 20};
-    static const int32_t synth[] = {57, 275, 260, 255, 282, 129, 34, 11, 55, 289, 30, 243, 288, 150, 17, 18, 19, 20};
     short_shared_case(model_path, issue, 18);
+}
+
+Test(gpu_synth, identical_and_overlapping_short_prompts_together, .init = need_gpu, .timeout = 300)
+{
+    static const int32_t synth[] = {57, 275, 260, 255, 282, 129, 34, 11, 55, 289, 30, 243, 288, 150, 17, 18, 19, 20};
     short_shared_case("tests/data/llama-synth/gqa-q4_0.gguf", synth, 18);
     short_shared_case("tests/data/llama-synth/gqa-f16.gguf", synth, 18);
 }
