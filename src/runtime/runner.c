@@ -139,9 +139,14 @@ fg_status fg_runner_want_prompt_logprobs(fg_runner *e, uint64_t id, int32_t n_to
         }
     }
     if (!r->plp) {
-        r->plp = calloc((size_t)r->n_prompt, sizeof *r->plp);
-        if (!r->plp) return fg_err_set(FG_ERR_NOMEM, "runner: out of memory for %d prompt logprobs", r->n_prompt);
-        FG_TRY(fg_sched_want_prompt_rows(e->sched, id));
+        fg_token_logprob *plp = calloc((size_t)r->n_prompt, sizeof *plp);
+        if (!plp) return fg_err_set(FG_ERR_NOMEM, "runner: out of memory for %d prompt logprobs", r->n_prompt);
+        fg_status st = fg_sched_want_prompt_rows(e->sched, id);
+        if (st != FG_OK) {
+            free(plp);
+            return st;
+        }
+        r->plp = plp; /* counted in n_plp_reqs while it lives */
         e->n_plp_reqs++;
     }
     r->plp_top = n_top;
@@ -261,8 +266,7 @@ static int32_t prompt_rows(fg_runner *e, const fg_sched_batch *sb)
 static fg_status run_with_prompt_rows(fg_runner *e, const fg_sched_batch *sb, fg_batch *b, int32_t n_out)
 {
     b->n_out = n_out;
-    b->out_rows = e->x_rows;
-    for (int32_t r = 0; r < sb->n_logits; r++) e->row_smp[r] = find(e, sb->logits_req[r])->smp;
+    b->out_rows = e->x_rows; /* row_smp: set by the step for its usual rows */
     FG_TRY(fg_forward_run(e->f, b, e->x_logits, NULL));
     for (int32_t j = 0; j < n_out; j++) {
         const float *row = e->x_logits + (size_t)j * (size_t)e->n_vocab;

@@ -123,7 +123,8 @@ static bool emit_text(void *ud, const char *text, size_t len)
 
 /* fg_generate on a session (the single-sequence path forge perplexity and
  * the old run/chat used), greedy: the independent reference. */
-static fg_stop_reason reference(const char *path, const int32_t *prompt, int32_t n, int32_t n_predict, output *o)
+static fg_stop_reason reference_with(const char *path, const int32_t *prompt, int32_t n, int32_t n_predict,
+                                     const fg_logit_bias *bias, int32_t n_bias, bool ignore_eos, output *o)
 {
     memset(o, 0, sizeof *o);
     fg_backend *be;
@@ -133,9 +134,10 @@ static fg_stop_reason reference(const char *path, const int32_t *prompt, int32_t
     fg_sampler_params sp = fg_sampler_defaults();
     sp.temperature = 0;
     sp.seed = 1;
+    sp.logit_bias = bias, sp.n_logit_bias = n_bias;
     fg_sampler *smp;
     cr_assert_eq(fg_sampler_init(&sp, fg_model_n_vocab(rig.m), &smp), FG_OK);
-    fg_gen_params gp = {.n_predict = n_predict};
+    fg_gen_params gp = {.n_predict = n_predict, .ignore_eos = ignore_eos};
     fg_tokens ids = {0};
     fg_gen_stats stats;
     cr_assert_eq(fg_generate(rig.s, rig.m->tok, smp, prompt, n, &gp, emit_text, o, &ids, &stats), FG_OK, "%s",
@@ -146,6 +148,11 @@ static fg_stop_reason reference(const char *path, const int32_t *prompt, int32_t
     fg_sampler_free(smp);
     fg_test_rig_close(&rig);
     return stats.stop;
+}
+
+static fg_stop_reason reference(const char *path, const int32_t *prompt, int32_t n, int32_t n_predict, output *o)
+{
+    return reference_with(path, prompt, n, n_predict, NULL, 0, false, o);
 }
 
 static void same_output(const output *got, const output *want, const char *what)
@@ -820,35 +827,6 @@ Test(engine_api, logprobs_of_greedy_tokens)
 
 /* ---- logit_bias -------------------------------------------------------------- */
 
-/* The session path (fg_generate with a host sampler) with these biases:
- * the reference for the engine's, which samples on the backend's sample op
- * when it can. */
-static void reference_biased(const int32_t *prompt, int32_t n, int32_t n_predict, const fg_logit_bias *b, int nb,
-                             output *o)
-{
-    memset(o, 0, sizeof *o);
-    fg_backend *be;
-    cr_assert_eq(fg_backend_cpu_init(2, false, &be), FG_OK);
-    fg_test_rig rig;
-    cr_assert_eq(fg_test_rig_open(&rig, SYNTH, be, 256 + n, FG_TYPE_F16), FG_OK, "%s", fg_last_error());
-    fg_sampler_params sp = fg_sampler_defaults();
-    sp.temperature = 0;
-    sp.seed = 1;
-    sp.logit_bias = b, sp.n_logit_bias = nb;
-    fg_sampler *smp;
-    cr_assert_eq(fg_sampler_init(&sp, fg_model_n_vocab(rig.m), &smp), FG_OK);
-    fg_gen_params gp = {.n_predict = n_predict, .ignore_eos = true};
-    fg_tokens ids = {0};
-    fg_gen_stats stats;
-    cr_assert_eq(fg_generate(rig.s, rig.m->tok, smp, prompt, n, &gp, emit_text, o, &ids, &stats), FG_OK, "%s",
-                 fg_last_error());
-    memcpy(o->tok, ids.ids, ids.n * sizeof *ids.ids);
-    o->n_tok = ids.n;
-    fg_tokens_free(&ids);
-    fg_sampler_free(smp);
-    fg_test_rig_close(&rig);
-}
-
 /* logit_bias through the engine: a banned greedy token gives way to what
  * the session path with the same biases picks; +100 on one token makes it
  * every token; sampled requests never draw a banned token; the bias list is
@@ -874,7 +852,7 @@ Test(engine_api, logit_bias_bans_and_forces_tokens, .timeout = 120)
     memset(ban, 0xff, 2 * sizeof *ban); /* copied at submit */
     drain(e, id, &got);
     fg_request_release(e, id);
-    reference_biased(prompt, 12, 12, saved, 2, &want);
+    reference_with(SYNTH, prompt, 12, 12, saved, 2, true, &want); /* the session path, the same biases */
     cr_assert_neq(got.tok[0], plain.tok[0], "the banned token %d", plain.tok[0]);
     cr_assert_eq(got.n_tok, want.n_tok);
     for (size_t i = 0; i < want.n_tok; i++)
