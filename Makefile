@@ -4,6 +4,7 @@
 #   make run        build, fetch the default model if absent, answer PROMPT with it
 #   make test       unit tests (Criterion) + end-to-end CLI tests + forge serve tests
 #   make asan       the same tests under AddressSanitizer + UBSan
+#   make server-test-flood   forge serve against 1,100 trickling connections for 60 s
 #   make fuzz       libFuzzer on the GGUF reader (FUZZ_SECONDS, default 60)
 #   make test-gpu   the GPU tier: every GPU op against the CPU reference, and
 #                   end to end (needs a GPU; without one the tests say SKIPPED)
@@ -76,7 +77,7 @@ LDLIBS   += $(GPU_LIBS)
 
 MODEL ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: all run test test-gpu unit e2e server-test asan fuzz fuzz-build models clean
+.PHONY: all run test test-gpu unit e2e server-test server-test-flood asan fuzz fuzz-build models clean
 
 all: $(BUILD)/forge $(BUILD)/libforge.a $(BUILD)/libforge.so
 
@@ -141,6 +142,11 @@ e2e: $(BUILD)/forge
 
 server-test: $(BUILD)/forge
 	FORGE=$(BUILD)/forge tests/server/run.py
+
+# The issue-14 slow-client case at full size: 1,100 trickling connections for
+# 60 s at the default deadlines and connection limit (make test runs 300 for 12 s).
+server-test-flood: $(BUILD)/forge
+	FORGE=$(BUILD)/forge FORGE_TEST_FLOOD=full tests/server/run.py
 
 test: all $(BUILD)/unit-tests $(BUILD)/gpu-tests models
 	tests/unit/run.sh $(BUILD)/unit-tests

@@ -7,6 +7,10 @@
  * with sigtimedwait): on the first it stops accepting connections, lets
  * requests in flight run for up to --drain seconds, cancels the rest, and
  * exits 0. A model that fails to load ends the server with exit 1.
+ *
+ * Each connection is a thread of the server, so the open-file soft limit
+ * is raised to the hard limit first, as nginx and others do: the default
+ * connection limit is sized from it.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -16,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "cli/cli.h"
@@ -30,6 +35,11 @@ enum {
     OPT_ALIAS,
     OPT_MAX_BODY,
     OPT_DRAIN,
+    OPT_HEADER_TIMEOUT,
+    OPT_BODY_TIMEOUT,
+    OPT_IDLE_TIMEOUT,
+    OPT_MAX_CONNECTIONS,
+    OPT_MAX_PER_IP,
 };
 
 static void help(void)
@@ -49,7 +59,15 @@ static void help(void)
            "      --alias NAME       the model name the API reports (default: the file's base name)\n"
            "      --max-body BYTES   largest request body; larger is 413 (default: 8388608)\n"
            "      --drain SECONDS    on SIGINT/SIGTERM, how long requests in flight may finish before\n"
-           "                         they are cancelled (default: 10)\n\n");
+           "                         they are cancelled (default: 10)\n"
+           "      --max-connections N  concurrent connections, a thread each (default: sized from the\n"
+           "                         open-file limit, threads and memory; printed at start)\n"
+           "      --max-conns-per-ip N connections from one client address (default: 256; 0: no cap)\n"
+           "      --header-timeout S a request's headers must arrive within S seconds of its start\n"
+           "                         (or of the previous request's end on a kept-alive connection)\n"
+           "                         (default: 10)\n"
+           "      --body-timeout S   its body within S seconds of its headers (default: 30)\n"
+           "      --idle-timeout S   a connection with no traffic for S seconds is closed (default: 30)\n\n");
     fg_cli_engine_help();
     fg_cli_serving_help();
     printf("  -h, --help             show this help\n");
@@ -107,14 +125,20 @@ int fg_cli_serve(int argc, char **argv)
         {"alias", required_argument, 0, OPT_ALIAS},
         {"max-body", required_argument, 0, OPT_MAX_BODY},
         {"drain", required_argument, 0, OPT_DRAIN},
+        {"header-timeout", required_argument, 0, OPT_HEADER_TIMEOUT},
+        {"body-timeout", required_argument, 0, OPT_BODY_TIMEOUT},
+        {"idle-timeout", required_argument, 0, OPT_IDLE_TIMEOUT},
+        {"max-connections", required_argument, 0, OPT_MAX_CONNECTIONS},
+        {"max-conns-per-ip", required_argument, 0, OPT_MAX_PER_IP},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     loader *l = calloc(1, sizeof *l);
     if (!l) return 1;
     fg_server_config sc = {.host = "127.0.0.1", .port = 8080, .api_key = getenv("FORGE_API_KEY"),
-                           .max_body = 8u << 20, .max_connections = 1024};
-    int32_t port = 8080, max_body = 8 << 20, drain = 10;
+                           .max_body = 8u << 20};
+    int32_t port = 8080, max_body = 8 << 20, drain = 10, header_s = 10, body_s = 30, idle_s = 30, max_conns = 0,
+            per_ip = 256;
     char alias[256] = "";
     int c, rc = 0;
     optind = 1;
@@ -134,6 +158,17 @@ int fg_cli_serve(int argc, char **argv)
         case OPT_ALIAS: snprintf(alias, sizeof alias, "%s", optarg); break;
         case OPT_MAX_BODY: rc = fg_cli_parse_int("serve", "--max-body", optarg, 1024, 1 << 30, &max_body); break;
         case OPT_DRAIN: rc = fg_cli_parse_int("serve", "--drain", optarg, 0, 86400, &drain); break;
+        case OPT_HEADER_TIMEOUT:
+            rc = fg_cli_parse_int("serve", "--header-timeout", optarg, 1, 3600, &header_s);
+            break;
+        case OPT_BODY_TIMEOUT: rc = fg_cli_parse_int("serve", "--body-timeout", optarg, 1, 86400, &body_s); break;
+        case OPT_IDLE_TIMEOUT: rc = fg_cli_parse_int("serve", "--idle-timeout", optarg, 1, 86400, &idle_s); break;
+        case OPT_MAX_CONNECTIONS:
+            rc = fg_cli_parse_int("serve", "--max-connections", optarg, 1, 65536, &max_conns);
+            break;
+        case OPT_MAX_PER_IP:
+            rc = fg_cli_parse_int("serve", "--max-conns-per-ip", optarg, 0, 65536, &per_ip);
+            break;
         case 'h': help(); free(l); return 0;
         default: rc = fg_cli_usage_error("serve", "unknown option"); break;
         }
@@ -146,6 +181,16 @@ int fg_cli_serve(int argc, char **argv)
     }
     sc.port = port;
     sc.max_body = (size_t)max_body;
+    sc.header_timeout_s = header_s;
+    sc.body_timeout_s = body_s;
+    sc.idle_timeout_s = idle_s;
+    sc.max_connections = max_conns;
+    sc.max_per_ip = per_ip;
+    struct rlimit nofile;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+        nofile.rlim_cur = nofile.rlim_max == RLIM_INFINITY ? 1 << 20 : nofile.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &nofile); /* failing, the smaller limit sizes the server */
+    }
     if (!alias[0]) model_name(l->eo.model ? l->eo.model : fg_cli_default_model(), alias, sizeof alias);
     sc.model_name = alias;
 
@@ -162,9 +207,15 @@ int fg_cli_serve(int argc, char **argv)
     fg_status st = fg_server_start(&sc, &srv);
     if (st != FG_OK) {
         free(l);
+        if (st == FG_ERR_INVALID_ARG) return fg_cli_usage_error("serve", "%s", fg_last_error());
         return fg_cli_fail(st);
     }
-    fprintf(stderr, "forge serve: listening on http://%s:%d (model %s loading)\n", sc.host, fg_server_port(srv), alias);
+    fg_server_info si;
+    fg_server_get_info(srv, &si);
+    char per_ip_text[32] = "no cap per address";
+    if (si.max_per_ip > 0) snprintf(per_ip_text, sizeof per_ip_text, "%d per address", si.max_per_ip);
+    fprintf(stderr, "forge serve: listening on http://%s:%d (model %s loading; up to %d connections, %s)\n", sc.host,
+            fg_server_port(srv), alias, si.max_connections, per_ip_text);
     pthread_t lt;
     if (pthread_create(&lt, NULL, load_main, l) != 0) {
         fg_server_close(srv);

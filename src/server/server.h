@@ -1,8 +1,11 @@
 /*
- * server.h — forge's OpenAI-compatible HTTP server, in three files:
+ * server.h — forge's OpenAI-compatible HTTP server, in four files:
  *   http.c     the libmicrohttpd adapter: the daemon (a thread per
  *              connection), request bodies and their limit, the API key,
  *              disconnect detection, buffered and SSE responses, shutdown;
+ *   conns.c    connections (private header http.h): the listening socket
+ *              and its acceptor, the limit sized from the machine, the
+ *              header and body deadlines;
  *   openai.c   the routes: JSON in and out (cJSON), parameter checking,
  *              submission to the engine, streaming, the request registry
  *              behind /v1/requests/{id};
@@ -14,8 +17,8 @@
  * backend. The engine arrives after the server starts (fg_server_set_engine):
  * until then every route but /health and /metrics answers 503.
  *
- * The first section is what `forge serve` uses; the rest is shared by the
- * three files.
+ * The first section is what `forge serve` uses; the rest is shared by
+ * http.c, openai.c and metrics.c.
  */
 #ifndef FG_SERVER_SERVER_H
 #define FG_SERVER_SERVER_H
@@ -30,23 +33,40 @@
 typedef struct fg_server fg_server;
 
 typedef struct fg_server_config {
-    const char *host;       /* address to bind; NULL = 127.0.0.1 */
-    int port;               /* 0 = any free port (fg_server_port tells which) */
-    const char *api_key;    /* NULL or "": no authentication */
-    const char *model_name; /* the name /v1/models lists and responses carry */
-    size_t max_body;        /* bytes of a request body; larger is 413 */
-    int max_connections;    /* concurrent connections (threads) */
+    const char *host;         /* address to bind; NULL = 127.0.0.1 */
+    int port;                 /* 0 = any free port (fg_server_port tells which) */
+    const char *api_key;      /* NULL or "": no authentication */
+    const char *model_name;   /* the name /v1/models lists and responses carry */
+    size_t max_body;          /* bytes of a request body; larger is 413 */
+    int max_connections;      /* concurrent connections (a thread each); 0: sized
+                                 from the machine (fg_server_get_info tells) */
+    int max_per_ip;           /* connections from one client address; 0: no cap */
+    int header_timeout_s;     /* a request's headers must arrive within this many
+                                 seconds of its start; 0: 10 */
+    int body_timeout_s;       /* its body within this many seconds of its headers; 0: 30 */
+    int idle_timeout_s;       /* a connection silent this long is closed; 0: 30 */
 } fg_server_config;
 
+/* What the server runs with, for the start-up line. */
+typedef struct fg_server_info {
+    int max_connections, max_per_ip;
+} fg_server_info;
+
 /* Binds and starts serving (503 until fg_server_set_engine). Close with
- * fg_server_close. */
+ * fg_server_close. A configuration that cannot work (a connection limit
+ * over the open-file limit) is
+ * FG_ERR_INVALID_ARG with a message naming the option. */
 fg_status fg_server_start(const fg_server_config *c, fg_server **out);
 int fg_server_port(const fg_server *s);
+void fg_server_get_info(const fg_server *s, fg_server_info *out);
 /* The engine is open: the routes serve. e must outlive the server's use of
  * it, which ends in fg_server_close. */
 void fg_server_set_engine(fg_server *s, fg_engine *e);
-/* Stops accepting connections, lets requests in flight finish for up to
- * drain_ms, then cancels the rest and waits for their connections to end. */
+/* Stops accepting connections and closes those that are not in a request;
+ * requests in flight go on. Generation requests are 503 from here on. */
+void fg_server_quiesce(fg_server *s);
+/* Quiesces, lets requests in flight finish for up to drain_ms, then
+ * cancels the rest and waits for their connections to end. */
 void fg_server_shutdown(fg_server *s, int drain_ms);
 /* Shuts down (drain 0) if not done yet, and frees the server. */
 void fg_server_close(fg_server *s);

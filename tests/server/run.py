@@ -16,7 +16,9 @@ non-zero if any check failed. SKIPPED never counts as passed.
   - the cancel route, ending a stream with finish_reason "abort";
   - 429 with Retry-After when the queue is full (a second server);
   - the openai client (tests/server/test_openai.py) when importable;
-  - SIGTERM with a request in flight: exit 0.
+  - SIGTERM with a request in flight: exit 0;
+  - the HTTP layer (tests/server/test_http.py): deadlines and connection
+    caps against slow clients.
 """
 import http.client
 import json
@@ -418,6 +420,8 @@ def main():
         test_sigterm(srv)
     finally:
         srv.stop(signal.SIGKILL)
+    import test_http  # the HTTP layer: slow clients
+    test_http.main(sys.modules[__name__])
     return 0
 
 

@@ -1,0 +1,438 @@
+"""forge serve's HTTP layer (src/server/http.c, src/cli/serve.c), run by
+tests/server/run.py, whose helpers it uses (main(h): h is run.py's module):
+
+  - slow clients: a request's headers and body have deadlines, a silent
+    connection has an idle timeout, one address has a connection cap, and
+    a flood of trickling connections from many loopback addresses leaves
+    a fresh client served, with the server's RSS and threads bounded;
+  - the connection flags: their ranges, --help.
+
+The flood runs 300 connections for 12 s here; FORGE_TEST_FLOOD=full (make
+server-test-flood) runs the issue's 1,100 connections for 60 s at the
+default deadlines and connection limit, and prints its figures.
+"""
+import json
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+h = None  # run.py's module: check, ok, bad, skip, Server, KEY, FORGE, SMOL
+
+
+# ---- raw HTTP ---------------------------------------------------------------------
+
+
+def connect(port, src=None, timeout=10):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    if src:
+        s.bind((src, 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def request_bytes(method, path, body=b"", headers=None, host="127.0.0.1"):
+    hd = {"Host": host, "Connection": "close"}
+    if body:
+        hd["Content-Type"] = "application/json"
+        hd["Content-Length"] = str(len(body))
+    hd.update(headers or {})
+    head = "".join(f"{k}: {v}\r\n" for k, v in hd.items() if v is not None)
+    p = path if isinstance(path, bytes) else path.encode()
+    return method.encode() + b" " + p + b" HTTP/1.1\r\n" + head.encode() + b"\r\n" + body
+
+
+def read_all(s, timeout=30):
+    """Everything until the server closes (or the timeout: then what came)."""
+    s.settimeout(timeout)
+    buf = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            buf += b
+    except (socket.timeout, ConnectionError):
+        pass
+    return buf
+
+
+def parse(raw):
+    """(status, headers, body, interim statuses) of one response; chunked
+    bodies are joined. status -1 if there is none."""
+    interim = []
+    while True:
+        head, sep, rest = raw.partition(b"\r\n\r\n")
+        m = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+        if not sep or not m:
+            return -1, {}, raw, interim
+        st = int(m.group(1))
+        hdrs = {}
+        for line in head.split(b"\r\n")[1:]:
+            k, _, v = line.partition(b":")
+            hdrs[k.strip().lower().decode()] = v.strip().decode("latin-1")
+        if 100 <= st < 200:
+            interim.append(st)
+            raw = rest
+            continue
+        break
+    if hdrs.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while rest:
+            size, _, rest = rest.partition(b"\r\n")
+            n = int(size.split(b";")[0] or b"0", 16)
+            if n == 0:
+                break
+            body += rest[:n]
+            rest = rest[n + 2:]
+        return st, hdrs, body, interim
+    return st, hdrs, rest, interim
+
+
+def raw_request(port, method, path, body=b"", headers=None, host="127.0.0.1", src=None, timeout=30):
+    s = connect(port, src)
+    try:
+        s.sendall(request_bytes(method, path, body, headers, host))
+        return parse(read_all(s, timeout))
+    finally:
+        s.close()
+
+
+def closed_after(s, limit):
+    """Seconds until the server closes s (reading and discarding), or None."""
+    t0 = time.time()
+    s.settimeout(0.2)
+    while time.time() - t0 < limit:
+        try:
+            if not s.recv(4096):
+                return time.time() - t0
+        except socket.timeout:
+            continue
+        except ConnectionError:
+            return time.time() - t0
+    return None
+
+
+def proc_status(pid):
+    out = {}
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "Threads"):
+                out[k] = int(v.split()[0])
+        out["fds"] = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        pass
+    return out
+
+
+def raise_nofile(n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# ---- slow clients --------------------------------------------------------------------
+
+
+def test_deadlines(srv, header_s, body_s, idle_s):
+    """srv runs with --header-timeout header_s --body-timeout body_s
+    --idle-timeout idle_s, with idle_s between the two."""
+    s = connect(srv.port, "127.0.0.3")
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    t0 = time.time()
+    stop = threading.Event()
+
+    def trickle(sock):
+        while not stop.is_set():
+            try:
+                sock.send(b"a")
+            except OSError:
+                return
+            time.sleep(0.5)
+    threading.Thread(target=trickle, args=(s,), daemon=True).start()
+    took = closed_after(s, header_s + 8)
+    h.check(f"headers trickled a byte every 0.5 s are cut at the header deadline ({header_s} s)",
+            took is not None and header_s - 0.5 < took < header_s + 2, f"closed after {took} s (None: still open)")
+    s.close()
+
+    s = connect(srv.port, "127.0.0.3")
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 100000\r\n\r\n{")
+    threading.Thread(target=trickle, args=(s,), daemon=True).start()
+    took = closed_after(s, body_s + 8)
+    h.check(f"a body trickled a byte every 0.5 s is cut at the body deadline ({body_s} s), though never idle",
+            took is not None and body_s - 0.5 < took < body_s + 2, f"closed after {took} s (None: still open)")
+    s.close()
+
+    s = connect(srv.port, "127.0.0.3")
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Content-Length: 100\r\n\r\n{")
+    took = closed_after(s, body_s + 8)
+    h.check(f"a connection silent after its headers is closed at the idle timeout ({idle_s} s)",
+            took is not None and idle_s - 0.5 < took < idle_s + 2, f"closed after {took} s (None: still open)")
+    s.close()
+
+    s = connect(srv.port, "127.0.0.3")
+    took = closed_after(s, header_s + 8)
+    h.check(f"a connection that sends nothing is closed at the header deadline ({header_s} s)",
+            took is not None and header_s - 0.5 < took < header_s + 2, f"closed after {took} s (None: still open)")
+    s.close()
+    stop.set()
+
+    # Deadlines end once a request is handled: generating may take longer
+    # than any of them (and than the idle timeout).
+    body = json.dumps({"prompt": "1, 2, 3,", "max_tokens": 600, "temperature": 0, "ignore_eos": True}).encode()
+    long_st = {}
+
+    def long_one():
+        long_st["t0"] = time.time()
+        long_st["r"] = raw_request(srv.port, "POST", "/v1/completions", body, src="127.0.0.4", timeout=120)
+        long_st["took"] = time.time() - long_st["t0"]
+    t = threading.Thread(target=long_one)
+    t.start()
+    time.sleep(0.3)
+    sbody = json.dumps({"prompt": "1, 2, 3,", "max_tokens": 8, "temperature": 0, "stream": True}).encode()
+    t1 = time.time()
+    st, hd, ev, _ = raw_request(srv.port, "POST", "/v1/completions", sbody, src="127.0.0.4", timeout=120)
+    waited = time.time() - t1
+    t.join()
+    st0, _, b0, _ = long_st["r"]
+    h.check(f"a buffered request generating longer than the idle timeout is answered "
+            f"({long_st['took']:.1f} s > {idle_s} s)",
+            st0 == 200 and long_st["took"] > idle_s and json.loads(b0)["usage"]["completion_tokens"] == 600,
+            f"{st0} {b0[:200]!r} after {long_st['took']:.1f} s")
+    h.check(f"a stream queued behind it past the idle timeout streams to [DONE] ({waited:.1f} s)",
+            st == 200 and waited > idle_s and ev.endswith(b"data: [DONE]\n\n"), f"{st} {ev[-200:]!r}")
+
+
+def test_per_ip(srv, cap):
+    held = [connect(srv.port, "127.0.0.50") for _ in range(cap)]
+    time.sleep(0.3)
+    s = connect(srv.port, "127.0.0.50")
+    try:
+        s.sendall(request_bytes("GET", "/health"))
+        st = parse(read_all(s, 5))[0]
+    except OSError:
+        st = -1
+    s.close()
+    h.check(f"connection {cap + 1} from one address is refused at --max-conns-per-ip {cap}", st == -1,
+            f"it was answered {st}")
+    st2 = raw_request(srv.port, "GET", "/health", src="127.0.0.51", timeout=10)[0]
+    h.check("... while another address is served", st2 == 200, str(st2))
+    for x in held:
+        x.close()
+    time.sleep(0.3)
+    st3 = raw_request(srv.port, "GET", "/health", src="127.0.0.50", timeout=10)[0]
+    h.check("... and the first address again once its connections close", st3 == 200, str(st3))
+
+
+class Flood:
+    """n connections that trickle a byte a second each, from the loopback
+    addresses 127.0.1.x (per_addr at most each), half of them in their
+    headers, half in a body. A connection the server closes is opened again
+    at once, as an attacker would."""
+
+    def __init__(self, port, n, per_addr):
+        self.port, self.n, self.per_addr = port, n, per_addr
+        self.socks = [None] * n
+        self.reopened = 0
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+
+    def addr(self, i):
+        k = i // self.per_addr
+        return f"127.0.{1 + k // 250}.{1 + k % 250}"
+
+    def open(self, i):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.bind((self.addr(i), 0))
+        s.connect_ex(("127.0.0.1", self.port))
+        self.socks[i] = [s, 0, 0]  # socket, bytes of the prefix sent, next send time
+
+    def prefix(self, i):
+        if i % 2:
+            return (b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 100000\r\n\r\n{")
+        return b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+
+    def run(self):
+        for i in range(self.n):
+            self.open(i)
+        while not self.stop.is_set():
+            now = time.time()
+            for i, e in enumerate(self.socks):
+                s, sent, due = e
+                if now < due:
+                    continue
+                try:
+                    if s.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) == b"":
+                        raise ConnectionError("closed")
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    s.close()
+                    self.open(i)
+                    self.reopened += 1
+                    continue
+                try:
+                    p = self.prefix(i)
+                    if sent < len(p):
+                        e[1] += s.send(p[sent:])
+                    else:
+                        s.send(b"a")
+                    e[2] = now + 1.0
+                except BlockingIOError:
+                    e[2] = now + 0.2  # still connecting, or the server is not reading
+                except OSError:
+                    s.close()
+                    self.open(i)
+                    self.reopened += 1
+            time.sleep(0.05)
+        for s, _, _ in self.socks:
+            s.close()
+
+    def established(self):
+        """The flood's connections established now (/proc/net/tcp: state 01,
+        remote port the server's, local address 127.0.x.y with x > 0)."""
+        n = 0
+        for line in open("/proc/net/tcp").read().splitlines()[1:]:
+            f = line.split()
+            local, remote, state = f[1], f[2], f[3]
+            # little-endian hex: 127.0.x.y reads yyxx007F
+            if state == "01" and int(remote.split(":")[1], 16) == self.port and local[2:4] != "00":
+                n += 1
+        return n
+
+
+def flood(srv, n, seconds, label, fresh_limit_s, per_addr=50):
+    """Holds the flood for the given seconds while a fresh client from
+    127.0.0.1 asks /health each second and a completion every 5 s; returns
+    the figures."""
+    raise_nofile(n + 512)
+    f = Flood(srv.port, n, per_addr)
+    base = proc_status(srv.p.pid)
+    f.t.start()
+    health, comp, fails = [], [], []
+    peak = {"VmRSS": 0, "Threads": 0, "fds": 0}
+    t0 = time.time()
+    last_comp = 0
+    while time.time() - t0 < seconds:
+        st = proc_status(srv.p.pid)
+        for k in peak:
+            peak[k] = max(peak[k], st.get(k, 0))
+        a = time.time()
+        code = srv.request("GET", "/health", timeout=60)[0]
+        health.append(time.time() - a)
+        if code != 200:
+            fails.append(f"/health {code} at {a - t0:.1f} s")
+        if time.time() - last_comp > 5:
+            last_comp = a = time.time()
+            code, body, _ = srv.json("POST", "/v1/completions", {"prompt": "1, 2, 3,", "max_tokens": 8,
+                                                                 "temperature": 0}, timeout=60)
+            comp.append(time.time() - a)
+            if code != 200 or not body or body["usage"]["completion_tokens"] != 8:
+                fails.append(f"completion {code} at {a - t0:.1f} s")
+        time.sleep(max(0.0, 1.0 - (time.time() - a)))
+    held = f.established()
+    f.stop.set()
+    f.t.join()
+    fig = {"connections": n, "seconds": seconds, "held_at_end": held, "reopened": f.reopened,
+           "health_n": len(health), "health_max_s": round(max(health), 3),
+           "health_median_s": round(sorted(health)[len(health) // 2], 4),
+           "fresh_failures": len(fails), "completion_n": len(comp),
+           "completion_max_s": round(max(comp), 3) if comp else None,
+           "rss_base_mib": round(base.get("VmRSS", 0) / 1024, 1), "rss_peak_mib": round(peak["VmRSS"] / 1024, 1),
+           "threads_base": base.get("Threads"), "threads_peak": peak["Threads"], "fds_peak": peak["fds"]}
+    print("        flood figures: " + json.dumps(fig), flush=True)
+    h.check(f"{label}: a fresh client gets /health 200 ({len(health)} times, slowest {fig['health_max_s']} s) "
+            f"and completions ({len(comp)}, slowest {fig['completion_max_s']} s)",
+            not fails and max(health) < fresh_limit_s and comp and max(comp) < fresh_limit_s + 5,
+            "; ".join(fails[:10]) + f" {fig}")
+    return fig
+
+
+def check_bounded(fig, max_conns, label):
+    h.check(f"{label}: threads stay within the connection limit ({fig['threads_peak']} <= {max_conns} + 32) and "
+            f"RSS bounded ({fig['rss_peak_mib']} MiB)",
+            fig["threads_peak"] <= max_conns + 32 and fig["rss_peak_mib"] < 2048, str(fig))
+
+
+def test_slow():
+    srv = h.Server("--header-timeout", "2", "--body-timeout", "6", "--idle-timeout", "3", "--max-conns-per-ip",
+                   "8", "--max-connections", "200", "--ctx", "2048", "--parallel", "1")
+    try:
+        h.check("the start-up line gives the connection limits",
+                "up to 200 connections, 8 per address" in srv.stderr(), srv.stderr())
+        test_deadlines(srv, 2, 6, 3)
+        test_per_ip(srv, 8)
+        fig = flood(srv, 300, 12, "300 trickling connections over a limit of 200 (deadline 2 s)", 8, per_addr=8)
+        check_bounded(fig, 200, "... and")
+        h.check("... and the flood's connections were cut at their deadlines and opened again",
+                fig["reopened"] >= 300, str(fig))
+    finally:
+        srv.stop(signal.SIGKILL)
+
+
+def test_flood_full():
+    """The issue's case: 1,100 trickling connections for 60 s, default
+    deadlines and the machine-sized limit."""
+    srv = h.Server("--ctx", "1024", "--parallel", "2")
+    try:
+        m = re.search(r"up to (\d+) connections", srv.stderr())
+        limit = int(m.group(1)) if m else 0
+        print(f"        machine-sized connection limit: {limit}", flush=True)
+        fig = flood(srv, 1100, 60, "1,100 trickling connections for 60 s", 5)
+        check_bounded(fig, limit, "... and")
+        h.check("... and the server held them (each reopened after its deadline)",
+                fig["held_at_end"] >= 1000 and fig["reopened"] >= 1100, str(fig))
+    finally:
+        srv.stop(signal.SIGKILL)
+
+
+# ---- flags ----------------------------------------------------------------------------
+
+
+def test_flags():
+    bad = [["--header-timeout", "0"], ["--body-timeout", "90000"], ["--idle-timeout", "x"],
+           ["--max-connections", "0"], ["--max-conns-per-ip", "-1"]]
+    wrong = []
+    for args in bad:
+        r = subprocess.run([h.FORGE, "serve", "-m", h.SMOL, "--port", "0", *args], capture_output=True, text=True,
+                           timeout=30)
+        if r.returncode != 2 or args[0] not in r.stderr:
+            wrong.append(f"{args}: rc={r.returncode} {r.stderr[-200:]}")
+    h.check(f"{len(bad)} out-of-range or malformed connection flags are usage errors naming the flag", not wrong,
+            "\n        ".join(wrong))
+
+    def low_nofile():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    r = subprocess.run([h.FORGE, "serve", "-m", h.SMOL, "--port", "0", "--max-connections", "1000"],
+                       capture_output=True, text=True, timeout=30, preexec_fn=low_nofile)
+    h.check("--max-connections over what the open-file limit allows is a usage error saying so",
+            r.returncode == 2 and "open-file limit" in r.stderr, f"rc={r.returncode} {r.stderr[-300:]}")
+    r = subprocess.run([h.FORGE, "serve", "--help"], capture_output=True, text=True)
+    missing = [f for f in ("--header-timeout", "--body-timeout", "--idle-timeout", "--max-connections",
+                           "--max-conns-per-ip") if f not in r.stdout]
+    h.check("forge serve --help lists the connection flags", not missing, str(missing))
+
+
+def main(run):
+    global h
+    h = run
+    test_flags()
+    if os.environ.get("FORGE_TEST_FLOOD") == "full":
+        test_flood_full()
+        return
+    for t in (test_slow,):
+        try:
+            t()
+        except Exception as e:  # a crash of the test is a failure, not an abort
+            h.bad(t.__name__, repr(e))
