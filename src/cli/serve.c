@@ -6,7 +6,9 @@
  * main thread waits for SIGINT or SIGTERM (blocked in every thread, taken
  * with sigtimedwait): on the first it stops accepting connections, lets
  * requests in flight run for up to --drain seconds, cancels the rest, and
- * exits 0. A model that fails to load ends the server with exit 1.
+ * exits 0; a second signal cuts the drain short (cancelling at once), or,
+ * while the model still loads, exits 1 without waiting for it. A model that
+ * fails to load ends the server with exit 1.
  *
  * Each connection is a thread of the server, so the open-file soft limit
  * is raised to the hard limit first, as nginx and others do: the default
@@ -22,6 +24,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "server/server.h"
@@ -52,14 +55,15 @@ static void help(void)
            "      --host ADDR        address to listen on (default: 127.0.0.1)\n"
            "      --port N           port (default: 8080; 0: any free port, printed at start)\n"
            "      --api-key KEY      require 'Authorization: Bearer KEY' on every route but /health\n"
-           "                         and /metrics (default: $FORGE_API_KEY, else none)\n"
+           "                         and /metrics (default: $FORGE_API_KEY, else none; an empty key\n"
+           "                         is an error)\n"
            "      --ctx N            context length of each sequence (same as -c)\n"
            "      --parallel N       sequences decoded together (default: 64 on a GPU, 8 on the CPU)\n"
            "      --max-queue N      requests waiting before new ones get 429 (default: 256)\n"
            "      --alias NAME       the model name the API reports (default: the file's base name)\n"
            "      --max-body BYTES   largest request body; larger is 413 (default: 8388608)\n"
            "      --drain SECONDS    on SIGINT/SIGTERM, how long requests in flight may finish before\n"
-           "                         they are cancelled (default: 10)\n"
+           "                         they are cancelled (default: 10); a second signal cancels at once\n"
            "      --max-connections N  concurrent connections, a thread each (default: sized from the\n"
            "                         open-file limit, threads and memory; printed at start)\n"
            "      --max-conns-per-ip N connections from one client address (default: 256; 0: no cap)\n"
@@ -135,10 +139,10 @@ int fg_cli_serve(int argc, char **argv)
     };
     loader *l = calloc(1, sizeof *l);
     if (!l) return 1;
-    fg_server_config sc = {.host = "127.0.0.1", .port = 8080, .api_key = getenv("FORGE_API_KEY"),
-                           .max_body = 8u << 20};
+    fg_server_config sc = {.host = "127.0.0.1", .port = 8080, .max_body = 8u << 20};
     int32_t port = 8080, max_body = 8 << 20, drain = 10, header_s = 10, body_s = 30, idle_s = 30, max_conns = 0,
             per_ip = 256;
+    bool key_given = false;
     char alias[256] = "";
     int c, rc = 0;
     optind = 1;
@@ -152,7 +156,13 @@ int fg_cli_serve(int argc, char **argv)
         switch (c) {
         case OPT_HOST: sc.host = optarg; break;
         case OPT_PORT: rc = fg_cli_parse_int("serve", "--port", optarg, 0, 65535, &port); break;
-        case OPT_API_KEY: sc.api_key = optarg; break;
+        case OPT_API_KEY:
+            sc.api_key = optarg;
+            key_given = true;
+            if (!*optarg)
+                rc = fg_cli_usage_error("serve", "--api-key is empty: give a key, or leave the option out to run "
+                                                 "without authentication");
+            break;
         case OPT_PARALLEL: rc = fg_cli_parse_int("serve", "--parallel", optarg, 1, 4096, &l->parallel); break;
         case OPT_MAX_QUEUE: rc = fg_cli_parse_int("serve", "--max-queue", optarg, 1, 65536, &l->max_queue); break;
         case OPT_ALIAS: snprintf(alias, sizeof alias, "%s", optarg); break;
@@ -175,6 +185,15 @@ int fg_cli_serve(int argc, char **argv)
         if (rc) break;
     }
     if (!rc && optind < argc) rc = fg_cli_usage_error("serve", "unexpected argument '%s'", argv[optind]);
+    if (!rc && !key_given) {
+        /* A deploy script whose variable is unset must not turn
+         * authentication off without a word. */
+        const char *env = getenv("FORGE_API_KEY");
+        if (env && !*env)
+            rc = fg_cli_usage_error("serve", "FORGE_API_KEY is set but empty: give it a key, or unset it to run "
+                                             "without authentication");
+        sc.api_key = env;
+    }
     if (rc) {
         free(l);
         return rc;
@@ -214,8 +233,13 @@ int fg_cli_serve(int argc, char **argv)
     fg_server_get_info(srv, &si);
     char per_ip_text[32] = "no cap per address";
     if (si.max_per_ip > 0) snprintf(per_ip_text, sizeof per_ip_text, "%d per address", si.max_per_ip);
-    fprintf(stderr, "forge serve: listening on http://%s:%d (model %s loading; up to %d connections, %s)\n", sc.host,
-            fg_server_port(srv), alias, si.max_connections, per_ip_text);
+    fprintf(stderr, "forge serve: listening on http://%s:%d (model %s loading; %s; up to %d connections, %s)\n",
+            sc.host, fg_server_port(srv), alias, si.auth ? "API key required" : "no API key: authentication off",
+            si.max_connections, per_ip_text);
+    if (!si.auth && !si.loopback)
+        fprintf(stderr, "forge serve: warning: %s is not a loopback address and there is no API key: anyone who "
+                        "can reach it can use the API (set --api-key or FORGE_API_KEY)\n",
+                sc.host);
     pthread_t lt;
     if (pthread_create(&lt, NULL, load_main, l) != 0) {
         fg_server_close(srv);
@@ -245,11 +269,37 @@ int fg_cli_serve(int argc, char **argv)
                     es.device, es.ctx, es.max_running, (long long)es.kv_tokens);
         }
     }
-    if (sig == SIGINT || sig == SIGTERM)
-        fprintf(stderr, "forge serve: %s: stopping (requests in flight have %d s to finish)\n",
-                sig == SIGINT ? "SIGINT" : "SIGTERM", drain);
-    fg_server_shutdown(srv, ready ? drain * 1000 : 0);
-    if (!joined) pthread_join(lt, NULL); /* a load cannot be interrupted: wait for it */
+    if (sig == SIGINT || sig == SIGTERM) {
+        fprintf(stderr, "forge serve: %s: stopping (requests in flight have %d s to finish; a second signal "
+                        "stops at once)\n",
+                sig == SIGINT ? "SIGINT" : "SIGTERM", ready ? drain : 0);
+        fg_server_quiesce(srv);
+        /* The drain, watching for a second signal as uvicorn and
+         * llama-server do. */
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (double ms = 0; ready && ms < drain * 1000.0 && fg_server_live(srv) > 0;) {
+            int again = sigtimedwait(&sigs, NULL, &(struct timespec){0, 20 * 1000000L});
+            if (again == SIGINT || again == SIGTERM) {
+                fprintf(stderr, "forge serve: %s again: cancelling the requests in flight\n",
+                        again == SIGINT ? "SIGINT" : "SIGTERM");
+                break;
+            }
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            ms = (double)(t.tv_sec - t0.tv_sec) * 1e3 + (double)(t.tv_nsec - t0.tv_nsec) / 1e6;
+        }
+    }
+    fg_server_shutdown(srv, 0);
+    /* A load cannot be interrupted: wait for it, unless a signal comes. */
+    while (!joined && !atomic_load(&l->done)) {
+        int again = sigtimedwait(&sigs, NULL, &(struct timespec){0, 100 * 1000000L});
+        if (again == SIGINT || again == SIGTERM) {
+            fprintf(stderr, "forge serve: %s: exiting without waiting for the model to load\n",
+                    again == SIGINT ? "SIGINT" : "SIGTERM");
+            _exit(1);
+        }
+    }
+    if (!joined) pthread_join(lt, NULL);
     fg_server_close(srv);
     fg_engine_close(l->e);
     free(l);

@@ -96,6 +96,14 @@ int srv_conns_machine_limit(void)
     return n < 16 ? 16 : (int)n;
 }
 
+bool srv_conns_is_loopback(const struct sockaddr *a)
+{
+    if (a->sa_family == AF_INET) return (ntohl(((const struct sockaddr_in *)a)->sin_addr.s_addr) >> 24) == 127;
+    if (a->sa_family != AF_INET6) return false;
+    const struct in6_addr *x = &((const struct sockaddr_in6 *)a)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(x) || (IN6_IS_ADDR_V4MAPPED(x) && x->s6_addr[12] == 127);
+}
+
 /* ---- Connection records --------------------------------------------------------- */
 
 conn_rec *srv_conn_rec(struct MHD_Connection *c)

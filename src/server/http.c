@@ -240,6 +240,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ptr, enum M
 fg_status fg_server_start(const fg_server_config *cfg, fg_server **out)
 {
     *out = NULL;
+    if (cfg->api_key && !*cfg->api_key)
+        return fg_err_set(FG_ERR_INVALID_ARG, "the API key is empty: give a key, or none to run without "
+                                              "authentication");
     long room = srv_conns_fd_room();
     if (cfg->max_connections > room)
         return fg_err_set(FG_ERR_INVALID_ARG,
@@ -265,8 +268,11 @@ fg_status fg_server_start(const fg_server_config *cfg, fg_server **out)
     s->idle_s = (unsigned)(cfg->idle_timeout_s > 0 ? cfg->idle_timeout_s : 30);
     s->max_connections = cfg->max_connections > 0 ? cfg->max_connections : srv_conns_machine_limit();
     s->max_per_ip = cfg->max_per_ip > 0 ? cfg->max_per_ip : 0;
-    if (cfg->api_key && *cfg->api_key) s->api_key = strdup(cfg->api_key);
-    fg_status st = srv_routes_init(cfg->model_name, &s->metrics, &s->routes);
+    s->loopback = srv_conns_is_loopback(ai->ai_addr);
+    if (cfg->api_key) s->api_key = strdup(cfg->api_key);
+    fg_status st = FG_OK;
+    if (cfg->api_key && !s->api_key) st = fg_err_set(FG_ERR_NOMEM, "server: out of memory");
+    if (st == FG_OK) st = srv_routes_init(cfg->model_name, &s->metrics, &s->routes);
     if (st == FG_OK) st = srv_conns_listen(s, ai, host, cfg->port);
     freeaddrinfo(ai);
     if (st != FG_OK) {
@@ -303,7 +309,7 @@ int fg_server_port(const fg_server *s)
 
 void fg_server_get_info(const fg_server *s, fg_server_info *out)
 {
-    *out = (fg_server_info){s->max_connections, s->max_per_ip};
+    *out = (fg_server_info){s->max_connections, s->max_per_ip, s->loopback, s->api_key != NULL};
 }
 
 void fg_server_set_engine(fg_server *s, fg_engine *e)
@@ -316,6 +322,11 @@ void fg_server_quiesce(fg_server *s)
     if (s->quiesced) return;
     srv_conns_quiesce(s);
     if (s->routes) srv_routes_closing(s->routes);
+}
+
+int fg_server_live(fg_server *s)
+{
+    return srv_routes_live(s->routes);
 }
 
 void fg_server_shutdown(fg_server *s, int drain_ms)

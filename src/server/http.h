@@ -37,6 +37,7 @@ struct fg_server {
     size_t max_body;
     int port;
     int max_connections, max_per_ip;
+    bool loopback;        /* bound to 127/8 or ::1: the Host header is checked */
     bool quiesced, shut;
     atomic_int in_flight; /* requests from their request line until they end */
     unsigned idle_s;      /* libmicrohttpd's idle timeout, seconds */
@@ -66,6 +67,7 @@ void srv_conns_init(fg_server *s);
 long srv_conns_fd_room(void);
 /* The connection limit sized from the machine. */
 int srv_conns_machine_limit(void);
+bool srv_conns_is_loopback(const struct sockaddr *a);
 /* Binds and listens on a (sets s->port); the FG_ERR_IO message names host. */
 fg_status srv_conns_listen(fg_server *s, const struct addrinfo *a, const char *host, int port);
 /* Starts the watchdog, then the acceptor (s->d must be running). */

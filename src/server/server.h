@@ -35,7 +35,8 @@ typedef struct fg_server fg_server;
 typedef struct fg_server_config {
     const char *host;         /* address to bind; NULL = 127.0.0.1 */
     int port;                 /* 0 = any free port (fg_server_port tells which) */
-    const char *api_key;      /* NULL or "": no authentication */
+    const char *api_key;      /* NULL: no authentication; "" is refused, so that an
+                                 unset variable cannot switch authentication off */
     const char *model_name;   /* the name /v1/models lists and responses carry */
     size_t max_body;          /* bytes of a request body; larger is 413 */
     int max_connections;      /* concurrent connections (a thread each); 0: sized
@@ -50,11 +51,13 @@ typedef struct fg_server_config {
 /* What the server runs with, for the start-up line. */
 typedef struct fg_server_info {
     int max_connections, max_per_ip;
+    bool loopback; /* bound to a loopback address (the Host header is checked) */
+    bool auth;     /* an API key is required */
 } fg_server_info;
 
 /* Binds and starts serving (503 until fg_server_set_engine). Close with
- * fg_server_close. A configuration that cannot work (a connection limit
- * over the open-file limit) is
+ * fg_server_close. A configuration that cannot work (an empty key, a
+ * connection limit over the open-file limit) is
  * FG_ERR_INVALID_ARG with a message naming the option. */
 fg_status fg_server_start(const fg_server_config *c, fg_server **out);
 int fg_server_port(const fg_server *s);
@@ -65,6 +68,8 @@ void fg_server_set_engine(fg_server *s, fg_engine *e);
 /* Stops accepting connections and closes those that are not in a request;
  * requests in flight go on. Generation requests are 503 from here on. */
 void fg_server_quiesce(fg_server *s);
+/* Requests generating now (what a drain waits for). */
+int fg_server_live(fg_server *s);
 /* Quiesces, lets requests in flight finish for up to drain_ms, then
  * cancels the rest and waits for their connections to end. */
 void fg_server_shutdown(fg_server *s, int drain_ms);

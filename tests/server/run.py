@@ -18,7 +18,7 @@ non-zero if any check failed. SKIPPED never counts as passed.
   - the openai client (tests/server/test_openai.py) when importable;
   - SIGTERM with a request in flight: exit 0;
   - the HTTP layer (tests/server/test_http.py): deadlines and connection
-    caps against slow clients.
+    caps against slow clients, authentication, a second signal.
 """
 import http.client
 import json
@@ -420,7 +420,7 @@ def main():
         test_sigterm(srv)
     finally:
         srv.stop(signal.SIGKILL)
-    import test_http  # the HTTP layer: slow clients
+    import test_http  # the HTTP layer: slow clients, authentication, signals
     test_http.main(sys.modules[__name__])
     return 0
 

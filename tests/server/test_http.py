@@ -5,7 +5,11 @@ tests/server/run.py, whose helpers it uses (main(h): h is run.py's module):
     connection has an idle timeout, one address has a connection cap, and
     a flood of trickling connections from many loopback addresses leaves
     a fresh client served, with the server's RSS and threads bounded;
-  - the connection flags: their ranges, --help.
+  - authentication: an empty key (flag or FORGE_API_KEY) is an error, the
+    start-up line says whether a key is required, and binding beyond
+    loopback without one warns;
+  - a second SIGTERM/SIGINT during the drain stops at once, and one while
+    the model loads exits without waiting for it.
 
 The flood runs 300 connections for 12 s here; FORGE_TEST_FLOOD=full (make
 server-test-flood) runs the issue's 1,100 connections for 60 s at the
@@ -18,6 +22,7 @@ import resource
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -397,7 +402,52 @@ def test_flood_full():
         srv.stop(signal.SIGKILL)
 
 
-# ---- flags ----------------------------------------------------------------------------
+# ---- authentication ---------------------------------------------------------------
+
+
+def start_stderr(args, env=None, wait_for=r"listening on", timeout=30):
+    """Starts forge serve, waits for its first line (or its exit), stops it;
+    returns (exit code or None if it ran, stderr)."""
+    log = tempfile.TemporaryFile("w+")
+    p = subprocess.Popen([h.FORGE, "serve", "-m", h.SMOL, "--port", "0", "-t", "1", *args],
+                         stdout=subprocess.DEVNULL, stderr=log, env=env)
+
+    def text():
+        log.seek(0)
+        return log.read()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if re.search(wait_for, text()):
+            time.sleep(0.2)
+            p.kill()
+            p.wait()
+            return None, text()
+        if p.poll() is not None:
+            return p.returncode, text()
+        time.sleep(0.05)
+    p.kill()
+    p.wait()
+    return "timeout", text()
+
+
+def test_auth():
+    rc, err = start_stderr(["--api-key", ""])
+    h.check("--api-key '' is a usage error", rc == 2 and "--api-key is empty" in err, f"rc={rc} {err[-300:]}")
+    env = dict(os.environ, FORGE_API_KEY="")
+    rc, err = start_stderr([], env=env)
+    h.check("FORGE_API_KEY= (set, empty) is a usage error", rc == 2 and "FORGE_API_KEY is set but empty" in err,
+            f"rc={rc} {err[-300:]}")
+    env = {k: v for k, v in os.environ.items() if k != "FORGE_API_KEY"}
+    rc, err = start_stderr([], env=env)
+    h.check("without a key the start-up line says authentication is off",
+            rc is None and "no API key: authentication off" in err and "warning" not in err, f"rc={rc} {err[-300:]}")
+    rc, err = start_stderr(["--api-key", "k"], env=env)
+    h.check("with one it says a key is required", rc is None and "API key required" in err, f"rc={rc} {err[-300:]}")
+    rc, err = start_stderr(["--host", "0.0.0.0"], env=env)
+    h.check("--host 0.0.0.0 without a key warns",
+            rc is None and re.search(r"warning: 0\.0\.0\.0 is not a loopback", err), f"rc={rc} {err[-300:]}")
+    rc, err = start_stderr(["--host", "0.0.0.0", "--api-key", "k"], env=env)
+    h.check("... and with a key does not", rc is None and "warning" not in err, f"rc={rc} {err[-300:]}")
 
 
 def test_flags():
@@ -424,14 +474,69 @@ def test_flags():
     h.check("forge serve --help lists the connection flags", not missing, str(missing))
 
 
+# ---- half-closed clients, signals ---------------------------------------------------
+
+
+def test_signal_while_loading():
+    """A model still loading (a FIFO: its open blocks until a writer comes)."""
+    d = tempfile.mkdtemp()
+    fifo = os.path.join(d, "slow.gguf")
+    os.mkfifo(fifo)
+    p = subprocess.Popen([h.FORGE, "serve", "-m", fifo, "--port", "0"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1)
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        alive = p.poll() is None
+        t0 = time.time()
+        p.send_signal(signal.SIGINT)
+        try:
+            rc = p.wait(5)
+        except subprocess.TimeoutExpired:
+            rc = "still running 5 s after"
+        h.check("a second signal while the model loads exits 1 at once, not waiting for the load",
+                alive and rc == 1 and time.time() - t0 < 2, f"alive after the first: {alive}, rc={rc}")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.unlink(fifo)
+        os.rmdir(d)
+
+
+def test_second_signal():
+    srv = h.Server("--ctx", "4096", "--parallel", "1", "--drain", "60")
+    s = h.open_stream(srv, "/v1/completions", {"prompt": "1, 2, 3,", "max_tokens": 4000, "temperature": 0,
+                                               "stream": True, "ignore_eos": True})
+    h.read_until(s, rb'"text":"[^"]+"')
+    srv.p.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    alive = srv.p.poll() is None
+    t0 = time.time()
+    srv.p.send_signal(signal.SIGINT)
+    try:
+        rc = srv.p.wait(10)
+    except subprocess.TimeoutExpired:
+        rc = "still running 10 s after"
+    took = time.time() - t0
+    rest = h.read_until(s, rb"data: \[DONE\]\n\n")
+    s.close()
+    srv.stop(signal.SIGKILL)
+    h.check(f"a second signal during the drain stops at once ({took:.2f} s), exit 0, the stream ended abort+[DONE]",
+            alive and rc == 0 and took < 3 and b'"finish_reason":"abort"' in rest and b"[DONE]" in rest,
+            f"alive after the first: {alive}, rc={rc}, {srv.stderr()[-400:]} {rest[-200:]!r}")
+
+
 def main(run):
     global h
     h = run
     test_flags()
+    test_auth()
     if os.environ.get("FORGE_TEST_FLOOD") == "full":
         test_flood_full()
         return
-    for t in (test_slow,):
+    for t in (test_slow, test_second_signal, test_signal_while_loading):
         try:
             t()
         except Exception as e:  # a crash of the test is a failure, not an abort
