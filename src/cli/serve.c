@@ -43,6 +43,7 @@ enum {
     OPT_IDLE_TIMEOUT,
     OPT_MAX_CONNECTIONS,
     OPT_MAX_PER_IP,
+    OPT_CORS,
 };
 
 static void help(void)
@@ -71,7 +72,11 @@ static void help(void)
            "                         (or of the previous request's end on a kept-alive connection)\n"
            "                         (default: 10)\n"
            "      --body-timeout S   its body within S seconds of its headers (default: 30)\n"
-           "      --idle-timeout S   a connection with no traffic for S seconds is closed (default: 30)\n\n");
+           "      --idle-timeout S   a connection with no traffic for S seconds is closed (default: 30)\n"
+           "      --cors-origins LIST  origins allowed to call the API from a browser: comma-separated\n"
+           "                         scheme://host[:port], or '*' (default: none). OPTIONS preflights\n"
+           "                         need no key. Bound to loopback, the server answers only a Host of\n"
+           "                         localhost, 127.0.0.1 or [::1] (DNS rebinding)\n\n");
     fg_cli_engine_help();
     fg_cli_serving_help();
     printf("  -h, --help             show this help\n");
@@ -134,6 +139,7 @@ int fg_cli_serve(int argc, char **argv)
         {"idle-timeout", required_argument, 0, OPT_IDLE_TIMEOUT},
         {"max-connections", required_argument, 0, OPT_MAX_CONNECTIONS},
         {"max-conns-per-ip", required_argument, 0, OPT_MAX_PER_IP},
+        {"cors-origins", required_argument, 0, OPT_CORS},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -179,6 +185,7 @@ int fg_cli_serve(int argc, char **argv)
         case OPT_MAX_PER_IP:
             rc = fg_cli_parse_int("serve", "--max-conns-per-ip", optarg, 0, 65536, &per_ip);
             break;
+        case OPT_CORS: sc.cors_origins = optarg; break;
         case 'h': help(); free(l); return 0;
         default: rc = fg_cli_usage_error("serve", "unknown option"); break;
         }

@@ -38,6 +38,9 @@ struct fg_server {
     int port;
     int max_connections, max_per_ip;
     bool loopback;        /* bound to 127/8 or ::1: the Host header is checked */
+    char **origins;       /* (n_origins) allowed CORS origins */
+    int n_origins;
+    bool any_origin;      /* --cors-origins '*' */
     bool quiesced, shut;
     atomic_int in_flight; /* requests from their request line until they end */
     unsigned idle_s;      /* libmicrohttpd's idle timeout, seconds */

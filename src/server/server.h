@@ -2,7 +2,8 @@
  * server.h — forge's OpenAI-compatible HTTP server, in four files:
  *   http.c     the libmicrohttpd adapter: the daemon (a thread per
  *              connection), request bodies and their limit, the API key,
- *              disconnect detection, buffered and SSE responses, shutdown;
+ *              Host, CORS and Content-Type, disconnect detection, buffered
+ *              and SSE responses, shutdown;
  *   conns.c    connections (private header http.h): the listening socket
  *              and its acceptor, the limit sized from the machine, the
  *              header and body deadlines;
@@ -46,6 +47,8 @@ typedef struct fg_server_config {
                                  seconds of its start; 0: 10 */
     int body_timeout_s;       /* its body within this many seconds of its headers; 0: 30 */
     int idle_timeout_s;       /* a connection silent this long is closed; 0: 30 */
+    const char *cors_origins; /* origins allowed cross-origin, comma-separated, or "*";
+                                 NULL or "": none */
 } fg_server_config;
 
 /* What the server runs with, for the start-up line. */
@@ -56,8 +59,8 @@ typedef struct fg_server_info {
 } fg_server_info;
 
 /* Binds and starts serving (503 until fg_server_set_engine). Close with
- * fg_server_close. A configuration that cannot work (an empty key, a
- * connection limit over the open-file limit) is
+ * fg_server_close. A configuration that cannot work (an empty key, a bad
+ * origin, a connection limit over the open-file limit) is
  * FG_ERR_INVALID_ARG with a message naming the option. */
 fg_status fg_server_start(const fg_server_config *c, fg_server **out);
 int fg_server_port(const fg_server *s);

@@ -18,7 +18,8 @@ non-zero if any check failed. SKIPPED never counts as passed.
   - the openai client (tests/server/test_openai.py) when importable;
   - SIGTERM with a request in flight: exit 0;
   - the HTTP layer (tests/server/test_http.py): deadlines and connection
-    caps against slow clients, authentication, a second signal.
+    caps against slow clients, authentication, half-closed clients, a
+    second signal, CORS, Host and Content-Type.
 """
 import http.client
 import json
@@ -156,7 +157,7 @@ def open_stream(srv, path, body):
     """A raw socket with a streaming request sent and its response headers read."""
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
     data = json.dumps(body).encode()
-    s.sendall((f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+    s.sendall((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data)
     return s
 
@@ -420,7 +421,7 @@ def main():
         test_sigterm(srv)
     finally:
         srv.stop(signal.SIGKILL)
-    import test_http  # the HTTP layer: slow clients, authentication, signals
+    import test_http  # the HTTP layer: slow clients, auth, half-close, CORS, Host, Content-Type
     test_http.main(sys.modules[__name__])
     return 0
 

@@ -8,8 +8,14 @@ tests/server/run.py, whose helpers it uses (main(h): h is run.py's module):
   - authentication: an empty key (flag or FORGE_API_KEY) is an error, the
     start-up line says whether a key is required, and binding beyond
     loopback without one warns;
+  - a client that half-closes (shutdown(SHUT_WR)) still gets its buffered
+    response and its whole stream;
   - a second SIGTERM/SIGINT during the drain stops at once, and one while
-    the model loads exits without waiting for it.
+    the model loads exits without waiting for it;
+  - libmicrohttpd's own error responses are counted; Transfer-Encoding
+    gzip is answered; every error body is valid UTF-8 JSON;
+  - CORS preflights, --cors-origins, the Host check at loopback, and 415
+    for a body that is not JSON.
 
 The flood runs 300 connections for 12 s here; FORGE_TEST_FLOOD=full (make
 server-test-flood) runs the issue's 1,100 connections for 60 s at the
@@ -106,6 +112,15 @@ def raw_request(port, method, path, body=b"", headers=None, host="127.0.0.1", sr
         return parse(read_all(s, timeout))
     finally:
         s.close()
+
+
+def json_error(body):
+    """The error object if body is valid UTF-8 JSON holding one, else None."""
+    try:
+        e = json.loads(body.decode("utf-8"))["error"]
+        return e if all(k in e for k in ("message", "type", "param", "code")) else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def closed_after(s, limit):
@@ -452,7 +467,8 @@ def test_auth():
 
 def test_flags():
     bad = [["--header-timeout", "0"], ["--body-timeout", "90000"], ["--idle-timeout", "x"],
-           ["--max-connections", "0"], ["--max-conns-per-ip", "-1"]]
+           ["--max-connections", "0"], ["--max-conns-per-ip", "-1"], ["--cors-origins", "example.com"],
+           ["--cors-origins", "https://a.example/path"]]
     wrong = []
     for args in bad:
         r = subprocess.run([h.FORGE, "serve", "-m", h.SMOL, "--port", "0", *args], capture_output=True, text=True,
@@ -470,11 +486,34 @@ def test_flags():
             r.returncode == 2 and "open-file limit" in r.stderr, f"rc={r.returncode} {r.stderr[-300:]}")
     r = subprocess.run([h.FORGE, "serve", "--help"], capture_output=True, text=True)
     missing = [f for f in ("--header-timeout", "--body-timeout", "--idle-timeout", "--max-connections",
-                           "--max-conns-per-ip") if f not in r.stdout]
+                           "--max-conns-per-ip", "--cors-origins") if f not in r.stdout]
     h.check("forge serve --help lists the connection flags", not missing, str(missing))
 
 
 # ---- half-closed clients, signals ---------------------------------------------------
+
+
+def test_half_close(srv):
+    want = srv.json("POST", "/v1/completions", {"prompt": "1, 2, 3,", "max_tokens": 16, "temperature": 0})[1]
+    want = want["choices"][0]["text"] if want else "?"
+    for stream in (False, True):
+        body = json.dumps({"prompt": "1, 2, 3,", "max_tokens": 16, "temperature": 0, "stream": stream}).encode()
+        s = connect(srv.port)
+        s.sendall(request_bytes("POST", "/v1/completions", body, {"Authorization": "Bearer " + h.KEY}))
+        s.shutdown(socket.SHUT_WR)
+        st, hd, data, interim = parse(read_all(s, 60))
+        s.close()
+        if stream:
+            h.check("a client that half-closes after its request gets the whole stream, [DONE] last",
+                    st == 200 and data.count(b"data: ") >= 17 and data.endswith(b"data: [DONE]\n\n"),
+                    f"{st} {data[-300:]!r}")
+        else:
+            try:
+                text = json.loads(data)["choices"][0]["text"]
+            except (ValueError, KeyError):
+                text = None
+            h.check("a client that half-closes after a buffered request gets its 200 and body",
+                    st == 200 and text == want, f"{st} {interim} {data[:300]!r} (wanted {want!r})")
 
 
 def test_signal_while_loading():
@@ -528,6 +567,108 @@ def test_second_signal():
             f"alive after the first: {alive}, rc={rc}, {srv.stderr()[-400:]} {rest[-200:]!r}")
 
 
+# ---- libmicrohttpd's errors, encodings, UTF-8 -------------------------------------------
+
+
+def test_http_errors(srv):
+    before = srv.metric("http_responses_total", code="5xx") or 0
+    before4 = srv.metric("http_responses_total", code="4xx") or 0
+    s = connect(srv.port)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5;" +
+              b"x" * 100000 + b"\r\nhello\r\n0\r\n\r\n")
+    st = parse(read_all(s, 10))[0]
+    s.close()
+    after = srv.metric("http_responses_total", code="5xx") or 0
+    after4 = srv.metric("http_responses_total", code="4xx") or 0
+    h.check(f"libmicrohttpd's own error for a 100 KB chunk extension ({st}) is counted in http_responses_total",
+            st >= 400 and (after - before if st >= 500 else after4 - before4) == 1,
+            f"status {st}, 5xx {before}->{after}, 4xx {before4}->{after4}")
+
+    t0 = time.time()
+    st, _, body, _ = raw_request(srv.port, "POST", "/v1/completions", b"", {
+        "Transfer-Encoding": "gzip", "Authorization": "Bearer " + h.KEY, "Content-Type": "application/json"},
+        timeout=10)
+    h.check("Transfer-Encoding: gzip is answered at once: 400 with an error object",
+            st == 400 and json_error(body) and time.time() - t0 < 5, f"{st} {body[:200]!r}")
+    st, _, body, _ = raw_request(srv.port, "POST", "/v1/completions", b"", {
+        "Transfer-Encoding": "gzip, chunked", "Authorization": "Bearer " + h.KEY}, timeout=10)
+    h.check("Transfer-Encoding: gzip, chunked is 501", st == 501 and json_error(body), f"{st} {body[:200]!r}")
+
+    cases = [(b"/\xff\xfe\xe2\x82", "invalid UTF-8 in the path"),
+             (b"/%FF%C3%28", "percent-encoded invalid UTF-8"),
+             (b"/" + b"a" * 198 + "\u00e9\u00e9".encode(), "a path cut mid-character by the echo"),
+             (b"/v1/models/" + b"b" * 190 + "\u20ac\u20ac\u20ac".encode(), "a model id cut mid-character"),
+             (b"/v1/requests/\xc3", "a request id of half a character")]
+    wrong = []
+    for path, what in cases:
+        st, _, body, _ = raw_request(srv.port, "GET", path, headers={"Authorization": "Bearer " + h.KEY})
+        if st != 404 or not json_error(body):
+            wrong.append(f"{what}: {st} {body[:300]!r}")
+    h.check(f"{len(cases)} 404s echoing bad or cut UTF-8 have valid UTF-8 JSON bodies", not wrong,
+            "\n        ".join(wrong))
+
+
+# ---- CORS, Host, Content-Type ------------------------------------------------------------
+
+
+def test_cors_host_type(srv):
+    """srv has the API key and no --cors-origins."""
+    pre = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+           "Access-Control-Request-Headers": "authorization, content-type"}
+    st, hd, body, _ = raw_request(srv.port, "OPTIONS", "/v1/chat/completions", headers=pre)
+    h.check("without --cors-origins a preflight is 403 (no key asked), with no CORS headers",
+            st == 403 and json_error(body) and "access-control-allow-origin" not in hd, f"{st} {hd} {body[:200]!r}")
+    st, hd, body, _ = raw_request(srv.port, "OPTIONS", "/v1/models")
+    h.check("a plain OPTIONS is 204 with Allow", st == 204 and "GET" in hd.get("allow", ""), f"{st} {hd}")
+
+    c = h.Server("--api-key", h.KEY, "--cors-origins", "https://app.example, http://localhost:3000")
+    try:
+        st, hd, body, _ = raw_request(c.port, "OPTIONS", "/v1/chat/completions", headers=pre)
+        h.check("--cors-origins: a preflight from a listed origin is 204 without the key, allowing it",
+                st == 204 and hd.get("access-control-allow-origin") == "https://app.example" and
+                "POST" in hd.get("access-control-allow-methods", "") and
+                "authorization" in hd.get("access-control-allow-headers", "") and "Origin" in hd.get("vary", ""),
+                f"{st} {hd}")
+        st, hd, body, _ = raw_request(c.port, "OPTIONS", "/v1/chat/completions",
+                                      headers=dict(pre, Origin="https://evil.example"))
+        h.check("... from another origin 403", st == 403 and "access-control-allow-origin" not in hd, f"{st} {hd}")
+        st, hd, body, _ = raw_request(c.port, "GET", "/v1/models", headers={
+            "Origin": "http://localhost:3000", "Authorization": "Bearer " + h.KEY})
+        h.check("... and the request itself carries Access-Control-Allow-Origin and exposes X-Request-Id",
+                st == 200 and hd.get("access-control-allow-origin") == "http://localhost:3000" and
+                "X-Request-Id" in hd.get("access-control-expose-headers", ""), f"{st} {hd}")
+        st, hd, body, _ = raw_request(c.port, "GET", "/v1/models", headers={"Origin": "http://localhost:3000"})
+        h.check("... as does its 401, so that the page can read it",
+                st == 401 and hd.get("access-control-allow-origin") == "http://localhost:3000", f"{st} {hd}")
+    finally:
+        c.stop(signal.SIGKILL)
+
+    key = {"Authorization": "Bearer " + h.KEY}
+    wrong = []
+    for host, want in [("evil.example", 403), (f"rebind.example:{srv.port}", 403), ("127.0.0.1.evil.example", 403),
+                       (f"localhost:{srv.port}", 200), ("LOCALHOST", 200), (f"127.0.0.1:{srv.port}", 200),
+                       ("127.1.2.3", 200), (f"[::1]:{srv.port}", 200), ("app.localhost", 200),
+                       ("[::2]", 403), ("localhost:80x", 403)]:
+        st, _, body, _ = raw_request(srv.port, "GET", "/v1/models", headers=key, host=host)
+        if st != want or (st == 403 and not json_error(body)):
+            wrong.append(f"Host {host}: {st} (wanted {want}) {body[:150]!r}")
+    h.check("bound to loopback, Host must name the loopback (403 otherwise: DNS rebinding)", not wrong,
+            "\n        ".join(wrong))
+
+    tok = json.dumps({"content": "hi"}).encode()
+    wrong = []
+    for ct, want in [("text/plain", 415), ("application/x-www-form-urlencoded", 415), ("application/jsonx", 415),
+                     ("application/json", 200), ("application/json; charset=utf-8", 200),
+                     ("Application/JSON", 200), ("application/vnd.api+json", 200), (None, 200)]:
+        hd = dict(key)
+        hd["Content-Type"] = ct
+        st, _, body, _ = raw_request(srv.port, "POST", "/tokenize", tok, hd)
+        if st != want or (st == 415 and not json_error(body)):
+            wrong.append(f"Content-Type {ct}: {st} (wanted {want}) {body[:150]!r}")
+    h.check("a body whose Content-Type is not JSON is 415 (none, or application/json with parameters, is fine)",
+            not wrong, "\n        ".join(wrong))
+
+
 def main(run):
     global h
     h = run
@@ -536,8 +677,17 @@ def main(run):
     if os.environ.get("FORGE_TEST_FLOOD") == "full":
         test_flood_full()
         return
+    srv = h.Server("--ctx", "1024", "--parallel", "4", "--api-key", h.KEY)
+    try:
+        for t in (test_half_close, test_http_errors, test_cors_host_type):
+            try:
+                t(srv)
+            except Exception as e:  # a crash of the test is a failure, not an abort
+                h.bad(t.__name__, repr(e))
+    finally:
+        srv.stop(signal.SIGKILL)
     for t in (test_slow, test_second_signal, test_signal_while_loading):
         try:
             t()
-        except Exception as e:  # a crash of the test is a failure, not an abort
+        except Exception as e:
             h.bad(t.__name__, repr(e))
