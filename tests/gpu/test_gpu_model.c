@@ -151,12 +151,15 @@ Test(gpu_model, decode_step_is_one_upload_one_download, .init = need_gpu_and_mod
 {
     rig g;
     rig_open(&g, true, 256);
-    int32_t prompt[5] = {1, 100, 200, 300, 400};
+    /* Five ids spread over the vocabulary, whatever its size
+     * (FORGE_GPU_TEST_MODEL may name a 320-token synthetic file). */
+    int32_t n_vocab = fg_model_n_vocab(g.m), prompt[5];
+    for (int k = 0; k < 5; k++) prompt[k] = 1 + (int32_t)((int64_t)k * (n_vocab - 2) / 4);
     cr_assert_eq(fg_session_eval(g.s, prompt, 5), FG_OK, "%s", fg_last_error());
     /* Logits out (the host sampler's path), then sampling on the GPU,
      * greedy and with llama.cpp's default filters: the download is then the
      * sampled id alone. */
-    int32_t next = fg_test_argmax(fg_session_logits(g.s), fg_model_n_vocab(g.m));
+    int32_t next = fg_test_argmax(fg_session_logits(g.s), n_vocab);
     for (int step = 0; step < 9; step++) {
         bool sampled = step >= 3;
         fg_sample_row row = {step < 6 ? 0.0f : 0.8f, 40, 0.95f, 0.05f, 0.37 + 0.1 * step, 0, NULL};
@@ -164,7 +167,7 @@ Test(gpu_model, decode_step_is_one_upload_one_download, .init = need_gpu_and_mod
         int32_t id = next;
         cr_assert_eq(sampled ? fg_session_eval_sample(g.s, &id, 1, &row, &next) : fg_session_eval(g.s, &id, 1), FG_OK,
                      "%s", fg_last_error());
-        if (!sampled) next = fg_test_argmax(fg_session_logits(g.s), fg_model_n_vocab(g.m));
+        if (!sampled) next = fg_test_argmax(fg_session_logits(g.s), n_vocab);
         fg_gpu_transfers t;
         fg_backend_gpu_transfers(g.be, &t);
         cr_expect_eq(t.uploads, 1, "decode step %d made %llu uploads", step, (unsigned long long)t.uploads);
