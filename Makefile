@@ -5,7 +5,8 @@
 #   make test       unit tests (Criterion) + end-to-end CLI tests + forge serve tests
 #   make asan       the same tests under AddressSanitizer + UBSan
 #   make server-test-flood   forge serve against 1,100 trickling connections for 60 s
-#   make fuzz       libFuzzer on the GGUF reader (FUZZ_SECONDS, default 60)
+#   make fuzz       libFuzzer on the GGUF reader, the vocabulary loader and the
+#                   tokenizers (FUZZ_SECONDS each, default 60)
 #   make test-gpu   the GPU tier: every GPU op against the CPU reference, and
 #                   end to end (needs a GPU; without one the tests say SKIPPED)
 #   make build/bench-ops   timings of issue 7's new ops beside the llama
@@ -17,6 +18,17 @@
 # Everything goes under build/. Sources are found by wildcard: every .c under
 # src/ except src/cli/ goes into libforge; src/cli/ makes the forge binary;
 # tests/unit/*.c make one Criterion test binary.
+
+# Set-up: tools/deps checks what the goals need and installs what is missing
+# (as root or with password-less sudo; else it prints the apt-get line), before
+# anything below asks pkg-config. The tests' Python packages may live in a
+# virtual environment at build/venv, first on PATH.
+export PATH := $(CURDIR)/build/venv/bin:$(PATH)
+ifneq ($(MAKECMDGOALS),clean)
+ifneq ($(shell GPU=$(GPU) tools/deps $(MAKECMDGOALS) >&2 && echo ok),ok)
+$(error forge: missing build dependencies (listed above))
+endif
+endif
 
 CC      ?= cc
 BUILD   ?= build
