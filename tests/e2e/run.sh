@@ -276,7 +276,7 @@ run run -p "x" -n 0
 run run -p "x" --top-p 0
 [ $rc -eq 2 ] && grep -q "top_p 0 is out of range" "$tmp/err" && ok "an out-of-range sampling parameter is a usage error" ||
     bad "--top-p 0" "rc=$rc $err"
-run run -p "x" --device cuda -m "$SMOL"
+run run -p "x" --device cuda -m tests/data/llama-synth/gqa-f32.gguf
 # On a machine without a GPU (or a build without a GPU backend) an explicit
 # --device cuda must fail and say why, never fall back to the CPU.
 if [ "${FORGE_E2E_HAVE_GPU:-0}" = 1 ]; then
