@@ -1,5 +1,5 @@
 /*
- * backend.h — the op interface every backend implements (CPU now, GPU next).
+ * backend.h — the op interface every backend implements (the CPU and the GPU).
  *
  * There is no graph library: model/forward.c calls these ops in order, and
  * that sequence is the execution plan. A backend owns its memory (weights,

@@ -30,6 +30,11 @@ typedef struct gpu_graph {
     cudaGraphExec_t exec;
 } gpu_graph;
 
+
+/* FORGE_GPU_PROFILE's table: a row per op of the ops table (each reports
+ * under its own name, as do step_begin and read), which the table's size in
+ * pointers bounds. */
+enum { PROF_ROWS = sizeof(fg_backend_ops) / sizeof(void *) };
 typedef struct gpu_backend {
     fg_backend base;
     int device, warp;
@@ -46,7 +51,7 @@ typedef struct gpu_backend {
         const char *op;
         double ms, gpu_ms;
         long calls;
-    } prof[16];
+    } prof[PROF_ROWS];
     int n_prof;
     cudaEvent_t prof_ev[2];
 
@@ -170,7 +175,7 @@ static void prof_add(gpu_backend *g, const char *op, bool timed)
     int i = 0;
     while (i < g->n_prof && strcmp(g->prof[i].op, op) != 0) i++;
     if (i == g->n_prof) {
-        if (g->n_prof == (int)(sizeof g->prof / sizeof *g->prof)) return;
+        FG_ASSERT(g->n_prof < PROF_ROWS);
         g->prof[g->n_prof++] = {op, 0.0, 0.0, 0};
     }
     if (g->prof_last > 0) g->prof[i].ms += t - g->prof_last;

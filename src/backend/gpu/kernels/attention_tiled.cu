@@ -1,8 +1,8 @@
 /*
  * attention_tiled.cu — causal attention for prefill: a tile of 64
  * consecutive query tokens of one sequence against the sequence's keys, 64
- * at a time, for one query head per block (flash-attention's loop on CUDA
- * cores; a tensor-core version is the next step).
+ * at a time, for one query head per block: flash-attention's loop, on the
+ * CUDA cores here and on the tensor cores in the mma form further down.
  *
  * Per key tile the block stages K and V (F16, through the block table) in
  * shared memory, computes the 64 x 64 scores (each thread a 4 x 4 patch),

@@ -1,6 +1,8 @@
 /*
  * kernels.h — the launchers of the GPU kernels, one family per .cu file
- * (matmul.cu, attention.cu, norm.cu, rope.cu, elementwise.cu). Each queues
+ * (matmul.cu with gemm_blas.cu, attention.cu, attention_tiled.cu, norm.cu,
+ * rope.cu, elementwise.cu, sample.cu; the .cuh files are their shared
+ * device code: dequant, q8, mmq, mmvq). Each queues
  * its kernel(s) on `s` and returns the launch's error; the backend (gpu.cu)
  * checks it. Shapes: activations are rows of F32 with a row stride in
  * floats (ld*); weights are rows of GGUF blocks with a stride in bytes.
