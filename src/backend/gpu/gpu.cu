@@ -904,30 +904,30 @@ static fg_status gpu_mem_free(fg_backend *be, uint64_t *bytes)
 }
 
 static const fg_backend_ops gpu_ops = {
-    /* .name = */ "gpu",
-    /* .logits_on_host = */ false,
-    /* .free = */ gpu_free,
-    /* .mem_free = */ gpu_mem_free,
-    /* .weight = */ gpu_weight,
-    /* .alloc = */ gpu_alloc,
-    /* .kv_alloc = */ gpu_kv_alloc,
-    /* .step_begin = */ gpu_step_begin,
-    /* .embed = */ gpu_embed,
-    /* .rms_norm = */ gpu_rms_norm,
-    /* .matmul = */ gpu_matmul,
-    /* .matmul_n = */ gpu_matmul_n,
-    /* .gather = */ gpu_gather,
-    /* .rope = */ gpu_rope,
-    /* .kv_store = */ gpu_kv_store,
-    /* .rope_store = */ gpu_rope_store,
-    /* .attention = */ gpu_attention,
-    /* .swiglu = */ gpu_swiglu,
-    /* .add = */ gpu_add,
-    /* .geglu = */ gpu_geglu,
-    /* .scale = */ gpu_scale,
-    /* .sample = */ gpu_sample,
-    /* .read = */ gpu_read,
-    /* .write = */ gpu_write,
+    .name = "gpu",
+    .logits_on_host = false,
+    .free = gpu_free,
+    .mem_free = gpu_mem_free,
+    .weight = gpu_weight,
+    .alloc = gpu_alloc,
+    .kv_alloc = gpu_kv_alloc,
+    .step_begin = gpu_step_begin,
+    .embed = gpu_embed,
+    .rms_norm = gpu_rms_norm,
+    .matmul = gpu_matmul,
+    .matmul_n = gpu_matmul_n,
+    .gather = gpu_gather,
+    .rope = gpu_rope,
+    .kv_store = gpu_kv_store,
+    .rope_store = gpu_rope_store,
+    .attention = gpu_attention,
+    .swiglu = gpu_swiglu,
+    .add = gpu_add,
+    .geglu = gpu_geglu,
+    .scale = gpu_scale,
+    .sample = gpu_sample,
+    .read = gpu_read,
+    .write = gpu_write,
 };
 
 extern "C" const char *fg_backend_gpu_api(void)
@@ -1060,7 +1060,7 @@ extern "C" fg_status fg_backend_gpu_measure_bw(fg_backend *be, double *gb_per_s)
     if (e == cudaSuccess) e = cudaEventSynchronize(e1);
     if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, e0, e1);
     if (e != cudaSuccess) st = gpu_fail(e, "the bandwidth probe", __FILE__, __LINE__);
-    else *gb_per_s = (double)bytes * REPS / (ms / 1e3) / 1e9;
+    else *gb_per_s = (double)bytes * (double)REPS / (ms / 1e3) / 1e9;
     if (e0) (void)cudaEventDestroy(e0);
     if (e1) (void)cudaEventDestroy(e1);
     if (buf) (void)cudaFree(buf);
