@@ -109,6 +109,11 @@ typedef struct fg_rope {
                                 * memory (a placed weight), or NULL */
 } fg_rope;
 
+/* The largest head dimension (k and v) the attention op takes: the CPU
+ * backend keeps a query head on the stack. Loading refuses larger ones
+ * (fg_hparams_read). */
+#define FG_HEAD_DIM_MAX 512
+
 typedef struct fg_attn {
     int32_t n_head, n_head_kv, head_dim_k, head_dim_v;
     float scale;          /* usually 1/sqrt(head_dim_k) */

@@ -52,8 +52,27 @@ struct fg_forward {
 
 /* ---- Loading the weights ---------------------------------------------------------- */
 
+/* Whether t is exactly ne0 x rows (rows 1: a vector of ne0), else the error
+ * naming it and both shapes. Every dimension is compared, none divided by:
+ * GGUF allows a dimension of 0, and a third one would be read past. */
+static fg_status check_shape(const fg_forward *f, const fg_gguf_tensor *t, int64_t ne0, int64_t rows)
+{
+    if (t->ne[0] == ne0 && t->ne[1] == rows && t->ne[2] == 1 && t->ne[3] == 1) return FG_OK;
+    char have[96] = "", want[48];
+    for (uint32_t d = 0, at = 0; d < t->n_dims && at < sizeof have; d++)
+        at += (uint32_t)snprintf(have + at, sizeof have - at, "%s%lld", d ? ", " : "", (long long)t->ne[d]);
+    if (rows == 1)
+        snprintf(want, sizeof want, "%lld", (long long)ne0);
+    else
+        snprintf(want, sizeof want, "%lld, %lld", (long long)ne0, (long long)rows);
+    return fg_err_set(FG_ERR_FORMAT,
+                      "%s: tensor '%.*s' has shape [%s]; a %s model with these hyperparameters needs [%s]. The file "
+                      "is damaged, or its metadata does not match its weights: download or convert the model again",
+                      f->m->gguf->path, (int)t->name.len, t->name.ptr, have, f->m->hp.arch, want);
+}
+
 /* Places tensor `name` (a printf pattern over the layer) on the backend and
- * checks its shape: ne0 elements per row and `rows` rows (rows 0 = any).
+ * checks its shape: ne0 elements per row and `rows` rows (check_shape).
  * Optional tensors that are absent leave out->data NULL. */
 static fg_status get_w(fg_forward *f, fg_tensor *out, bool required, int64_t ne0, int64_t rows, const char *fmt,
                        int layer)
@@ -68,12 +87,7 @@ static fg_status get_w(fg_forward *f, fg_tensor *out, bool required, int64_t ne0
         return fg_err_set(FG_ERR_FORMAT, "%s: tensor '%s' is missing; a %s model needs it", g->path, name,
                           f->m->hp.arch);
     }
-    int64_t t_rows = (int64_t)(t->n_elems / (uint64_t)t->ne[0]);
-    if (t->ne[0] != ne0 || (rows && t_rows != rows)) {
-        return fg_err_set(FG_ERR_FORMAT,
-                          "%s: tensor '%s' is %lld x %lld; the hyperparameters imply %lld x %lld", g->path, name,
-                          (long long)t->ne[0], (long long)t_rows, (long long)ne0, (long long)rows);
-    }
+    FG_TRY(check_shape(f, t, ne0, rows));
     fg_status st = f->be->ops->weight(f->be, t, out);
     if (st != FG_OK) return fg_err_wrap(st, "%s", g->path);
     f->placed += t->nbytes;
@@ -110,12 +124,9 @@ static fg_status get_fused(fg_forward *f, const char *fmt, int layer, int64_t ne
     const fg_gguf *g = f->m->gguf;
     const fg_gguf_tensor *t = fg_gguf_find_tensor(g, name);
     if (!t) return fg_err_set(FG_ERR_FORMAT, "%s: tensor '%s' is missing; a %s model needs it", g->path, name, f->m->hp.arch);
-    int64_t total = 0, t_rows = (int64_t)(t->n_elems / (uint64_t)t->ne[0]);
+    int64_t total = 0;
     for (int i = 0; i < n; i++) total += rows[i];
-    if (t->ne[0] != ne0 || t_rows != total) {
-        return fg_err_set(FG_ERR_FORMAT, "%s: tensor '%s' is %lld x %lld; the hyperparameters imply %lld x %lld",
-                          g->path, name, (long long)t->ne[0], (long long)t_rows, (long long)ne0, (long long)total);
-    }
+    FG_TRY(check_shape(f, t, ne0, total));
     for (int64_t i = 0, first = 0; i < n; first += rows[i], i++) FG_TRY(place_rows(f, t, first, rows[i], out[i]));
     return FG_OK;
 }
@@ -133,7 +144,8 @@ static fg_status get_fused_bias(fg_forward *f, const char *fmt, int layer, int n
     if (!t) return FG_OK;
     int64_t total = 0;
     for (int i = 0; i < n; i++) total += rows[i];
-    if (t->type != FG_TYPE_F32 || (int64_t)t->n_elems != total || t->ne[0] != total)
+    FG_TRY(check_shape(f, t, total, 1));
+    if (t->type != FG_TYPE_F32)
         return fg_err_set(FG_ERR_FORMAT, "%s: tensor '%s' must be %lld F32 values", g->path, name, (long long)total);
     fg_gguf_tensor row = *t;
     row.ne[0] = total, row.ne[1] = 1, row.n_elems = (uint64_t)total;
@@ -247,7 +259,7 @@ static fg_status read_rope(fg_forward *f)
     if (fg_gguf_find(g, key)) FG_TRY(fg_gguf_get_float(g, key, &factor));
     if (type.len == 0 || fg_gguf_str_eq(type, "none")) return FG_OK;
     if (fg_gguf_str_eq(type, "linear")) {
-        if (factor <= 0) return fg_err_set(FG_ERR_FORMAT, "%s: %s is %g; it must be positive", g->path, key, factor);
+        FG_TRY(fg_hparams_check_rope_scale(g, hp->arch, factor));
         f->rope.freq_scale = (float)(1.0 / factor);
         return FG_OK;
     }
@@ -263,7 +275,10 @@ static fg_status read_rope_swa(fg_forward *f)
     char key[128];
     snprintf(key, sizeof key, "%s.rope.freq_base_swa", f->m->hp.arch);
     double base = 10000.0;
-    if (fg_gguf_find(g, key)) FG_TRY(fg_gguf_get_float(g, key, &base));
+    if (fg_gguf_find(g, key)) {
+        FG_TRY(fg_gguf_get_float(g, key, &base));
+        FG_TRY(fg_hparams_check_rope_base(g, f->m->hp.arch, "rope.freq_base_swa", base));
+    }
     f->rope_swa = f->rope;
     f->rope_swa.base = (float)base;
     f->rope_swa.freq_scale = 1.0f;

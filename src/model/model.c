@@ -4,6 +4,9 @@
  */
 #include "model/model.h"
 
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,15 +14,19 @@
 #include "base/err.h"
 #include "model/arch.h"
 
+/* ---- Hyperparameters ------------------------------------------------------------ */
+
 /* Reads "<arch>.<suffix>" as an integer into *out; absent keys leave *out as
- * it is unless required. */
-static fg_status hp_int(const fg_gguf *g, const char *arch, const char *suffix, bool required,
-                        int64_t *out)
+ * it is unless required. *present (may be NULL) says whether the file has
+ * the key. */
+static fg_status hp_int(const fg_gguf *g, const char *arch, const char *suffix, bool required, int64_t *out,
+                        bool *present)
 {
     char key[160];
     snprintf(key, sizeof key, "%s.%s", arch, suffix);
     int64_t v;
     fg_status st = fg_gguf_get_int(g, key, &v);
+    if (present) *present = st == FG_OK;
     if (st == FG_ERR_NOT_FOUND && !required) return FG_OK;
     if (st != FG_OK) return st;
     *out = v;
@@ -34,6 +41,63 @@ static fg_status hp_float(const fg_gguf *g, const char *arch, const char *suffix
     return st == FG_ERR_NOT_FOUND ? FG_OK : st;
 }
 
+/* The error for a hyperparameter no model of the architecture can have:
+ * the file, the key (what names it), its value, the range it must be in
+ * (a printf tail), and what the user can do. A file that gets here has
+ * sound GGUF framing, so its metadata was damaged or written wrong. */
+static fg_status FG_PRINTF(4, 5) hp_bad(const fg_gguf *g, const char *what, const char *value, const char *fmt, ...)
+{
+    char must[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(must, sizeof must, fmt, ap);
+    va_end(ap);
+    return fg_err_set(FG_ERR_FORMAT,
+                      "%s: %s is %s; %s. The file's metadata is damaged or was written by a broken converter: "
+                      "download or convert the model again",
+                      g->path, what, value, must);
+}
+
+/* An integer hyperparameter in lo..hi, or the message naming it. */
+static fg_status hp_check_int(const fg_gguf *g, const char *arch, const char *suffix, int64_t v, int64_t lo, int64_t hi)
+{
+    if (v >= lo && v <= hi) return FG_OK;
+    char what[160], value[32];
+    snprintf(what, sizeof what, "%s.%s", arch, suffix);
+    snprintf(value, sizeof value, "%lld", (long long)v);
+    return hp_bad(g, what, value, "it must be between %lld and %lld", (long long)lo, (long long)hi);
+}
+
+/* A float hyperparameter that must be finite and in (0, hi]; the backends
+ * compute in float, so hi is at most FLT_MAX. typical says what models
+ * use, for the message. */
+static fg_status hp_check_positive(const fg_gguf *g, const char *arch, const char *suffix, double v, double hi,
+                                   const char *typical)
+{
+    if (isfinite(v) && v > 0 && v <= hi) return FG_OK;
+    char what[160], value[32], upto[48] = "";
+    snprintf(what, sizeof what, "%s.%s", arch, suffix);
+    snprintf(value, sizeof value, "%g", v);
+    if (hi < FLT_MAX) snprintf(upto, sizeof upto, " and at most %g", hi);
+    return hp_bad(g, what, value, "it must be a finite number above 0%s (%s)", upto, typical);
+}
+
+fg_status fg_hparams_check_rope_scale(const fg_gguf *g, const char *arch, double factor)
+{
+    return hp_check_positive(g, arch, "rope.scaling.factor", factor, FLT_MAX, "a linear scaling factor such as 2 or 4");
+}
+
+fg_status fg_hparams_check_rope_base(const fg_gguf *g, const char *arch, const char *suffix, double base)
+{
+    return hp_check_positive(g, arch, suffix, base, FLT_MAX, "models use 1e4 to 1e7");
+}
+
+/* Every hyperparameter the architectures use is checked here, against the
+ * ranges of the models forge runs, before anything is sized from it: a
+ * value that no model can have (a zero or odd rope dimension, an infinite
+ * RoPE base, an epsilon of 4e9) is refused with its key, rather than
+ * aborting at the first step or running to garbage. Tensor shapes are
+ * checked against these values where the weights are placed (forward.c). */
 fg_status fg_hparams_read(const fg_gguf *g, fg_hparams *hp)
 {
     memset(hp, 0, sizeof *hp);
@@ -45,47 +109,82 @@ fg_status fg_hparams_read(const fg_gguf *g, fg_hparams *hp)
     }
     memcpy(hp->arch, arch.ptr, arch.len);
     const char *a = hp->arch;
+    const int64_t count_max = 1 << 20; /* layers, widths, heads: far past any model */
 
-    FG_TRY(hp_int(g, a, "block_count", true, &hp->n_layer));
-    FG_TRY(hp_int(g, a, "embedding_length", true, &hp->n_embd));
-    FG_TRY(hp_int(g, a, "attention.head_count", true, &hp->n_head));
+    FG_TRY(hp_int(g, a, "block_count", true, &hp->n_layer, NULL));
+    FG_TRY(hp_check_int(g, a, "block_count", hp->n_layer, 1, count_max));
+    /* Each layer has tensors of its own, so a file of weights holds more
+     * tensors than layers (a vocabulary-only file has none to count): the
+     * KV pool and the layer table are sized from block_count. */
+    if (g->n_tensors > 0 && (uint64_t)hp->n_layer > g->n_tensors) {
+        char what[160], value[32];
+        snprintf(what, sizeof what, "%s.block_count", a);
+        snprintf(value, sizeof value, "%lld", (long long)hp->n_layer);
+        return hp_bad(g, what, value, "the file has only %llu tensors, too few for that many layers",
+                      (unsigned long long)g->n_tensors);
+    }
+    FG_TRY(hp_int(g, a, "embedding_length", true, &hp->n_embd, NULL));
+    FG_TRY(hp_check_int(g, a, "embedding_length", hp->n_embd, 1, count_max));
+    FG_TRY(hp_int(g, a, "attention.head_count", true, &hp->n_head, NULL));
+    FG_TRY(hp_check_int(g, a, "attention.head_count", hp->n_head, 1, count_max));
     hp->n_head_kv = hp->n_head;
-    FG_TRY(hp_int(g, a, "attention.head_count_kv", false, &hp->n_head_kv));
-    hp->n_ff = hp->n_ctx_train = hp->sliding_window = -1;
-    FG_TRY(hp_int(g, a, "feed_forward_length", false, &hp->n_ff));
-    FG_TRY(hp_int(g, a, "context_length", false, &hp->n_ctx_train));
-    FG_TRY(hp_int(g, a, "attention.sliding_window", false, &hp->sliding_window));
-
-    const struct { const char *key; int64_t v; } positive[] = {
-        {"block_count", hp->n_layer},
-        {"embedding_length", hp->n_embd},
-        {"attention.head_count", hp->n_head},
-        {"attention.head_count_kv", hp->n_head_kv},
-    };
-    for (size_t i = 0; i < sizeof positive / sizeof positive[0]; i++) {
-        if (positive[i].v <= 0 || positive[i].v > (1 << 20)) {
-            return fg_err_set(FG_ERR_FORMAT, "%s: %s.%s is %lld; it must be between 1 and %d",
-                              g->path, a, positive[i].key, (long long)positive[i].v, 1 << 20);
-        }
-    }
+    FG_TRY(hp_int(g, a, "attention.head_count_kv", false, &hp->n_head_kv, NULL));
+    FG_TRY(hp_check_int(g, a, "attention.head_count_kv", hp->n_head_kv, 1, hp->n_head));
     if (hp->n_head % hp->n_head_kv != 0) {
-        return fg_err_set(FG_ERR_FORMAT, "%s: %s.attention.head_count (%lld) is not a multiple of head_count_kv (%lld)",
-                          g->path, a, (long long)hp->n_head, (long long)hp->n_head_kv);
+        char what[160], value[32];
+        snprintf(what, sizeof what, "%s.attention.head_count_kv", a);
+        snprintf(value, sizeof value, "%lld", (long long)hp->n_head_kv);
+        return hp_bad(g, what, value, "%s.attention.head_count (%lld) is not a multiple of it, so the query heads "
+                      "cannot share the KV heads in equal groups", a, (long long)hp->n_head);
     }
+
+    /* Optional counts: -1 when absent (feed_forward_length is required
+     * where the weights are placed, so that a vocabulary-only file still
+     * opens for tokenizing). */
+    bool present;
+    hp->n_ff = hp->n_ctx_train = hp->sliding_window = -1;
+    FG_TRY(hp_int(g, a, "feed_forward_length", false, &hp->n_ff, &present));
+    if (present) FG_TRY(hp_check_int(g, a, "feed_forward_length", hp->n_ff, 1, count_max));
+    FG_TRY(hp_int(g, a, "context_length", false, &hp->n_ctx_train, &present));
+    if (present) FG_TRY(hp_check_int(g, a, "context_length", hp->n_ctx_train, 1, INT32_MAX));
+    FG_TRY(hp_int(g, a, "attention.sliding_window", false, &hp->sliding_window, &present));
+    if (present) FG_TRY(hp_check_int(g, a, "attention.sliding_window", hp->sliding_window, 0, INT32_MAX));
+
+    /* Head dimensions: key_length (default n_embd / n_head) is even, as in
+     * every model (RoPE rotates pairs of it), and both fit FG_HEAD_DIM_MAX,
+     * the most the attention op takes. */
     hp->head_dim_k = hp->n_embd / hp->n_head;
-    FG_TRY(hp_int(g, a, "attention.key_length", false, &hp->head_dim_k));
-    hp->head_dim_v = hp->head_dim_k;
-    FG_TRY(hp_int(g, a, "attention.value_length", false, &hp->head_dim_v));
-    hp->n_rot = hp->head_dim_k;
-    FG_TRY(hp_int(g, a, "rope.dimension_count", false, &hp->n_rot));
-    if (hp->head_dim_k <= 0 || hp->head_dim_v <= 0 || hp->n_rot < 0 || hp->n_rot > hp->head_dim_k) {
-        return fg_err_set(FG_ERR_FORMAT, "%s: head dims k=%lld v=%lld rope=%lld are inconsistent",
-                          g->path, (long long)hp->head_dim_k, (long long)hp->head_dim_v, (long long)hp->n_rot);
+    FG_TRY(hp_int(g, a, "attention.key_length", false, &hp->head_dim_k, &present));
+    if (hp->head_dim_k < 2 || hp->head_dim_k > FG_HEAD_DIM_MAX || hp->head_dim_k % 2) {
+        char what[320], value[32];
+        if (present)
+            snprintf(what, sizeof what, "%s.attention.key_length", a);
+        else
+            snprintf(what, sizeof what, "the head dimension %s.embedding_length / %s.attention.head_count (the file has "
+                     "no %s.attention.key_length)", a, a, a);
+        snprintf(value, sizeof value, "%lld", (long long)hp->head_dim_k);
+        return hp_bad(g, what, value, "it must be even and between 2 and %d", FG_HEAD_DIM_MAX);
     }
+    hp->head_dim_v = hp->head_dim_k;
+    FG_TRY(hp_int(g, a, "attention.value_length", false, &hp->head_dim_v, NULL));
+    FG_TRY(hp_check_int(g, a, "attention.value_length", hp->head_dim_v, 1, FG_HEAD_DIM_MAX));
+    /* RoPE rotates pairs of each head's first n_rot dimensions. */
+    hp->n_rot = hp->head_dim_k;
+    FG_TRY(hp_int(g, a, "rope.dimension_count", false, &hp->n_rot, NULL));
+    if (hp->n_rot < 2 || hp->n_rot > hp->head_dim_k || hp->n_rot % 2) {
+        char what[160], value[32];
+        snprintf(what, sizeof what, "%s.rope.dimension_count", a);
+        snprintf(value, sizeof value, "%lld", (long long)hp->n_rot);
+        return hp_bad(g, what, value, "it must be even and between 2 and the head dimension, %lld, as RoPE rotates "
+                      "pairs of each head's dimensions", (long long)hp->head_dim_k);
+    }
+
     hp->rope_base = 10000.0;
     hp->norm_eps = 1e-5;
     FG_TRY(hp_float(g, a, "rope.freq_base", &hp->rope_base));
+    FG_TRY(fg_hparams_check_rope_base(g, a, "rope.freq_base", hp->rope_base));
     FG_TRY(hp_float(g, a, "attention.layer_norm_rms_epsilon", &hp->norm_eps));
+    FG_TRY(hp_check_positive(g, a, "attention.layer_norm_rms_epsilon", hp->norm_eps, 0.1, "models use 1e-5 or 1e-6"));
     return FG_OK;
 }
 

@@ -38,10 +38,19 @@ struct fg_model {
     fg_hparams hp;
 };
 
-/* Reads the hyperparameters of g's architecture. Missing required keys and
- * impossible values (zero heads, n_head not a multiple of n_head_kv, ...) are
- * FG_ERR_FORMAT naming the key. */
+/* Reads the hyperparameters of g's architecture and checks each against
+ * what a model can have: counts positive, n_head a multiple of n_head_kv,
+ * head dims even (k) and at most FG_HEAD_DIM_MAX, the rope dimension even
+ * and within the head, rope.freq_base finite and positive, the RMS epsilon
+ * in (0, 0.1]. Missing required keys and impossible values are
+ * FG_ERR_FORMAT naming the file, the key, its value and the range. */
 fg_status fg_hparams_read(const fg_gguf *g, fg_hparams *hp);
+
+/* The same checks for the RoPE values read where the forward pass is
+ * built: a base ("<arch>.<suffix>", e.g. rope.freq_base_swa) and a linear
+ * scaling factor, both finite and positive. */
+fg_status fg_hparams_check_rope_base(const fg_gguf *g, const char *arch, const char *suffix, double base);
+fg_status fg_hparams_check_rope_scale(const fg_gguf *g, const char *arch, double factor);
 
 /* The chat template to use for a model: the one called name if name is not
  * NULL (--chat-template), else the one its tokenizer.chat_template or

@@ -89,6 +89,40 @@ else
     [ $rc -eq 0 ] && ok "forge run on the same copy unchanged generates" || bad "forge run control.gguf" "rc=$rc $err"
 fi
 
+# Hyperparameters and tensor shapes no model can have (issue 14): each case
+# of tests/data/bad-model/CASES written from the real SmolLM2 by
+# tests/e2e/make_bad_smollm2.py (its own metadata and tensor table with the
+# one change; the weights a hole, never read). forge run must exit 1 naming
+# the key or tensor, never die of a signal or run to garbage; forge serve
+# must refuse to start, not report healthy and die at its first completion.
+if [ ! -f "$SMOL" ]; then
+    skipped "bad SmolLM2 variants (tests/data/bad-model/CASES)" "model not found; run 'make models'"
+elif ! msg=$("$PY" tests/e2e/make_bad_smollm2.py "$SMOL" "$tmp/badsmol" 2>&1); then
+    bad "tests/e2e/make_bad_smollm2.py" "$msg"
+else
+    n=0 nbad=0
+    while IFS=$'\t' read -r file want; do
+        f=$tmp/badsmol/$file
+        n=$((n + 1))
+        run run -m "$f" -p hi -n 4
+        if [ $rc -ne 1 ] || ! grep -qF -- "forge: error: $f: " "$tmp/err" || ! grep -qF -- "$want" "$tmp/err" ||
+            grep -qE "Sanitizer|runtime error" "$tmp/err"; then
+            nbad=$((nbad + 1))
+            bad "forge run on bad SmolLM2 $file" "rc=$rc, wanted '$want' in: $err"
+        fi
+    done <"$tmp/badsmol/MANIFEST"
+    [ $nbad -eq 0 ] && ok "all $n bad SmolLM2 variants: forge run exits 1 naming the key or tensor"
+    for c in rope_dim_3 ne0_token_embd rms_eps_huge; do
+        f=$tmp/badsmol/$c.gguf want=$(grep "^$c.gguf" "$tmp/badsmol/MANIFEST" | cut -f2)
+        timeout 60 "$FORGE" serve -m "$f" --port 0 -t 1 >"$tmp/out" 2>"$tmp/err"
+        rc=$?
+        [ $rc -eq 1 ] && grep -qF -- "$want" "$tmp/err" && ! grep -q "ready:" "$tmp/err" &&
+            ok "forge serve on bad SmolLM2 $c refuses to start (exit 1, never ready)" ||
+            bad "forge serve on bad SmolLM2 $c" "rc=$rc $(cat "$tmp/err")"
+    done
+    rm -rf "$tmp/badsmol"
+fi
+
 # ---- forge info against the gguf package ------------------------------------
 for model in "$SMOL" "$GEMMA" tests/data/gguf/all_types.gguf; do
     name=$(basename "$model")

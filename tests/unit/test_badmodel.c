@@ -9,13 +9,20 @@
  *     its hyperparameter keys renamed to match as a converter writes them;
  *   - one 2-D weight given a type no forge backend computes with (IQ2_XXS,
  *     TQ2_0; the bytes are zeros, never read).
- * Both go through the load paths the CLI takes on the CPU backend:
+ *   - the cases of tests/data/bad-model/CASES (issue 14): a hyperparameter
+ *     no model can have (an odd rope dimension, an infinite RoPE base, an
+ *     epsilon of 4.29e9, ...) or a tensor of the wrong shape (ne[0] = 0,
+ *     ...), which must be refused at load naming the key or tensor, never
+ *     divided by, asserted on at the first step or run to garbage.
+ * All go through the load paths the CLI takes on the CPU backend:
  * fg_engine_open (forge run, chat, serve) and fg_model_open +
  * fg_load_backend + fg_forward_init (perplexity, bench). The unchanged copy
  * loads on both, so the one change is what fails. The e2e tier checks the
- * same through `forge run` (tests/e2e/make_bad_models.py).
+ * same through `forge run` (tests/e2e/make_bad_models.py, and
+ * tests/e2e/make_bad_smollm2.py for the CASES on the real SmolLM2).
  */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +35,7 @@
 #include "model/forward.h"
 #include "model/model.h"
 #include "runtime/load.h"
+#include "test_util.h"
 
 /* What a variant changes in its source file. */
 typedef struct variant {
@@ -35,7 +43,61 @@ typedef struct variant {
     const char *tokenizer; /* tokenizer.ggml.model to write; NULL: kept */
     const char *tensor;    /* the weight whose type changes; NULL: none */
     fg_type type;          /* its new type */
+    const char *changes;   /* a CASES line's changes (tests/data/bad-model/CASES); NULL: none */
 } variant;
+
+/* The value of change "KEY[:TYPE]=VALUE" set on w, in TYPE or else the type
+ * the key has in g. */
+static void set_changed_key(fg_gguf_writer *w, const fg_gguf *g, const char *change)
+{
+    char key[256], type[8] = "";
+    const char *eq = strchr(change, '='), *colon = strchr(change, ':');
+    cr_assert(eq, "change '%s' has no '='", change);
+    const char *key_end = colon && colon < eq ? colon : eq;
+    snprintf(key, sizeof key, "%.*s", (int)(key_end - change), change);
+    if (key_end == colon) snprintf(type, sizeof type, "%.*s", (int)(eq - colon - 1), colon + 1);
+    if (!type[0]) {
+        const fg_gguf_kv *kv = fg_gguf_find(g, key);
+        cr_assert(kv, "change '%s': the source has no key %s; give its type", change, key);
+        const char *names[FG_GGUF_VTYPE_COUNT] = {[FG_GGUF_UINT32] = "u32", [FG_GGUF_INT32] = "i32",
+                                                  [FG_GGUF_UINT64] = "u64", [FG_GGUF_FLOAT32] = "f32",
+                                                  [FG_GGUF_STRING] = "str"};
+        cr_assert(names[kv->val.type], "change '%s': key type %s is not one a case sets", change,
+                  fg_gguf_vtype_name(kv->val.type));
+        snprintf(type, sizeof type, "%s", names[kv->val.type]);
+    }
+    const char *v = eq + 1;
+    fg_status st;
+    if (strcmp(type, "u32") == 0) st = fg_gguf_writer_set_u32(w, key, (uint32_t)strtoul(v, NULL, 10));
+    else if (strcmp(type, "i32") == 0) st = fg_gguf_writer_set_i32(w, key, (int32_t)strtol(v, NULL, 10));
+    else if (strcmp(type, "u64") == 0) st = fg_gguf_writer_set_u64(w, key, strtoull(v, NULL, 10));
+    else if (strcmp(type, "f32") == 0) st = fg_gguf_writer_set_f32(w, key, strtof(v, NULL));
+    else if (strcmp(type, "str") == 0) st = fg_gguf_writer_set_str(w, key, v);
+    else cr_assert_fail("change '%s': unknown type %s", change, type);
+    cr_assert_eq(st, FG_OK, "%s", fg_last_error());
+}
+
+/* Applies the space-separated changes to the file's keys (on w, after the
+ * copied ones: a repeated key replaces the value) or to tensor name's
+ * dimensions ne ("TENSOR[D]=N"). With name NULL, the keys; else that
+ * tensor's. */
+static void apply_changes(const char *changes, fg_gguf_writer *w, const fg_gguf *g, const char *name, int64_t *ne)
+{
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", changes);
+    char *save;
+    for (char *c = strtok_r(buf, " ", &save); c; c = strtok_r(NULL, " ", &save)) {
+        char *br = strchr(c, '[');
+        if (!br || br > strchr(c, '=')) {
+            if (!name) set_changed_key(w, g, c);
+            continue;
+        }
+        if (!name || strncmp(c, name, (size_t)(br - c)) != 0 || name[br - c]) continue;
+        int d = atoi(br + 1);
+        cr_assert(d >= 0 && d < FG_GGUF_MAX_DIMS, "change '%s'", c);
+        ne[d] = strtoll(strchr(c, '=') + 1, NULL, 10);
+    }
+}
 
 /* Copies src (a llama file) to a new temporary file, path (of at least 64
  * bytes), with v's changes. */
@@ -67,6 +129,7 @@ static void write_variant(const char *src, const variant *v, char *path)
             cr_assert_eq(fg_gguf_writer_set_value(w, key, &kv->val), FG_OK, "%s", fg_last_error());
         }
     }
+    if (v->changes) apply_changes(v->changes, w, g, NULL, NULL);
     void *bad = NULL;
     bool changed = false;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
@@ -82,7 +145,10 @@ static void write_variant(const char *src, const variant *v, char *path)
             cr_assert_not_null(bad);
             changed = true;
         }
-        cr_assert_eq(fg_gguf_writer_add_tensor(w, name, type, t->n_dims, t->ne, data), FG_OK, "%s", fg_last_error());
+        int64_t ne[FG_GGUF_MAX_DIMS];
+        memcpy(ne, t->ne, sizeof ne);
+        if (v->changes) apply_changes(v->changes, w, g, name, ne);
+        cr_assert_eq(fg_gguf_writer_add_tensor(w, name, type, t->n_dims, ne, data), FG_OK, "%s", fg_last_error());
     }
     cr_assert(!v->tensor || changed, "%s has no tensor %s", src, v->tensor);
     cr_assert_eq(fg_gguf_writer_write(w, path, g->alignment), FG_OK, "%s", fg_last_error());
@@ -216,3 +282,59 @@ static void check_type(const char *tensor, fg_type type)
 Test(badmodel, type_iq2_xxs) { check_type("blk.0.ffn_up.weight", FG_TYPE_IQ2_XXS); }
 Test(badmodel, type_tq2_0) { check_type("blk.0.attn_k.weight", FG_TYPE_TQ2_0); }
 Test(badmodel, type_tq2_0_embeddings) { check_type("token_embd.weight", FG_TYPE_TQ2_0); }
+
+/* ---- Hyperparameters and shapes no model can have (issue 14) ------------------------ */
+
+/* One case of tests/data/bad-model/CASES on the synthetic llama: refused
+ * as FG_ERR_FORMAT with a message naming the file and holding want, on both
+ * load paths; the engine is never returned (forge serve would report
+ * healthy, then fail its first step). Returns whether it was; a failure is
+ * printed. */
+static bool check_case(const char *name, const char *changes, const char *want)
+{
+    char path[64];
+    write_variant("tests/data/llama-synth/gqa-q4_0.gguf", &(variant){.changes = changes}, path);
+    bool ok = true;
+    const char *how[] = {"model + backend + forward", "fg_engine_open"};
+    for (int i = 0; i < 2 && ok; i++) {
+        fg_status st;
+        if (i == 0) {
+            st = forward_open(path);
+        } else {
+            fg_engine *e = NULL;
+            st = engine_open(path, &e);
+            ok = e == NULL;
+            fg_engine_close(e);
+        }
+        const char *msg = fg_last_error();
+        if (st != FG_ERR_FORMAT || !strstr(msg, path) || !strstr(msg, want) || !ok) {
+            printf("badmodel: FAIL %s (%s) by %s: status %s, wanted '%s' in: %s\n", name, changes, how[i],
+                   fg_status_str(st), want, st == FG_OK ? "(loaded)" : msg);
+            ok = false;
+        } else if (i == 0) {
+            printf("badmodel: %s: %s\n", name, msg);
+        }
+    }
+    unlink(path);
+    return ok;
+}
+
+Test(badmodel, bad_hparams_and_shapes_are_refused_at_load)
+{
+    char *cases = fg_test_read_file("tests/data/bad-model/CASES", NULL);
+    cr_assert_not_null(cases, "tests/data/bad-model/CASES: %s", strerror(errno));
+    int n = 0, n_bad = 0;
+    char *save;
+    for (char *line = strtok_r(cases, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == '#') continue;
+        char *changes = strchr(line, '\t'), *want = changes ? strchr(changes + 1, '\t') : NULL;
+        cr_assert(want, "tests/data/bad-model/CASES: line '%s' is not name<TAB>changes<TAB>want", line);
+        *changes++ = 0;
+        *want++ = 0;
+        n++;
+        n_bad += !check_case(line, changes, want);
+    }
+    free(cases);
+    cr_assert_geq(n, 40, "tests/data/bad-model/CASES has %d cases", n);
+    cr_assert_eq(n_bad, 0, "%d of %d bad models were not refused as they must be (listed above)", n_bad, n);
+}

@@ -107,7 +107,7 @@ Test(model, hparams_validation)
     expect_hp_error(-1, 64, 4, 4, "'llama.block_count' is missing");
     expect_hp_error(2, -1, 4, 4, "'llama.embedding_length' is missing");
     expect_hp_error(2, 64, 0, 0, "head_count is 0");
-    expect_hp_error(2, 64, 6, 4, "not a multiple of head_count_kv");
+    expect_hp_error(2, 64, 6, 4, "head_count_kv is 4; llama.attention.head_count (6) is not a multiple of it");
     expect_hp_error(0, 64, 4, 4, "block_count is 0");
 
     /* Defaults: no head_count_kv means MHA, head_dim = n_embd / n_head. */

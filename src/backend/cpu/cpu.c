@@ -487,8 +487,8 @@ static void attend_one(const attn_ctx *x, int64_t t, int32_t h, int32_t lo, cons
     float *o = row_f32(x->out, t) + (size_t)h * (size_t)a->head_dim_v;
     int32_t pos = c->pos[t], start = attn_start(a, pos), n = pos - start + 1;
 
-    float q[512];
-    FG_ASSERT(a->head_dim_k <= 512);
+    float q[FG_HEAD_DIM_MAX];
+    FG_ASSERT(a->head_dim_k <= FG_HEAD_DIM_MAX);
     memcpy(q, row_f32(x->q, t) + (size_t)h * (size_t)a->head_dim_k, (size_t)a->head_dim_k * sizeof(float));
     if (f16) round_f16_row(q, tmp, a->head_dim_k);
 
