@@ -3,7 +3,8 @@
 #   make            build build/forge, build/libforge.a and build/libforge.so
 #   make run        build, fetch the default model if absent, answer PROMPT with it
 #   make test       unit tests (Criterion) + end-to-end CLI tests + forge serve tests
-#   make asan       the same tests under AddressSanitizer + UBSan
+#   make asan       the same tests under AddressSanitizer + UBSan, and the
+#                   loader on 1,000 mutated headers of $(MODEL) (mutate-model)
 #   make server-test-flood   forge serve against 1,100 trickling connections for 60 s
 #   make fuzz       libFuzzer on the GGUF reader, the vocabulary loader and the
 #                   tokenizers (FUZZ_SECONDS each, default 60)
@@ -139,6 +140,11 @@ run: $(BUILD)/forge
 $(BUILD)/gpu-tests: $(GPU_TEST_OBJ) $(BUILD)/libforge.a
 	$(CC) $(CFLAGS) -o $@ $(GPU_TEST_OBJ) $(BUILD)/libforge.a $(TEST_LDLIBS) $(LDLIBS)
 
+# tests/fuzz/mutate_model.c: the model loader on 1,000 mutations of a real
+# model's header, metadata and tensor table (issue 14); run by make asan.
+$(BUILD)/mutate-model: $(BUILD)/tests/fuzz/mutate_model.o $(BUILD)/libforge.a
+	$(CC) $(CFLAGS) -o $@ $(BUILD)/tests/fuzz/mutate_model.o $(BUILD)/libforge.a $(LDLIBS)
+
 # bench/ops.c: a benchmark program, not a test (bench/NOTES.md says how to run it).
 $(BUILD)/bench-ops: $(BUILD)/bench/ops.o $(BUILD)/libforge.a
 	$(CC) $(CFLAGS) -o $@ $(BUILD)/bench/ops.o $(BUILD)/libforge.a $(LDLIBS)
@@ -170,9 +176,10 @@ test: all $(BUILD)/unit-tests $(BUILD)/gpu-tests models
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 GPU=none \
 	    CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	    build-asan/forge build-asan/unit-tests
+	    build-asan/forge build-asan/unit-tests build-asan/mutate-model
 	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=exitcode=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	    tests/unit/run.sh build-asan/unit-tests
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build-asan/mutate-model $(MODEL) 1000
 	ASAN_OPTIONS=detect_leaks=1 FORGE=build-asan/forge tests/e2e/run.sh
 	ASAN_OPTIONS=detect_leaks=1 FORGE=build-asan/forge tests/server/run.py
 
@@ -207,4 +214,5 @@ fuzz: $(FUZZ_BINS)
 clean:
 	rm -rf build build-asan build-hip
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(GPU_OBJ:.o=.d) $(GPU_TEST_OBJ:.o=.d) $(BUILD)/bench/ops.d
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(GPU_OBJ:.o=.d) $(GPU_TEST_OBJ:.o=.d) $(BUILD)/bench/ops.d \
+    $(BUILD)/tests/fuzz/mutate_model.d

@@ -252,10 +252,22 @@ static fg_status check_arch(const fg_gguf *g)
 fg_status fg_model_open(const char *path, fg_model **out)
 {
     *out = NULL;
+    fg_gguf *g;
+    FG_TRY(fg_gguf_open(path, &g));
+    return fg_model_open_gguf(g, out);
+}
+
+fg_status fg_model_open_gguf(fg_gguf *g, fg_model **out)
+{
+    *out = NULL;
     fg_model *m = calloc(1, sizeof *m);
-    if (!m) return fg_err_set(FG_ERR_NOMEM, "%s: out of memory", path);
-    fg_status st = fg_gguf_open(path, &m->gguf);
-    if (st == FG_OK) st = check_arch(m->gguf);
+    if (!m) {
+        fg_status st = fg_err_set(FG_ERR_NOMEM, "%s: out of memory", g->path);
+        fg_gguf_close(g);
+        return st;
+    }
+    m->gguf = g;
+    fg_status st = check_arch(m->gguf);
     if (st == FG_OK) st = fg_hparams_read(m->gguf, &m->hp);
     if (st == FG_OK) st = fg_tok_load(m->gguf, &m->tok);
     if (st != FG_OK) {

@@ -62,6 +62,10 @@ fg_status fg_hparams_check_rope_scale(const fg_gguf *g, const char *arch, double
 fg_status fg_model_chat_template(const fg_gguf *g, const fg_tokenizer *tok, const char *name,
                                  fg_chat_tmpl *out, const char **detected);
 
+/* fg_model_open (forge.h) for a GGUF image already open (fg_gguf_open_memory:
+ * the mutation tests). Takes ownership of g, which is closed on failure. */
+fg_status fg_model_open_gguf(fg_gguf *g, fg_model **out);
+
 /* Total parameter count (elements of all tensors). */
 uint64_t fg_model_n_params(const fg_gguf *g);
 
