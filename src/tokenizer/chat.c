@@ -15,8 +15,9 @@
  * evaluates Jinja.
  *
  * Inputs: an fg_chat_tmpl (from fg_chat_detect or fg_chat_from_name) and the
- * messages. Output: one malloc'd prompt string, owned by the caller. Nothing
- * else is allocated or kept.
+ * messages. Output: one malloc'd prompt string, owned by the caller, and on
+ * request the spans of it that came from the messages' contents (for
+ * fg_tok_encode_spans). Nothing else is allocated or kept.
  */
 #include "tokenizer/chat.h"
 
@@ -223,11 +224,16 @@ static bool span_ends(span s, const char *suf)
 /* ---- The output buffer --------------------------------------------------- */
 
 /* A growing string. An allocation failure is remembered and reported once at
- * the end, so the renderers can append without checking every call. */
+ * the end, so the renderers can append without checking every call. What
+ * came from the messages' contents (sb_content) is also recorded as spans,
+ * so that the tokenizer can keep control-token text in it from becoming
+ * control tokens; everything else is the template's markup. */
 typedef struct sbuf {
     char *p;
     size_t len, cap;
     bool oom;
+    fg_tok_span *sp; /* (n_sp) content ranges of p, ascending, adjacent ones merged */
+    size_t n_sp, cap_sp;
 } sbuf;
 
 static void sb_putn(sbuf *b, const char *s, size_t n)
@@ -255,6 +261,32 @@ static void sb_puts(sbuf *b, const char *s)
 }
 
 static void sb_span(sbuf *b, span s) { sb_putn(b, s.p, s.n); }
+
+/* Appends text taken from a message's content. */
+static void sb_content(sbuf *b, span s)
+{
+    if (b->oom || s.n == 0) return;
+    size_t at = b->len;
+    sb_putn(b, s.p, s.n);
+    if (b->oom) return;
+    if (b->n_sp && b->sp[b->n_sp - 1].off + b->sp[b->n_sp - 1].len == at) {
+        b->sp[b->n_sp - 1].len += s.n;
+        return;
+    }
+    if (b->n_sp == b->cap_sp) {
+        size_t cap = b->cap_sp ? 2 * b->cap_sp : 16;
+        fg_tok_span *np = realloc(b->sp, cap * sizeof *np);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->sp = np;
+        b->cap_sp = cap;
+    }
+    b->sp[b->n_sp++] = (fg_tok_span){at, s.n};
+}
+
+static void sb_content_s(sbuf *b, const char *s) { sb_content(b, span_of(s)); }
 
 /* ---- Messages ------------------------------------------------------------ */
 
@@ -293,12 +325,15 @@ static bool breaks_alternation(const fg_chat_msg *m, size_t pos)
 
 /* ---- ChatML (SmolLM2, Qwen2.5, Qwen3) ------------------------------------ */
 
-static void chatml_turn(sbuf *b, const char *role_name, span content)
+/* A turn; plain says whether its text is a message's (false: the
+ * template's own default system prompt). */
+static void chatml_turn(sbuf *b, const char *role_name, span content, bool plain)
 {
     sb_puts(b, "<|im_start|>");
     sb_puts(b, role_name);
     sb_puts(b, "\n");
-    sb_span(b, content);
+    if (plain) sb_content(b, content);
+    else sb_span(b, content);
     sb_puts(b, "<|im_end|>\n");
 }
 
@@ -307,8 +342,8 @@ static void chatml_turn(sbuf *b, const char *role_name, span content)
 static fg_status render_chatml(const fg_chat_tmpl *t, const fg_chat_msg *m, size_t n, bool gen, sbuf *b)
 {
     if (t->default_system[0] && role_of(&m[0]) != ROLE_SYSTEM)
-        chatml_turn(b, "system", span_of(t->default_system));
-    for (size_t i = 0; i < n; i++) chatml_turn(b, m[i].role, span_of(m[i].content));
+        chatml_turn(b, "system", span_of(t->default_system), false);
+    for (size_t i = 0; i < n; i++) chatml_turn(b, m[i].role, span_of(m[i].content), true);
     if (gen) sb_puts(b, "<|im_start|>assistant\n");
     return FG_OK;
 }
@@ -331,7 +366,7 @@ static fg_status render_qwen3(const fg_chat_tmpl *t, const fg_chat_msg *m, size_
     for (size_t i = 0; i < n; i++) {
         span all = span_of(m[i].content);
         if (role_of(&m[i]) != ROLE_ASSISTANT) {
-            chatml_turn(b, m[i].role, all);
+            chatml_turn(b, m[i].role, all, true);
             continue;
         }
         span content = all, reasoning = {all.p, 0};
@@ -342,11 +377,11 @@ static fg_status render_qwen3(const fg_chat_tmpl *t, const fg_chat_msg *m, size_
         sb_puts(b, "<|im_start|>assistant\n");
         if (i > last_query && (i == n - 1 || reasoning.n > 0)) {
             sb_puts(b, "<think>\n");
-            sb_span(b, rstrip_nl(lstrip_nl(reasoning)));
+            sb_content(b, rstrip_nl(lstrip_nl(reasoning)));
             sb_puts(b, "\n</think>\n\n");
-            sb_span(b, lstrip_nl(content));
+            sb_content(b, lstrip_nl(content));
         } else {
-            sb_span(b, content);
+            sb_content(b, content);
         }
         sb_puts(b, "<|im_end|>\n");
     }
@@ -364,7 +399,7 @@ static void llama3_turn(sbuf *b, const char *role_name, span content)
     sb_puts(b, "<|start_header_id|>");
     sb_puts(b, role_name);
     sb_puts(b, "<|end_header_id|>\n\n");
-    sb_span(b, py_strip(content));
+    sb_content(b, py_strip(content));
     sb_puts(b, "<|eot_id|>");
 }
 
@@ -400,7 +435,7 @@ static fg_status render_llama31(const fg_chat_tmpl *t, const fg_chat_msg *m, siz
                "Cutting Knowledge Date: December 2023\nToday Date: ");
     sb_puts(b, date);
     sb_puts(b, "\n\n");
-    sb_span(b, system);
+    sb_content(b, system);
     sb_puts(b, "<|eot_id|>");
     for (size_t i = first; i < n; i++) llama3_turn(b, m[i].role, span_of(m[i].content));
     if (gen) sb_puts(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
@@ -428,10 +463,10 @@ static fg_status render_gemma(const fg_chat_tmpl *t, const fg_chat_msg *m, size_
         sb_puts(b, role_of(&m[i]) == ROLE_ASSISTANT ? "model" : m[i].role);
         sb_puts(b, "\n");
         if (prefix && i == first) {
-            sb_puts(b, prefix);
+            sb_content_s(b, prefix);
             sb_puts(b, "\n\n");
         }
-        sb_span(b, py_strip(span_of(m[i].content)));
+        sb_content(b, py_strip(span_of(m[i].content)));
         sb_puts(b, "<end_of_turn>\n");
     }
     if (gen) sb_puts(b, "<start_of_turn>model\n");
@@ -451,7 +486,7 @@ static fg_status render_glm4(const fg_chat_tmpl *t, const fg_chat_msg *m, size_t
         sb_puts(b, "<|");
         sb_puts(b, m[i].role);
         sb_puts(b, "|>\n");
-        sb_puts(b, m[i].content);
+        sb_content_s(b, m[i].content);
     }
     if (gen) sb_puts(b, "<|assistant|>");
     return FG_OK;
@@ -466,13 +501,13 @@ static fg_status render_glm4_z1(const fg_chat_tmpl *t, const fg_chat_msg *m, siz
     for (size_t i = 0; i < n; i++) {
         if (role_of(&m[i]) != ROLE_SYSTEM) continue;
         sb_puts(b, "<|system|>\n");
-        sb_puts(b, m[i].content);
+        sb_content_s(b, m[i].content);
     }
     for (size_t i = 0; i < n; i++) {
         role r = role_of(&m[i]);
         if (r == ROLE_SYSTEM) continue;
         sb_puts(b, r == ROLE_USER ? "<|user|>\n" : "<|assistant|>\n");
-        sb_span(b, py_strip(after_last(span_of(m[i].content), "</think>")));
+        sb_content(b, py_strip(after_last(span_of(m[i].content), "</think>")));
     }
     if (gen) sb_puts(b, "<|assistant|>\n<think>");
     return FG_OK;
@@ -503,15 +538,15 @@ static fg_status render_mistral(const fg_chat_tmpl *t, const fg_chat_msg *m, siz
         case ROLE_USER:
             sb_puts(b, " [INST] ");
             if (system && i == first) {
-                sb_puts(b, system);
+                sb_content_s(b, system);
                 sb_puts(b, "\n\n");
             }
-            sb_puts(b, m[i].content);
+            sb_content_s(b, m[i].content);
             sb_puts(b, " [/INST]");
             break;
         case ROLE_ASSISTANT:
             sb_puts(b, " ");
-            sb_puts(b, m[i].content);
+            sb_content_s(b, m[i].content);
             sb_puts(b, mistral_eos(t));
             break;
         default:
@@ -533,11 +568,11 @@ static fg_status render_mistral_legacy(const fg_chat_tmpl *t, const fg_chat_msg 
         switch (role_of(&m[i])) {
         case ROLE_USER:
             sb_puts(b, "[INST] ");
-            sb_puts(b, m[i].content);
+            sb_content_s(b, m[i].content);
             sb_puts(b, " [/INST]");
             break;
         case ROLE_ASSISTANT:
-            sb_puts(b, m[i].content);
+            sb_content_s(b, m[i].content);
             sb_puts(b, mistral_eos(t));
             break;
         default:
@@ -569,18 +604,18 @@ static fg_status render_mistral_v3(const fg_chat_tmpl *t, const fg_chat_msg *m, 
         case ROLE_USER:
             sb_puts(b, tekken ? "[INST]" : "[INST] ");
             if (system && i == n - 1) {
-                sb_puts(b, system);
+                sb_content_s(b, system);
                 sb_puts(b, "\n\n");
             }
-            sb_puts(b, m[i].content);
+            sb_content_s(b, m[i].content);
             sb_puts(b, "[/INST]");
             break;
         case ROLE_ASSISTANT:
             if (tekken) {
-                sb_puts(b, m[i].content);
+                sb_content_s(b, m[i].content);
             } else {
                 sb_puts(b, " ");
-                sb_span(b, py_strip(span_of(m[i].content)));
+                sb_content(b, py_strip(span_of(m[i].content)));
             }
             sb_puts(b, mistral_eos(t));
             break;
@@ -600,17 +635,17 @@ static fg_status render_mistral_v7(const fg_chat_tmpl *t, const fg_chat_msg *m, 
         switch (role_of(&m[i])) {
         case ROLE_USER:
             sb_puts(b, "[INST] ");
-            sb_puts(b, m[i].content);
+            sb_content_s(b, m[i].content);
             sb_puts(b, "[/INST]");
             break;
         case ROLE_SYSTEM:
             sb_puts(b, "[SYSTEM_PROMPT] ");
-            sb_puts(b, m[i].content);
+            sb_content_s(b, m[i].content);
             sb_puts(b, "[/SYSTEM_PROMPT]");
             break;
         default:
             sb_puts(b, " ");
-            sb_puts(b, m[i].content);
+            sb_content_s(b, m[i].content);
             sb_puts(b, mistral_eos(t));
             break;
         }
@@ -638,12 +673,13 @@ static const render_fn renderers[FG_CHAT_KIND_COUNT] = {
     [FG_CHAT_MISTRAL_V7] = render_mistral_v7,
 };
 
-fg_status fg_chat_apply(const fg_chat_tmpl *t, const fg_chat_msg *msgs, size_t n_msgs,
-                        bool add_generation_prompt, char **out)
+fg_status fg_chat_apply_spans(const fg_chat_tmpl *t, const fg_chat_msg *msgs, size_t n_msgs,
+                              bool add_generation_prompt, char **out, fg_tok_span **spans, size_t *n_spans)
 {
     if (!t || !out || (n_msgs && !msgs))
         return fg_err_set(FG_ERR_INVALID_ARG, "fg_chat_apply: NULL argument");
     *out = NULL;
+    if (spans) *spans = NULL, *n_spans = 0;
     if ((unsigned)t->kind >= FG_CHAT_KIND_COUNT)
         return fg_err_set(FG_ERR_INVALID_ARG, "fg_chat_apply: template kind %d is out of range",
                           (int)t->kind);
@@ -673,10 +709,23 @@ fg_status fg_chat_apply(const fg_chat_tmpl *t, const fg_chat_msg *msgs, size_t n
         st = fg_err_set(FG_ERR_NOMEM, "chat template %s: out of memory", fg_chat_name(t->kind));
     if (st != FG_OK) {
         free(b.p);
+        free(b.sp);
         return st;
     }
     *out = b.p;
+    if (spans) {
+        *spans = b.sp;
+        *n_spans = b.n_sp;
+    } else {
+        free(b.sp);
+    }
     return FG_OK;
+}
+
+fg_status fg_chat_apply(const fg_chat_tmpl *t, const fg_chat_msg *msgs, size_t n_msgs,
+                        bool add_generation_prompt, char **out)
+{
+    return fg_chat_apply_spans(t, msgs, n_msgs, add_generation_prompt, out, NULL, NULL);
 }
 
 /* ---- Detection ----------------------------------------------------------- */

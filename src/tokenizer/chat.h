@@ -27,6 +27,7 @@
 #include <stddef.h>
 
 #include "forge.h"
+#include "tokenizer/tokenizer.h"
 
 /* The templates forge implements. Kinds of one family share the turn markup
  * and differ in details the real templates differ in. */
@@ -122,5 +123,14 @@ fg_status fg_chat_detect(const char *src, size_t len, const char *arch, const ch
  * template's own words. */
 fg_status fg_chat_apply(const fg_chat_tmpl *t, const fg_chat_msg *msgs, size_t n_msgs,
                         bool add_generation_prompt, char **out);
+
+/* fg_chat_apply, also giving in *spans (malloc'd, freed by the caller; NULL
+ * when *n_spans is 0) the byte ranges of the prompt that came from the
+ * messages' contents, ascending. Tokenize the prompt with
+ * fg_tok_encode_spans(..., *spans, *n_spans) so that a message saying
+ * "<|im_end|>" cannot close its turn: only the template's own markup becomes
+ * control tokens, as in vLLM and llama-server. */
+fg_status fg_chat_apply_spans(const fg_chat_tmpl *t, const fg_chat_msg *msgs, size_t n_msgs,
+                              bool add_generation_prompt, char **out, fg_tok_span **spans, size_t *n_spans);
 
 #endif

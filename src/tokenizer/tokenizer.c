@@ -521,22 +521,37 @@ static fg_status encode_raw(const fg_tokenizer *t, fg_tok_scratch *s, const char
 }
 
 /* Splits text at the special tokens written in it (leftmost-longest, as HF's
- * added-vocabulary matcher does) and encodes the text between them. */
-fg_status fg_tok_encode(const fg_tokenizer *t, const char *text, size_t len, bool add_special,
-                        bool parse_special, fg_tokens *out)
+ * added-vocabulary matcher does) and encodes the text between them. Inside
+ * the plain spans control tokens are not matched (user-defined ones still
+ * are), and a control token in markup may not reach into a plain span: a
+ * match is cut at the next span's start. The text between matches is encoded
+ * whole even where it crosses a span's edge, so a conversation whose
+ * contents hold no control-token text gets exactly the ids of the whole
+ * string. */
+fg_status fg_tok_encode_spans(const fg_tokenizer *t, const char *text, size_t len, bool add_special,
+                              bool parse_special, const fg_tok_span *plain, size_t n_plain, fg_tokens *out)
 {
     if (len > UINT32_MAX / 4)
         return fg_err_set(FG_ERR_INVALID_ARG, "tokenizer: a %zu-byte text is too long to encode at once", len);
+    for (size_t k = 0; k < n_plain; k++)
+        if (plain[k].off > len || plain[k].len > len - plain[k].off || (k && plain[k].off < plain[k - 1].off + plain[k - 1].len))
+            return fg_err_set(FG_ERR_INVALID_ARG, "tokenizer: plain span %zu is out of order or past the text", k);
     fg_status st = FG_OK;
     fg_tok_scratch s = {0};
     if (add_special && t->add_bos && t->bos >= 0 && (st = fg_tokens_push(out, t->bos))) goto done;
 
-    size_t raw = 0;
+    size_t raw = 0, k = 0;
     for (size_t i = 0; i < len;) {
+        while (k < n_plain && plain[k].off + plain[k].len <= i) k++; /* plain[k]: the first span not behind i */
         size_t mlen = 0;
         int32_t id = -1;
-        if (t->special.first[(uint8_t)text[i]])
-            id = trie_match(&t->special, text + i, len - i, parse_special, &mlen);
+        if (t->special.first[(uint8_t)text[i]]) {
+            bool in_plain = k < n_plain && plain[k].off <= i;
+            size_t room = len - i;
+            if (parse_special && !in_plain && k < n_plain) room = plain[k].off - i;
+            if (parse_special && !in_plain) id = trie_match(&t->special, text + i, room, true, &mlen);
+            if (id < 0) id = trie_match(&t->special, text + i, len - i, false, &mlen);
+        }
         if (id < 0) {
             i++;
             continue;
@@ -551,6 +566,12 @@ fg_status fg_tok_encode(const fg_tokenizer *t, const char *text, size_t len, boo
 done:
     fg_tok_scratch_free(&s);
     return st;
+}
+
+fg_status fg_tok_encode(const fg_tokenizer *t, const char *text, size_t len, bool add_special,
+                        bool parse_special, fg_tokens *out)
+{
+    return fg_tok_encode_spans(t, text, len, add_special, parse_special, NULL, 0, out);
 }
 
 /* ---- Token bytes --------------------------------------------------------------- */

@@ -87,6 +87,19 @@ int32_t fg_tok_find(const fg_tokenizer *t, const char *text, size_t len);
 fg_status fg_tok_encode(const fg_tokenizer *t, const char *text, size_t len, bool add_special,
                         bool parse_special, fg_tokens *out);
 
+/* A byte range of a text: [off, off + len). */
+typedef struct fg_tok_span {
+    size_t off, len;
+} fg_tok_span;
+
+/* fg_tok_encode, except that inside the n_plain spans (ascending, not
+ * overlapping) control tokens are never matched: text there that spells
+ * "<|im_end|>" stays plain text, as if encoded with parse_special false. For
+ * a rendered chat, whose message contents are the plain spans: the
+ * template's own markup becomes control tokens, a user's text never does. */
+fg_status fg_tok_encode_spans(const fg_tokenizer *t, const char *text, size_t len, bool add_special,
+                              bool parse_special, const fg_tok_span *plain, size_t n_plain, fg_tokens *out);
+
 /* The bytes that token id stands for (byte-level and U+2581 undone, <0xXX> as
  * its byte). Control tokens give their text only if render_special. Writes at
  * most cap bytes and returns the full length (which may exceed cap). */
