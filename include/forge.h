@@ -147,6 +147,11 @@ void fg_engine_close(fg_engine *e);
  * by the engine. */
 const fg_model *fg_engine_model(const fg_engine *e);
 
+/* The upper bounds of fg_engine_stats.steps_by_tokens, vLLM's buckets of
+ * tokens per engine step; a last bucket holds the steps above them. */
+#define FG_STEP_TOKENS_BOUNDS {1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384}
+#define FG_STEP_TOKENS_BUCKETS 14
+
 /* What the engine was opened with, and its load now: for metrics. */
 typedef struct fg_engine_stats {
     /* Fixed at open. */
@@ -165,6 +170,15 @@ typedef struct fg_engine_stats {
     /* Totals since open. */
     uint64_t steps, submitted, finished, cancelled, failed;
     uint64_t prompt_tokens, cached_tokens, generated_tokens;
+    /* Added for admission and metrics (vLLM's series). */
+    int32_t queued;          /* now, not as of the last step: submitted requests never yet scheduled,
+                              * the count that max_waiting bounds */
+    fg_kv_type kv_type;      /* fixed at open */
+    uint64_t preemptions;    /* total: times a request lost its KV blocks and went back to the queue */
+    uint64_t step_tokens;    /* total tokens run by the steps (prefill chunks and decodes) */
+    uint64_t steps_by_tokens[FG_STEP_TOKENS_BUCKETS]; /* steps by their token count: bucket i counts those
+                              * of at most FG_STEP_TOKENS_BOUNDS[i] tokens and more than the bound
+                              * before; the last, those above 16384 (vLLM's iteration_tokens_total) */
 } fg_engine_stats;
 
 fg_status fg_engine_stats_get(fg_engine *e, fg_engine_stats *out);
@@ -197,6 +211,8 @@ typedef struct fg_sampling {
                               * later bias (as a JSON object's last key wins); copied. Logprobs are
                               * the model's, before the biases */
     int32_t n_logit_bias;
+    bool seed_exact;         /* seed is used as given even when it is FG_SEED_RANDOM (UINT64_MAX), so that
+                              * a server can take every 64-bit seed; default false */
 } fg_sampling;
 
 /* llama.cpp's defaults: temperature 0.8, top_k 40, top_p 0.95, min_p 0.05,

@@ -117,7 +117,7 @@ fg_request_params fg_cli_gen_request(const fg_cli_gen_opts *g, const int32_t *pr
     const fg_sampler_params *s = &g->sp;
     p.sampling = (fg_sampling){s->temperature, s->top_k, s->top_p, s->min_p, s->repeat_penalty,
                                s->repeat_last_n, s->presence_penalty, s->frequency_penalty, s->seed,
-                               s->logit_bias, s->n_logit_bias};
+                               s->logit_bias, s->n_logit_bias, s->seed_exact};
     p.stops = g->stops;
     p.n_stops = g->n_stops;
     p.ignore_eos = g->ignore_eos;

@@ -172,7 +172,7 @@ fg_sampling fg_sampling_default(void)
 {
     fg_sampler_params d = fg_sampler_defaults();
     return (fg_sampling){d.temperature, d.top_k, d.top_p, d.min_p, d.repeat_penalty,
-                         d.repeat_last_n, d.presence_penalty, d.frequency_penalty, FG_SEED_RANDOM, NULL, 0};
+                         d.repeat_last_n, d.presence_penalty, d.frequency_penalty, FG_SEED_RANDOM, NULL, 0, false};
 }
 
 fg_request_params fg_request_params_default(void)
@@ -184,7 +184,7 @@ static fg_sampler_params sampler_params(const fg_sampling *s)
 {
     return (fg_sampler_params){s->temperature, s->top_k, s->top_p, s->min_p, s->repeat_penalty,
                                s->repeat_last_n, s->presence_penalty, s->frequency_penalty, s->seed,
-                               s->logit_bias, s->n_logit_bias};
+                               s->logit_bias, s->n_logit_bias, s->seed_exact};
 }
 
 static bool ended(fg_request_state s)
@@ -246,6 +246,7 @@ fg_status fg_engine_open(const char *model_path, const fg_engine_config *cfg, fg
         s->max_step_tokens = c.max_step_tokens > 0 ? c.max_step_tokens : DEFAULT_STEP_TOKENS;
         s->max_waiting = c.max_waiting > 0 ? c.max_waiting : DEFAULT_WAITING;
         s->block_size = FG_KV_BLOCK_SIZE;
+        s->kv_type = c.kv_type;
         snprintf(s->device, sizeof s->device, "%s", gpu ? fg_backend_gpu_describe(e->be) : "cpu");
         /* On the CPU the pool is what the running sequences can fill, not
          * the machine's RAM. */
@@ -288,6 +289,7 @@ fg_status fg_engine_stats_get(fg_engine *e, fg_engine_stats *out)
 {
     pthread_mutex_lock(&e->mu);
     *out = e->stats;
+    out->queued = e->n_queued;
     out->ms_since_step = e->t_beat > 0 ? fg_now_ms() - e->t_beat : 0;
     pthread_mutex_unlock(&e->mu);
     return FG_OK;
@@ -416,7 +418,7 @@ static fg_status req_new(const fg_request_params *p, int32_t max_new, ereq **out
     r->plp_top = p->prompt_logprobs ? p->prompt_top_logprobs : -1;
     r->score_only = p->max_tokens == 0;
     r->sp = sampler_params(&p->sampling);
-    if (r->sp.seed == FG_SEED_RANDOM) r->sp.seed = fg_sampler_random_seed();
+    if (r->sp.seed == FG_SEED_RANDOM && !r->sp.seed_exact) r->sp.seed = fg_sampler_random_seed();
     r->sp.logit_bias = NULL; /* the copy, below */
     r->on_token = p->on_token;
     r->ud = p->ud;
@@ -843,6 +845,7 @@ static void publish_req(fg_engine *e, ereq *r)
         if (!r->on_token) append_text(r);
         r->t_first = r->x_first;
         r->t_last = r->x_last;
+        if (r->r_preempted > r->n_preempted) s->preemptions += (uint64_t)(r->r_preempted - r->n_preempted);
         r->n_preempted = r->r_preempted;
         if (r->t_sched < 0 && r->x_sched >= 0) {
             r->t_sched = r->x_sched;
@@ -937,6 +940,13 @@ static void *engine_main(void *arg)
         if (st == FG_OK) check_progress(e, n_tokens);
         pthread_mutex_lock(&e->mu);
         e->stats.steps++;
+        if (n_tokens > 0) {
+            static const int32_t bounds[FG_STEP_TOKENS_BUCKETS - 1] = FG_STEP_TOKENS_BOUNDS;
+            int b = 0;
+            while (b < FG_STEP_TOKENS_BUCKETS - 1 && n_tokens > bounds[b]) b++;
+            e->stats.steps_by_tokens[b]++;
+            e->stats.step_tokens += (uint64_t)n_tokens;
+        }
         publish(e);
     }
     /* Closing: whatever is left ends cancelled, without more callbacks. */

@@ -403,7 +403,7 @@ fg_status fg_sampler_init(const fg_sampler_params *p, int32_t n_vocab, fg_sample
         fg_sampler_free(s);
         return st;
     }
-    s->seed = p->seed == FG_SAMPLER_SEED_RANDOM ? seed_from_clock(s) : p->seed;
+    s->seed = p->seed == FG_SAMPLER_SEED_RANDOM && !p->seed_exact ? seed_from_clock(s) : p->seed;
     fg_sampler_rng_seed(&s->rng, s->seed);
     *out = s;
     return FG_OK;

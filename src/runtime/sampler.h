@@ -74,6 +74,7 @@ typedef struct fg_sampler_params {
                               * (before the penalties); tokens in [0, n_vocab), finite biases; a
                               * token listed twice takes its later bias. Copied by init */
     int32_t n_logit_bias;
+    bool seed_exact;         /* seed is the seed even if it is FG_SAMPLER_SEED_RANDOM */
 } fg_sampler_params;
 
 /* llama.cpp's defaults (common_params_sampling): temperature 0.8, top_k 40,
