@@ -44,6 +44,9 @@ enum {
     OPT_MAX_CONNECTIONS,
     OPT_MAX_PER_IP,
     OPT_CORS,
+    OPT_MAX_CHOICES,
+    OPT_REQUEST_MEM,
+    OPT_MEM_BUDGET,
 };
 
 static void help(void)
@@ -76,7 +79,11 @@ static void help(void)
            "      --cors-origins LIST  origins allowed to call the API from a browser: comma-separated\n"
            "                         scheme://host[:port], or '*' (default: none). OPTIONS preflights\n"
            "                         need no key. Bound to loopback, the server answers only a Host of\n"
-           "                         localhost, 127.0.0.1 or [::1] (DNS rebinding)\n\n");
+           "                         localhost, 127.0.0.1 or [::1] (DNS rebinding)\n"
+           "      --max-choices N    choices (prompts x n) in one request; more is 413 (default: 64)\n"
+           "      --request-mem MIB  memory one request may take to parse and tokenize; more is 413\n"
+           "                         (default: 128)\n"
+           "      --mem-budget MIB   memory all requests being parsed may take; more is 429 (default: 512)\n\n");
     fg_cli_engine_help();
     fg_cli_serving_help();
     printf("  -h, --help             show this help\n");
@@ -140,6 +147,9 @@ int fg_cli_serve(int argc, char **argv)
         {"max-connections", required_argument, 0, OPT_MAX_CONNECTIONS},
         {"max-conns-per-ip", required_argument, 0, OPT_MAX_PER_IP},
         {"cors-origins", required_argument, 0, OPT_CORS},
+        {"max-choices", required_argument, 0, OPT_MAX_CHOICES},
+        {"request-mem", required_argument, 0, OPT_REQUEST_MEM},
+        {"mem-budget", required_argument, 0, OPT_MEM_BUDGET},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -149,6 +159,7 @@ int fg_cli_serve(int argc, char **argv)
     int32_t port = 8080, max_body = 8 << 20, drain = 10, header_s = 10, body_s = 30, idle_s = 30, max_conns = 0,
             per_ip = 256;
     bool key_given = false;
+    int32_t max_choices = 64, request_mib = 128, budget_mib = 512;
     char alias[256] = "";
     int c, rc = 0;
     optind = 1;
@@ -186,6 +197,9 @@ int fg_cli_serve(int argc, char **argv)
             rc = fg_cli_parse_int("serve", "--max-conns-per-ip", optarg, 0, 65536, &per_ip);
             break;
         case OPT_CORS: sc.cors_origins = optarg; break;
+        case OPT_MAX_CHOICES: rc = fg_cli_parse_int("serve", "--max-choices", optarg, 1, 65536, &max_choices); break;
+        case OPT_REQUEST_MEM: rc = fg_cli_parse_int("serve", "--request-mem", optarg, 1, 1 << 20, &request_mib); break;
+        case OPT_MEM_BUDGET: rc = fg_cli_parse_int("serve", "--mem-budget", optarg, 1, 1 << 20, &budget_mib); break;
         case 'h': help(); free(l); return 0;
         default: rc = fg_cli_usage_error("serve", "unknown option"); break;
         }
@@ -217,6 +231,9 @@ int fg_cli_serve(int argc, char **argv)
         nofile.rlim_cur = nofile.rlim_max == RLIM_INFINITY ? 1 << 20 : nofile.rlim_max;
         setrlimit(RLIMIT_NOFILE, &nofile); /* failing, the smaller limit sizes the server */
     }
+    sc.max_choices = max_choices;
+    sc.request_mem = (size_t)request_mib << 20;
+    sc.mem_budget = (size_t)budget_mib << 20;
     if (!alias[0]) model_name(l->eo.model ? l->eo.model : fg_cli_default_model(), alias, sizeof alias);
     sc.model_name = alias;
 

@@ -536,7 +536,7 @@ fg_status fg_server_start(const fg_server_config *cfg, fg_server **out)
     if (cfg->api_key) s->api_key = strdup(cfg->api_key);
     fg_status st = parse_origins(s, cfg->cors_origins);
     if (st == FG_OK && cfg->api_key && !s->api_key) st = fg_err_set(FG_ERR_NOMEM, "server: out of memory");
-    if (st == FG_OK) st = srv_routes_init(cfg->model_name, &s->metrics, &s->routes);
+    if (st == FG_OK) st = srv_routes_init(cfg, &s->metrics, &s->routes);
     if (st == FG_OK) st = srv_conns_listen(s, ai, host, cfg->port);
     freeaddrinfo(ai);
     if (st != FG_OK) {

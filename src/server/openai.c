@@ -17,9 +17,26 @@
  * Sampling defaults are OpenAI's (temperature 1, top_p 1, no top-k, no
  * min-p), not llama.cpp's; logprobs are the model's raw log-softmax, as
  * vLLM reports them. A seed given with n > 1 seeds choice i with seed + i,
- * so the choices differ and the whole response is reproducible.
+ * so the choices differ and the whole response is reproducible. Seeds take
+ * the whole 64-bit range, read from the body's digits (cJSON keeps numbers
+ * as doubles, exact only to 2^53).
+ *
+ * Text: a body must be UTF-8 without U+0000 (cJSON would cut a string
+ * there) and without raw control characters in strings; anything else is a
+ * 400 before parsing. Chat messages are tokenized so that only the
+ * template's markup becomes control tokens; a raw completion prompt is
+ * tokenized with special-token parsing on, as llama-server does, so that a
+ * caller writing its own template gets its control tokens.
+ *
+ * Limits: a request fans out into at most max_choices engine requests
+ * (else 413) and is admitted only if all of them fit the engine's queue
+ * (else 429 before any starts). Its body is checked and its memory
+ * reserved before parsing (body.c); the reservation lasts until the tree
+ * and token arrays are freed, which is before a request starts waiting on
+ * the engine.
  */
 #include <cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,12 +54,14 @@
 enum {
     REGISTRY_KEEP = 4096,   /* ended jobs remembered for the status route */
     MAX_N = 64,             /* choices per prompt */
-    MAX_CHOICES = 256,      /* choices per request, over all prompts */
     MAX_PROMPTS = 64,
+    DEFAULT_MAX_CHOICES = 64,
     WAIT_SLICE_MS = 100,    /* how often a waiting route checks its client */
     STALL_MS = 60000,       /* /health: a step older than this, with work, is a stuck engine */
     DEFAULT_COMPLETION_TOKENS = 16, /* OpenAI's default max_tokens for /v1/completions */
 };
+#define DEFAULT_REQUEST_MEM ((size_t)128 << 20)
+#define DEFAULT_MEM_BUDGET ((size_t)512 << 20)
 
 typedef struct job {
     char id[48];
@@ -50,12 +69,16 @@ typedef struct job {
     int64_t created;       /* Unix seconds */
     int n;                 /* engine requests, one per choice */
     uint64_t *eng;         /* (n) */
+    int32_t *max_tokens;   /* (n) what each ran with, for the metrics */
     fg_request_info *fin;  /* (n) the final status, once done */
     bool done;
 } job;
 
 struct srv_routes {
     pthread_mutex_t mu;
+    pthread_mutex_t submit_mu; /* one request's choices are admitted together or not at all */
+    int max_choices;       /* engine requests one request may become */
+    srv_budget budget;     /* the memory of requests being parsed */
     fg_engine *e;          /* NULL while loading */
     const fg_model *m;
     fg_chat_tmpl tmpl;
@@ -92,6 +115,9 @@ static char *print_json(cJSON *j)
     return s;
 }
 
+/* The message may quote the client's bytes (a role, a path), cut anywhere
+ * by a %.64s or by the buffer: http.c makes every JSON body it sends valid
+ * UTF-8. */
 void srv_error(srv_response *out, int status, const char *param, const char *fmt, ...)
 {
     char msg[1024];
@@ -203,6 +229,7 @@ static void job_free(job *j)
 {
     if (!j) return;
     free(j->eng);
+    free(j->max_tokens);
     free(j->fin);
     free(j);
 }
@@ -213,7 +240,8 @@ static job *job_new(srv_routes *r, bool chat, int n)
     if (!j) return NULL;
     j->eng = calloc((size_t)n, sizeof *j->eng);
     j->fin = calloc((size_t)n, sizeof *j->fin);
-    if (!j->eng || !j->fin) {
+    j->max_tokens = calloc((size_t)n, sizeof *j->max_tokens);
+    if (!j->eng || !j->fin || !j->max_tokens) {
         job_free(j);
         return NULL;
     }
@@ -290,7 +318,7 @@ static void job_finish(srv_routes *r, job *j)
     j->done = true;
     r->live--;
     pthread_mutex_unlock(&r->mu);
-    for (int i = 0; i < j->n; i++) srv_metrics_observe(r->metrics, &j->fin[i]);
+    for (int i = 0; i < j->n; i++) srv_metrics_observe(r->metrics, &j->fin[i], j->max_tokens[i]);
 }
 
 /* A job that never got registered: its engine requests go. */
@@ -303,14 +331,18 @@ static void job_abandon(srv_routes *r, job *j)
 
 /* ---- Setup ------------------------------------------------------------------------ */
 
-fg_status srv_routes_init(const char *model_name, srv_metrics *m, srv_routes **out)
+fg_status srv_routes_init(const fg_server_config *c, srv_metrics *m, srv_routes **out)
 {
     srv_routes *r = calloc(1, sizeof *r);
-    if (!r || !(r->model_name = strdup(model_name ? model_name : "forge"))) {
+    if (!r || !(r->model_name = strdup(c->model_name ? c->model_name : "forge"))) {
         free(r);
         return FG_ERR_NOMEM;
     }
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->submit_mu, NULL);
+    r->max_choices = c->max_choices > 0 ? c->max_choices : DEFAULT_MAX_CHOICES;
+    srv_budget_init(&r->budget, c->request_mem ? c->request_mem : DEFAULT_REQUEST_MEM,
+                    c->mem_budget ? c->mem_budget : DEFAULT_MEM_BUDGET);
     r->metrics = m;
     r->started = (int64_t)time(NULL);
     *out = r;
@@ -323,6 +355,8 @@ void srv_routes_free(srv_routes *r)
     for (int i = 0; i < r->n_jobs; i++) job_free(r->jobs[i]);
     free(r->jobs);
     free(r->model_name);
+    srv_budget_free(&r->budget);
+    pthread_mutex_destroy(&r->submit_mu);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -339,6 +373,7 @@ void srv_routes_set_engine(srv_routes *r, fg_engine *e)
     r->m = m;
     r->ctx = s.ctx;
     r->n_vocab = fg_model_n_vocab(m);
+    srv_metrics_set_ctx(r->metrics, s.ctx);
     r->have_tmpl = st == FG_OK;
     if (st == FG_OK) r->tmpl = t;
     else snprintf(r->tmpl_error, sizeof r->tmpl_error, "%s", fg_last_error());
@@ -384,6 +419,8 @@ void srv_routes_cancel_all(srv_routes *r)
 typedef struct tokens {
     int32_t *ids;
     size_t n;
+    int32_t first;          /* ids[0], kept after ids are freed: echo's logprobs begin with it */
+    char *echo;             /* with echo: the prompt's text, malloc'd */
 } tokens;
 
 typedef struct gen_spec {
@@ -392,7 +429,10 @@ typedef struct gen_spec {
     int n_prompts;
     int n;                  /* choices per prompt */
     int32_t max_tokens;     /* -1: until the context is full; 0: not given */
+    bool score_only;        /* max_tokens 0: the prompt is scored, nothing generated */
     fg_sampling sampling;
+    fg_logit_bias bias[FG_MAX_LOGIT_BIAS]; /* (n_bias) sampling.logit_bias points here at submission */
+    int n_bias;
     bool seeded;
     const char *stops[FG_REQUEST_MAX_STOPS];
     int n_stops;
@@ -400,11 +440,16 @@ typedef struct gen_spec {
     int top_logprobs;
     bool stream, include_usage;
     bool ignore_eos;        /* vLLM's extension */
+    bool echo;              /* completions: each choice's text (and logprobs) begin with the prompt's */
+    int prompt_logprobs;    /* vLLM's prompt_logprobs: -1 none, else how many of the likeliest */
 } gen_spec;
 
 static void spec_free(gen_spec *g)
 {
-    for (int i = 0; i < g->n_prompts; i++) free(g->prompts[i].ids);
+    for (int i = 0; i < g->n_prompts; i++) {
+        free(g->prompts[i].ids);
+        free(g->prompts[i].echo);
+    }
 }
 
 static bool token_array(srv_routes *r, const cJSON *a, tokens *t, srv_response *out)
@@ -438,6 +483,35 @@ static bool text_tokens(srv_routes *r, const char *text, tokens *t, srv_response
     return true;
 }
 
+/* The choice bound: one request becomes at most max_choices engine
+ * requests. */
+static bool check_choices(srv_routes *r, int prompts, int n, srv_response *out)
+{
+    if ((int64_t)prompts * n <= r->max_choices) return true;
+    srv_error(out, 413, "n", "this request asks for %d choices (%d prompts x n = %d), over the limit of %d a request "
+                             "(forge serve --max-choices); send fewer prompts or a smaller n",
+              prompts * n, prompts, n, r->max_choices);
+    return false;
+}
+
+/* echo: the prompt as text, a string as given and token ids as they
+ * decode (as vLLM echoes them). */
+static bool keep_echo(srv_routes *r, const char *text, tokens *t, srv_response *out)
+{
+    if (text) t->echo = strdup(text);
+    else if (fg_model_detokenize(r->m, t->ids, t->n, false, &t->echo) != FG_OK) t->echo = NULL;
+    if (!t->echo) srv_error(out, 500, NULL, "out of memory");
+    return t->echo != NULL;
+}
+
+/* One prompt of /v1/completions: a string or an array of token ids. */
+static bool parse_one_prompt(srv_routes *r, const cJSON *x, const gen_spec *g, tokens *t, srv_response *out)
+{
+    bool text = cJSON_IsString(x);
+    if (!(text ? text_tokens(r, x->valuestring, t, out) : token_array(r, x, t, out))) return false;
+    return !g->echo || keep_echo(r, text ? x->valuestring : NULL, t, out);
+}
+
 /* /v1/completions: a string, an array of strings, an array of token ids,
  * or an array of arrays of token ids. */
 static bool parse_prompt(srv_routes *r, const cJSON *p, gen_spec *g, srv_response *out)
@@ -448,7 +522,7 @@ static bool parse_prompt(srv_routes *r, const cJSON *p, gen_spec *g, srv_respons
     }
     if (cJSON_IsString(p)) {
         g->n_prompts = 1;
-        return text_tokens(r, p->valuestring, &g->prompts[0], out);
+        return parse_one_prompt(r, p, g, &g->prompts[0], out);
     }
     if (!cJSON_IsArray(p) || cJSON_GetArraySize(p) == 0) {
         srv_error(out, 400, "prompt", "'prompt' must be a string, an array of strings or an array of token ids");
@@ -457,55 +531,59 @@ static bool parse_prompt(srv_routes *r, const cJSON *p, gen_spec *g, srv_respons
     const cJSON *first = cJSON_GetArrayItem(p, 0);
     if (cJSON_IsNumber(first)) {
         g->n_prompts = 1;
-        return token_array(r, p, &g->prompts[0], out);
+        return parse_one_prompt(r, p, g, &g->prompts[0], out);
     }
     if (cJSON_GetArraySize(p) > MAX_PROMPTS) {
         srv_error(out, 400, "prompt", "at most %d prompts in one request", MAX_PROMPTS);
         return false;
     }
+    if (!check_choices(r, cJSON_GetArraySize(p), g->n, out)) return false; /* before tokenizing them */
     const cJSON *x;
     cJSON_ArrayForEach(x, p)
     {
-        bool ok;
-        if (cJSON_IsString(x) && cJSON_IsString(first)) ok = text_tokens(r, x->valuestring, &g->prompts[g->n_prompts], out);
-        else if (cJSON_IsArray(x) && cJSON_IsArray(first)) ok = token_array(r, x, &g->prompts[g->n_prompts], out);
-        else {
+        if (!(cJSON_IsString(x) && cJSON_IsString(first)) && !(cJSON_IsArray(x) && cJSON_IsArray(first))) {
             srv_error(out, 400, "prompt", "'prompt' mixes types: give strings, or arrays of token ids");
             return false;
         }
-        g->n_prompts++;
-        if (!ok) return false;
+        if (!parse_one_prompt(r, x, g, &g->prompts[g->n_prompts++], out)) return false;
     }
     return true;
 }
 
 /* A message's content: a string, or an array of {"type": "text", "text"}
- * parts (joined), or null (an empty assistant turn). Malloc'd. */
+ * parts, or null (an empty assistant turn). Malloc'd. Parts are joined with
+ * "\n" between them, as vLLM (for templates that take string content, which
+ * forge's all do) and llama-server (concat_typed_text) join them; the join
+ * is one pass over the parts, linear in their total length. */
 static char *message_content(const cJSON *c, int i, srv_response *out)
 {
     if (!c || cJSON_IsNull(c)) return strdup("");
     if (cJSON_IsString(c)) return strdup(c->valuestring);
-    if (cJSON_IsArray(c)) {
-        size_t len = 0;
-        const cJSON *part;
-        cJSON_ArrayForEach(part, c)
-        {
-            const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
-            const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
-            if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") != 0 || !cJSON_IsString(text)) {
-                srv_error(out, 400, "messages", "messages[%d].content: only parts of type 'text' are supported", i);
-                return NULL;
-            }
-            len += strlen(text->valuestring);
-        }
-        char *s = malloc(len + 1);
-        if (!s) return NULL;
-        s[0] = 0;
-        cJSON_ArrayForEach(part, c) strcat(s, cJSON_GetObjectItemCaseSensitive(part, "text")->valuestring);
-        return s;
+    if (!cJSON_IsArray(c)) {
+        srv_error(out, 400, "messages", "messages[%d].content must be a string or an array of text parts", i);
+        return NULL;
     }
-    srv_error(out, 400, "messages", "messages[%d].content must be a string or an array of text parts", i);
-    return NULL;
+    fg_buf b = {0};
+    bool first = true, ok = fg_buf_append(&b, "", 0);
+    const cJSON *part;
+    cJSON_ArrayForEach(part, c)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") != 0 || !cJSON_IsString(text)) {
+            free(b.s);
+            srv_error(out, 400, "messages", "messages[%d].content: only parts of type 'text' are supported", i);
+            return NULL;
+        }
+        if (ok && !first) ok = fg_buf_append(&b, "\n", 1);
+        if (ok) ok = fg_buf_append(&b, text->valuestring, strlen(text->valuestring));
+        first = false;
+    }
+    if (!ok) {
+        free(b.s);
+        return NULL; /* the caller answers out of memory */
+    }
+    return b.s;
 }
 
 /* Renders messages with the model's chat template and tokenizes them. */
@@ -544,17 +622,26 @@ static bool parse_messages(srv_routes *r, const cJSON *msgs, bool add_generation
         if (!m[i].content) ok = false;
     }
     char *prompt = NULL;
-    if (ok && fg_chat_apply(&r->tmpl, m, (size_t)n, add_generation_prompt, &prompt) != FG_OK) {
+    fg_tok_span *sp = NULL;
+    size_t n_sp = 0;
+    if (ok && fg_chat_apply_spans(&r->tmpl, m, (size_t)n, add_generation_prompt, &prompt, &sp, &n_sp) != FG_OK) {
         srv_error(out, 400, "messages", "%s", fg_last_error());
         ok = false;
     }
     for (int i = 0; m && i < n; i++) free((char *)m[i].content);
     free(m);
-    if (ok && fg_model_tokenize(r->m, prompt, strlen(prompt), true, true, &t->ids, &t->n) != FG_OK) {
+    /* The template's markup becomes control tokens; the messages' text
+     * never does, whatever it spells. */
+    fg_tokens ids = {0};
+    if (ok && fg_tok_encode_spans(r->m->tok, prompt, strlen(prompt), true, true, sp, n_sp, &ids) != FG_OK) {
         srv_error(out, 400, "messages", "cannot tokenize the conversation: %s", fg_last_error());
+        fg_tokens_free(&ids);
         ok = false;
     }
+    t->ids = ids.ids;
+    t->n = ids.n;
     free(prompt);
+    free(sp);
     if (!ok && out->status == 0) srv_error(out, 500, NULL, "out of memory");
     return ok;
 }
@@ -587,8 +674,123 @@ static bool parse_stop(const cJSON *s, gen_spec *g, srv_response *out)
     return true;
 }
 
-/* Everything but the prompt, which the route parses. */
-static bool parse_params(srv_routes *r, const cJSON *root, gen_spec *g, srv_response *out)
+/* seed: an integer in [0, 2^64 - 1], or -1 for a fresh one (llama.cpp's
+ * convention). The digits are read from the body, since cJSON's double
+ * would round seeds above 2^53 together; one written with a fraction or
+ * exponent must be an integer a double holds exactly. */
+static bool parse_seed(const cJSON *root, const char *body, size_t len, gen_spec *g, srv_response *out)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, "seed");
+    if (!f || cJSON_IsNull(f)) return true;
+    static const char range[] = "it must be an integer in [0, 18446744073709551615], or -1 for a fresh one";
+    if (!cJSON_IsNumber(f)) {
+        srv_error(out, 400, "seed", "'seed' must be a number: %s", range);
+        return false;
+    }
+    const char *v = "";
+    size_t vn = 0, digits = 0;
+    bool raw = srv_body_member(body, len, "seed", &v, &vn);
+    while (raw && digits < vn && v[digits] >= '0' && v[digits] <= '9') digits++;
+    if (raw && vn > 0 && digits == vn) {
+        char buf[32];
+        unsigned long long x = 0;
+        errno = 0;
+        if (vn < sizeof buf) {
+            memcpy(buf, v, vn);
+            buf[vn] = 0;
+            x = strtoull(buf, NULL, 10);
+        }
+        if (vn >= sizeof buf || errno == ERANGE) {
+            srv_error(out, 400, "seed", "'seed' is %.*s, out of range: %s", (int)(vn < 40 ? vn : 40), v, range);
+            return false;
+        }
+        g->sampling.seed = x;
+        g->seeded = true;
+        return true;
+    }
+    double x = f->valuedouble;
+    if (x == -1) return true;
+    if (!isfinite(x) || x != floor(x) || x < 0 || x > 9007199254740992.0) {
+        srv_error(out, 400, "seed", "'seed' is %.17g: %s%s", x, range,
+                  x > 0 && x == floor(x) ? " (above 2^53 write it with its digits, without a fraction or exponent)" : "");
+        return false;
+    }
+    g->sampling.seed = (uint64_t)x;
+    g->seeded = true;
+    return true;
+}
+
+/* response_format: forge has no constrained sampling yet, so only "text"
+ * (what every request gets) is accepted; json_object and json_schema are
+ * refused rather than ignored, so no client takes free text for JSON. */
+static bool parse_response_format(const cJSON *root, srv_response *out)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, "response_format");
+    if (!f || cJSON_IsNull(f)) return true;
+    const cJSON *type = cJSON_IsObject(f) ? cJSON_GetObjectItemCaseSensitive(f, "type") : NULL;
+    if (!cJSON_IsString(type)) {
+        srv_error(out, 400, "response_format", "'response_format' must be an object with a string 'type', such as "
+                                               "{\"type\": \"text\"}");
+        return false;
+    }
+    const char *t = type->valuestring;
+    if (strcmp(t, "text") == 0) return true;
+    if (strcmp(t, "json_object") == 0 || strcmp(t, "json_schema") == 0) {
+        srv_error(out, 400, "response_format", "response_format type '%s' is not supported yet: forge has no "
+                                               "structured-output (constrained) sampling; use {\"type\": \"text\"}", t);
+        return false;
+    }
+    srv_error(out, 400, "response_format", "response_format type '%.64s' is unknown: the types are text, json_object "
+                                           "and json_schema, and forge supports text", t);
+    return false;
+}
+
+/* logit_bias, as OpenAI's: {"token id": bias in [-100, 100]}, at most
+ * FG_MAX_LOGIT_BIAS entries; a key must be a token id written in decimal
+ * digits. The engine adds the biases to the logits before sampling (-100
+ * in effect bans a token, +100 forces it). */
+static bool parse_logit_bias(srv_routes *r, const cJSON *root, gen_spec *g, srv_response *out)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, "logit_bias");
+    if (!f || cJSON_IsNull(f)) return true;
+    if (!cJSON_IsObject(f)) {
+        srv_error(out, 400, "logit_bias", "'logit_bias' must be an object mapping token ids to biases in [-100, 100]");
+        return false;
+    }
+    int n = cJSON_GetArraySize(f);
+    if (n > FG_MAX_LOGIT_BIAS) {
+        srv_error(out, 400, "logit_bias", "'logit_bias' has %d entries, over the limit of %d", n, FG_MAX_LOGIT_BIAS);
+        return false;
+    }
+    const cJSON *x;
+    cJSON_ArrayForEach(x, f)
+    {
+        const char *k = x->string;
+        size_t digits = strspn(k, "0123456789");
+        long long id = digits > 0 && digits <= 10 && !k[digits] ? strtoll(k, NULL, 10) : -1;
+        if (id < 0 || id >= r->n_vocab) {
+            srv_error(out, 400, "logit_bias", "'logit_bias' key '%.32s' is not a token id: keys are token ids in 0..%d",
+                      k, r->n_vocab - 1);
+            return false;
+        }
+        if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble)) {
+            srv_error(out, 400, "logit_bias", "'logit_bias' of token %lld must be a number in [-100, 100]", id);
+            return false;
+        }
+        if (x->valuedouble < -100 || x->valuedouble > 100) {
+            srv_error(out, 400, "logit_bias", "'logit_bias' of token %lld is %g, out of range: it must be in [-100, 100]",
+                      id, x->valuedouble);
+            return false;
+        }
+        g->bias[g->n_bias++] = (fg_logit_bias){(int32_t)id, (float)x->valuedouble};
+    }
+    return true;
+}
+
+/* Everything but the prompt, which the route parses. body is the request's
+ * text, for the seed's digits. */
+static bool parse_params(srv_routes *r, const cJSON *root, const char *body, size_t len, gen_spec *g,
+                         srv_response *out)
 {
     g->n = 1;
     g->sampling = fg_sampling_default();
@@ -602,10 +804,12 @@ static bool parse_params(srv_routes *r, const cJSON *root, gen_spec *g, srv_resp
     v = NAN;                                                                           \
     if (!get_num(root, name, lo, hi, integer, &v, out)) return false;                  \
     if (!isnan(v)) dst = v;
-    double max_tokens = 0, max_completion = 0, top_k = 0;
-    NUM("max_tokens", 1, 1 << 24, true, max_tokens)
-    NUM("max_completion_tokens", 1, 1 << 24, true, max_completion)
-    g->max_tokens = (int32_t)(max_completion > 0 ? max_completion : max_tokens);
+    double max_tokens = -1, max_completion = -1, top_k = 0;
+    NUM("max_tokens", 0, 1 << 24, true, max_tokens)
+    NUM("max_completion_tokens", 0, 1 << 24, true, max_completion)
+    if (max_completion >= 0) max_tokens = max_completion;
+    g->max_tokens = max_tokens > 0 ? (int32_t)max_tokens : 0;
+    g->score_only = max_tokens == 0;
     NUM("temperature", 0, 100, false, g->sampling.temperature)
     NUM("top_p", 1e-9, 1, false, g->sampling.top_p)
     NUM("top_k", -1, 1 << 30, true, top_k)
@@ -615,12 +819,8 @@ static bool parse_params(srv_routes *r, const cJSON *root, gen_spec *g, srv_resp
     NUM("frequency_penalty", -2, 2, false, g->sampling.frequency_penalty)
     NUM("repetition_penalty", 1e-6, 100, false, g->sampling.repeat_penalty)
     NUM("repeat_last_n", 0, 1 << 20, true, g->sampling.repeat_last_n)
-    double seed = -1, n = 1;
-    NUM("seed", -1, 9007199254740992.0, true, seed) /* -1: a fresh one, as llama.cpp */
-    if (seed >= 0) {
-        g->sampling.seed = (uint64_t)seed;
-        g->seeded = true;
-    }
+    double n = 1;
+    if (!parse_seed(root, body, len, g, out) || !parse_response_format(root, out)) return false;
     NUM("n", 1, MAX_N, true, n)
     g->n = (int)n;
     if (!get_bool(root, "stream", &g->stream, out) || !get_bool(root, "ignore_eos", &g->ignore_eos, out)) return false;
@@ -631,6 +831,10 @@ static bool parse_params(srv_routes *r, const cJSON *root, gen_spec *g, srv_resp
             return false;
         }
         if (!get_bool(so, "include_usage", &g->include_usage, out)) return false;
+        if (!g->stream) { /* as OpenAI and vLLM answer */
+            srv_error(out, 400, "stream_options", "'stream_options' is only allowed with 'stream': true");
+            return false;
+        }
     }
     if (!parse_stop(cJSON_GetObjectItemCaseSensitive(root, "stop"), g, out)) return false;
     const cJSON *lp = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
@@ -649,15 +853,32 @@ static bool parse_params(srv_routes *r, const cJSON *root, gen_spec *g, srv_resp
         g->logprobs = true;
         g->top_logprobs = (int)top;
     }
+    /* Scoring: echo (completions) and vLLM's prompt_logprobs, which
+     * max_tokens 0 needs, as lm-eval's local-completions sends it. */
+    if (!g->chat && !get_bool(root, "echo", &g->echo, out)) return false;
+    double plp = -1;
+    NUM("prompt_logprobs", 0, FG_MAX_TOP_LOGPROBS, true, plp)
+    g->prompt_logprobs = (int)plp;
+    if (g->prompt_logprobs >= 0 && g->stream) { /* as vLLM answers */
+        srv_error(out, 400, "prompt_logprobs", "'prompt_logprobs' is not available with 'stream': true");
+        return false;
+    }
+    if (g->score_only && !g->echo && g->prompt_logprobs < 0) {
+        srv_error(out, 400, "max_tokens", "'max_tokens' 0 generates nothing: it scores the prompt, with 'echo' "
+                                          "(/v1/completions) or 'prompt_logprobs'; otherwise it must be at least 1");
+        return false;
+    }
 #undef NUM
-    (void)r;
-    return true;
+    return parse_logit_bias(r, root, g, out);
 }
 
 /* ---- Generation requests: submission ----------------------------------------------------- */
 
 /* Checks lengths and submits every choice; on failure cancels what was
- * submitted. The job's eng[] are set. */
+ * submitted. The job's eng[] are set. A request's choices are admitted
+ * together: if they do not all fit the engine's queue now, none is
+ * submitted and the answer is 429, so a request that fans out cannot leave
+ * the next client queued behind hundreds of its choices. */
 static bool submit_all(srv_routes *r, const gen_spec *g, job *j, srv_response *out)
 {
     for (int p = 0; p < g->n_prompts; p++) {
@@ -675,23 +896,53 @@ static bool submit_all(srv_routes *r, const gen_spec *g, job *j, srv_response *o
             return false;
         }
     }
-    for (int p = 0, k = 0; p < g->n_prompts; p++) {
+    /* Only this route submits, under submit_mu, and the engine's queue only
+     * shrinks meanwhile: what fits now still fits after the last submit. */
+    pthread_mutex_lock(&r->submit_mu);
+    fg_engine_stats es;
+    fg_engine_stats_get(r->e, &es);
+    if (j->n > es.max_waiting - es.queued) {
+        pthread_mutex_unlock(&r->submit_mu);
+        if (j->n > es.max_waiting)
+            srv_error(out, 429, NULL, "this request needs %d places in the queue (%d prompts x n = %d) and the queue "
+                                      "has %d (forge serve --max-queue); send fewer prompts or a smaller n",
+                      j->n, g->n_prompts, g->n, es.max_waiting);
+        else
+            srv_error(out, 429, NULL, "the server is busy: %d of the queue's %d places (forge serve --max-queue) are "
+                                      "taken and this request needs %d (%d prompts x n = %d); retry later",
+                      es.queued, es.max_waiting, j->n, g->n_prompts, g->n);
+        return false;
+    }
+    bool ok = true;
+    for (int p = 0, k = 0; ok && p < g->n_prompts; p++) {
         const tokens *t = &g->prompts[p];
-        for (int c = 0; c < g->n; c++, k++) {
+        for (int c = 0; ok && c < g->n; c++, k++) {
             fg_request_params rp = fg_request_params_default();
             rp.prompt = t->ids;
             rp.n_prompt = t->n;
-            if (g->max_tokens > 0) rp.max_tokens = g->max_tokens;
+            if (g->score_only) rp.max_tokens = 0;
+            else if (g->max_tokens > 0) rp.max_tokens = g->max_tokens;
             else if (!g->chat) rp.max_tokens = DEFAULT_COMPLETION_TOKENS < r->ctx - (int32_t)t->n ? DEFAULT_COMPLETION_TOKENS
                                                                                             : r->ctx - (int32_t)t->n;
             rp.sampling = g->sampling;
-            if (g->seeded) rp.sampling.seed = g->sampling.seed + (uint64_t)c;
+            if (g->seeded) rp.sampling.seed = g->sampling.seed + (uint64_t)c; /* mod 2^64 */
             else rp.sampling.seed = FG_SEED_RANDOM;
+            rp.sampling.seed_exact = g->seeded;
+            rp.sampling.logit_bias = g->bias;
+            rp.sampling.n_logit_bias = g->n_bias;
             rp.stops = g->stops;
             rp.n_stops = g->n_stops;
             rp.logprobs = g->logprobs;
             rp.ignore_eos = g->ignore_eos;
             rp.top_logprobs = g->top_logprobs;
+            /* The engine scores the prompt for echo's logprobs, for
+             * prompt_logprobs, and for max_tokens 0, which it takes only so. */
+            bool echo_lp = g->echo && g->logprobs;
+            rp.prompt_logprobs = echo_lp || g->prompt_logprobs >= 0 || g->score_only;
+            rp.prompt_top_logprobs = echo_lp && g->top_logprobs > g->prompt_logprobs ? g->top_logprobs
+                                     : g->prompt_logprobs > 0                         ? g->prompt_logprobs
+                                                                                      : 0;
+            j->max_tokens[k] = rp.max_tokens >= 0 ? rp.max_tokens : r->ctx - (int32_t)t->n;
             fg_status st = fg_engine_submit(r->e, &rp, &j->eng[k]);
             if (st != FG_OK) {
                 j->eng[k] = 0;
@@ -701,11 +952,12 @@ static bool submit_all(srv_routes *r, const gen_spec *g, job *j, srv_response *o
                     srv_error(out, 400, NULL, "%s", fg_last_error());
                 else
                     srv_error(out, 500, NULL, "%s", fg_last_error());
-                return false;
+                ok = false;
             }
         }
     }
-    return true;
+    pthread_mutex_unlock(&r->submit_mu);
+    return ok;
 }
 
 static const char *finish_name(fg_finish_reason f)
@@ -759,35 +1011,116 @@ static cJSON *chat_logprobs(srv_routes *r, const fg_token_logprob *lp, size_t n)
     return o;
 }
 
-/* Completions: {"tokens", "token_logprobs", "top_logprobs": [{text: lp}], "text_offset"}. */
-static cJSON *completion_logprobs(srv_routes *r, const fg_token_logprob *lp, size_t n, size_t *offset)
+/* Completions: {"tokens", "token_logprobs", "top_logprobs": [{text: lp}],
+ * "text_offset"}, filled by lp_add. */
+static cJSON *lp_object(void)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON *toks = cJSON_AddArrayToObject(o, "tokens"), *lps = cJSON_AddArrayToObject(o, "token_logprobs");
-    cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs"), *offs = cJSON_AddArrayToObject(o, "text_offset");
-    for (size_t i = 0; i < n; i++) {
-        size_t len;
-        char *s = token_text(r, lp[i].token, &len);
-        char *c = utf8_clean(s ? s : "", len);
-        cJSON_AddItemToArray(toks, cJSON_CreateString(c ? c : ""));
-        free(c);
-        free(s);
-        cJSON_AddItemToArray(lps, cJSON_CreateNumber(lp[i].logprob));
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)*offset));
-        *offset += len;
-        cJSON *top = cJSON_CreateObject();
-        for (int k = 0; k < lp[i].n_top; k++) {
+    cJSON_AddArrayToObject(o, "tokens");
+    cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON_AddArrayToObject(o, "top_logprobs");
+    cJSON_AddArrayToObject(o, "text_offset");
+    return o;
+}
+
+/* Appends token tok to a completions logprobs object, with at most max_top
+ * of lp's likeliest; lp NULL for a prompt's first token, which has no
+ * context: its logprob and top_logprobs are null, as OpenAI and vLLM give
+ * them with echo. *offset is the token's text_offset, then advanced. */
+static void lp_add(srv_routes *r, cJSON *o, int32_t tok, const fg_token_logprob *lp, int max_top, size_t *offset)
+{
+    size_t len;
+    char *s = token_text(r, tok, &len);
+    char *c = utf8_clean(s ? s : "", len);
+    cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(o, "tokens"), cJSON_CreateString(c ? c : ""));
+    free(c);
+    free(s);
+    cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(o, "token_logprobs"),
+                         lp ? cJSON_CreateNumber(lp->logprob) : cJSON_CreateNull());
+    cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(o, "text_offset"), cJSON_CreateNumber((double)*offset));
+    *offset += len;
+    cJSON *tops = cJSON_GetObjectItemCaseSensitive(o, "top_logprobs");
+    if (!lp) {
+        cJSON_AddItemToArray(tops, cJSON_CreateNull());
+        return;
+    }
+    /* OpenAI: "the API will always return the logprob of the sampled
+     * token, so there may be up to logprobs+1 elements"; vLLM puts it
+     * first. So logprobs 0 gives the sampled token alone. */
+    cJSON *top = cJSON_CreateObject();
+    for (int k = -1; k < lp->n_top && k < max_top; k++) {
+        size_t tl;
+        char *ts = token_text(r, k < 0 ? lp->token : lp->top_token[k], &tl);
+        char *tc = utf8_clean(ts ? ts : "", tl);
+        if (tc && !cJSON_GetObjectItemCaseSensitive(top, tc))
+            cJSON_AddNumberToObject(top, tc, k < 0 ? lp->logprob : lp->top_logprob[k]);
+        free(tc);
+        free(ts);
+    }
+    cJSON_AddItemToArray(tops, top);
+}
+
+/* Appends generated tokens' logprobs. */
+static void lp_add_all(srv_routes *r, cJSON *o, const fg_token_logprob *lp, size_t n, size_t *offset)
+{
+    for (size_t i = 0; i < n; i++) lp_add(r, o, lp[i].token, &lp[i], lp[i].n_top, offset);
+}
+
+/* The logprobs of a choice's prompt tokens after the first (n_prompt - 1
+ * of them), malloc'd; *n is 0 until the engine has computed the prompt. */
+static fg_token_logprob *prompt_lps(srv_routes *r, uint64_t id, size_t n_prompt, size_t *n)
+{
+    *n = 0;
+    fg_token_logprob *lp = malloc((n_prompt > 1 ? n_prompt - 1 : 1) * sizeof *lp);
+    if (lp && n_prompt > 1 && fg_request_prompt_logprobs(r->e, id, 0, lp, n_prompt - 1, n) != FG_OK) *n = 0;
+    return lp;
+}
+
+/* echo with logprobs: the prompt's tokens first, each with at most
+ * max_top of its likeliest. */
+static void lp_add_prompt(srv_routes *r, cJSON *o, uint64_t id, const tokens *t, int max_top, size_t *offset)
+{
+    size_t n;
+    fg_token_logprob *lp = prompt_lps(r, id, t->n, &n);
+    lp_add(r, o, t->first, NULL, 0, offset);
+    for (size_t k = 0; lp && k < n; k++) lp_add(r, o, lp[k].token, &lp[k], max_top, offset);
+    free(lp);
+}
+
+/* vLLM's prompt_logprobs: [null, {"<id>": {"logprob", "rank",
+ * "decoded_token"}, ...}, ...], an entry per prompt token (the first has
+ * no context) holding that token and the max_top likeliest. rank is the
+ * place among the likeliest (1 first); null for a prompt token outside
+ * them, whose rank in the whole vocabulary forge does not compute. */
+static cJSON *prompt_logprobs_json(srv_routes *r, uint64_t id, const tokens *t, int max_top)
+{
+    cJSON *a = cJSON_CreateArray();
+    cJSON_AddItemToArray(a, cJSON_CreateNull());
+    size_t n;
+    fg_token_logprob *lp = prompt_lps(r, id, t->n, &n);
+    for (size_t k = 0; lp && k < n; k++) {
+        cJSON *e = cJSON_CreateObject();
+        for (int q = -1; q < lp[k].n_top && q < max_top; q++) {
+            int32_t tok = q < 0 ? lp[k].token : lp[k].top_token[q];
+            int rank = q + 1;
+            for (int u = 0; q < 0 && u < lp[k].n_top && u < max_top; u++)
+                if (lp[k].top_token[u] == tok && rank == 0) rank = u + 1;
+            char key[16];
+            snprintf(key, sizeof key, "%d", (int)tok);
+            if (cJSON_GetObjectItemCaseSensitive(e, key)) continue;
+            cJSON *v = cJSON_AddObjectToObject(e, key);
+            cJSON_AddNumberToObject(v, "logprob", q < 0 ? lp[k].logprob : lp[k].top_logprob[q]);
+            if (rank > 0) cJSON_AddNumberToObject(v, "rank", rank);
+            else cJSON_AddNullToObject(v, "rank");
             size_t tl;
-            char *ts = token_text(r, lp[i].top_token[k], &tl);
-            char *tc = utf8_clean(ts ? ts : "", tl);
-            if (tc && !cJSON_GetObjectItemCaseSensitive(top, tc))
-                cJSON_AddNumberToObject(top, tc, lp[i].top_logprob[k]);
-            free(tc);
+            char *ts = token_text(r, tok, &tl);
+            add_text(v, "decoded_token", ts ? ts : "", ts ? tl : 0);
             free(ts);
         }
-        cJSON_AddItemToArray(tops, top);
+        cJSON_AddItemToArray(a, e);
     }
-    return o;
+    free(lp);
+    return a;
 }
 
 static fg_token_logprob *all_logprobs(srv_routes *r, uint64_t id, int32_t n_gen, size_t *n)
@@ -853,6 +1186,10 @@ static void generate_buffered(srv_routes *r, const gen_spec *g, job *j, const sr
         srv_error(out, 500, NULL, "out of memory");
         return;
     }
+    for (int i = 0; g->echo && i < j->n; i++) {
+        const char *echo = g->prompts[i / g->n].echo;
+        fg_buf_append(&text[i], echo, strlen(echo));
+    }
     for (;;) {
         int open = -1;
         for (int i = 0; i < j->n; i++) {
@@ -887,17 +1224,27 @@ static void generate_buffered(srv_routes *r, const gen_spec *g, job *j, const sr
             } else {
                 add_text(c, "text", text[i].s ? text[i].s : "", text[i].len);
             }
+            const tokens *prompt = &g->prompts[i / g->n];
             if (g->logprobs) {
                 size_t n, offset = 0;
                 fg_token_logprob *lp = all_logprobs(r, j->eng[i], info[i].n_gen, &n);
-                cJSON_AddItemToObject(c, "logprobs", g->chat ? chat_logprobs(r, lp, n) : completion_logprobs(r, lp, n, &offset));
+                cJSON *l = g->chat ? chat_logprobs(r, lp, n) : lp_object();
+                if (!g->chat && g->echo) lp_add_prompt(r, l, j->eng[i], prompt, g->top_logprobs, &offset);
+                if (!g->chat) lp_add_all(r, l, lp, n, &offset);
+                cJSON_AddItemToObject(c, "logprobs", l);
                 free(lp);
             } else {
                 cJSON_AddNullToObject(c, "logprobs");
             }
             cJSON_AddStringToObject(c, "finish_reason", finish_name(info[i].finish));
+            if (g->prompt_logprobs >= 0 && !g->chat)
+                cJSON_AddItemToObject(c, "prompt_logprobs", prompt_logprobs_json(r, j->eng[i], prompt, g->prompt_logprobs));
             cJSON_AddItemToArray(choices, c);
         }
+        /* vLLM's chat response carries the prompt's logprobs once, beside
+         * the choices (which share the prompt). */
+        if (g->prompt_logprobs >= 0 && g->chat)
+            cJSON_AddItemToObject(o, "prompt_logprobs", prompt_logprobs_json(r, j->eng[0], &g->prompts[0], g->prompt_logprobs));
         cJSON_AddItemToObject(o, "usage", usage_json(g, j, info));
         reply_json(out, 200, o);
     }
@@ -914,6 +1261,7 @@ struct srv_stream {
     job *j;
     gen_spec g;            /* the prompts stay for usage; the stop pointers are not used after submit */
     bool *ended;           /* (n) its last chunk is out */
+    bool *echoed;          /* (n) with echo: its prompt is out */
     size_t *lp_next;       /* (n) logprobs sent so far */
     size_t *text_off;      /* (n) completions: text_offset so far */
     fg_request_info *info; /* (n) */
@@ -943,10 +1291,9 @@ static cJSON *chunk(srv_stream *st, int i, cJSON **choice)
     return o;
 }
 
-/* One choice's chunk: text (may be empty), logprobs of its new tokens,
- * and a finish reason (NULL: none yet). */
-static void emit(srv_stream *st, int i, const char *text, size_t len, const fg_token_logprob *lp, size_t n_lp,
-                 const char *finish)
+/* One choice's chunk: text (may be empty), the logprobs of its new tokens
+ * (taken; NULL: null) and a finish reason (NULL: none yet). */
+static void emit(srv_stream *st, int i, const char *text, size_t len, cJSON *logprobs, const char *finish)
 {
     cJSON *c, *o = chunk(st, i, &c);
     if (st->g.chat) {
@@ -955,12 +1302,7 @@ static void emit(srv_stream *st, int i, const char *text, size_t len, const fg_t
     } else {
         add_text(c, "text", text, len);
     }
-    if (lp && n_lp) {
-        cJSON_AddItemToObject(c, "logprobs", st->g.chat ? chat_logprobs(st->r, lp, n_lp)
-                                                        : completion_logprobs(st->r, lp, n_lp, &st->text_off[i]));
-    } else {
-        cJSON_AddNullToObject(c, "logprobs");
-    }
+    cJSON_AddItemToObject(c, "logprobs", logprobs ? logprobs : cJSON_CreateNull());
     if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
     else cJSON_AddNullToObject(c, "finish_reason");
     sse_event(st, o);
@@ -976,6 +1318,22 @@ static void produce(srv_stream *st)
         if (st->ended[i]) continue;
         fg_request_info *info = &st->info[i];
         fg_request_status(r->e, j->eng[i], info);
+        if (st->g.echo && !st->echoed[i]) {
+            /* The prompt comes first; its logprobs, if asked for, once the
+             * engine has them (with the first token, or at the end). */
+            if (st->g.logprobs && info->n_gen == 0 && !state_ended(info->state)) {
+                all = false;
+                continue;
+            }
+            const tokens *prompt = &st->g.prompts[i / st->g.n];
+            cJSON *l = NULL;
+            if (st->g.logprobs) {
+                l = lp_object();
+                lp_add_prompt(r, l, j->eng[i], prompt, st->g.top_logprobs, &st->text_off[i]);
+            }
+            emit(st, i, prompt->echo, strlen(prompt->echo), l, NULL);
+            st->echoed[i] = true;
+        }
         fg_buf text = {0};
         drain_text(r->e, j->eng[i], &text);
         fg_token_logprob *lp = NULL;
@@ -995,9 +1353,18 @@ static void produce(srv_stream *st)
             cJSON_AddNumberToObject(e, "code", 500);
             sse_event(st, o);
         }
-        if (text.len || n_lp) emit(st, i, text.s ? text.s : "", text.len, lp, n_lp, NULL);
+        if (text.len || n_lp) {
+            cJSON *l = NULL;
+            if (n_lp && st->g.chat) {
+                l = chat_logprobs(r, lp, n_lp);
+            } else if (n_lp) {
+                l = lp_object();
+                lp_add_all(r, l, lp, n_lp, &st->text_off[i]);
+            }
+            emit(st, i, text.s ? text.s : "", text.len, l, NULL);
+        }
         if (ended) {
-            emit(st, i, "", 0, NULL, 0, finish_name(info->finish));
+            emit(st, i, "", 0, NULL, finish_name(info->finish));
             st->ended[i] = true;
         } else {
             all = false;
@@ -1044,7 +1411,7 @@ void srv_stream_free(srv_stream *st)
     if (!st) return;
     job_finish(st->r, st->j);
     spec_free(&st->g);
-    free(st->ended), free(st->lp_next), free(st->text_off), free(st->info), free(st->out.s);
+    free(st->ended), free(st->echoed), free(st->lp_next), free(st->text_off), free(st->info), free(st->out.s);
     free(st);
 }
 
@@ -1053,12 +1420,13 @@ static void generate_stream(srv_routes *r, gen_spec *g, job *j, srv_response *ou
     srv_stream *st = calloc(1, sizeof *st);
     if (st) {
         st->ended = calloc((size_t)j->n, sizeof *st->ended);
+        st->echoed = calloc((size_t)j->n, sizeof *st->echoed);
         st->lp_next = calloc((size_t)j->n, sizeof *st->lp_next);
         st->text_off = calloc((size_t)j->n, sizeof *st->text_off);
         st->info = calloc((size_t)j->n, sizeof *st->info);
     }
-    if (!st || !st->ended || !st->lp_next || !st->text_off || !st->info) {
-        if (st) free(st->ended), free(st->lp_next), free(st->text_off), free(st->info);
+    if (!st || !st->ended || !st->echoed || !st->lp_next || !st->text_off || !st->info) {
+        if (st) free(st->ended), free(st->echoed), free(st->lp_next), free(st->text_off), free(st->info);
         free(st);
         job_finish(r, j);
         srv_error(out, 500, NULL, "out of memory");
@@ -1088,30 +1456,26 @@ static void generate_stream(srv_routes *r, gen_spec *g, job *j, srv_response *ou
 static void route_generate(srv_routes *r, bool chat, const char *body, size_t len, const srv_peer *peer,
                            srv_response *out)
 {
+    size_t held = 0;
+    if (!srv_body_admit(&r->budget, body, len, &held, out)) return;
     cJSON *root = cJSON_ParseWithLength(body, len);
-    if (!root) {
-        srv_error(out, 400, NULL, "the body is not valid JSON");
-        return;
-    }
-    if (!cJSON_IsObject(root)) {
+    if (!root || !cJSON_IsObject(root)) {
+        srv_error(out, 400, NULL, root ? "the body must be a JSON object" : "the body is not valid JSON");
         cJSON_Delete(root);
-        srv_error(out, 400, NULL, "the body must be a JSON object");
+        srv_budget_release(&r->budget, &held);
         return;
     }
     gen_spec g = {.chat = chat};
-    bool ok = parse_params(r, root, &g, out);
+    bool ok = parse_params(r, root, body, len, &g, out);
     if (ok && chat) {
         bool agp = true;
-        ok = get_bool(root, "add_generation_prompt", &agp, out);
+        ok = check_choices(r, 1, g.n, out) && get_bool(root, "add_generation_prompt", &agp, out);
         if (ok) ok = parse_messages(r, cJSON_GetObjectItemCaseSensitive(root, "messages"), agp, &g.prompts[0], out);
         g.n_prompts = ok ? 1 : 0;
     } else if (ok) {
         ok = parse_prompt(r, cJSON_GetObjectItemCaseSensitive(root, "prompt"), &g, out);
     }
-    if (ok && g.n_prompts * g.n > MAX_CHOICES) {
-        srv_error(out, 400, "n", "%d prompts with n = %d make more than %d choices", g.n_prompts, g.n, MAX_CHOICES);
-        ok = false;
-    }
+    if (ok) ok = check_choices(r, g.n_prompts, g.n, out);
     job *j = ok ? job_new(r, chat, g.n_prompts * g.n) : NULL;
     if (ok && !j) {
         srv_error(out, 500, NULL, "out of memory");
@@ -1128,12 +1492,22 @@ static void route_generate(srv_routes *r, bool chat, const char *body, size_t le
             ok = false;
         }
     }
+    /* The engine has its own copies of the prompts and stop strings (which
+     * point into root): the tree and the token arrays go before the wait,
+     * the counts stay for usage. */
+    cJSON_Delete(root);
+    for (int p = 0; p < g.n_prompts; p++) {
+        g.prompts[p].first = g.prompts[p].n ? g.prompts[p].ids[0] : -1;
+        free(g.prompts[p].ids);
+        g.prompts[p].ids = NULL;
+    }
+    g.n_stops = 0;
+    srv_budget_release(&r->budget, &held);
     if (ok) {
+        for (int p = 0; p < g.n_prompts; p++) srv_metrics_observe_n(r->metrics, g.n);
         if (g.stream) generate_stream(r, &g, j, out);
         else generate_buffered(r, &g, j, peer, out);
     }
-    /* The stop strings point into root: the engine has its own copies. */
-    cJSON_Delete(root);
     spec_free(&g);
 }
 
@@ -1174,12 +1548,68 @@ static cJSON *parse_object(const char *body, size_t len, srv_response *out)
     return root;
 }
 
+/* Appends s (valid UTF-8) as a JSON string literal. */
+static bool json_string(fg_buf *o, const char *s, size_t n)
+{
+    bool ok = fg_buf_append(o, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; ok && i <= n; i++) {
+        unsigned char c = i < n ? (unsigned char)s[i] : 0;
+        if (i < n && c >= 0x20 && c != '"' && c != '\\') continue;
+        ok = fg_buf_append(o, s + run, i - run);
+        run = i + 1;
+        if (!ok || i == n) break;
+        char esc[8];
+        int k = c == '"' ? snprintf(esc, sizeof esc, "\\\"") : c == '\\' ? snprintf(esc, sizeof esc, "\\\\")
+                : c == '\n' ? snprintf(esc, sizeof esc, "\\n") : c == '\t' ? snprintf(esc, sizeof esc, "\\t")
+                : c == '\r' ? snprintf(esc, sizeof esc, "\\r") : snprintf(esc, sizeof esc, "\\u%04x", c);
+        ok = fg_buf_append(o, esc, (size_t)k);
+    }
+    return ok && fg_buf_append(o, "\"", 1);
+}
+
+/* {"tokens": [...], "count", "max_model_len"}, written straight into one
+ * buffer: a tree of a few cJSON nodes per token took ~940 MB for the 2 M
+ * tokens of an 8 MB text with pieces. */
+static char *tokenize_reply(srv_routes *r, const tokens *t, bool pieces)
+{
+    fg_buf o = {0};
+    bool ok = fg_buf_append(&o, "{\"tokens\":[", 11);
+    char num[64];
+    for (size_t i = 0; ok && i < t->n; i++) {
+        int k = snprintf(num, sizeof num, pieces ? "%s{\"id\":%d,\"piece\":" : "%s%d", i ? "," : "", (int)t->ids[i]);
+        ok = fg_buf_append(&o, num, (size_t)k);
+        if (ok && pieces) {
+            size_t n;
+            char *s = token_text(r, t->ids[i], &n);
+            char *c = utf8_clean(s ? s : "", s ? n : 0);
+            ok = c && json_string(&o, c, strlen(c)) && fg_buf_append(&o, "}", 1);
+            free(c);
+            free(s);
+        }
+    }
+    int k = snprintf(num, sizeof num, "],\"count\":%zu,\"max_model_len\":%d}", t->n, (int)r->ctx);
+    if (ok) ok = fg_buf_append(&o, num, (size_t)k);
+    if (!ok) {
+        free(o.s);
+        return NULL;
+    }
+    return o.s;
+}
+
 /* llama-server's and vLLM's shapes: {"content"} or {"prompt"} (or vLLM's
- * {"messages"}), add_special / add_special_tokens, with_pieces. */
+ * {"messages"}), add_special / add_special_tokens, with_pieces. Text is
+ * tokenized with special tokens parsed, as llama-server does; messages as
+ * the chat route does. */
 static void route_tokenize(srv_routes *r, const char *body, size_t len, srv_response *out)
 {
+    size_t held = 0;
+    if (!srv_body_admit(&r->budget, body, len, &held, out)) return;
     cJSON *root = parse_object(body, len, out);
-    if (!root) return;
+    if (!root) {
+        srv_budget_release(&r->budget, &held);
+        return;
+    }
     bool add_special = true, pieces = false, agp = true;
     tokens t = {0};
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "content");
@@ -1197,33 +1627,30 @@ static void route_tokenize(srv_routes *r, const char *body, size_t len, srv_resp
         srv_error(out, 400, "content", "cannot tokenize: %s", fg_last_error());
         ok = false;
     }
+    cJSON_Delete(root);
+    /* What is held now: the body, the ids and the reply, ~8 bytes a token
+     * and with pieces ~24 more and the text again. */
+    char what[96];
+    snprintf(what, sizeof what, "a reply of %zu tokens%s", t.n, pieces ? " with pieces" : "");
+    if (ok) ok = srv_budget_reserve(&r->budget, &held, len + t.n * (pieces ? 36 : 12) + (pieces ? len : 0), what, out);
     if (ok) {
-        cJSON *o = cJSON_CreateObject(), *a = cJSON_AddArrayToObject(o, "tokens");
-        for (size_t i = 0; i < t.n; i++) {
-            if (!pieces) {
-                cJSON_AddItemToArray(a, cJSON_CreateNumber(t.ids[i]));
-                continue;
-            }
-            cJSON *p = cJSON_CreateObject();
-            cJSON_AddNumberToObject(p, "id", t.ids[i]);
-            size_t n;
-            char *s = token_text(r, t.ids[i], &n);
-            add_text(p, "piece", s ? s : "", n);
-            free(s);
-            cJSON_AddItemToArray(a, p);
-        }
-        cJSON_AddNumberToObject(o, "count", (double)t.n);
-        cJSON_AddNumberToObject(o, "max_model_len", r->ctx);
-        reply_json(out, 200, o);
+        out->status = 200;
+        out->body = tokenize_reply(r, &t, pieces);
+        if (!out->body) srv_error(out, 500, NULL, "out of memory");
     }
     free(t.ids);
-    cJSON_Delete(root);
+    srv_budget_release(&r->budget, &held);
 }
 
 static void route_detokenize(srv_routes *r, const char *body, size_t len, srv_response *out)
 {
+    size_t held = 0;
+    if (!srv_body_admit(&r->budget, body, len, &held, out)) return;
     cJSON *root = parse_object(body, len, out);
-    if (!root) return;
+    if (!root) {
+        srv_budget_release(&r->budget, &held);
+        return;
+    }
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "tokens");
     tokens t = {0};
     if (!cJSON_IsArray(a)) {
@@ -1247,6 +1674,7 @@ static void route_detokenize(srv_routes *r, const char *body, size_t len, srv_re
     }
     free(t.ids);
     cJSON_Delete(root);
+    srv_budget_release(&r->budget, &held);
 }
 
 static cJSON *info_json(const fg_request_info *in)

@@ -1,5 +1,5 @@
 /*
- * server.h — forge's OpenAI-compatible HTTP server, in four files:
+ * server.h — forge's OpenAI-compatible HTTP server, in five files:
  *   http.c     the libmicrohttpd adapter: the daemon (a thread per
  *              connection), request bodies and their limit, the API key,
  *              Host, CORS and Content-Type, disconnect detection, buffered
@@ -10,7 +10,10 @@
  *   openai.c   the routes: JSON in and out (cJSON), parameter checking,
  *              submission to the engine, streaming, the request registry
  *              behind /v1/requests/{id};
- *   metrics.c  Prometheus text for /metrics (vLLM's names, "forge:" prefix).
+ *   body.c     a body before parsing (UTF-8, U+0000) and the memory a
+ *              request may take; raw member text (64-bit seeds);
+ *   metrics.c  Prometheus text for /metrics (vLLM's names, under both a
+ *              "forge:" and a "vllm:" prefix).
  *
  * Threads: libmicrohttpd runs each connection on its own thread, which may
  * block while its request generates. Those threads talk to the engine only
@@ -49,6 +52,14 @@ typedef struct fg_server_config {
     int idle_timeout_s;       /* a connection silent this long is closed; 0: 30 */
     const char *cors_origins; /* origins allowed cross-origin, comma-separated, or "*";
                                  NULL or "": none */
+    /* What one request may ask of the generation and tokenization routes,
+     * so that a small body can neither fan out into a flood of engine
+     * requests nor make the server parse its way out of memory. */
+    int max_choices;          /* choices (prompts x n) in one request; more is 413. 0: 64 */
+    size_t request_mem;       /* bytes one request may take to parse and tokenize (its JSON tree,
+                                 text copies, token ids, a /tokenize reply); more is 413. 0: 128 MiB */
+    size_t mem_budget;        /* bytes all requests being parsed may take together; more is 429.
+                                 0: 512 MiB */
 } fg_server_config;
 
 /* What the server runs with, for the start-up line. */
@@ -94,6 +105,10 @@ typedef struct srv_hist {
 typedef struct srv_metrics {
     pthread_mutex_t mu;
     srv_hist ttft, itl, e2e;
+    srv_hist queue, prefill, decode, inference; /* per request: the phases of e2e */
+    srv_hist prompt_len, gen_len, max_tokens;   /* per request, in tokens: buckets 1, 2, 5, 10, ... up to ctx */
+    srv_hist n_param;                           /* per prompt: the n asked for */
+    double len_bounds[SRV_HIST_MAX_BUCKETS];    /* the token-count buckets (srv_metrics_set_ctx) */
     uint64_t success[4]; /* by SRV_REASON_* */
     uint64_t http_4xx, http_5xx;
 } srv_metrics;
@@ -102,9 +117,16 @@ enum { SRV_REASON_STOP, SRV_REASON_LENGTH, SRV_REASON_ABORT, SRV_REASON_ERROR };
 
 void srv_metrics_init(srv_metrics *m);
 void srv_metrics_free(srv_metrics *m);
-/* Records an ended request: TTFT, its mean inter-token latency once per
- * token after the first, end-to-end latency, and its finish reason. */
-void srv_metrics_observe(srv_metrics *m, const fg_request_info *info);
+/* The context length, which the token-count histograms' buckets go up to
+ * (vLLM's 1-2-5 series to max_model_len); before any observation. */
+void srv_metrics_set_ctx(srv_metrics *m, int32_t ctx);
+/* Records an ended engine request: TTFT, its mean inter-token latency once
+ * per token after the first, end-to-end latency and its phases (queue,
+ * prefill, decode, inference), its prompt and generated token counts, the
+ * max_tokens it ran with, and its finish reason. */
+void srv_metrics_observe(srv_metrics *m, const fg_request_info *info, int32_t max_tokens);
+/* Records the n of one prompt of a generation request. */
+void srv_metrics_observe_n(srv_metrics *m, int n);
 void srv_metrics_status(srv_metrics *m, int http_status);
 /* The Prometheus text exposition; malloc'd, freed by the caller. e may be
  * NULL (loading): the engine's gauges are then 0. */
@@ -128,9 +150,36 @@ typedef struct srv_peer {
     void *ctx;
 } srv_peer;
 
-/* The routes' state (openai.c). */
+/* The memory that requests being parsed may take (body.c): at most
+ * request_mem bytes each, mem_budget together. */
+typedef struct srv_budget {
+    pthread_mutex_t mu;
+    size_t request_mem, mem_budget;
+    size_t held; /* under mu: bytes reserved now */
+} srv_budget;
+
+void srv_budget_init(srv_budget *b, size_t request_mem, size_t mem_budget);
+void srv_budget_free(srv_budget *b);
+/* Checks a body before it is parsed (UTF-8 without U+0000 or raw control
+ * characters in strings: else 400) and adds what parsing and tokenizing it
+ * will take to the caller's reservation *held (0 to start). False with the
+ * error in out: 400, 413 (over request_mem) or 429 (over mem_budget). */
+bool srv_body_admit(srv_budget *b, const char *body, size_t len, size_t *held, srv_response *out);
+/* Sets the reservation *held to want bytes: 413 if that passes
+ * request_mem, 429 if growing it would take the requests being parsed past
+ * mem_budget; what says what the bytes are for, in the message. */
+bool srv_budget_reserve(srv_budget *b, size_t *held, size_t want, const char *what, srv_response *out);
+/* Ends the reservation (*held becomes 0). */
+void srv_budget_release(srv_budget *b, size_t *held);
+/* The raw text (*v, *vn bytes) of the body's top-level member name: its
+ * first occurrence, the one cJSON_GetObjectItemCaseSensitive finds. The
+ * body must be valid JSON. False if absent or its key is written with
+ * escapes. */
+bool srv_body_member(const char *body, size_t len, const char *name, const char **v, size_t *vn);
+
+/* The routes' state (openai.c): c's model name and request limits. */
 typedef struct srv_routes srv_routes;
-fg_status srv_routes_init(const char *model_name, srv_metrics *m, srv_routes **out);
+fg_status srv_routes_init(const fg_server_config *c, srv_metrics *m, srv_routes **out);
 void srv_routes_free(srv_routes *r);
 void srv_routes_set_engine(srv_routes *r, fg_engine *e);
 bool srv_routes_ready(srv_routes *r);

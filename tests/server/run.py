@@ -417,6 +417,8 @@ def main():
             if srv.p.poll() is not None:
                 bad("the server is still running after " + t.__name__, srv.stderr()[-2000:])
                 return 1
+        import test_api_surface  # limits and the OpenAI surface (issue 14)
+        test_api_surface.main(sys.modules[__name__], srv)
         test_queue_full()
         test_sigterm(srv)
     finally:
