@@ -642,7 +642,7 @@ Test(gpu_ops, sample_greedy_rows_ties_nan_inf, .init = need_gpu, .fini = done)
 Test(gpu_ops, sample_matches_the_host_sampler_distribution, .init = need_gpu, .fini = done)
 {
     enum { R = 2048, N = 32000 };
-    static const fg_sampler_params base = {1.0f, 0, 1.0f, 0.0f, 1.0f, 0, 0.0f, 0.0f, 1, NULL, 0};
+    static const fg_sampler_params base = {1.0f, 0, 1.0f, 0.0f, 1.0f, 0, 0.0f, 0.0f, 1, NULL, 0, false};
     struct { float t; int k; float p, minp; bool bias; } cases[] = {
         {1.0f, 0, 1.0f, 0.0f, 0}, {0.8f, 40, 0.95f, 0.05f, 0}, {1.3f, 0, 0.9f, 0.0f, 0}, {0.7f, 6, 1.0f, 0.0f, 0},
         {1.0f, 0, 1.0f, 0.2f, 0}, {1.0f, 50, 0.5f, 0.0f, 0},   {2.5f, 200, 1.0f, 0.0f, 0}, {1.0f, 40000, 0.8f, 0.0f, 0},
