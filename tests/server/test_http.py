@@ -207,8 +207,10 @@ def test_deadlines(srv, header_s, body_s, idle_s):
     stop.set()
 
     # Deadlines end once a request is handled: generating may take longer
-    # than any of them (and than the idle timeout).
-    body = json.dumps({"prompt": "1, 2, 3,", "max_tokens": 600, "temperature": 0, "ignore_eos": True}).encode()
+    # than any of them (and than the idle timeout). 1,200 tokens take ~6 s
+    # on 2 cores, twice the idle timeout (600 once finished in 3.2 s, and
+    # the stream queued behind them waited 2.9 s: under the 3 s it checks).
+    body = json.dumps({"prompt": "1, 2, 3,", "max_tokens": 1200, "temperature": 0, "ignore_eos": True}).encode()
     long_st = {}
 
     def long_one():
@@ -226,7 +228,7 @@ def test_deadlines(srv, header_s, body_s, idle_s):
     st0, _, b0, _ = long_st["r"]
     h.check(f"a buffered request generating longer than the idle timeout is answered "
             f"({long_st['took']:.1f} s > {idle_s} s)",
-            st0 == 200 and long_st["took"] > idle_s and json.loads(b0)["usage"]["completion_tokens"] == 600,
+            st0 == 200 and long_st["took"] > idle_s and json.loads(b0)["usage"]["completion_tokens"] == 1200,
             f"{st0} {b0[:200]!r} after {long_st['took']:.1f} s")
     h.check(f"a stream queued behind it past the idle timeout streams to [DONE] ({waited:.1f} s)",
             st == 200 and waited > idle_s and ev.endswith(b"data: [DONE]\n\n"), f"{st} {ev[-200:]!r}")
