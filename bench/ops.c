@@ -218,17 +218,19 @@ typedef struct op_call {
     fg_attn attn;
 } op_call;
 
+/* The ops as the forward plan calls them: producers with quant_out (on the
+ * GPU, decode-sized steps then also leave the output quantized). */
 static fg_status call(fg_backend *be, op_call *o)
 {
     const fg_backend_ops *ops = be->ops;
     switch (o->kind) {
-    case OP_RMS_NORM: return ops->rms_norm(be, &o->a, &o->w, o->group, 1e-6f, &o->c);
+    case OP_RMS_NORM: return ops->rms_norm(be, &o->a, &o->w, o->group, 1e-6f, &o->c, true);
     case OP_ROPE: return ops->rope(be, &o->a, o->head_dim, &o->rope);
     case OP_ROPE_STORE: return ops->rope_store(be, 0, &o->a, &o->b, &o->c, o->head_dim, &o->rope);
-    case OP_SWIGLU: return ops->swiglu(be, &o->a, &o->b, &o->c);
+    case OP_SWIGLU: return ops->swiglu(be, &o->a, &o->b, &o->c, true);
     case OP_GEGLU: return ops->geglu(be, &o->a, &o->b, &o->c);
     case OP_ADD: return ops->add(be, &o->a, &o->c);
-    case OP_ATTENTION: return ops->attention(be, 0, &o->a, &o->attn, &o->c);
+    case OP_ATTENTION: return ops->attention(be, 0, &o->a, &o->attn, &o->c, true);
     }
     return fg_err_set(FG_ERR_INVALID_ARG, "bench-ops: unknown op %d", (int)o->kind);
 }

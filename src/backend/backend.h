@@ -16,6 +16,17 @@
  * block tables): on a GPU that is the step's single upload. Ops then read the
  * batch from the backend's copy; none takes a host array.
  *
+ * Hand-offs. A matmul whose backend computes with int8 activations
+ * quantizes its input first. Where that input is the output of the op just
+ * before (a norm, the attention, the SwiGLU), the producer can leave it
+ * quantized as it writes it, and the matmul skip that pass. The plan says so
+ * at both ends: the producer is called with quant_out, the matmul with
+ * quant_in; nothing is cached between other ops. A matmul called with
+ * quant_in, or that quantized x itself, hands x on the same way to a matmul
+ * of the same x right after it. A backend decides per step whether a
+ * hand-off pays (it may not at every step size) and ignores the flags where
+ * it has no such pass (the CPU's).
+ *
  * Tensor parallelism comes later: no op may assume it sees a whole weight
  * matrix, only the rows it is given.
  */
@@ -150,19 +161,22 @@ typedef struct fg_backend_ops {
     fg_status (*embed)(fg_backend *be, const fg_tensor *table, fg_tensor *out);
     /* RMSNorm of each group of `group` elements of each of the step's rows
      * (group = ne0 for a whole row, head_dim for per-head QK-norm), times w
-     * (group elements, F32), into out (may alias x). */
+     * (group elements, F32), into out (may alias x). quant_out: out is the
+     * next op's matmul input (see "Hand-offs" below). */
     fg_status (*rms_norm)(fg_backend *be, const fg_tensor *x, const fg_tensor *w, int64_t group, float eps,
-                          fg_tensor *out);
+                          fg_tensor *out, bool quant_out);
     /* out = x W^T (+ bias) (+ add) for the step's rows; add may alias out.
      * If rows is not 0 it replaces the step's token count (e.g. logits for the
-     * last token only: x and out then point at that row). */
+     * last token only: x and out then point at that row). quant_in: x was
+     * written by the op just before, called with quant_out (Hand-offs). */
     fg_status (*matmul)(fg_backend *be, const fg_tensor *w, const fg_tensor *bias, const fg_tensor *x,
-                        const fg_tensor *add, int32_t rows, fg_tensor *out);
+                        const fg_tensor *add, int32_t rows, fg_tensor *out, bool quant_in);
     /* out[i] = x W_i^T (+ bias_i) for i < n (1..3) over the step's rows:
      * matmuls that share their input (q, k, v; gate, up), which a backend
-     * may run as one. bias may be NULL, or hold NULL entries. */
+     * may run as one. bias may be NULL, or hold NULL entries. quant_in as
+     * matmul's. */
     fg_status (*matmul_n)(fg_backend *be, int n, const fg_tensor *const *w, const fg_tensor *const *bias,
-                          const fg_tensor *x, fg_tensor *const *out);
+                          const fg_tensor *x, fg_tensor *const *out, bool quant_in);
     /* out[r] = x[out_rows[r]] for the step's n_out rows (fg_batch). */
     fg_status (*gather)(fg_backend *be, const fg_tensor *x, fg_tensor *out);
     /* Rotates the first n_rot dims of each head_dim-sized head of each row in
@@ -177,9 +191,9 @@ typedef struct fg_backend_ops {
     /* Causal attention of the step's q rows (n_head heads) over their
      * sequences' KV in layer (positions 0..pos), GQA by n_head/n_head_kv. */
     fg_status (*attention)(fg_backend *be, int32_t layer, const fg_tensor *q, const fg_attn *a,
-                           fg_tensor *out);
+                           fg_tensor *out, bool quant_out);
     /* out = silu(gate) * up, elementwise over the step's rows. */
-    fg_status (*swiglu)(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out);
+    fg_status (*swiglu)(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out, bool quant_out);
     /* out += x, elementwise over the step's rows: the residual add of the
      * plans whose sublayer output is normalized before it (post-norms). */
     fg_status (*add)(fg_backend *be, const fg_tensor *x, fg_tensor *out);

@@ -375,13 +375,15 @@ static fg_tensor rows_from(const fg_tensor *t, int32_t first)
 /* ---- The plan ----------------------------------------------------------------------- */
 
 /* x += in W^T: the residual fused into the matmul; or, with post-norms,
- * x += rmsnorm(in W^T) * post_norm (through h, free at this point). */
-static fg_status sublayer_out(fg_forward *f, const fg_tensor *w, const fg_tensor *in, const fg_tensor *post_norm)
+ * x += rmsnorm(in W^T) * post_norm (through h, free at this point). quant_in:
+ * the op before wrote `in` with quant_out (backend.h's hand-offs). */
+static fg_status sublayer_out(fg_forward *f, const fg_tensor *w, const fg_tensor *in, const fg_tensor *post_norm,
+                              bool quant_in)
 {
     const fg_backend_ops *o = f->be->ops;
-    if (!f->arch->post_norms) return o->matmul(f->be, w, NULL, in, &f->x, 0, &f->x);
-    FG_TRY(o->matmul(f->be, w, NULL, in, NULL, 0, &f->h));
-    FG_TRY(o->rms_norm(f->be, &f->h, post_norm, f->m->hp.n_embd, (float)f->m->hp.norm_eps, &f->h));
+    if (!f->arch->post_norms) return o->matmul(f->be, w, NULL, in, &f->x, 0, &f->x, quant_in);
+    FG_TRY(o->matmul(f->be, w, NULL, in, NULL, 0, &f->h, quant_in));
+    FG_TRY(o->rms_norm(f->be, &f->h, post_norm, f->m->hp.n_embd, (float)f->m->hp.norm_eps, &f->h, false));
     return o->add(f->be, &f->h, &f->x);
 }
 
@@ -418,33 +420,37 @@ static fg_status plan(fg_forward *f, const fg_batch *b, bool sampled)
         bool swa = pat > 0 && l % pat < pat - 1;
         const fg_rope *rope = swa ? &f->rope_swa : &f->rope;
         const fg_attn *attn = swa ? &f->attn_swa : &f->attn;
-        FG_TRY(o->rms_norm(be, &f->x, &w->attn_norm, hp->n_embd, eps, &f->h));
+        FG_TRY(o->rms_norm(be, &f->x, &w->attn_norm, hp->n_embd, eps, &f->h, true));
         const fg_tensor *wqkv[3] = {&w->wq, &w->wk, &w->wv};
         const fg_tensor *bqkv[3] = {w->bq.data ? &w->bq : NULL, w->bk.data ? &w->bk : NULL, w->bv.data ? &w->bv : NULL};
         fg_tensor *qkv[3] = {&f->q, &f->k, &f->v};
-        FG_TRY(o->matmul_n(be, 3, wqkv, bqkv, &f->h, qkv));
+        FG_TRY(o->matmul_n(be, 3, wqkv, bqkv, &f->h, qkv, true));
         if (f->arch->qk_norm) {
-            FG_TRY(o->rms_norm(be, &f->q, &w->q_norm, hp->head_dim_k, eps, &f->q));
-            FG_TRY(o->rms_norm(be, &f->k, &w->k_norm, hp->head_dim_k, eps, &f->k));
+            FG_TRY(o->rms_norm(be, &f->q, &w->q_norm, hp->head_dim_k, eps, &f->q, false));
+            FG_TRY(o->rms_norm(be, &f->k, &w->k_norm, hp->head_dim_k, eps, &f->k, false));
         }
         FG_TRY(o->rope_store(be, l, &f->q, &f->k, &f->v, attn->head_dim_k, rope));
-        FG_TRY(o->attention(be, l, &f->q, attn, &f->att));
-        FG_TRY(sublayer_out(f, &w->wo, &f->att, &w->post_attn_norm));
-        FG_TRY(o->rms_norm(be, &f->x, &w->ffn_norm, hp->n_embd, eps, &f->h));
+        FG_TRY(o->attention(be, l, &f->q, attn, &f->att, true));
+        FG_TRY(sublayer_out(f, &w->wo, &f->att, &w->post_attn_norm, true));
+        FG_TRY(o->rms_norm(be, &f->x, &w->ffn_norm, hp->n_embd, eps, &f->h, true));
         const fg_tensor *wgu[2] = {&w->w_gate, &w->w_up};
         fg_tensor *gu[2] = {&f->gate, &f->up};
-        FG_TRY(o->matmul_n(be, 2, wgu, NULL, &f->h, gu));
-        FG_TRY(f->arch->geglu ? o->geglu(be, &f->gate, &f->up, &f->gate) : o->swiglu(be, &f->gate, &f->up, &f->gate));
-        FG_TRY(sublayer_out(f, &w->w_down, &f->gate, &w->post_ffn_norm));
+        FG_TRY(o->matmul_n(be, 2, wgu, NULL, &f->h, gu, true));
+        FG_TRY(f->arch->geglu ? o->geglu(be, &f->gate, &f->up, &f->gate)
+                              : o->swiglu(be, &f->gate, &f->up, &f->gate, true));
+        FG_TRY(sublayer_out(f, &w->w_down, &f->gate, &w->post_ffn_norm, !f->arch->geglu));
     }
     if (n_out == 0) return FG_OK;
-    FG_TRY(o->rms_norm(be, &f->x, &f->out_norm, hp->n_embd, eps, &f->h));
+    /* The output matmul reads the final norm's rows quantized where it
+     * takes all of them in place. */
+    bool whole = tail && n_out == b->n_tokens;
+    FG_TRY(o->rms_norm(be, &f->x, &f->out_norm, hp->n_embd, eps, &f->h, whole));
     fg_tensor h_out = rows_from(&f->h, b->n_tokens - n_out);
     if (!tail) { /* the layers are done with x: it takes the gathered rows */
         FG_TRY(o->gather(be, &f->h, &f->x));
         h_out = f->x;
     }
-    return o->matmul(be, &f->output, NULL, &h_out, NULL, n_out, &f->logits);
+    return o->matmul(be, &f->output, NULL, &h_out, NULL, n_out, &f->logits, whole);
 }
 
 fg_status fg_forward_run(fg_forward *f, const fg_batch *b, float *logits, int32_t *ids)

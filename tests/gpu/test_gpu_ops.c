@@ -235,6 +235,20 @@ static void step_plain(int32_t n, int32_t pos0)
 
 /* KV storage for up to max_n tokens (needed before any step), then a plain
  * step of n tokens. */
+/* The arithmetic of the kernel the GPU's matmul dispatch picks for type
+ * over T tokens of K: 'q', 'h' or 'f' (pick.h). */
+static char mm_arith(fg_type type, int32_t T, int64_t K)
+{
+    return fg_gpu_mm_kernel_arith(fg_backend_gpu_matmul_pick(gpu, type, T, K));
+}
+
+/* Batch-invariant mode, which the GPU backend takes from the environment. */
+static bool invariant_mode(void)
+{
+    const char *e = getenv("FORGE_BATCH_INVARIANT");
+    return e && *e && strcmp(e, "0") != 0;
+}
+
 static void begin_simple(int32_t max_n, int32_t n, int32_t pos0, int64_t kv_row)
 {
     int32_t n_slots = (max_n + 15) / 16 * 16;
@@ -291,7 +305,7 @@ Test(gpu_ops, matmul_every_type_gemv_and_gemm, .init = need_gpu, .fini = done)
              * activations to int8 per 32 (d = max|x|/127, round to nearest
              * even): the CPU reference gets the activations those codes
              * stand for, so both compute the same function to f32 rounding. */
-            char kind = fg_backend_gpu_matmul_kind(gpu, gpu_types[ti], T);
+            char kind = mm_arith(gpu_types[ti], T, K);
             bool q8 = kind == 'q';
             float *xh = random_rows((int64_t)K * T, 1.0f), *xr = malloc((size_t)K * T * sizeof(float));
             memcpy(xr, xh, (size_t)K * T * sizeof(float));
@@ -305,8 +319,8 @@ Test(gpu_ops, matmul_every_type_gemv_and_gemm, .init = need_gpu, .fini = done)
             float *bv = random_rows(N, 1.0f);
             wpair bias = make_vector(bv, N);
             if (!extras) poison(&y);
-            cr_assert_eq(cpu->ops->matmul(cpu, &w.c, extras ? &bias.c : NULL, &x.c, extras ? &y.c : NULL, T, &y.c), FG_OK);
-            cr_assert_eq(gpu->ops->matmul(gpu, &w.g, extras ? &bias.g : NULL, &x.g, extras ? &y.g : NULL, T, &y.g), FG_OK,
+            cr_assert_eq(cpu->ops->matmul(cpu, &w.c, extras ? &bias.c : NULL, &x.c, extras ? &y.c : NULL, T, &y.c, false), FG_OK);
+            cr_assert_eq(gpu->ops->matmul(gpu, &w.g, extras ? &bias.g : NULL, &x.g, extras ? &y.g : NULL, T, &y.g, false), FG_OK,
                          "%s", fg_last_error());
             char what[96];
             snprintf(what, sizeof what, "matmul %s N %d K %d T %d%s", fg_type_name(gpu_types[ti]), N, K, T,
@@ -329,7 +343,7 @@ Test(gpu_ops, matmul_every_type_gemv_and_gemm, .init = need_gpu, .fini = done)
 Test(gpu_ops, fused_quantization_feeds_the_gemv, .init = need_gpu, .fini = done)
 {
     enum { K = 512, N = 96, T = 3 };
-    if (fg_backend_gpu_matmul_kind(gpu, FG_TYPE_Q4_0, T) != 'q')
+    if (mm_arith(FG_TYPE_Q4_0, T, K) != 'q')
         cr_skip_test("SKIPPED: Q4_0 and Q8_0 take the f16 GEMM at %d tokens here (batch-invariant mode), not the "
                      "integer GEMV this test is about",
                      T);
@@ -342,24 +356,36 @@ Test(gpu_ops, fused_quantization_feeds_the_gemv, .init = need_gpu, .fini = done)
          y3 = make_pair(N, T, NULL);
     poison(&h), poison(&y1), poison(&y2), poison(&sw), poison(&y3);
 
-    cr_assert_eq(cpu->ops->rms_norm(cpu, &x.c, &nw.c, K, 1e-5f, &h.c), FG_OK);
-    cr_assert_eq(gpu->ops->rms_norm(gpu, &x.g, &nw.g, K, 1e-5f, &h.g), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(cpu->ops->rms_norm(cpu, &x.c, &nw.c, K, 1e-5f, &h.c, false), FG_OK);
+    cr_assert_eq(gpu->ops->rms_norm(gpu, &x.g, &nw.g, K, 1e-5f, &h.g, true), FG_OK, "%s", fg_last_error());
     expect_close(&h, T, 1e-5, "fused rms_norm output");
     cpu_q8_copy(&h, &hq, T);
-    cr_assert_eq(cpu->ops->matmul(cpu, &w1.c, NULL, &hq.c, NULL, T, &y1.c), FG_OK);
-    cr_assert_eq(gpu->ops->matmul(gpu, &w1.g, NULL, &h.g, NULL, T, &y1.g), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(cpu->ops->matmul(cpu, &w1.c, NULL, &hq.c, NULL, T, &y1.c, false), FG_OK);
+    cr_assert_eq(gpu->ops->matmul(gpu, &w1.g, NULL, &h.g, NULL, T, &y1.g, true), FG_OK, "%s", fg_last_error());
     expect_close(&y1, T, 1e-5, "Q4_0 GEMV on the fused rms_norm quantization");
-    cr_assert_eq(cpu->ops->matmul(cpu, &w2.c, NULL, &hq.c, NULL, T, &y2.c), FG_OK);
-    cr_assert_eq(gpu->ops->matmul(gpu, &w2.g, NULL, &h.g, NULL, T, &y2.g), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(cpu->ops->matmul(cpu, &w2.c, NULL, &hq.c, NULL, T, &y2.c, false), FG_OK);
+    cr_assert_eq(gpu->ops->matmul(gpu, &w2.g, NULL, &h.g, NULL, T, &y2.g, true), FG_OK, "%s", fg_last_error());
     expect_close(&y2, T, 1e-5, "Q4_K GEMV sharing that quantization");
 
-    cr_assert_eq(cpu->ops->swiglu(cpu, &g.c, &u.c, &sw.c), FG_OK);
-    cr_assert_eq(gpu->ops->swiglu(gpu, &g.g, &u.g, &sw.g), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(cpu->ops->swiglu(cpu, &g.c, &u.c, &sw.c, false), FG_OK);
+    cr_assert_eq(gpu->ops->swiglu(gpu, &g.g, &u.g, &sw.g, true), FG_OK, "%s", fg_last_error());
     expect_close(&sw, T, 1e-6, "fused swiglu output");
     cpu_q8_copy(&sw, &hq, T);
-    cr_assert_eq(cpu->ops->matmul(cpu, &w3.c, NULL, &hq.c, NULL, T, &y3.c), FG_OK);
-    cr_assert_eq(gpu->ops->matmul(gpu, &w3.g, NULL, &sw.g, NULL, T, &y3.g), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(cpu->ops->matmul(cpu, &w3.c, NULL, &hq.c, NULL, T, &y3.c, false), FG_OK);
+    cr_assert_eq(gpu->ops->matmul(gpu, &w3.g, NULL, &sw.g, NULL, T, &y3.g, true), FG_OK, "%s", fg_last_error());
     expect_close(&y3, T, 1e-5, "Q8_0 GEMV on the fused swiglu quantization");
+
+    /* A hand-off lasts one op: an op between the norm and the matmul (here
+     * one that rewrites h) ends it, and the matmul quantizes h anew even
+     * though it is told quant_in. */
+    cr_assert_eq(gpu->ops->rms_norm(gpu, &x.g, &nw.g, K, 1e-5f, &h.g, true), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(cpu->ops->add(cpu, &g.c, &h.c), FG_OK);
+    cr_assert_eq(gpu->ops->add(gpu, &g.g, &h.g), FG_OK, "%s", fg_last_error());
+    expect_close(&h, T, 1e-5, "h + g after the norm");
+    cpu_q8_copy(&h, &hq, T);
+    cr_assert_eq(cpu->ops->matmul(cpu, &w1.c, NULL, &hq.c, NULL, T, &y1.c, false), FG_OK);
+    cr_assert_eq(gpu->ops->matmul(gpu, &w1.g, NULL, &h.g, NULL, T, &y1.g, true), FG_OK, "%s", fg_last_error());
+    expect_close(&y1, T, 1e-5, "Q4_0 GEMV after an op that ended the hand-off");
     free(nv);
     free(nw.host);
     free(w1.host), free(w2.host), free(w3.host);
@@ -378,7 +404,7 @@ Test(gpu_ops, matmul_and_embed_rows_of_odd_block_counts, .init = need_gpu, .fini
             int N = shapes[si][0], K = shapes[si][1], T = shapes[si][2];
             step_plain(T, 0);
             wpair w = make_weight(types[ti], K, N);
-            char kind = fg_backend_gpu_matmul_kind(gpu, types[ti], T);
+            char kind = mm_arith(types[ti], T, K);
             bool q8 = kind == 'q';
             float *xh = random_rows((int64_t)K * T, 1.0f), *xr = malloc((size_t)K * T * sizeof(float));
             memcpy(xr, xh, (size_t)K * T * sizeof(float));
@@ -386,8 +412,8 @@ Test(gpu_ops, matmul_and_embed_rows_of_odd_block_counts, .init = need_gpu, .fini
             pair x = make_pair(K, T, xh), y = make_pair(N, T, NULL);
             cr_assert_eq(cpu->ops->write(cpu, &x.c, T, xr), FG_OK);
             poison(&y);
-            cr_assert_eq(cpu->ops->matmul(cpu, &w.c, NULL, &x.c, NULL, T, &y.c), FG_OK);
-            cr_assert_eq(gpu->ops->matmul(gpu, &w.g, NULL, &x.g, NULL, T, &y.g), FG_OK, "%s", fg_last_error());
+            cr_assert_eq(cpu->ops->matmul(cpu, &w.c, NULL, &x.c, NULL, T, &y.c, false), FG_OK);
+            cr_assert_eq(gpu->ops->matmul(gpu, &w.g, NULL, &x.g, NULL, T, &y.g, false), FG_OK, "%s", fg_last_error());
             char what[96];
             snprintf(what, sizeof what, "matmul %s N %d K %d T %d", fg_type_name(types[ti]), N, K, T);
             expect_close(&y, T, kind == 'h' ? 3e-3 : 1e-5, what);
@@ -429,7 +455,7 @@ Test(gpu_ops, matmul_n_shares_one_launch, .init = need_gpu, .fini = done)
     for (size_t ci = 0; ci < sizeof types / sizeof *types; ci++) {
         for (size_t tj = 0; tj < sizeof Ts / sizeof *Ts; tj++) {
             int T = Ts[tj], n = ci % 2 ? 2 : 3;
-            char kind = fg_backend_gpu_matmul_kind(gpu, types[ci][0], T);
+            char kind = mm_arith(types[ci][0], T, K);
             if (T > 8 && (kind != 'h' || types[ci][0] != types[ci][1])) continue;
             step_plain(T, 0);
             wpair w[3], b[3];
@@ -450,8 +476,8 @@ Test(gpu_ops, matmul_n_shares_one_launch, .init = need_gpu, .fini = done)
             pair x = make_pair(K, T, xh);
             if (kind == 'q') q8_roundtrip(xh, (int64_t)K * T);
             cr_assert_eq(cpu->ops->write(cpu, &x.c, T, xh), FG_OK);
-            cr_assert_eq(cpu->ops->matmul_n(cpu, n, wc, bc, &x.c, yc), FG_OK);
-            cr_assert_eq(gpu->ops->matmul_n(gpu, n, wg, bg, &x.g, yg), FG_OK, "%s", fg_last_error());
+            cr_assert_eq(cpu->ops->matmul_n(cpu, n, wc, bc, &x.c, yc, false), FG_OK);
+            cr_assert_eq(gpu->ops->matmul_n(gpu, n, wg, bg, &x.g, yg, false), FG_OK, "%s", fg_last_error());
             for (int i = 0; i < n; i++) {
                 char what[96];
                 snprintf(what, sizeof what, "matmul_n %d of %d, %s N %d T %d", i, n, fg_type_name(types[ci][i]), Ns[i], T);
@@ -509,8 +535,8 @@ Test(gpu_ops, rms_norm_rows_and_heads, .init = need_gpu, .fini = done)
         float *wv = random_rows(group, 1.0f);
         wpair w = make_vector(wv, group);
         poison(&y);
-        cr_assert_eq(cpu->ops->rms_norm(cpu, &x.c, &w.c, group, 1e-5f, &y.c), FG_OK);
-        cr_assert_eq(gpu->ops->rms_norm(gpu, &x.g, &w.g, group, 1e-5f, &y.g), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(cpu->ops->rms_norm(cpu, &x.c, &w.c, group, 1e-5f, &y.c, false), FG_OK);
+        cr_assert_eq(gpu->ops->rms_norm(gpu, &x.g, &w.g, group, 1e-5f, &y.g, false), FG_OK, "%s", fg_last_error());
         char what[64];
         snprintf(what, sizeof what, "rms_norm ne0 %d group %d T %d", ne0, group, T);
         expect_close(&y, T, 1e-5, what);
@@ -560,8 +586,8 @@ Test(gpu_ops, swiglu, .init = need_gpu, .fini = done)
     begin_simple(19, 19, 0, 8);
     pair g = random_pair(1536, 19, 6.0f), u = random_pair(1536, 19, 2.0f), y = make_pair(1536, 19, NULL);
     poison(&y);
-    cr_assert_eq(cpu->ops->swiglu(cpu, &g.c, &u.c, &y.c), FG_OK);
-    cr_assert_eq(gpu->ops->swiglu(gpu, &g.g, &u.g, &y.g), FG_OK, "%s", fg_last_error());
+    cr_assert_eq(cpu->ops->swiglu(cpu, &g.c, &u.c, &y.c, false), FG_OK);
+    cr_assert_eq(gpu->ops->swiglu(gpu, &g.g, &u.g, &y.g, false), FG_OK, "%s", fg_last_error());
     expect_close(&y, 19, 1e-6, "swiglu");
 }
 
@@ -778,8 +804,8 @@ static void attention_case(int n_head, int n_kv, int hd, int window, float softc
         }
         fg_attn a = {n_head, n_kv, hd, hd, 1.0f / sqrtf((float)hd) * 3.0f, window, softcap};
         poison(&o);
-        cr_assert_eq(cpu->ops->attention(cpu, 1, &q.c, &a, &o.c), FG_OK);
-        cr_assert_eq(gpu->ops->attention(gpu, 1, &q.g, &a, &o.g), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(cpu->ops->attention(cpu, 1, &q.c, &a, &o.c, false), FG_OK);
+        cr_assert_eq(gpu->ops->attention(gpu, 1, &q.g, &a, &o.g, false), FG_OK, "%s", fg_last_error());
         char what[128];
         snprintf(what, sizeof what, "attention heads %d/%d hd %d window %d softcap %g, step %d (%d tokens)", n_head,
                  n_kv, hd, window, softcap, step, n);
@@ -839,12 +865,20 @@ static void attention_one_sequence(int n_head, int n_kv, int hd, int window, flo
         cr_assert_eq(gpu->ops->kv_store(gpu, 0, &k.g, &v.g), FG_OK, "%s", fg_last_error());
         fg_attn a = {n_head, n_kv, hd, hd, 1.0f / sqrtf((float)hd) * 3.0f, window, softcap};
         poison(&o);
-        cr_assert_eq(cpu->ops->attention(cpu, 0, &q.c, &a, &o.c), FG_OK);
-        cr_assert_eq(gpu->ops->attention(gpu, 0, &q.g, &a, &o.g), FG_OK, "%s", fg_last_error());
+        cr_assert_eq(cpu->ops->attention(cpu, 0, &q.c, &a, &o.c, false), FG_OK);
+        int splits;
+        fg_gpu_attn_kernel kern = fg_backend_gpu_attention_pick(gpu, &a, &splits);
+        cr_assert_eq(gpu->ops->attention(gpu, 0, &q.g, &a, &o.g, false), FG_OK, "%s", fg_last_error());
+        /* The prefill steps take the tiled kernel at its head dims, the
+         * decode token the split-KV one. */
+        if (!invariant_mode() && mma_prefill(hd))
+            cr_assert_eq(kern, step < 2 ? FG_GPU_ATTN_TILED : FG_GPU_ATTN_DECODE, "step %d took the %s kernel", step,
+                         fg_gpu_attn_kernel_name(kern));
+        if (!invariant_mode() && step == 2) cr_assert_gt(splits, 1, "the decode token's keys are split");
         char what[128];
         snprintf(what, sizeof what, "one-sequence attention heads %d/%d hd %d window %d softcap %g, positions %d..%d",
                  n_head, n_kv, hd, window, softcap, spans[step][0], spans[step][1] - 1);
-        expect_close(&o, n, step < 2 && mma_prefill(hd) ? 3e-3 : 1e-5, what);
+        expect_close(&o, n, kern == FG_GPU_ATTN_TILED && mma_prefill(hd) ? 3e-3 : 1e-5, what);
     }
 }
 
@@ -900,8 +934,8 @@ Test(gpu_ops, rope_store_attention_and_the_merged_quantization, .init = need_gpu
             expect_close(&q, n, 1e-5, what);
             expect_close(&k, n, 1e-5, what);
             poison(&o), poison(&y);
-            cr_assert_eq(cpu->ops->attention(cpu, 0, &q.c, &a, &o.c), FG_OK);
-            cr_assert_eq(gpu->ops->attention(gpu, 0, &q.g, &a, &o.g), FG_OK, "%s", fg_last_error());
+            cr_assert_eq(cpu->ops->attention(cpu, 0, &q.c, &a, &o.c, false), FG_OK);
+            cr_assert_eq(gpu->ops->attention(gpu, 0, &q.g, &a, &o.g, true), FG_OK, "%s", fg_last_error());
             /* k is rotated by each backend's own RoPE, then rounded to f16
              * in the cache: a last-bit difference can round one element of
              * a cached key to the next f16 (1e-3 of it). */
@@ -909,10 +943,10 @@ Test(gpu_ops, rope_store_attention_and_the_merged_quantization, .init = need_gpu
             expect_close(&o, n, n > 8 && mma_prefill(hd) ? 3e-3 : 1e-4, "attention over the rope_store cache");
             /* Decode-sized steps: the GEMV on the int8 codes the merge left;
              * larger ones: the f16 tensor-core GEMM on the output itself. */
-            bool q8 = fg_backend_gpu_matmul_kind(gpu, FG_TYPE_Q4_0, n) == 'q';
+            bool q8 = mm_arith(FG_TYPE_Q4_0, n, o_row) == 'q';
             if (q8) cpu_q8_copy(&o, &oq, n);
-            cr_assert_eq(cpu->ops->matmul(cpu, &wo.c, NULL, q8 ? &oq.c : &o.c, NULL, 0, &y.c), FG_OK);
-            cr_assert_eq(gpu->ops->matmul(gpu, &wo.g, NULL, &o.g, NULL, 0, &y.g), FG_OK, "%s", fg_last_error());
+            cr_assert_eq(cpu->ops->matmul(cpu, &wo.c, NULL, q8 ? &oq.c : &o.c, NULL, 0, &y.c, false), FG_OK);
+            cr_assert_eq(gpu->ops->matmul(gpu, &wo.g, NULL, &o.g, NULL, 0, &y.g, true), FG_OK, "%s", fg_last_error());
             expect_close(&y, n, q8 ? 1e-3 : 3e-3, "output projection of the attention (merged quantization on decode)");
         }
         free(wo.host);

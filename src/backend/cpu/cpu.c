@@ -281,8 +281,9 @@ static void norm_fn(void *p, int ith, int nth)
 }
 
 static fg_status cpu_rms_norm(fg_backend *be, const fg_tensor *x, const fg_tensor *w, int64_t group, float eps,
-                              fg_tensor *out)
+                              fg_tensor *out, bool quant_out)
 {
+    (void)quant_out; /* every matmul quantizes its own input (backend.h's hand-offs) */
     cpu_backend *c = cpu(be);
     FG_ASSERT(w->type == FG_TYPE_F32 && w->ne0 == group && x->ne0 % group == 0);
     norm_ctx n = {c, x, w, group, eps, out};
@@ -331,8 +332,9 @@ static fg_status grow_scratch(cpu_backend *c, size_t need)
 }
 
 static fg_status cpu_matmul(fg_backend *be, const fg_tensor *w, const fg_tensor *bias, const fg_tensor *x,
-                            const fg_tensor *add, int32_t rows, fg_tensor *out)
+                            const fg_tensor *add, int32_t rows, fg_tensor *out, bool quant_in)
 {
+    (void)quant_in;
     cpu_backend *c = cpu(be);
     int64_t T = rows ? rows : c->n_tokens;
     int64_t ldx = (int64_t)(x->row_bytes / sizeof(float)), ldy = (int64_t)(out->row_bytes / sizeof(float));
@@ -553,8 +555,10 @@ static void attn_fn(void *p, int ith, int nth)
     }
 }
 
-static fg_status cpu_attention(fg_backend *be, int32_t layer, const fg_tensor *q, const fg_attn *a, fg_tensor *out)
+static fg_status cpu_attention(fg_backend *be, int32_t layer, const fg_tensor *q, const fg_attn *a, fg_tensor *out,
+                               bool quant_out)
 {
+    (void)quant_out;
     cpu_backend *c = cpu(be);
     FG_ASSERT(a->n_head % a->n_head_kv == 0 && a->n_head_kv * a->head_dim_k == c->k_row &&
               a->n_head_kv * a->head_dim_v == c->v_row);
@@ -627,8 +631,9 @@ static fg_status gated(cpu_backend *c, const fg_tensor *gate, const fg_tensor *u
     return FG_OK;
 }
 
-static fg_status cpu_swiglu(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out)
+static fg_status cpu_swiglu(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out, bool quant_out)
 {
+    (void)quant_out;
     return gated(cpu(be), gate, up, out, silu);
 }
 
@@ -750,9 +755,9 @@ static void cpu_free(fg_backend *be)
 }
 
 static fg_status cpu_matmul_n(fg_backend *be, int n, const fg_tensor *const *w, const fg_tensor *const *bias,
-                              const fg_tensor *x, fg_tensor *const *out)
+                              const fg_tensor *x, fg_tensor *const *out, bool quant_in)
 {
-    for (int i = 0; i < n; i++) FG_TRY(cpu_matmul(be, w[i], bias ? bias[i] : NULL, x, NULL, 0, out[i]));
+    for (int i = 0; i < n; i++) FG_TRY(cpu_matmul(be, w[i], bias ? bias[i] : NULL, x, NULL, 0, out[i], quant_in));
     return FG_OK;
 }
 

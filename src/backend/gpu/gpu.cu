@@ -33,8 +33,9 @@ typedef struct gpu_graph {
 
 /* FORGE_GPU_PROFILE's table: a row per op of the ops table (each reports
  * under its own name, as do step_begin and read), which the table's size in
- * pointers bounds. */
-enum { PROF_ROWS = sizeof(fg_backend_ops) / sizeof(void *) };
+ * pointers bounds, and one per kernel of the matmul and attention families
+ * (their rows are "matmul.mmvq", "attention.tiled", ...). */
+enum { PROF_ROWS = sizeof(fg_backend_ops) / sizeof(void *) + FG_GPU_MM_N_KERNELS + FG_GPU_ATTN_N_KERNELS };
 typedef struct gpu_backend {
     fg_backend base;
     int device, warp;
@@ -102,11 +103,11 @@ typedef struct gpu_backend {
      * (grown while weights load). */
     void *mm_scratch;
     size_t mm_scratch_bytes;
-    /* What mm_scratch holds: the quantized rows of q8_src (q8_T rows of
-     * q8_K), valid until an op writes q8_src or a new step begins. q, k and
-     * v share one quantization of their input, as do gate and up. */
+    /* Every op that launches takes the next number (GPU_OP). The hand-off
+     * (backend.h): op number q8_op left the q8_T rows of q8_K elements at
+     * q8_src quantized in mm_scratch; only op number q8_op + 1 reads them. */
+    uint64_t op_seq, q8_op;
     const void *q8_src;
-    size_t q8_bytes; /* the rows' extent from q8_src */
     int32_t q8_T;
     int64_t q8_K;
     /* The most tokens a matmul of the weights placed so far quantizes its
@@ -162,7 +163,7 @@ static fg_status gpu_fail(cudaError_t e, const char *what, const char *file, int
     } while (0)
 
 /* Profiling: an event before the op's launches (op_done records one after). */
-static void op_begin(gpu_backend *g)
+static void op_start(gpu_backend *g)
 {
     if (g->profile) (void)cudaEventRecord(g->prof_ev[0], g->stream);
 }
@@ -185,18 +186,27 @@ static void prof_add(gpu_backend *g, const char *op, bool timed)
 }
 
 /* After an op's launches: the launch error, and with FORGE_GPU_SYNC=1 the
- * op's execution error too. */
-static fg_status op_done(gpu_backend *g, cudaError_t launch, const char *op)
+ * op's execution error too, naming the op and the caller's line. */
+static fg_status op_done(gpu_backend *g, cudaError_t launch, const char *op, const char *file, int line)
 {
-    if (launch != cudaSuccess) return gpu_fail(launch, op, __FILE__, __LINE__);
+    if (launch != cudaSuccess) return gpu_fail(launch, op, file, line);
     if (g->profile) (void)cudaEventRecord(g->prof_ev[1], g->stream);
     if (g->sync_each_op || g->profile) {
         cudaError_t e = cudaStreamSynchronize(g->stream);
-        if (e != cudaSuccess) return gpu_fail(e, op, __FILE__, __LINE__);
+        if (e != cudaSuccess) return gpu_fail(e, op, file, line);
         if (g->profile) prof_add(g, op, true);
     }
     return FG_OK;
 }
+
+/* The one protocol of every op, after its host-side checks (which run on a
+ * graph replay too): the op takes its number (op_seq, which ends any
+ * hand-off but the one to it); on a replay the graph launches its kernels,
+ * so nothing more; else the profiler's start event, the launch expression,
+ * and op_done with the op's name (a string literal: the profile keeps the
+ * pointer) and the caller's line. */
+#define GPU_OP(g, name, launch) \
+    ((g)->op_seq++, (g)->replay ? FG_OK : (op_start(g), op_done((g), (launch), (name), __FILE__, __LINE__)))
 
 /* ---- Memory ------------------------------------------------------------------ */
 
@@ -277,7 +287,7 @@ static fg_status gpu_weight(fg_backend *be, const fg_gguf_tensor *src, fg_tensor
     }
     if (!vector && ne0 > g->max_k) g->max_k = ne0;
     for (int32_t t = g->q8_max_t * 2; !vector && t <= FG_GPU_Q8_ROWS; t *= 2)
-        if (fg_gpu_matmul_quantizes(src->type, t, false)) g->q8_max_t = t;
+        if (fg_gpu_matmul_pick(src->type, t, ne0, false, true, false) == FG_GPU_MM_MMVQ) g->q8_max_t = t;
     if (g->max_k > 0)
         FG_TRY(grow_dev(g, &g->mm_scratch, &g->mm_scratch_bytes, fg_gpu_matmul_scratch(g->max_k),
                         "the matmul activations"));
@@ -453,7 +463,7 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
     FG_TRY(grow_step(g, need));
     FG_TRY(graph_finish(g)); /* a step without a read */
     if (g->upload_pending) GPU_TRY(cudaEventSynchronize(g->uploaded));
-    g->q8_src = NULL;
+    g->op_seq++; /* no hand-off crosses steps */
     int32_t *h = g->h_step;
     memcpy(h, b->ids, (size_t)n * 4);
     memcpy(h + n, b->pos, (size_t)n * 4);
@@ -514,22 +524,26 @@ static bool q8_fusable(const gpu_backend *g, int64_t ne0)
            g->mm_scratch_bytes >= fg_gpu_matmul_scratch(ne0);
 }
 
-/* The scratch now holds out's step rows, quantized. */
-static void q8_hold(gpu_backend *g, const fg_tensor *out, int64_t ne0)
+/* The op about to take its number (the next GPU_OP) leaves out's step rows
+ * of ne0 quantized in the scratch, for the op after it. Called before
+ * GPU_OP, so that a replay keeps the same account. */
+static void q8_hand_off(gpu_backend *g, const fg_tensor *out, int64_t ne0)
 {
+    g->q8_op = g->op_seq + 1;
     g->q8_src = out->data;
-    g->q8_bytes = (size_t)g->n_tokens * out->row_bytes;
     g->q8_T = g->n_tokens;
     g->q8_K = ne0;
 }
 
-/* An op is about to write `out`: a quantized copy of rows it overlaps goes
- * stale. */
-static void wrote(gpu_backend *g, const fg_tensor *out)
+/* Whether the op about to take its number may read x's T rows of K from
+ * the scratch: the plan says the op before handed them over (quant_in) and
+ * that op did. A hand-off of other rows is a plan that breaks backend.h's
+ * contract. */
+static bool q8_handed(const gpu_backend *g, bool quant_in, const fg_tensor *x, int32_t T, int64_t K)
 {
-    if (!g->q8_src) return;
-    const char *a = (const char *)out->data, *b = (const char *)g->q8_src;
-    if (a < b + g->q8_bytes && b < a + (size_t)out->rows * out->row_bytes) g->q8_src = NULL;
+    if (!quant_in || g->q8_op != g->op_seq || g->q8_T != T) return false;
+    FG_ASSERT(g->q8_src == x->data && g->q8_K == K);
+    return true;
 }
 
 static int64_t ld(const fg_tensor *t)
@@ -540,252 +554,232 @@ static int64_t ld(const fg_tensor *t)
 static fg_status gpu_embed(fg_backend *be, const fg_tensor *table, fg_tensor *out)
 {
     gpu_backend *g = gpu(be);
-    op_begin(g);
-    wrote(g, out);
     for (int32_t t = 0; t < g->n_tokens; t++) {
         if (g->h_ids[t] < 0 || g->h_ids[t] >= table->rows)
             return fg_err_set(FG_ERR_INVALID_ARG, "token id %d is outside the vocabulary (%lld tokens)", g->h_ids[t],
                               (long long)table->rows);
     }
-    if (g->replay) return FG_OK;
-    return op_done(g, fg_gpu_embed(table->type, table->data, table->row_bytes, table->ne0, g->d_ids, g->n_tokens,
-                                   (float *)out->data, ld(out), g->stream),
-                   "embed");
+    return GPU_OP(g, "embed",
+                  fg_gpu_embed(table->type, table->data, table->row_bytes, table->ne0, g->d_ids, g->n_tokens,
+                               (float *)out->data, ld(out), g->stream));
 }
 
 static fg_status gpu_rms_norm(fg_backend *be, const fg_tensor *x, const fg_tensor *w, int64_t group, float eps,
-                              fg_tensor *out)
+                              fg_tensor *out, bool quant_out)
 {
     gpu_backend *g = gpu(be);
-    op_begin(g);
-    wrote(g, out);
     FG_ASSERT(w->type == FG_TYPE_F32 && w->ne0 == group && x->ne0 % group == 0);
-    if (g->replay) return FG_OK;
-    if (q8_fusable(g, x->ne0) && group == x->ne0) {
-        fg_status st = op_done(g, fg_gpu_rms_norm_q8((const float *)x->data, ld(x), (const float *)w->data, x->ne0, eps,
-                                                     g->n_tokens, (float *)out->data, ld(out), g->mm_scratch, g->stream),
-                               "rms_norm");
-        if (st == FG_OK) q8_hold(g, out, x->ne0);
-        return st;
+    if (quant_out && group == x->ne0 && q8_fusable(g, x->ne0)) {
+        q8_hand_off(g, out, x->ne0);
+        return GPU_OP(g, "rms_norm",
+                      fg_gpu_rms_norm_q8((const float *)x->data, ld(x), (const float *)w->data, x->ne0, eps,
+                                         g->n_tokens, (float *)out->data, ld(out), g->mm_scratch, g->stream));
     }
-    return op_done(g, fg_gpu_rms_norm((const float *)x->data, ld(x), (const float *)w->data, x->ne0, group, eps,
-                                      g->n_tokens, (float *)out->data, ld(out), g->stream),
-                   "rms_norm");
+    return GPU_OP(g, "rms_norm",
+                  fg_gpu_rms_norm((const float *)x->data, ld(x), (const float *)w->data, x->ne0, group, eps,
+                                  g->n_tokens, (float *)out->data, ld(out), g->stream));
 }
 
+/* fg_gpu_matmul_pick for w over T tokens in this backend: cuBLAS where its
+ * scratch was sized for the shape (CUDA). */
+static fg_gpu_mm_kernel mm_pick(const gpu_backend *g, int type, int32_t T, int64_t K)
+{
+    bool scratch = g->mm_scratch && g->mm_scratch_bytes >= fg_gpu_matmul_scratch(K);
+    bool blas = g->blas_scratch && T <= g->cap_tokens && K <= g->max_k;
+    return fg_gpu_matmul_pick(type, T, K, g->invariant, scratch, blas);
+}
+
+/* The profile's row of each matmul and attention kernel: string literals
+ * (the profile keeps the pointers), in pick.h's order. */
+static const char *const mm_op_name[] = {"matmul.gemv", "matmul.gemm", "matmul.mmvq",
+                                         "matmul.mmvq_chunks", "matmul.mmq", "matmul.blas"};
+static const char *const attn_op_name[] = {"attention.tiled", "attention.gqa", "attention.decode", "attention.split"};
+static_assert(sizeof mm_op_name / sizeof *mm_op_name == FG_GPU_MM_N_KERNELS, "a profile row per matmul kernel");
+static_assert(sizeof attn_op_name / sizeof *attn_op_name == FG_GPU_ATTN_N_KERNELS, "a profile row per attention kernel");
+
 static fg_status gpu_matmul(fg_backend *be, const fg_tensor *w, const fg_tensor *bias, const fg_tensor *x,
-                            const fg_tensor *add, int32_t rows, fg_tensor *out)
+                            const fg_tensor *add, int32_t rows, fg_tensor *out, bool quant_in)
 {
     gpu_backend *g = gpu(be);
-    op_begin(g);
     int32_t T = rows ? rows : g->n_tokens;
     FG_ASSERT(x->ne0 == w->ne0 && ld(x) % 4 == 0); /* x rows are read as float4 */
     FG_ASSERT(!bias || (bias->type == FG_TYPE_F32 && bias->ne0 == w->rows));
-    if (g->replay) return FG_OK;
-    void *scratch = g->mm_scratch_bytes >= fg_gpu_matmul_scratch(w->ne0) ? g->mm_scratch : NULL;
-    bool quantizes = scratch && fg_gpu_matmul_quantizes(w->type, T, g->invariant);
-    bool ready = quantizes && g->q8_src == x->data && g->q8_T == T && g->q8_K == w->ne0;
-    /* Any other use of the scratch (quantizing, the GEMM's f16 rows at
-     * K-dependent offsets) may overwrite what it holds. */
-    if (scratch && !ready) g->q8_src = NULL;
-    wrote(g, out);
+    fg_gpu_mm_kernel k = mm_pick(g, w->type, T, w->ne0);
+    const float *b = bias ? (const float *)bias->data : NULL, *a = add ? (const float *)add->data : NULL;
 #if !defined(FG_GPU_HIP)
-    if (g->blas_scratch && !g->invariant && T > FG_GPU_GEMV_MAX_T && !fg_gpu_matmul_mmq(w->type, T, false) &&
-        T <= g->cap_tokens && w->ne0 <= g->max_k && w->ne0 % 8 == 0)
-        return op_done(g, fg_gpu_matmul_blas(g->blas, w->type, w->data, w->row_bytes, w->rows, w->ne0,
-                                             (const float *)x->data, ld(x), T,
-                                             bias ? (const float *)bias->data : NULL,
-                                             add ? (const float *)add->data : NULL, add ? ld(add) : 0,
-                                             (float *)out->data, ld(out), g->blas_scratch, g->stream),
-                       "matmul");
+    if (k == FG_GPU_MM_BLAS)
+        return GPU_OP(g, mm_op_name[k],
+                      fg_gpu_matmul_blas(g->blas, w->type, w->data, w->row_bytes, w->rows, w->ne0,
+                                         (const float *)x->data, ld(x), T, b, a, add ? ld(add) : 0,
+                                         (float *)out->data, ld(out), g->blas_scratch, g->stream));
 #endif
-    fg_status st = op_done(g, fg_gpu_matmul(w->type, w->data, w->row_bytes, w->rows, w->ne0, (const float *)x->data,
-                                            ld(x), T, bias ? (const float *)bias->data : NULL,
-                                            add ? (const float *)add->data : NULL, add ? ld(add) : 0,
-                                            (float *)out->data, ld(out), scratch, ready, g->invariant, g->warp,
-                                            g->stream),
-                           "matmul");
-    if (quantizes) g->q8_src = NULL;
-    if (quantizes && st == FG_OK && out->data != x->data && T == g->n_tokens) q8_hold(g, x, w->ne0);
-    return st;
+    bool ready = k == FG_GPU_MM_MMVQ && q8_handed(g, quant_in, x, T, w->ne0);
+    /* Its quantization of x goes on to a matmul of the same x right after
+     * (q, k and v of different types). */
+    if (k == FG_GPU_MM_MMVQ && out->data != x->data && T == g->n_tokens) q8_hand_off(g, x, w->ne0);
+    return GPU_OP(g, mm_op_name[k],
+                  fg_gpu_matmul(k, w->type, w->data, w->row_bytes, w->rows, w->ne0, (const float *)x->data, ld(x), T,
+                                b, a, add ? ld(add) : 0, (float *)out->data, ld(out), g->mm_scratch, ready,
+                                g->invariant, g->warp, g->stream));
 }
 
-/* One integer-GEMV launch for all n when they can share it (same type and
- * row length, a decode-sized step, the quantized activations in the
- * scratch); otherwise n matmuls. */
+/* One launch for all n when they can share it (same type and row length,
+ * the integer GEMV of a step of at most FG_GPU_GEMV_SLOTS tokens or the
+ * tensor-core GEMM, not batch-invariant); otherwise n matmuls, each
+ * handing its quantization of x to the next. */
 static fg_status gpu_matmul_n(fg_backend *be, int n, const fg_tensor *const *w, const fg_tensor *const *bias,
-                              const fg_tensor *x, fg_tensor *const *out)
+                              const fg_tensor *x, fg_tensor *const *out, bool quant_in)
 {
     gpu_backend *g = gpu(be);
     int32_t T = g->n_tokens;
-    bool mmq = fg_gpu_matmul_mmq(w[0]->type, T, false);
-    bool one = n >= 2 && n <= 3 && ((T <= 8 && fg_gpu_matmul_quantizes(w[0]->type, T, false)) || mmq) &&
-               !g->invariant && g->mm_scratch_bytes >= fg_gpu_matmul_scratch(x->ne0) && ld(x) % 4 == 0;
+    fg_gpu_mm_kernel k = mm_pick(g, w[0]->type, T, x->ne0);
+    bool one = n >= 2 && n <= 3 && fg_gpu_matmul_n_ok(k, T) && !g->invariant && ld(x) % 4 == 0;
     for (int i = 0; one && i < n; i++) {
         one = w[i]->type == w[0]->type && w[i]->ne0 == x->ne0 && out[i]->data != x->data;
         if (bias && bias[i]) FG_ASSERT(bias[i]->type == FG_TYPE_F32 && bias[i]->ne0 == w[i]->rows);
     }
     if (!one) {
-        for (int i = 0; i < n; i++) FG_TRY(gpu_matmul(be, w[i], bias ? bias[i] : NULL, x, NULL, 0, out[i]));
+        for (int i = 0; i < n; i++)
+            FG_TRY(gpu_matmul(be, w[i], bias ? bias[i] : NULL, x, NULL, 0, out[i], quant_in || i > 0));
         return FG_OK;
     }
-    op_begin(g);
-    if (g->replay) return FG_OK;
-    bool ready = !mmq && g->q8_src == x->data && g->q8_T == T && g->q8_K == x->ne0;
-    if (!ready) g->q8_src = NULL; /* the scratch is rewritten */
     fg_gpu_mm_out outs[3];
-    for (int i = 0; i < n; i++) {
-        wrote(g, out[i]);
-        outs[i] = (fg_gpu_mm_out){w[i]->data, w[i]->row_bytes, w[i]->rows,
-                                  bias && bias[i] ? (const float *)bias[i]->data : NULL, (float *)out[i]->data,
-                                  ld(out[i])};
-    }
-    fg_status st = op_done(g, fg_gpu_matmul_n(w[0]->type, n, outs, x->ne0, (const float *)x->data, ld(x), T,
-                                              g->mm_scratch, ready, g->warp, g->stream),
-                           "matmul");
-    if (st == FG_OK && !mmq) q8_hold(g, x, x->ne0);
-    return st;
+    for (int i = 0; i < n; i++)
+        outs[i] = (fg_gpu_mm_out){.w = w[i]->data, .row_bytes = w[i]->row_bytes, .N = w[i]->rows,
+                                  .bias = bias && bias[i] ? (const float *)bias[i]->data : NULL,
+                                  .y = (float *)out[i]->data, .ldy = ld(out[i])};
+    bool ready = k == FG_GPU_MM_MMVQ && q8_handed(g, quant_in, x, T, x->ne0);
+    if (k == FG_GPU_MM_MMVQ) q8_hand_off(g, x, x->ne0);
+    return GPU_OP(g, mm_op_name[k],
+                  fg_gpu_matmul_n(k, w[0]->type, n, outs, x->ne0, (const float *)x->data, ld(x), T, g->mm_scratch,
+                                  ready, g->warp, g->stream));
 }
 
 static fg_status gpu_gather(fg_backend *be, const fg_tensor *x, fg_tensor *out)
 {
     gpu_backend *g = gpu(be);
-    op_begin(g);
-    wrote(g, out);
     FG_ASSERT(out->ne0 == x->ne0 && out->rows >= g->n_out);
-    if (g->replay || g->n_out == 0) return FG_OK;
-    return op_done(g, fg_gpu_gather((const float *)x->data, ld(x), x->ne0, g->d_out_rows, g->n_out, (float *)out->data,
-                                    ld(out), g->stream),
-                   "gather");
+    if (g->n_out == 0) return FG_OK; /* writes nothing */
+    return GPU_OP(g, "gather",
+                  fg_gpu_gather((const float *)x->data, ld(x), x->ne0, g->d_out_rows, g->n_out, (float *)out->data,
+                                ld(out), g->stream));
 }
 
 static fg_status gpu_rope(fg_backend *be, fg_tensor *x, int32_t head_dim, const fg_rope *rp)
 {
     gpu_backend *g = gpu(be);
-    op_begin(g);
-    wrote(g, x);
     FG_ASSERT(rp->n_rot % 2 == 0 && rp->n_rot <= head_dim && x->ne0 % head_dim == 0);
-    if (g->replay) return FG_OK;
-    return op_done(g, fg_gpu_rope((float *)x->data, ld(x), x->ne0, head_dim, rp->mode == FG_ROPE_NEOX, rp->n_rot,
-                                  rp->base, rp->freq_scale, rp->freq_factors, g->d_pos, g->n_tokens, g->stream),
-                   "rope");
+    return GPU_OP(g, "rope",
+                  fg_gpu_rope((float *)x->data, ld(x), x->ne0, head_dim, rp->mode == FG_ROPE_NEOX, rp->n_rot,
+                              rp->base, rp->freq_scale, rp->freq_factors, g->d_pos, g->n_tokens, g->stream));
 }
 
 static fg_status gpu_kv_store(fg_backend *be, int32_t layer, const fg_tensor *k, const fg_tensor *v)
 {
     gpu_backend *g = gpu(be);
-    op_begin(g);
     FG_ASSERT(layer >= 0 && layer < g->n_layer && k->ne0 == g->k_row && v->ne0 == g->v_row);
-    if (g->replay) return FG_OK;
-    return op_done(g, fg_gpu_kv_store((const float *)k->data, ld(k), (const float *)v->data, ld(v), g->k_row, g->v_row,
-                                      g->d_slot, g->n_tokens, g->k[layer], g->v[layer], g->stream),
-                   "kv_store");
+    return GPU_OP(g, "kv_store",
+                  fg_gpu_kv_store((const float *)k->data, ld(k), (const float *)v->data, ld(v), g->k_row, g->v_row,
+                                  g->d_slot, g->n_tokens, g->k[layer], g->v[layer], g->stream));
 }
 
 static fg_status gpu_rope_store(fg_backend *be, int32_t layer, fg_tensor *q, fg_tensor *k, const fg_tensor *v,
                                 int32_t head_dim, const fg_rope *rp)
 {
     gpu_backend *g = gpu(be);
-    op_begin(g);
-    wrote(g, q);
-    wrote(g, k);
     FG_ASSERT(rp->n_rot % 2 == 0 && rp->n_rot <= head_dim && q->ne0 % head_dim == 0);
     FG_ASSERT(layer >= 0 && layer < g->n_layer && k->ne0 == g->k_row && v->ne0 == g->v_row && k->ne0 % head_dim == 0);
-    if (g->replay) return FG_OK;
-    fg_gpu_rope_store_args a = {(float *)q->data, ld(q), (float *)k->data, ld(k), (const float *)v->data, ld(v),
-                                (int32_t)(q->ne0 / head_dim), head_dim, rp->n_rot, rp->mode == FG_ROPE_NEOX,
-                                rp->freq_scale, rp->freq_factors, g->d_pos, g->d_slot, (__half *)g->k[layer],
-                                (__half *)g->v[layer], g->k_row, g->v_row};
-    return op_done(g, fg_gpu_rope_store(&a, rp->base, g->n_tokens, g->stream), "rope_store");
+    fg_gpu_rope_store_args a = {.q = (float *)q->data, .ldq = ld(q), .k = (float *)k->data, .ldk = ld(k),
+                                .v = (const float *)v->data, .ldv = ld(v), .n_head = (int32_t)(q->ne0 / head_dim),
+                                .head_dim = head_dim, .n_rot = rp->n_rot, .neox = rp->mode == FG_ROPE_NEOX,
+                                .freq_scale = rp->freq_scale, .ff = rp->freq_factors, .pos = g->d_pos,
+                                .slot = g->d_slot, .kc = (__half *)g->k[layer], .vc = (__half *)g->v[layer],
+                                .k_row = g->k_row, .v_row = g->v_row};
+    return GPU_OP(g, "rope_store", fg_gpu_rope_store(&a, rp->base, g->n_tokens, g->stream));
 }
 
-static fg_status gpu_attention(fg_backend *be, int32_t layer, const fg_tensor *q, const fg_attn *a, fg_tensor *out)
+/* The attention arguments of the step's q rows in layer. */
+static fg_gpu_attn_args attn_args(const gpu_backend *g, int32_t layer, const fg_tensor *q, const fg_attn *a,
+                                  fg_tensor *out)
+{
+    return (fg_gpu_attn_args){.q = q ? (const float *)q->data : NULL, .ldq = q ? ld(q) : 0,
+                              .kc = layer >= 0 ? g->k[layer] : NULL, .vc = layer >= 0 ? g->v[layer] : NULL,
+                              .k_row = g->k_row, .v_row = g->v_row, .pos = g->d_pos, .seq = g->d_seq,
+                              .block_tables = g->d_tables, .max_blocks = g->max_blocks, .block_size = g->block_size,
+                              .n_tokens = g->n_tokens, .n_head = a->n_head, .n_head_kv = a->n_head_kv,
+                              .head_dim_k = a->head_dim_k, .head_dim_v = a->head_dim_v, .scale = a->scale,
+                              .softcap = a->softcap, .window = a->window, .out = out ? (float *)out->data : NULL,
+                              .ldo = out ? ld(out) : 0};
+}
+
+static fg_gpu_attn_kernel attn_pick(const gpu_backend *g, const fg_gpu_attn_args *args, bool tiles_uniform,
+                                    int *splits)
+{
+    fg_gpu_attn_where w = {.warp = g->warp, .n_sm = g->n_sm, .invariant = g->invariant,
+                           .tiles_uniform = tiles_uniform, .split_max_t = GRAPH_MAX_T, .part_row = g->o_row};
+    return fg_gpu_attention_pick(args, &w, splits);
+}
+
+static fg_status gpu_attention(fg_backend *be, int32_t layer, const fg_tensor *q, const fg_attn *a, fg_tensor *out,
+                               bool quant_out)
 {
     gpu_backend *g = gpu(be);
-    op_begin(g);
-    wrote(g, out);
     FG_ASSERT(a->n_head % a->n_head_kv == 0 && a->n_head_kv * a->head_dim_k == g->k_row &&
               a->n_head_kv * a->head_dim_v == g->v_row);
     if (a->head_dim_k > 256 || a->head_dim_v > 256 || a->head_dim_k % 2)
         return fg_err_set(FG_ERR_UNSUPPORTED, "the GPU attention kernel handles even head dims up to 256, not %d/%d",
                           a->head_dim_k, a->head_dim_v);
-    if (g->replay) return FG_OK;
-    fg_gpu_attn_args args = {(const float *)q->data, ld(q), g->k[layer], g->v[layer], g->k_row, g->v_row, g->d_pos,
-                             g->d_seq, g->d_tables, g->max_blocks, g->block_size, g->n_tokens, a->n_head,
-                             a->n_head_kv, a->head_dim_k, a->head_dim_v, a->scale, a->softcap, a->window,
-                             (float *)out->data, ld(out)};
-    /* Batch-invariant mode: one kernel, unsplit, at every step size. */
-    bool batched = g->n_tokens > GRAPH_MAX_T || g->invariant;
-    if (batched && !g->invariant && g->tiles_uniform && fg_gpu_attention_tiled_ok(&args, g->warp))
-        return op_done(g, fg_gpu_attention_tiled(&args, g->stream), "attention");
-    if (batched && fg_gpu_attention_gqa_ok(&args))
-        return op_done(g, fg_gpu_attention_gqa(&args, g->warp, g->stream), "attention");
-    /* Decoding: the GQA-sharing kernel where it applies, its keys split
-     * over enough (token, KV head) blocks to fill the GPU. */
-    bool decode = !batched && fg_gpu_attention_decode_ok(&args);
-    int splits = 1;
-    if (!batched && (int64_t)a->n_head * a->head_dim_v <= g->o_row)
-        splits = fg_gpu_attention_splits(g->n_tokens, decode ? a->n_head_kv : a->n_head, g->n_sm);
+    fg_gpu_attn_args args = attn_args(g, layer, q, a, out);
+    int splits;
+    fg_gpu_attn_kernel k = attn_pick(g, &args, g->tiles_uniform, &splits);
+    const char *name = attn_op_name[k];
+    if (k == FG_GPU_ATTN_TILED) return GPU_OP(g, name, fg_gpu_attention_tiled(&args, g->stream));
+    if (k == FG_GPU_ATTN_GQA) return GPU_OP(g, name, fg_gpu_attention_gqa(&args, g->warp, g->stream));
     /* The split merge quantizes the output for the matmul that follows. */
-    bool q8 = splits > 1 && g->att_part && a->head_dim_v % 32 == 0 && out->ne0 == (int64_t)a->n_head * a->head_dim_v &&
-              q8_fusable(g, out->ne0);
+    bool q8 = quant_out && splits > 1 && g->att_part && a->head_dim_v % 32 == 0 &&
+              out->ne0 == (int64_t)a->n_head * a->head_dim_v && q8_fusable(g, out->ne0);
     void *q8s = q8 ? g->mm_scratch : NULL;
-    fg_status st = op_done(g, decode ? fg_gpu_attention_decode(&args, splits, g->att_part, q8s, g->stream)
-                                     : fg_gpu_attention(&args, splits, g->att_part, q8s, g->warp, g->stream),
-                           "attention");
-    if (st == FG_OK && q8) q8_hold(g, out, out->ne0);
-    return st;
+    if (q8) q8_hand_off(g, out, out->ne0);
+    if (k == FG_GPU_ATTN_DECODE)
+        return GPU_OP(g, name, fg_gpu_attention_decode(&args, splits, g->att_part, q8s, g->stream));
+    return GPU_OP(g, name, fg_gpu_attention(&args, splits, g->att_part, q8s, g->warp, g->stream));
 }
 
-static fg_status gpu_swiglu(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out)
+static fg_status gpu_swiglu(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out, bool quant_out)
 {
     gpu_backend *g = gpu(be);
-    op_begin(g);
-    wrote(g, out);
-    if (g->replay) return FG_OK;
-    if (q8_fusable(g, gate->ne0)) {
-        fg_status st = op_done(g, fg_gpu_swiglu_q8((const float *)gate->data, ld(gate), (const float *)up->data, ld(up),
-                                                   gate->ne0, g->n_tokens, (float *)out->data, ld(out), g->mm_scratch,
-                                                   g->stream),
-                               "swiglu");
-        if (st == FG_OK) q8_hold(g, out, gate->ne0);
-        return st;
+    if (quant_out && q8_fusable(g, gate->ne0)) {
+        q8_hand_off(g, out, gate->ne0);
+        return GPU_OP(g, "swiglu",
+                      fg_gpu_swiglu_q8((const float *)gate->data, ld(gate), (const float *)up->data, ld(up), gate->ne0,
+                                       g->n_tokens, (float *)out->data, ld(out), g->mm_scratch, g->stream));
     }
-    return op_done(g, fg_gpu_swiglu((const float *)gate->data, ld(gate), (const float *)up->data, ld(up), gate->ne0,
-                                    g->n_tokens, (float *)out->data, ld(out), g->stream),
-                   "swiglu");
+    return GPU_OP(g, "swiglu",
+                  fg_gpu_swiglu((const float *)gate->data, ld(gate), (const float *)up->data, ld(up), gate->ne0,
+                                g->n_tokens, (float *)out->data, ld(out), g->stream));
 }
 
 static fg_status gpu_add(fg_backend *be, const fg_tensor *x, fg_tensor *out)
 {
     gpu_backend *g = gpu(be);
-    op_begin(g);
-    wrote(g, out);
     FG_ASSERT(x->ne0 == out->ne0);
-    if (g->replay) return FG_OK;
-    return op_done(g, fg_gpu_add((const float *)x->data, ld(x), x->ne0, g->n_tokens, (float *)out->data, ld(out),
-                                 g->stream),
-                   "add");
+    return GPU_OP(g, "add",
+                  fg_gpu_add((const float *)x->data, ld(x), x->ne0, g->n_tokens, (float *)out->data, ld(out),
+                             g->stream));
 }
 
 static fg_status gpu_geglu(fg_backend *be, const fg_tensor *gate, const fg_tensor *up, fg_tensor *out)
 {
     gpu_backend *g = gpu(be);
-    op_begin(g);
-    wrote(g, out);
-    if (g->replay) return FG_OK;
-    return op_done(g, fg_gpu_geglu((const float *)gate->data, ld(gate), (const float *)up->data, ld(up), gate->ne0,
-                                   g->n_tokens, (float *)out->data, ld(out), g->stream),
-                   "geglu");
+    return GPU_OP(g, "geglu",
+                  fg_gpu_geglu((const float *)gate->data, ld(gate), (const float *)up->data, ld(up), gate->ne0,
+                               g->n_tokens, (float *)out->data, ld(out), g->stream));
 }
 
 static fg_status gpu_scale(fg_backend *be, fg_tensor *x, float s)
 {
     gpu_backend *g = gpu(be);
-    op_begin(g);
-    wrote(g, x);
-    if (g->replay) return FG_OK;
-    return op_done(g, fg_gpu_scale((float *)x->data, ld(x), x->ne0, g->n_tokens, s, g->stream), "scale");
+    return GPU_OP(g, "scale", fg_gpu_scale((float *)x->data, ld(x), x->ne0, g->n_tokens, s, g->stream));
 }
 
 /* ---- Copies ------------------------------------------------------------------------ */
@@ -824,11 +818,9 @@ static fg_status gpu_sample(fg_backend *be, const fg_tensor *logits, int32_t row
     if (rows != g->n_sample)
         return fg_err_set(FG_ERR_INVALID_ARG, "sample: %d rows asked, the step gave parameters for %d", rows, g->n_sample);
     FG_ASSERT(rows >= 1 && (size_t)rows * sizeof(int32_t) <= g->picked_bytes);
-    op_begin(g);
-    if (!g->replay)
-        FG_TRY(op_done(g, fg_gpu_sample((float *)logits->data, ld(logits), logits->ne0, rows, g->d_sample, g->d_bias,
-                                        g->d_picked, g->stream),
-                       "sample"));
+    FG_TRY(GPU_OP(g, "sample",
+                  fg_gpu_sample((float *)logits->data, ld(logits), logits->ne0, rows, g->d_sample, g->d_bias,
+                                g->d_picked, g->stream)));
     FG_TRY(graph_finish(g));
     GPU_TRY(cudaMemcpyAsync(ids, g->d_picked, (size_t)rows * sizeof(int32_t), cudaMemcpyDeviceToHost, g->stream));
     FG_TRY(download_done(g, (uint64_t)rows * sizeof(int32_t), NULL));
@@ -842,7 +834,7 @@ static fg_status gpu_write(fg_backend *be, fg_tensor *x, int32_t rows, const flo
 {
     gpu_backend *g = gpu(be);
     FG_TRY(graph_finish(g));
-    wrote(g, x);
+    g->op_seq++; /* it writes x */
     size_t row = (size_t)x->ne0 * sizeof(float);
     for (int32_t r = 0; r < rows; r++)
         GPU_TRY(cudaMemcpyAsync((char *)x->data + (size_t)r * x->row_bytes, host + (size_t)r * (size_t)x->ne0, row,
@@ -1014,17 +1006,16 @@ extern "C" void fg_backend_gpu_set_batch_invariant(fg_backend *be, bool on)
     gpu(be)->invariant = on;
 }
 
-extern "C" char fg_backend_gpu_matmul_kind(const fg_backend *be, int type, int32_t T)
+extern "C" fg_gpu_mm_kernel fg_backend_gpu_matmul_pick(const fg_backend *be, int type, int32_t T, int64_t K)
 {
-    bool inv = ((const gpu_backend *)be)->invariant;
-    if (fg_gpu_matmul_mmq(type, T, inv)) return 'h';
-    if (fg_gpu_matmul_quantizes(type, T, inv)) return 'q';
-    /* batch-invariant: the GEMVs at every size, integer where the type has one */
-    if (inv) return fg_gpu_matmul_quantizes(type, 1, false) ? 'q' : 'f';
-#if !defined(FG_GPU_HIP)
-    if (T > FG_GPU_GEMV_MAX_T) return 'h';
-#endif
-    return 'f';
+    return mm_pick((const gpu_backend *)be, type, T, K);
+}
+
+extern "C" fg_gpu_attn_kernel fg_backend_gpu_attention_pick(const fg_backend *be, const fg_attn *a, int *splits)
+{
+    const gpu_backend *g = (const gpu_backend *)be;
+    fg_gpu_attn_args args = attn_args(g, -1, NULL, a, NULL);
+    return attn_pick(g, &args, g->tiles_uniform, splits);
 }
 
 extern "C" const char *fg_backend_gpu_describe(const fg_backend *be)

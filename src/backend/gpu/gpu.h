@@ -16,6 +16,7 @@
 #define FG_BACKEND_GPU_GPU_H
 
 #include "backend/backend.h"
+#include "backend/gpu/pick.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -53,12 +54,14 @@ fg_status fg_backend_gpu_measure_bw(fg_backend *be, double *gb_per_s);
  * backend is batch-invariant always. Set before the first step. */
 void fg_backend_gpu_set_batch_invariant(fg_backend *be, bool on);
 
-/* How a matmul of GGUF type `type` over T tokens computes in this build:
- * 'q' on int8 activations (the integer GEMV: each 32 activations rounded
- * to d * int8), 'h' on f16 tensor cores (cuBLAS, or the GEMM of Q4_0 and
- * Q8_0 weights dequantized to f16), 'f' in f32. Tests pick their reference
- * and tolerance by it. */
-char fg_backend_gpu_matmul_kind(const fg_backend *be, int type, int32_t T);
+/* The kernel (pick.h) a matmul of GGUF type `type` over T tokens of K
+ * elements takes on this backend, in its mode: the dispatch's own choice.
+ * Tests pick their reference and tolerance by its fg_gpu_mm_kernel_arith. */
+fg_gpu_mm_kernel fg_backend_gpu_matmul_pick(const fg_backend *be, int type, int32_t T, int64_t K);
+
+/* The kernel an attention op of shape a takes in the current step (after
+ * step_begin), and into *splits the ways it splits the keys. */
+fg_gpu_attn_kernel fg_backend_gpu_attention_pick(const fg_backend *be, const fg_attn *a, int *splits);
 
 /* A line naming the device, its memory and compute capability / gfx arch. */
 const char *fg_backend_gpu_describe(const fg_backend *be);

@@ -49,10 +49,17 @@ const char *fg_backend_gpu_describe(const fg_backend *be)
     return "no GPU backend in this build";
 }
 
-char fg_backend_gpu_matmul_kind(const fg_backend *be, int type, int32_t T)
+fg_gpu_mm_kernel fg_backend_gpu_matmul_pick(const fg_backend *be, int type, int32_t T, int64_t K)
 {
-    (void)be, (void)type, (void)T;
-    return 'f';
+    (void)be, (void)type, (void)T, (void)K;
+    return FG_GPU_MM_GEMV;
+}
+
+fg_gpu_attn_kernel fg_backend_gpu_attention_pick(const fg_backend *be, const fg_attn *a, int *splits)
+{
+    (void)be, (void)a;
+    *splits = 1;
+    return FG_GPU_ATTN_SPLIT;
 }
 
 void fg_backend_gpu_set_batch_invariant(fg_backend *be, bool on)

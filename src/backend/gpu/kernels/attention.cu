@@ -554,6 +554,22 @@ int fg_gpu_attention_splits(int32_t n_tokens, int32_t n_head, int n_sm)
     return splits < 1 ? 1 : splits > ATTN_MAX_SPLITS ? ATTN_MAX_SPLITS : splits;
 }
 
+/* Batches (and every step in batch-invariant mode) take one unsplit kernel:
+ * the tiled one where the batch's tiles allow it, else the GQA-sharing one;
+ * decode-sized steps split the keys over enough blocks to fill the GPU, in
+ * the decode kernel where it applies. */
+fg_gpu_attn_kernel fg_gpu_attention_pick(const fg_gpu_attn_args *a, const fg_gpu_attn_where *w, int *splits)
+{
+    *splits = 1;
+    bool batched = a->n_tokens > w->split_max_t || w->invariant;
+    if (batched && !w->invariant && w->tiles_uniform && fg_gpu_attention_tiled_ok(a, w->warp)) return FG_GPU_ATTN_TILED;
+    if (batched && fg_gpu_attention_gqa_ok(a)) return FG_GPU_ATTN_GQA;
+    bool decode = !batched && fg_gpu_attention_decode_ok(a);
+    if (!batched && (int64_t)a->n_head * a->head_dim_v <= w->part_row)
+        *splits = fg_gpu_attention_splits(a->n_tokens, decode ? a->n_head_kv : a->n_head, w->n_sm);
+    return decode ? FG_GPU_ATTN_DECODE : FG_GPU_ATTN_SPLIT;
+}
+
 cudaError_t fg_gpu_attention(const fg_gpu_attn_args *a, int n_splits, float *scratch, void *q8, int warp,
                              cudaStream_t s)
 {

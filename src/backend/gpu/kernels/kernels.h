@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "backend/gpu/compat.h"
+#include "backend/gpu/pick.h"
 
 /* Whether the kernels compute with weights of GGUF type `type` whose rows
  * hold k elements. */
@@ -35,22 +36,10 @@ cudaError_t fg_gpu_gather(const float *x, int64_t ldx, int64_t ne0, const int32_
 cudaError_t fg_gpu_embed(int type, const void *table, size_t row_bytes, int64_t ne0, const int32_t *ids, int32_t n,
                          float *out, int64_t ldo, cudaStream_t s);
 
-/* y[t][j] = x[t] . w[j] (+ bias[j]) (+ add[t][j]) for t < T, j < N; w is N
- * rows of K elements. add may alias y. scratch (fg_gpu_matmul_scratch(K)
- * bytes of device memory, or NULL) holds the int8 activations of the
- * integer-dot GEMV; without it the float GEMV runs. x_ready says scratch
- * already holds x quantized (the same rows were the input of the previous
- * quantizing matmul and nothing has written them since).
- *
- * Batch-invariant mode (inv) computes every token's row with the same
- * kernel whatever T: the tensor-core GEMM for Q4_0, Q8_0 and MXFP4 (in launches of
- * FG_GPU_MMQ_MAX_T tokens), the integer GEMV for the other types that have
- * one, the float GEMV for the rest (eight tokens a launch); none of them
- * sums a row in an order that depends on the batch. */
-cudaError_t fg_gpu_matmul(int type, const void *w, size_t row_bytes, int64_t N, int64_t K, const float *x, int64_t ldx,
-                          int32_t T, const float *bias, const float *add, int64_t ldadd, float *y, int64_t ldy,
-                          void *scratch, bool x_ready, bool inv, int warp, cudaStream_t s);
-size_t fg_gpu_matmul_scratch(int64_t K);
+/* Token counts above this take the prefill kernels (the tensor-core or
+ * tiled GEMM, cuBLAS); a GEMV launch computes up to FG_GPU_GEMV_SLOTS
+ * tokens at once (its token slots), so bigger decode steps take several. */
+enum { FG_GPU_GEMV_MAX_T = 32, FG_GPU_GEMV_SLOTS = 8 };
 
 /* The scratch holds the int8 activations of up to FG_GPU_Q8_ROWS tokens
  * (the integer GEMV's): codes xq[t][K], then per 32 {d, sum of codes} at
@@ -68,11 +57,32 @@ static inline float2 *fg_gpu_q8_scales(void *scratch, int64_t K)
  * 4 streams the same.) */
 enum { FG_GPU_MMQ_MIN_T = 5, FG_GPU_MMQ_MAX_T = 256 };
 
-/* Several matmuls of one input x in one integer-GEMV launch (T rows,
- * fg_gpu_matmul_quantizes) or tensor-core GEMM launch (fg_gpu_matmul_mmq):
- * y_i[t][j] = x[t] . w_i[j] (+ bias_i[j]), for up to three weights of one
- * type (one with an integer GEMV: fg_gpu_matmul_quantizes) and row length
- * K. Scratch and x_ready as for fg_gpu_matmul (the scratch is required). */
+/* The kernel (pick.h) a matmul of GGUF type `type` over T tokens of K
+ * elements takes: with scratch (a matmul scratch of fg_gpu_matmul_scratch(K)
+ * bytes; without one no integer kernel runs), blas (cuBLAS and its scratch
+ * fit this shape: CUDA builds) and inv (batch-invariant mode: every token's
+ * row by the same kernel and order of sums whatever T: the tensor-core GEMM
+ * for Q4_0, Q8_0 and MXFP4 in launches of FG_GPU_MMQ_MAX_T tokens, the
+ * integer GEMV for the other types that have one, the float GEMV for the
+ * rest). The one function the dispatch, the profiler and the tests ask. */
+fg_gpu_mm_kernel fg_gpu_matmul_pick(int type, int32_t T, int64_t K, bool inv, bool scratch, bool blas);
+
+/* y[t][j] = x[t] . w[j] (+ bias[j]) (+ add[t][j]) for t < T, j < N; w is N
+ * rows of K elements. add may alias y. k is fg_gpu_matmul_pick's kernel for
+ * these arguments (not FG_GPU_MM_BLAS, which fg_gpu_matmul_blas launches).
+ * scratch (fg_gpu_matmul_scratch(K) bytes of device memory, or NULL for the
+ * float kernels) holds the int8 activations of the integer GEMV. x_ready
+ * says scratch already holds x quantized (backend.h's hand-offs). */
+cudaError_t fg_gpu_matmul(fg_gpu_mm_kernel k, int type, const void *w, size_t row_bytes, int64_t N, int64_t K,
+                          const float *x, int64_t ldx, int32_t T, const float *bias, const float *add, int64_t ldadd,
+                          float *y, int64_t ldy, void *scratch, bool x_ready, bool inv, int warp, cudaStream_t s);
+size_t fg_gpu_matmul_scratch(int64_t K);
+
+/* Several matmuls of one input x in one launch: y_i[t][j] = x[t] . w_i[j]
+ * (+ bias_i[j]), for up to three weights of one type and row length K
+ * whose fg_gpu_matmul_pick (not batch-invariant) is k, where
+ * fg_gpu_matmul_n_ok(k, T). Scratch and x_ready as for fg_gpu_matmul (the
+ * scratch is required). */
 typedef struct fg_gpu_mm_out {
     const void *w;
     size_t row_bytes;
@@ -82,13 +92,12 @@ typedef struct fg_gpu_mm_out {
     int64_t ldy;
 } fg_gpu_mm_out;
 
-cudaError_t fg_gpu_matmul_n(int type, int n, const fg_gpu_mm_out *outs, int64_t K, const float *x, int64_t ldx,
-                            int32_t T, void *scratch, bool x_ready, int warp, cudaStream_t s);
-/* Whether a matmul of this type and token count quantizes its activations
- * into the scratch (the integer GEMV), all T rows of them. */
-bool fg_gpu_matmul_quantizes(int type, int32_t T, bool inv);
-/* Whether it is the tensor-core GEMM of mmq.cuh (FG_GPU_MMQ_MIN_T <= T <= FG_GPU_MMQ_MAX_T). */
-bool fg_gpu_matmul_mmq(int type, int32_t T, bool inv);
+static inline bool fg_gpu_matmul_n_ok(fg_gpu_mm_kernel k, int32_t T)
+{
+    return k == FG_GPU_MM_MMQ || (k == FG_GPU_MM_MMVQ && T <= FG_GPU_GEMV_SLOTS);
+}
+cudaError_t fg_gpu_matmul_n(fg_gpu_mm_kernel k, int type, int n, const fg_gpu_mm_out *outs, int64_t K, const float *x,
+                            int64_t ldx, int32_t T, void *scratch, bool x_ready, int warp, cudaStream_t s);
 
 /* cuBLAS (CUDA builds): a handle bound to stream s (NULL on failure), and
  * the tensor-core prefill matmul, same contract as fg_gpu_matmul, with
@@ -103,8 +112,6 @@ cudaError_t fg_gpu_matmul_blas(void *handle, int type, const void *w, size_t row
                                const float *x, int64_t ldx, int32_t T, const float *bias, const float *add,
                                int64_t ldadd, float *y, int64_t ldy, void *scratch, cudaStream_t s);
 #endif
-/* Token counts above this take the prefill path (tiled GEMM or cuBLAS). */
-enum { FG_GPU_GEMV_MAX_T = 32 };
 
 /* RMSNorm over groups of `group` elements of each of n rows of ne0, times
  * w[group]; out may alias x. */
@@ -197,6 +204,22 @@ cudaError_t fg_gpu_attention_tiled(const fg_gpu_attn_args *a, cudaStream_t s);
 /* How many ways to split the keys so that n_tokens x n_head x splits blocks
  * fill about twice the n_sm multiprocessors (1 for prefill). */
 int fg_gpu_attention_splits(int32_t n_tokens, int32_t n_head, int n_sm);
+
+/* What the choice of an attention kernel depends on besides its arguments:
+ * the device, the mode and the step. */
+typedef struct fg_gpu_attn_where {
+    int warp, n_sm;
+    bool invariant;      /* batch-invariant mode: one kernel, unsplit, at every step size */
+    bool tiles_uniform;  /* every FG_GPU_ATTN_TILE-token tile is one sequence's consecutive positions */
+    int32_t split_max_t; /* the most tokens the split-KV scratch holds partial results of (decode-sized steps) */
+    int64_t part_row;    /* that scratch's row per token (n_head x head_dim_v at most) */
+} fg_gpu_attn_where;
+
+/* The kernel (pick.h) of a's attention, and into *splits how many ways it
+ * splits the keys (1 but for FG_GPU_ATTN_DECODE and FG_GPU_ATTN_SPLIT on
+ * decode-sized steps). The one function the dispatch, the profiler and the
+ * tests ask. */
+fg_gpu_attn_kernel fg_gpu_attention_pick(const fg_gpu_attn_args *a, const fg_gpu_attn_where *w, int *splits);
 
 /* out = silu(g) * u over n rows of ne0; out may alias g. */
 /* out = gelu_tanh(g) * u (GeGLU), and x *= sc, for n rows of ne0. */

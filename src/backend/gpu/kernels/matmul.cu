@@ -24,7 +24,7 @@
 #include "backend/gpu/kernels/mmq.cuh"
 #include "backend/gpu/kernels/mmvq.cuh"
 
-/* ---- GEMV: T <= 8 ---------------------------------------------------------------- */
+/* ---- GEMV: T <= FG_GPU_GEMV_SLOTS ---------------------------------------------------------------- */
 
 /* The end of a one-row-per-block GEMV: the block's per-thread sums of each
  * token (acc) reduced through the warps and part (shared memory), plus the
@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(128) gemv_kernel(const uint8_t *__restrict__ w
     row_store<NT>(acc, part, n, T, bias, add, ldadd, y, ldy);
 }
 
-/* ---- Tiled GEMM: T > 8 ----------------------------------------------------------- */
+/* ---- Tiled GEMM: T > FG_GPU_GEMV_MAX_T ----------------------------------------------------------- */
 
 enum { TILE_N = 64, TILE_T = 64, TILE_K = 32, TILE_THREADS = 256 };
 
@@ -154,6 +154,7 @@ __global__ void __launch_bounds__(TILE_THREADS) gemm_kernel(const uint8_t *__res
 /* ---- Launchers ------------------------------------------------------------------- */
 
 struct mm_args {
+    fg_gpu_mm_kernel k; /* fg_gpu_matmul_pick's */
     void *scratch; /* fg_gpu_matmul_scratch(K) bytes, or NULL */
     bool x_ready;  /* scratch already holds these activations, quantized */
     bool inv;      /* batch-invariant mode: one kernel per type at every size */
@@ -191,17 +192,17 @@ template <int TYPE, int NT> struct mmvq_launch {
     }
 };
 
-/* The integer GEMV over parts for nt <= 8 tokens whose activations are in
- * the scratch, quantized. */
+/* The integer GEMV over parts for nt <= FG_GPU_GEMV_SLOTS tokens whose
+ * activations are in the scratch, quantized. */
 template <int TYPE> static void mmvq_run(const fg_mmvq_parts &p, int64_t K, const int8_t *xq, const float2 *xs,
                                          int32_t nt, int warp, bool inv, cudaStream_t s)
 {
     /* batch-invariant: one instantiation (one compiled arithmetic) for every size */
-    if (inv) mmvq_launch<TYPE, 8>::run(p, K, xq, xs, nt, warp, s);
+    if (inv) mmvq_launch<TYPE, FG_GPU_GEMV_SLOTS>::run(p, K, xq, xs, nt, warp, s);
     else if (nt == 1) mmvq_launch<TYPE, 1>::run(p, K, xq, xs, nt, warp, s);
     else if (nt == 2) mmvq_launch<TYPE, 2>::run(p, K, xq, xs, nt, warp, s);
     else if (nt <= 4) mmvq_launch<TYPE, 4>::run(p, K, xq, xs, nt, warp, s);
-    else mmvq_launch<TYPE, 8>::run(p, K, xq, xs, nt, warp, s);
+    else mmvq_launch<TYPE, FG_GPU_GEMV_SLOTS>::run(p, K, xq, xs, nt, warp, s);
 }
 
 /* Quantizes nt activation rows into the scratch, as the integer GEMV reads
@@ -378,46 +379,47 @@ template <int TYPE> struct mm_launch {
                                                               a.ldadd, y, a.ldy);
     }
 
+    /* The kernel a.k names (fg_gpu_matmul_pick's choice for this type). */
     static void run(const mm_args &a)
     {
+        enum { S = FG_GPU_GEMV_SLOTS };
         if constexpr (has_mmvq(TYPE)) {
-            if (a.scratch && use_mmq(TYPE, a.T, a.inv)) {
+            switch (a.k) {
+            case FG_GPU_MM_MMQ:
                 for (int32_t t0 = 0; t0 < a.T; t0 += FG_GPU_MMQ_MAX_T)
                     mmq_run<TYPE>(one_part(a, t0), a.K, a.x + t0 * a.ldx, a.ldx,
                                   a.T - t0 < FG_GPU_MMQ_MAX_T ? a.T - t0 : FG_GPU_MMQ_MAX_T, a.scratch, a.s);
                 return;
-            }
-            if (a.scratch && fg_gpu_matmul_quantizes(TYPE, a.T, a.inv)) {
+            case FG_GPU_MM_MMVQ:
                 if (!a.x_ready) quantize_q8(a.x, a.ldx, a.K, a.T, a.scratch, a.s);
-                for (int32_t t0 = 0; t0 < a.T; t0 += 8) mmvq(a, t0, a.T - t0 < 8 ? a.T - t0 : 8, t0);
+                for (int32_t t0 = 0; t0 < a.T; t0 += S) mmvq(a, t0, a.T - t0 < S ? a.T - t0 : S, t0);
                 return;
-            }
-            if (a.scratch && a.inv) { /* the GEMV at any size: rows quantized FG_GPU_Q8_ROWS at a time */
+            case FG_GPU_MM_MMVQ_CHUNKS: /* rows quantized FG_GPU_Q8_ROWS at a time */
                 for (int32_t c0 = 0; c0 < a.T; c0 += FG_GPU_Q8_ROWS) {
                     int32_t nc = a.T - c0 < FG_GPU_Q8_ROWS ? a.T - c0 : FG_GPU_Q8_ROWS;
                     quantize_q8(a.x + c0 * a.ldx, a.ldx, a.K, nc, a.scratch, a.s);
-                    for (int32_t t0 = c0; t0 < c0 + nc; t0 += 8)
-                        mmvq(a, t0, c0 + nc - t0 < 8 ? c0 + nc - t0 : 8, t0 - c0);
+                    for (int32_t t0 = c0; t0 < c0 + nc; t0 += S) mmvq(a, t0, c0 + nc - t0 < S ? c0 + nc - t0 : S, t0 - c0);
                 }
                 return;
+            default: break;
             }
         }
-        if (a.T > GEMV_MAX_T && a.K % TILE_K == 0 && !a.inv) {
+        if (a.k == FG_GPU_MM_GEMM) {
             dim3 grid((unsigned)((a.N + TILE_N - 1) / TILE_N), (unsigned)((a.T + TILE_T - 1) / TILE_T));
             gemm_kernel<TYPE><<<grid, TILE_THREADS, 0, a.s>>>(a.w, a.row_bytes, a.N, a.K, a.x, a.ldx, a.T, a.bias,
                                                              a.add, a.ldadd, a.y, a.ldy);
             return;
         }
-        for (int32_t t0 = 0; t0 < a.T; t0 += 8) {
-            int32_t nt = a.T - t0 < 8 ? a.T - t0 : 8;
+        for (int32_t t0 = 0; t0 < a.T; t0 += S) {
+            int32_t nt = a.T - t0 < S ? a.T - t0 : S;
             const float *x = a.x + t0 * a.ldx;
             const float *add = a.add ? a.add + t0 * a.ldadd : NULL;
             float *y = a.y + t0 * a.ldy;
-            if (a.inv) gemv<8>(a, x, add, y, nt); /* one instantiation for every size */
+            if (a.inv) gemv<S>(a, x, add, y, nt); /* one instantiation for every size */
             else if (nt == 1) gemv<1>(a, x, add, y, nt);
             else if (nt == 2) gemv<2>(a, x, add, y, nt);
             else if (nt <= 4) gemv<4>(a, x, add, y, nt);
-            else gemv<8>(a, x, add, y, nt);
+            else gemv<S>(a, x, add, y, nt);
         }
     }
 };
@@ -439,42 +441,52 @@ size_t fg_gpu_matmul_scratch(int64_t K)
     return q8_bytes(K) + f16_bytes(K) + (size_t)MMQ_PARTIAL_FLOATS * sizeof(float);
 }
 
-bool fg_gpu_matmul_mmq(int type, int32_t T, bool inv)
+/* Which kernel a matmul takes. The integer kernels need the scratch (their
+ * int8 activations, the GEMM's f16 ones). At prefill sizes the types of the
+ * tensor-core GEMM take it, the others cuBLAS where blas (CUDA), else the
+ * tiled GEMM; batch-invariant mode keeps one kernel per type at every size
+ * (kernels.h). */
+fg_gpu_mm_kernel fg_gpu_matmul_pick(int type, int32_t T, int64_t K, bool inv, bool scratch, bool blas)
 {
-    return use_mmq(type, T, inv);
+    if (scratch && has_mmvq(type)) {
+        if (use_mmq(type, T, inv)) return FG_GPU_MM_MMQ;
+        if (T <= GEMV_MAX_T) return FG_GPU_MM_MMVQ;
+        if (inv) return FG_GPU_MM_MMVQ_CHUNKS;
+    }
+    if (!inv && T > GEMV_MAX_T) {
+        if (blas && K % 8 == 0) return FG_GPU_MM_BLAS;
+        if (K % TILE_K == 0) return FG_GPU_MM_GEMM;
+    }
+    return FG_GPU_MM_GEMV;
 }
 
-bool fg_gpu_matmul_quantizes(int type, int32_t T, bool inv)
+cudaError_t fg_gpu_matmul(fg_gpu_mm_kernel k, int type, const void *w, size_t row_bytes, int64_t N, int64_t K,
+                          const float *x, int64_t ldx, int32_t T, const float *bias, const float *add, int64_t ldadd,
+                          float *y, int64_t ldy, void *scratch, bool x_ready, bool inv, int warp, cudaStream_t s)
 {
-    if (use_mmq(type, T, inv)) return false;
-    return T <= GEMV_MAX_T && has_mmvq(type);
-}
-
-cudaError_t fg_gpu_matmul(int type, const void *w, size_t row_bytes, int64_t N, int64_t K, const float *x, int64_t ldx,
-                          int32_t T, const float *bias, const float *add, int64_t ldadd, float *y, int64_t ldy,
-                          void *scratch, bool x_ready, bool inv, int warp, cudaStream_t s)
-{
-    mm_args a = {scratch, x_ready, inv, (const uint8_t *)w, row_bytes, N, K, x, ldx, T, bias, add, ldadd, y, ldy, warp, s};
+    bool integer = k == FG_GPU_MM_MMQ || k == FG_GPU_MM_MMVQ || k == FG_GPU_MM_MMVQ_CHUNKS;
+    if (k == FG_GPU_MM_BLAS || (integer && !scratch)) return cudaErrorInvalidValue;
+    mm_args a = {k, scratch, x_ready, inv, (const uint8_t *)w, row_bytes, N, K, x, ldx, T, bias, add, ldadd, y, ldy, warp, s};
     if (!FG_DQ_DISPATCH(type, mm_launch, a)) return cudaErrorInvalidValue;
     return cudaGetLastError();
 }
 
 template <int TYPE> struct mm_n_launch {
-    static void run(const fg_mmvq_parts &p, int64_t K, const float *x, int64_t ldx, void *scratch, int32_t T, int warp,
-                    cudaStream_t s)
+    static void run(fg_gpu_mm_kernel k, const fg_mmvq_parts &p, int64_t K, const float *x, int64_t ldx, void *scratch,
+                    int32_t T, int warp, cudaStream_t s)
     {
         if constexpr (has_mmvq(TYPE)) {
-            if (use_mmq(TYPE, T, false)) mmq_run<TYPE>(p, K, x, ldx, T, scratch, s);
+            if (k == FG_GPU_MM_MMQ) mmq_run<TYPE>(p, K, x, ldx, T, scratch, s);
             else mmvq_run<TYPE>(p, K, (const int8_t *)scratch, fg_gpu_q8_scales(scratch, K), T, warp, false, s);
         }
     }
 };
 
-cudaError_t fg_gpu_matmul_n(int type, int n, const fg_gpu_mm_out *outs, int64_t K, const float *x, int64_t ldx,
-                            int32_t T, void *scratch, bool x_ready, int warp, cudaStream_t s)
+cudaError_t fg_gpu_matmul_n(fg_gpu_mm_kernel k, int type, int n, const fg_gpu_mm_out *outs, int64_t K, const float *x,
+                            int64_t ldx, int32_t T, void *scratch, bool x_ready, int warp, cudaStream_t s)
 {
-    bool mmq = use_mmq(type, T, false);
-    if (n < 1 || n > FG_MMVQ_MAX_PARTS || !scratch || (!mmq && (T > 8 || !fg_gpu_matmul_quantizes(type, T, false))))
+    if (n < 1 || n > FG_MMVQ_MAX_PARTS || !scratch || !fg_gpu_matmul_n_ok(k, T) ||
+        fg_gpu_matmul_pick(type, T, K, false, true, false) != k)
         return cudaErrorInvalidValue;
     fg_mmvq_parts p = {};
     p.n = n;
@@ -482,8 +494,8 @@ cudaError_t fg_gpu_matmul_n(int type, int n, const fg_gpu_mm_out *outs, int64_t 
         p.first[i + 1] = p.first[i] + outs[i].N;
         p.p[i] = {(const uint8_t *)outs[i].w, outs[i].row_bytes, outs[i].bias, NULL, 0, outs[i].y, outs[i].ldy};
     }
-    if (!x_ready && !mmq) quantize_q8(x, ldx, K, T, scratch, s);
-    if (!FG_DQ_DISPATCH(type, mm_n_launch, p, K, x, ldx, scratch, T, warp, s)) return cudaErrorInvalidValue;
+    if (!x_ready && k == FG_GPU_MM_MMVQ) quantize_q8(x, ldx, K, T, scratch, s);
+    if (!FG_DQ_DISPATCH(type, mm_n_launch, k, p, K, x, ldx, scratch, T, warp, s)) return cudaErrorInvalidValue;
     return cudaGetLastError();
 }
 
