@@ -142,6 +142,19 @@ typedef struct fg_backend_ops {
     /* The memory still free for buffers (the KV pool), in bytes: the
      * device's on a GPU, the host's available RAM on the CPU. */
     fg_status (*mem_free)(fg_backend *be, uint64_t *bytes);
+    /* A line naming the device: "cpu", or the GPU with its memory and
+     * compute capability / gfx arch. */
+    const char *(*describe)(const fg_backend *be);
+    /* Batch-invariant mode (fg_engine_config's batch_invariant): every op
+     * computes each token's row with the same kernel and order of sums
+     * whatever the step's size and other sequences, so a request's greedy
+     * tokens do not depend on what it is batched with. The CPU backend
+     * always is and ignores it. Set before the first step. */
+    void (*set_batch_invariant)(fg_backend *be, bool on);
+    /* The device's read bandwidth in GB/s (1e9 bytes), for benchmarks: it
+     * allocates, so never while serving. FG_ERR_UNSUPPORTED where the
+     * backend has no such measurement (the CPU's). */
+    fg_status (*measure_bw)(fg_backend *be, double *gb_per_s);
 
     /* Places a weight from the file: the CPU backend returns a view into the
      * mmap, a GPU backend uploads it. Fails, naming the tensor, for a type the
@@ -227,12 +240,27 @@ struct fg_backend {
  * it in step_begin before taking anything from the batch. */
 fg_status fg_batch_check(const fg_batch *b, int64_t n_slots, const char *who);
 
+/* Opens the backend `device` names: "auto" (or NULL: the GPU when this
+ * build has one and a device is present, else the CPU), "cpu", "cuda" or
+ * "hip". An explicit GPU that this build or machine lacks is an error that
+ * says so, never a quiet CPU run. n_threads (0: one per core) and reference
+ * (exact arithmetic, for tests; CPU only) are the CPU backend's.
+ * fg_backend_on_device tells which was opened. */
+fg_status fg_backend_open(const char *device, int32_t n_threads, bool reference, fg_backend **out);
+
 /* The CPU backend with n_threads workers (0: one per core). reference
  * selects exact arithmetic for tests: matmuls over f32 activations with the
  * dequantized weights, summed in double (no Q8 activation quantization), so
  * that logits can be compared with an f32 implementation such as HF
  * transformers to float rounding. It is several times slower. */
 fg_status fg_backend_cpu_init(int n_threads, bool reference, fg_backend **out);
+
+/* Whether the backend computes in device memory of its own (a GPU): its
+ * activations are not in host memory. */
+static inline bool fg_backend_on_device(const fg_backend *be)
+{
+    return !be->ops->logits_on_host;
+}
 
 static inline void fg_backend_free(fg_backend *be)
 {

@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/gpu/gpu.h"
 #include "base/clock.h"
 #include "base/err.h"
 #include "cli/cli.h"
@@ -183,7 +182,7 @@ static int bench_parallel(fg_cli_engine_opts *eo, int32_t n_par, int32_t n_promp
         stats(tg, reps, &gm, &gs);
         stats(tot, reps, &tm, &ts);
         const char *model = eo->model ? eo->model : fg_cli_default_model();
-        const char *dev = strcmp(ce.be->ops->name, "gpu") == 0 ? fg_backend_gpu_describe(ce.be) : "cpu";
+        const char *dev = ce.be->ops->describe(ce.be);
         if (json) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "model", model);
@@ -401,10 +400,8 @@ int fg_cli_bench(int argc, char **argv)
     /* The decode floor: every weight byte is read once per token, except the
      * embedding table, of which one row is (unless it doubles as the output). */
     double bw = 0, bytes_per_token = 0;
-    bool on_gpu = strcmp(e.be->ops->name, "gpu") == 0;
     if (st == FG_OK && measure_bw) {
-        if (!on_gpu) st = fg_err_set(FG_ERR_UNSUPPORTED, "--measure-bw measures a GPU; this run is on the CPU");
-        else st = fg_backend_gpu_measure_bw(e.be, &bw);
+        st = e.be->ops->measure_bw(e.be, &bw);
         const fg_gguf *g = e.model->gguf;
         bool tied = !fg_gguf_find_tensor(g, "output.weight");
         for (uint64_t i = 0; i < g->n_tensors; i++) {
@@ -418,7 +415,7 @@ int fg_cli_bench(int argc, char **argv)
         rc = fg_cli_fail(st);
     } else {
         const char *model = eo.model ? eo.model : fg_cli_default_model();
-        const char *dev = on_gpu ? fg_backend_gpu_describe(e.be) : "cpu";
+        const char *dev = e.be->ops->describe(e.be);
         double pm, ps, gm, gs;
         stats(pp, reps, &pm, &ps);
         stats(tg, reps, &gm, &gs);

@@ -11,7 +11,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "backend/gpu/gpu.h"
 #include "base/err.h"
 #include "cli/cli.h"
 #include "runtime/load.h"
@@ -111,9 +110,9 @@ fg_status fg_cli_engine_load(const fg_cli_engine_opts *o, fg_cli_engine *e)
     warn_long_ctx(e->model, n_ctx);
     int32_t n_batch = o->n_batch > 0 ? o->n_batch : 512;
     load_bar bar = {false};
-    bool gpu;
-    st = fg_load_backend(o->device, o->n_threads, o->reference, &e->be, &gpu);
-    if (st == FG_OK && gpu) fprintf(stderr, "forge: GPU: %s\n", fg_backend_gpu_describe(e->be));
+    st = fg_backend_open(o->device, o->n_threads, o->reference, &e->be);
+    if (st == FG_OK && fg_backend_on_device(e->be)) fprintf(stderr, "forge: GPU: %s\n", e->be->ops->describe(e->be));
+    if (st == FG_OK && o->batch_invariant) e->be->ops->set_batch_invariant(e->be, true);
     if (st == FG_OK && o->model_only) return FG_OK;
     if (st != FG_OK ||
         (st = fg_forward_init(e->model, e->be, n_ctx, n_batch, o->kv_f32 ? FG_TYPE_F32 : FG_TYPE_F16, load_progress,

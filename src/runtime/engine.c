@@ -34,7 +34,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "backend/gpu/gpu.h"
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/utf8.h"
@@ -233,10 +232,10 @@ fg_status fg_engine_open(const char *model_path, const fg_engine_config *cfg, fg
     pthread_cond_init(&e->output, &ca);
     pthread_condattr_destroy(&ca);
 
-    bool gpu = false;
     fg_status st = fg_model_open(model_path, &e->model);
-    if (st == FG_OK) st = fg_load_backend(c.device, c.n_threads, c.cpu_reference, &e->be, &gpu);
-    if (st == FG_OK && gpu && c.batch_invariant) fg_backend_gpu_set_batch_invariant(e->be, true);
+    if (st == FG_OK) st = fg_backend_open(c.device, c.n_threads, c.cpu_reference, &e->be);
+    bool gpu = st == FG_OK && fg_backend_on_device(e->be);
+    if (st == FG_OK && c.batch_invariant) e->be->ops->set_batch_invariant(e->be, true);
     fg_engine_stats *s = &e->stats;
     int64_t pool = 0;
     if (st == FG_OK) {
@@ -247,11 +246,11 @@ fg_status fg_engine_open(const char *model_path, const fg_engine_config *cfg, fg
         s->max_waiting = c.max_waiting > 0 ? c.max_waiting : DEFAULT_WAITING;
         s->block_size = FG_KV_BLOCK_SIZE;
         s->kv_type = c.kv_type;
-        snprintf(s->device, sizeof s->device, "%s", gpu ? fg_backend_gpu_describe(e->be) : "cpu");
+        snprintf(s->device, sizeof s->device, "%s", e->be->ops->describe(e->be));
         /* On the CPU the pool is what the running sequences can fill, not
          * the machine's RAM. */
         int64_t cap = gpu ? FG_LOAD_MAX_POOL_TOKENS : (int64_t)s->max_running * s->ctx;
-        st = fg_load_pool_tokens(e->model, e->be, gpu, c.kv_tokens, c.kv_fraction, c.kv_type == FG_KV_F32, s->ctx, cap,
+        st = fg_load_pool_tokens(e->model, e->be, c.kv_tokens, c.kv_fraction, c.kv_type == FG_KV_F32, s->ctx, cap,
                                  s->max_step_tokens, &pool);
     }
     if (st == FG_OK) {

@@ -6,30 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "backend/gpu/gpu.h"
 #include "base/err.h"
-
-fg_status fg_load_backend(const char *device, int32_t n_threads, bool reference, fg_backend **out, bool *is_gpu)
-{
-    *out = NULL;
-    *is_gpu = false;
-    const char *dev = device ? device : "auto";
-    if (strcmp(dev, "cpu") && strcmp(dev, "auto") && strcmp(dev, "cuda") && strcmp(dev, "hip"))
-        return fg_err_set(FG_ERR_INVALID_ARG, "device '%s' is not one of auto, cpu, cuda, hip", dev);
-    const char *api = fg_backend_gpu_api();
-    bool want_gpu = strcmp(dev, "cuda") == 0 || strcmp(dev, "hip") == 0;
-    if (want_gpu && api && strcasecmp(api, dev) != 0)
-        return fg_err_set(FG_ERR_UNSUPPORTED, "--device %s: this build of forge has a %s backend, not %s; use --device %s",
-                          dev, api, dev, api[0] == 'C' ? "cuda" : "hip");
-    bool use_gpu = want_gpu || (strcmp(dev, "auto") == 0 && !reference && fg_backend_gpu_count() > 0);
-    if (use_gpu && reference)
-        return fg_err_set(FG_ERR_INVALID_ARG, "--reference is a CPU backend mode; use it with --device cpu");
-    if (n_threads < 0 || n_threads > 1024)
-        return fg_err_set(FG_ERR_INVALID_ARG, "n_threads %d is out of range: it must be in 0..1024 (0: one per core)",
-                          n_threads);
-    *is_gpu = use_gpu;
-    return use_gpu ? fg_backend_gpu_init(0, out) : fg_backend_cpu_init(n_threads, reference, out);
-}
 
 int32_t fg_load_default_ctx(const fg_model *m)
 {
@@ -37,9 +14,10 @@ int32_t fg_load_default_ctx(const fg_model *m)
     return train > 0 && train < FG_LOAD_CTX_CAP ? (int32_t)train : FG_LOAD_CTX_CAP;
 }
 
-fg_status fg_load_pool_tokens(const fg_model *m, fg_backend *be, bool gpu, int64_t kv_tokens, float kv_fraction,
+fg_status fg_load_pool_tokens(const fg_model *m, fg_backend *be, int64_t kv_tokens, float kv_fraction,
                               bool kv_f32, int32_t ctx, int64_t cap, int32_t step, int64_t *out)
 {
+    bool gpu = fg_backend_on_device(be);
     if (kv_tokens > 0) {
         if (kv_tokens < ctx)
             return fg_err_set(FG_ERR_INVALID_ARG, "engine config: kv_tokens %lld is less than one sequence of ctx %d tokens",

@@ -18,14 +18,6 @@
  * contexts cost KV memory that most runs never use. */
 enum { FG_LOAD_CTX_CAP = 4096 };
 
-/* Opens the backend device names: "auto" (or NULL: the GPU when this build
- * has one and a device is present, else the CPU), "cpu", "cuda" or "hip".
- * An explicit GPU that this build or machine lacks is an error that says
- * so, never a quiet CPU run. n_threads (0: one per core) and reference
- * (exact arithmetic, for tests; CPU only) are the CPU backend's. *is_gpu
- * tells which was opened. */
-fg_status fg_load_backend(const char *device, int32_t n_threads, bool reference, fg_backend **out, bool *is_gpu);
-
 /* The model's training context, capped at FG_LOAD_CTX_CAP (that cap when
  * the file does not say). */
 int32_t fg_load_default_ctx(const fg_model *m);
@@ -43,7 +35,7 @@ int32_t fg_load_default_ctx(const fg_model *m);
  * take, at most cap. F16 or F32 (kv_f32) entries. kv_fraction leaves room
  * for what the estimate misses. Fails, with the numbers and what to change,
  * when the pool would not hold one sequence of ctx tokens. */
-fg_status fg_load_pool_tokens(const fg_model *m, fg_backend *be, bool gpu, int64_t kv_tokens, float kv_fraction,
+fg_status fg_load_pool_tokens(const fg_model *m, fg_backend *be, int64_t kv_tokens, float kv_fraction,
                               bool kv_f32, int32_t ctx, int64_t cap, int32_t step, int64_t *out);
 
 #endif

@@ -16,7 +16,7 @@
  *     divided by, asserted on at the first step or run to garbage.
  * All go through the load paths the CLI takes on the CPU backend:
  * fg_engine_open (forge run, chat, serve) and fg_model_open +
- * fg_load_backend + fg_forward_init (perplexity, bench). The unchanged copy
+ * fg_backend_open + fg_forward_init (perplexity, bench). The unchanged copy
  * loads on both, so the one change is what fails. The e2e tier checks the
  * same through `forge run` (tests/e2e/make_bad_models.py, and
  * tests/e2e/make_bad_smollm2.py for the CASES on the real SmolLM2).
@@ -176,9 +176,8 @@ static fg_status forward_open(const char *path)
     fg_model *m = NULL;
     fg_backend *be = NULL;
     fg_forward *f = NULL;
-    bool gpu;
     fg_status st = fg_model_open(path, &m);
-    if (st == FG_OK) st = fg_load_backend("cpu", 1, false, &be, &gpu);
+    if (st == FG_OK) st = fg_backend_open("cpu", 1, false, &be);
     if (st == FG_OK) st = fg_forward_init(m, be, 64, 16, FG_TYPE_F16, NULL, NULL, &f);
     fg_forward_free(f);
     fg_backend_free(be);

@@ -787,11 +787,32 @@ static fg_status cpu_mem_free(fg_backend *be, uint64_t *bytes)
     return FG_OK;
 }
 
+static const char *cpu_describe(const fg_backend *be)
+{
+    (void)be;
+    return "cpu";
+}
+
+static void cpu_set_batch_invariant(fg_backend *be, bool on)
+{
+    (void)be, (void)on; /* always: each row's sums run in one order whatever the batch */
+}
+
+static fg_status cpu_measure_bw(fg_backend *be, double *gb_per_s)
+{
+    (void)be;
+    *gb_per_s = 0;
+    return fg_err_set(FG_ERR_UNSUPPORTED, "--measure-bw measures a GPU; this run is on the CPU");
+}
+
 static const fg_backend_ops cpu_ops = {
     .name = "cpu",
     .logits_on_host = true,
     .free = cpu_free,
     .mem_free = cpu_mem_free,
+    .describe = cpu_describe,
+    .set_batch_invariant = cpu_set_batch_invariant,
+    .measure_bw = cpu_measure_bw,
     .weight = cpu_weight,
     .alloc = cpu_alloc,
     .kv_alloc = cpu_kv_alloc,

@@ -46,12 +46,9 @@ void fg_backend_gpu_transfers_reset(fg_backend *be);
  * for benchmarks, not while serving (it allocates). */
 fg_status fg_backend_gpu_measure_bw(fg_backend *be, double *gb_per_s);
 
-/* Batch-invariant mode (also FORGE_BATCH_INVARIANT=1 at init): every op
- * computes each token's row with the same kernel and the same order of
- * sums whatever the step's size and other sequences, so a request's greedy
- * tokens do not depend on what it is batched with, at some cost in speed
- * (no cuBLAS, tiled or split-KV attention, or GEMV launch sharing). The CPU
- * backend is batch-invariant always. Set before the first step. */
+/* The ops table's set_batch_invariant (backend.h); FORGE_BATCH_INVARIANT=1
+ * also sets it at init, the GPU tier's way to run every test in that mode.
+ * No cuBLAS, tiled or split-KV attention, or GEMV launch sharing then. */
 void fg_backend_gpu_set_batch_invariant(fg_backend *be, bool on);
 
 /* The kernel (pick.h) a matmul of GGUF type `type` over T tokens of K
