@@ -7,7 +7,8 @@
  * split into characters. A character with no token of its own falls back to
  * its bytes' <0xXX> tokens (or the unknown token), which never merge. Then any
  * two adjacent symbols whose concatenation is a token may merge; the merge
- * loop in bpe.c always takes the best one first.
+ * loop in vocab.c always takes the best one first. Decoding undoes both: a
+ * <0xXX> token gives its byte, U+2581 gives a space.
  *
  * "Best" is what HF tokenizers does with a GGUF vocabulary, since forge is
  * tested against it: transformers rebuilds merges from the vocab and orders
@@ -21,16 +22,23 @@
  * the model looks them up as "▁▁"; they are found here through an alias map
  * under that spelling, and they are not matched whole in the text (which is
  * what HF's GGUF loader does; llama.cpp matches them as user-defined tokens).
+ *
+ * Input: the fg_vocab (token texts, unk, the space-prefix flag), and the
+ * scores and architecture from the fg_gguf. Output: an fg_spm that owns the
+ * merge priorities and the alias map. Uses vocab.c only.
  */
+#include "tokenizer/spm.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/err.h"
 #include "base/utf8.h"
-#include "tokenizer/vocab_internal.h"
 
 #define SPACE_MARK "\xe2\x96\x81" /* U+2581 */
+
+/* ---- Loading ------------------------------------------------------------------ */
 
 /* Python's str.isspace(), which decides what transformers respells. */
 static bool py_isspace(uint32_t c)
@@ -56,8 +64,15 @@ static size_t blank_run_chars(const char *s, size_t len)
     return space ? n : 0;
 }
 
-static bool is_gemma(const char *arch)
+/* Gemma's scores do not follow merge order, so its tokens merge in file
+ * order instead. An architecture key that is absent or not a string is no
+ * Gemma; the name is compared as a C string, up to its first NUL. */
+static bool is_gemma(const fg_gguf *g)
 {
+    char arch[64] = "";
+    fg_gguf_str s;
+    if (fg_gguf_find(g, "general.architecture") && fg_gguf_get_str(g, "general.architecture", &s) == FG_OK)
+        snprintf(arch, sizeof arch, "%.*s", (int)(s.len < 63 ? s.len : 63), s.ptr);
     return strcmp(arch, "gemma") == 0 || strcmp(arch, "gemma2") == 0 || strcmp(arch, "gemma3") == 0;
 }
 
@@ -76,46 +91,48 @@ static int cmp_score_desc(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-static fg_status build_aliases(fg_tokenizer *t)
+static fg_status build_aliases(fg_spm *spm, const fg_vocab *v)
 {
     size_t pool = 0;
     int32_t n = 0;
-    for (int32_t id = 0; id < t->n_vocab; id++) {
-        size_t k = blank_run_chars(t->pool + t->text_off[id], t->text_len[id]);
+    for (int32_t id = 0; id < v->n_vocab; id++) {
+        size_t k = blank_run_chars(v->pool + v->text_off[id], v->text_len[id]);
         if (k) {
             pool += 3 * k;
             n++;
         }
     }
     if (n == 0) return FG_OK;
-    t->alias_pool = malloc(pool ? pool : 1);
-    t->alias_off = malloc((size_t)n * sizeof *t->alias_off);
-    t->alias_len = malloc((size_t)n * sizeof *t->alias_len);
-    t->alias_id = malloc((size_t)n * sizeof *t->alias_id);
-    if (!t->alias_pool || !t->alias_off || !t->alias_len || !t->alias_id)
+    spm->alias_pool = malloc(pool ? pool : 1);
+    spm->alias_off = malloc((size_t)n * sizeof *spm->alias_off);
+    spm->alias_len = malloc((size_t)n * sizeof *spm->alias_len);
+    spm->alias_id = malloc((size_t)n * sizeof *spm->alias_id);
+    if (!spm->alias_pool || !spm->alias_off || !spm->alias_len || !spm->alias_id)
         return fg_err_set(FG_ERR_NOMEM, "tokenizer: out of memory");
     uint32_t at = 0;
-    for (int32_t id = 0; id < t->n_vocab; id++) {
-        size_t k = blank_run_chars(t->pool + t->text_off[id], t->text_len[id]);
+    for (int32_t id = 0; id < v->n_vocab; id++) {
+        size_t k = blank_run_chars(v->pool + v->text_off[id], v->text_len[id]);
         if (!k) continue;
-        int32_t a = t->n_alias++;
-        t->alias_off[a] = at;
-        t->alias_len[a] = (uint32_t)(3 * k);
-        t->alias_id[a] = id;
-        for (size_t j = 0; j < k; j++, at += 3) memcpy(t->alias_pool + at, SPACE_MARK, 3);
+        int32_t a = spm->n_alias++;
+        spm->alias_off[a] = at;
+        spm->alias_len[a] = (uint32_t)(3 * k);
+        spm->alias_id[a] = id;
+        for (size_t j = 0; j < k; j++, at += 3) memcpy(spm->alias_pool + at, SPACE_MARK, 3);
     }
-    return fg_strmap_build(&t->alias, t->alias_pool, t->alias_off, t->alias_len, t->n_alias);
+    return fg_strmap_build(&spm->alias, spm->alias_pool, spm->alias_off, spm->alias_len, spm->n_alias);
 }
 
-fg_status fg_spm_load(fg_tokenizer *t, const fg_gguf *g, const char *arch)
+fg_status fg_spm_load(fg_spm *spm, const fg_vocab *v, const fg_gguf *g)
 {
-    int32_t n = t->n_vocab;
-    bool gemma = arch && is_gemma(arch);
-    t->spm_group = malloc((size_t)n * sizeof *t->spm_group);
-    if (!t->spm_group) return fg_err_set(FG_ERR_NOMEM, "tokenizer: out of memory");
+    spm->vocab = v;
+    for (int b = 0; b < 256; b++) spm->byte_tok[b] = -1;
+    int32_t n = v->n_vocab;
+    bool gemma = is_gemma(g);
+    spm->group = malloc((size_t)n * sizeof *spm->group);
+    if (!spm->group) return fg_err_set(FG_ERR_NOMEM, "tokenizer: out of memory");
 
     if (gemma) {
-        for (int32_t i = 0; i < n; i++) t->spm_group[i] = ((uint64_t)i << 40) | (uint64_t)i;
+        for (int32_t i = 0; i < n; i++) spm->group[i] = ((uint64_t)i << 40) | (uint64_t)i;
     } else {
         /* Dense rank of the score, best first: equal scores share a group. */
         score_idx *si = malloc((size_t)n * sizeof *si);
@@ -142,7 +159,7 @@ fg_status fg_spm_load(fg_tokenizer *t, const fg_gguf *g, const char *arch)
         for (int32_t i = 0; i < n; i++) {
             if (i > 0 && cmp_score_desc(&(score_idx){si[i - 1].score, 0}, &(score_idx){si[i].score, 0}) != 0)
                 group++;
-            t->spm_group[si[i].id] = (group << 40) | (uint64_t)si[i].id;
+            spm->group[si[i].id] = (group << 40) | (uint64_t)si[i].id;
         }
         free(si);
     }
@@ -150,60 +167,67 @@ fg_status fg_spm_load(fg_tokenizer *t, const fg_gguf *g, const char *arch)
     for (int b = 0; b < 256; b++) {
         char hex[8];
         snprintf(hex, sizeof hex, "<0x%02X>", b);
-        t->byte_tok[b] = fg_tok_lookup(t, hex, 6);
+        spm->byte_tok[b] = fg_vocab_lookup(v, hex, 6);
     }
-    if (gemma) FG_TRY(build_aliases(t));
+    if (gemma) FG_TRY(build_aliases(spm, v));
     return FG_OK;
 }
 
-void fg_spm_free(fg_tokenizer *t)
+void fg_spm_free(fg_spm *spm)
 {
-    free(t->spm_group);
-    free(t->alias_pool);
-    free(t->alias_off);
-    free(t->alias_len);
-    free(t->alias_id);
-    fg_strmap_free(&t->alias);
-    t->spm_group = NULL;
-    t->alias_pool = NULL;
-    t->alias_off = t->alias_len = NULL;
-    t->alias_id = NULL;
-    t->n_alias = 0;
+    free(spm->group);
+    free(spm->alias_pool);
+    free(spm->alias_off);
+    free(spm->alias_len);
+    free(spm->alias_id);
+    fg_strmap_free(&spm->alias);
+    memset(spm, 0, sizeof *spm);
 }
+
+bool fg_spm_is_alias(const fg_spm *spm, int32_t id)
+{
+    for (int32_t i = 0; i < spm->n_alias; i++)
+        if (spm->alias_id[i] == id) return true;
+    return false;
+}
+
+/* ---- Encoding ----------------------------------------------------------------- */
 
 /* The token whose text, as the SPM model spells it, is s[0..len); -1 if none.
  * Where an alias and a stored text collide, the later id wins (HF's dict). */
-static int32_t spm_lookup(const fg_tokenizer *t, const char *s, size_t len)
+static int32_t spm_lookup(const fg_spm *spm, const char *s, size_t len)
 {
-    int32_t id = fg_tok_lookup(t, s, len);
-    if (t->n_alias && len >= 3 && memcmp(s, SPACE_MARK, 3) == 0) {
-        int32_t a = fg_strmap_get(&t->alias, t->alias_pool, t->alias_off, t->alias_len, s, len);
-        if (a >= 0 && t->alias_id[a] > id) id = t->alias_id[a];
+    int32_t id = fg_vocab_lookup(spm->vocab, s, len);
+    if (spm->n_alias && len >= 3 && memcmp(s, SPACE_MARK, 3) == 0) {
+        int32_t a = fg_strmap_get(&spm->alias, spm->alias_pool, spm->alias_off, spm->alias_len, s, len);
+        if (a >= 0 && spm->alias_id[a] > id) id = spm->alias_id[a];
     }
     return id;
 }
 
-static bool spm_pair(const fg_tokenizer *t, const char *text, const fg_sym *l, const fg_sym *r, uint64_t *key,
+static bool spm_pair(const void *ctx, const char *text, const fg_sym *l, const fg_sym *r, uint64_t *key,
                      int32_t *merged)
 {
-    int32_t id = spm_lookup(t, text + l->start, (size_t)l->len + r->len);
+    const fg_spm *spm = ctx;
+    int32_t id = spm_lookup(spm, text + l->start, (size_t)l->len + r->len);
     if (id < 0) return false;
     uint64_t ll = l->nchars > 255 ? 0 : 255 - l->nchars;
     uint64_t rr = r->nchars > 255 ? 0 : 255 - r->nchars;
-    *key = t->spm_group[id] | ll << 32 | rr << 24;
+    *key = spm->group[id] | ll << 32 | rr << 24;
     *merged = id;
     return true;
 }
 
-fg_status fg_spm_encode(const fg_tokenizer *t, fg_tok_scratch *s, const char *text, size_t len, bool at_text_start,
+fg_status fg_spm_encode(const fg_spm *spm, fg_vocab_scratch *s, const char *text, size_t len, bool at_text_start,
                         fg_tokens *out)
 {
+    const fg_vocab *v = spm->vocab;
     /* HF's Metaspace(prepend_scheme="first"): the prefix goes only on the text
      * at offset 0, and not when it already starts with a space. */
-    bool prefix = t->add_space_prefix && at_text_start && text[0] != ' ' &&
+    bool prefix = v->add_space_prefix && at_text_start && text[0] != ' ' &&
                   !(len >= 3 && memcmp(text, SPACE_MARK, 3) == 0);
     size_t cap = 3 * len + 3;
-    FG_TRY(fg_tok_scratch_reserve(s, cap, cap));
+    FG_TRY(fg_vocab_scratch_reserve(s, cap, cap));
     char *buf = s->buf;
     size_t m = 0;
     if (prefix) {
@@ -224,25 +248,25 @@ fg_status fg_spm_encode(const fg_tokenizer *t, fg_tok_scratch *s, const char *te
         uint32_t cp;
         int k = fg_utf8_decode((const uint8_t *)buf + i, m - i, &cp);
         size_t cl = k > 0 ? (size_t)k : 1; /* an invalid byte is a character of its own */
-        int32_t id = spm_lookup(t, buf + i, cl);
+        int32_t id = spm_lookup(spm, buf + i, cl);
         if (id >= 0) {
             s->sym[n++] = (fg_sym){.id = id, .start = (uint32_t)i, .len = (uint32_t)cl, .nchars = 1};
             i += cl;
             continue;
         }
         bool bytes_ok = true;
-        for (size_t j = 0; j < cl; j++) bytes_ok &= t->byte_tok[(uint8_t)buf[i + j]] >= 0;
+        for (size_t j = 0; j < cl; j++) bytes_ok &= spm->byte_tok[(uint8_t)buf[i + j]] >= 0;
         if (bytes_ok) {
             for (size_t j = 0; j < cl; j++)
-                s->sym[n++] = (fg_sym){.id = t->byte_tok[(uint8_t)buf[i + j]], .start = (uint32_t)(i + j),
+                s->sym[n++] = (fg_sym){.id = spm->byte_tok[(uint8_t)buf[i + j]], .start = (uint32_t)(i + j),
                                        .len = 1, .nchars = 1, .frozen = true};
-        } else if (t->unk >= 0) {
+        } else if (v->unk >= 0) {
             /* Consecutive unknown characters fuse into one unknown token. */
-            if (n > 0 && s->sym[n - 1].frozen && s->sym[n - 1].id == t->unk &&
+            if (n > 0 && s->sym[n - 1].frozen && s->sym[n - 1].id == v->unk &&
                 s->sym[n - 1].start + s->sym[n - 1].len == i)
                 s->sym[n - 1].len += (uint32_t)cl;
             else
-                s->sym[n++] = (fg_sym){.id = t->unk, .start = (uint32_t)i, .len = (uint32_t)cl, .nchars = 1,
+                s->sym[n++] = (fg_sym){.id = v->unk, .start = (uint32_t)i, .len = (uint32_t)cl, .nchars = 1,
                                        .frozen = true};
         } else {
             return fg_err_set(FG_ERR_NOT_FOUND,
@@ -252,5 +276,37 @@ fg_status fg_spm_encode(const fg_tokenizer *t, fg_tok_scratch *s, const char *te
         }
         i += cl;
     }
-    return fg_bpe_merge(t, s, buf, n, spm_pair, out);
+    return fg_vocab_merge(s, buf, n, spm_pair, spm, out);
+}
+
+/* ---- Decoding ------------------------------------------------------------------ */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+size_t fg_spm_unmap(const char *s, size_t len, bool byte_token, char *buf, size_t cap)
+{
+    if (byte_token && len == 6 && memcmp(s, "<0x", 3) == 0 && s[5] == '>' && hexval(s[3]) >= 0 &&
+        hexval(s[4]) >= 0) {
+        char b = (char)(hexval(s[3]) * 16 + hexval(s[4]));
+        return fg_vocab_put(buf, cap, 0, &b, 1);
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < len;) {
+        if (i + 3 <= len && memcmp(s + i, SPACE_MARK, 3) == 0) {
+            n = fg_vocab_put(buf, cap, n, " ", 1);
+            i += 3;
+        } else {
+            size_t j = i + 1;
+            while (j < len && s[j] != SPACE_MARK[0]) j++;
+            n = fg_vocab_put(buf, cap, n, s + i, j - i);
+            i = j;
+        }
+    }
+    return n;
 }
