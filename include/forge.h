@@ -290,7 +290,9 @@ typedef enum fg_finish_reason {
 } fg_finish_reason;
 
 const char *fg_request_state_str(fg_request_state s);
-/* "eos", "stop", "length", "context", "cancelled", "error" ("" for none). */
+/* "eos", "stop string", "length", "context full", "cancelled", "error" ("" for
+ * none): the names forge prints (forge run's "stop:"); an HTTP server maps
+ * the reasons onto its API's own (OpenAI's "stop", "length", ...). */
 const char *fg_finish_reason_str(fg_finish_reason r);
 
 typedef struct fg_request_info {

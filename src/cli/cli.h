@@ -133,10 +133,6 @@ fg_status fg_cli_engine_open(const fg_cli_engine_opts *o, int32_t max_running, f
  * its final status. A FAILED request fails with its message. */
 fg_status fg_cli_stream(fg_engine *e, uint64_t id, fg_buf *reply, fg_request_info *info);
 
-/* The old single-sequence loop's names for how generation stopped ("stop
- * string", "context full", ...), which the timing lines print. */
-const char *fg_cli_finish_name(fg_finish_reason r);
-
 /* The model used when -m is not given: $FORGE_MODEL, else the default model
  * under $FORGE_MODEL_DIR or models/. */
 const char *fg_cli_default_model(void);

@@ -183,17 +183,3 @@ fg_status fg_cli_stream(fg_engine *e, uint64_t id, fg_buf *reply, fg_request_inf
         }
     }
 }
-
-const char *fg_cli_finish_name(fg_finish_reason r)
-{
-    switch (r) {
-    case FG_FINISH_EOS: return "eos";
-    case FG_FINISH_STOP: return "stop string";
-    case FG_FINISH_LENGTH: return "length";
-    case FG_FINISH_CONTEXT: return "context full";
-    case FG_FINISH_CANCELLED: return "cancelled";
-    case FG_FINISH_ERROR: return "error";
-    case FG_FINISH_NONE: break;
-    }
-    return "?";
-}

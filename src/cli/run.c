@@ -65,7 +65,7 @@ static void print_timings(const fg_request_info *i)
             "time to first token %.1f ms | stop: %s | seed %llu\n",
             i->n_prompt, prompt_ms, prompt_ms > 0 ? i->n_prompt / (prompt_ms / 1e3) : 0.0, i->n_gen, gen_ms,
             i->decode_ms_per_token > 0 ? 1e3 / i->decode_ms_per_token : 0.0, i->ttft_ms >= 0 ? i->ttft_ms : 0.0,
-            fg_cli_finish_name(i->finish), (unsigned long long)i->seed);
+            fg_finish_reason_str(i->finish), (unsigned long long)i->seed);
 }
 
 int fg_cli_run(int argc, char **argv)

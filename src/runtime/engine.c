@@ -153,9 +153,9 @@ const char *fg_finish_reason_str(fg_finish_reason r)
     switch (r) {
     case FG_FINISH_NONE: return "";
     case FG_FINISH_EOS: return "eos";
-    case FG_FINISH_STOP: return "stop";
+    case FG_FINISH_STOP: return "stop string";
     case FG_FINISH_LENGTH: return "length";
-    case FG_FINISH_CONTEXT: return "context";
+    case FG_FINISH_CONTEXT: return "context full";
     case FG_FINISH_CANCELLED: return "cancelled";
     case FG_FINISH_ERROR: return "error";
     }

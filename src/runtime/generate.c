@@ -10,18 +10,6 @@
 #include "base/err.h"
 #include "runtime/textstream.h"
 
-const char *fg_stop_reason_name(fg_stop_reason r)
-{
-    switch (r) {
-    case FG_STOP_EOS: return "eos";
-    case FG_STOP_STRING: return "stop string";
-    case FG_STOP_LENGTH: return "length";
-    case FG_STOP_CONTEXT: return "context full";
-    case FG_STOP_CALLER: return "cancelled";
-    }
-    return "?";
-}
-
 /* Runs ids, then picks the token after them into *next: on the backend
  * (on_backend), or from the logits by the sampler. */
 static fg_status advance(fg_session *s, fg_sampler *smp, bool on_backend, const int32_t *ids, int32_t n, int32_t *next)
@@ -57,19 +45,19 @@ fg_status fg_generate(fg_session *s, const fg_tokenizer *tok, fg_sampler *smp, c
     fg_textstream_init(&ts, tok, p->stops, p->n_stops);
     fg_status st = FG_OK;
     bool first = true, stop = false;
-    stats->stop = FG_STOP_LENGTH;
+    stats->stop = FG_FINISH_LENGTH;
     for (int32_t n = 0; p->n_predict < 0 || n < p->n_predict; n++) {
         int32_t id = next;
         fg_sampler_accept(smp, id);
         if (out_ids && (st = fg_tokens_push(out_ids, id)) != FG_OK) break;
         stats->n_gen++;
         if (!p->ignore_eos && fg_tok_is_eog(tok, id)) {
-            stats->stop = FG_STOP_EOS;
+            stats->stop = FG_FINISH_EOS;
             break;
         }
         if ((st = fg_textstream_push(&ts, id, &stop)) != FG_OK) break;
         if (stop) {
-            stats->stop = FG_STOP_STRING;
+            stats->stop = FG_FINISH_STOP;
             break;
         }
         if (ts.ready > 0) {
@@ -80,18 +68,18 @@ fg_status fg_generate(fg_session *s, const fg_tokenizer *tok, fg_sampler *smp, c
             bool more = emit(ud, ts.buf, ts.ready);
             fg_textstream_take(&ts);
             if (!more) {
-                stats->stop = FG_STOP_CALLER;
+                stats->stop = FG_FINISH_CANCELLED;
                 break;
             }
         }
         if (p->n_predict >= 0 && n + 1 >= p->n_predict) break; /* no need to run the last token */
         if (fg_session_n_past(s) >= fg_session_n_ctx(s)) {
-            stats->stop = FG_STOP_CONTEXT;
+            stats->stop = FG_FINISH_CONTEXT;
             break;
         }
         if ((st = advance(s, smp, on_backend, &id, 1, &next)) != FG_OK) break;
     }
-    if (st == FG_OK && stats->stop != FG_STOP_STRING && stats->stop != FG_STOP_CALLER) st = fg_textstream_flush(&ts);
+    if (st == FG_OK && stats->stop != FG_FINISH_STOP && stats->stop != FG_FINISH_CANCELLED) st = fg_textstream_flush(&ts);
     if (st == FG_OK && ts.ready > 0) {
         if (first) stats->ttft_ms = fg_now_ms() - t0;
         emit(ud, ts.buf, ts.ready);

@@ -14,14 +14,6 @@
 #include "runtime/session.h"
 #include "tokenizer/tokenizer.h"
 
-typedef enum fg_stop_reason {
-    FG_STOP_EOS,      /* an end-of-generation token */
-    FG_STOP_STRING,   /* a stop string */
-    FG_STOP_LENGTH,   /* n_predict tokens */
-    FG_STOP_CONTEXT,  /* the context is full */
-    FG_STOP_CALLER,   /* the emit callback asked to stop */
-} fg_stop_reason;
-
 typedef struct fg_gen_params {
     int32_t n_predict;        /* tokens to generate at most; < 0: until another stop */
     const char *const *stops; /* stop strings (NULL-free array of n_stops) */
@@ -34,7 +26,8 @@ typedef struct fg_gen_stats {
     double prompt_ms;  /* prefill time */
     double gen_ms;     /* time from the first sampled token to the last */
     double ttft_ms;    /* from the call to the first emitted token */
-    fg_stop_reason stop;
+    fg_finish_reason stop; /* forge.h's reasons: EOS, STOP (a stop string), LENGTH (n_predict
+                            * tokens), CONTEXT (the context is full) or CANCELLED (emit asked to stop) */
 } fg_gen_stats;
 
 /* Called with each piece of text, in order; returning false stops. */
@@ -46,7 +39,5 @@ typedef bool (*fg_gen_emit)(void *ud, const char *text, size_t len);
 fg_status fg_generate(fg_session *s, const fg_tokenizer *tok, fg_sampler *smp, const int32_t *prompt,
                       int32_t n_prompt, const fg_gen_params *p, fg_gen_emit emit, void *ud, fg_tokens *out_ids,
                       fg_gen_stats *stats);
-
-const char *fg_stop_reason_name(fg_stop_reason r);
 
 #endif

@@ -123,7 +123,7 @@ static bool emit_text(void *ud, const char *text, size_t len)
 
 /* fg_generate on a session (the single-sequence path forge perplexity and
  * the old run/chat used), greedy: the independent reference. */
-static fg_stop_reason reference_with(const char *path, const int32_t *prompt, int32_t n, int32_t n_predict,
+static fg_finish_reason reference_with(const char *path, const int32_t *prompt, int32_t n, int32_t n_predict,
                                      const fg_logit_bias *bias, int32_t n_bias, bool ignore_eos, output *o)
 {
     memset(o, 0, sizeof *o);
@@ -150,7 +150,7 @@ static fg_stop_reason reference_with(const char *path, const int32_t *prompt, in
     return stats.stop;
 }
 
-static fg_stop_reason reference(const char *path, const int32_t *prompt, int32_t n, int32_t n_predict, output *o)
+static fg_finish_reason reference(const char *path, const int32_t *prompt, int32_t n, int32_t n_predict, output *o)
 {
     return reference_with(path, prompt, n, n_predict, NULL, 0, false, o);
 }
@@ -173,13 +173,13 @@ Test(engine_api, greedy_request_equals_fg_generate, .timeout = 120)
     int32_t prompt[40];
     prompt_of(1, 40, prompt);
     output want, got;
-    fg_stop_reason stop = reference(SYNTH, prompt, 40, 48, &want);
+    fg_finish_reason stop = reference(SYNTH, prompt, 40, 48, &want);
     fg_engine *e = open_engine(SYNTH, 4, 8);
     fg_request_params p = greedy(prompt, 40, 48);
     run_alone(e, &p, &got);
     same_output(&got, &want, "synthetic model");
     cr_assert_eq(got.info.state, FG_REQUEST_FINISHED);
-    cr_assert_eq(got.info.finish, stop == FG_STOP_EOS ? FG_FINISH_EOS : FG_FINISH_LENGTH, "finish %s",
+    cr_assert_eq(got.info.finish, stop == FG_FINISH_EOS ? FG_FINISH_EOS : FG_FINISH_LENGTH, "finish %s",
                  fg_finish_reason_str(got.info.finish));
     fg_engine_close(e);
 }
@@ -202,11 +202,11 @@ Test(engine_api, smollm2_chat_reply_equals_fg_generate, .timeout = 300)
     cr_assert_eq(fg_model_tokenize(m, text, strlen(text), true, true, &ids, &n), FG_OK);
     free(text);
     output want, got;
-    fg_stop_reason stop = reference(path, ids, (int32_t)n, 96, &want);
+    fg_finish_reason stop = reference(path, ids, (int32_t)n, 96, &want);
     fg_request_params p = greedy(ids, n, 96);
     run_alone(e, &p, &got);
     same_output(&got, &want, "SmolLM2");
-    cr_assert_eq(stop, FG_STOP_EOS, "the reference reply ends with its end-of-turn token");
+    cr_assert_eq(stop, FG_FINISH_EOS, "the reference reply ends with its end-of-turn token");
     cr_assert_eq(got.info.finish, FG_FINISH_EOS, "finish %s", fg_finish_reason_str(got.info.finish));
     cr_log_info("SmolLM2 reply (%zu tokens): %s", got.n_tok, got.text);
     free(ids);
