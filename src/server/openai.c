@@ -960,7 +960,7 @@ static bool submit_all(srv_routes *r, const gen_spec *g, job *j, srv_response *o
     return ok;
 }
 
-static const char *finish_name(fg_finish_reason f)
+const char *srv_finish_reason(fg_finish_reason f)
 {
     switch (f) {
     case FG_FINISH_EOS:
@@ -1236,7 +1236,7 @@ static void generate_buffered(srv_routes *r, const gen_spec *g, job *j, const sr
             } else {
                 cJSON_AddNullToObject(c, "logprobs");
             }
-            cJSON_AddStringToObject(c, "finish_reason", finish_name(info[i].finish));
+            cJSON_AddStringToObject(c, "finish_reason", srv_finish_reason(info[i].finish));
             if (g->prompt_logprobs >= 0 && !g->chat)
                 cJSON_AddItemToObject(c, "prompt_logprobs", prompt_logprobs_json(r, j->eng[i], prompt, g->prompt_logprobs));
             cJSON_AddItemToArray(choices, c);
@@ -1364,7 +1364,7 @@ static void produce(srv_stream *st)
             emit(st, i, text.s ? text.s : "", text.len, l, NULL);
         }
         if (ended) {
-            emit(st, i, "", 0, NULL, finish_name(info->finish));
+            emit(st, i, "", 0, NULL, srv_finish_reason(info->finish));
             st->ended[i] = true;
         } else {
             all = false;
@@ -1681,7 +1681,7 @@ static cJSON *info_json(const fg_request_info *in)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "state", fg_request_state_str(in->state));
-    const char *f = finish_name(in->finish);
+    const char *f = srv_finish_reason(in->finish);
     if (f) cJSON_AddStringToObject(o, "finish_reason", f);
     else cJSON_AddNullToObject(o, "finish_reason");
     cJSON_AddNumberToObject(o, "prompt_tokens", in->n_prompt);

@@ -109,11 +109,16 @@ typedef struct srv_metrics {
     srv_hist prompt_len, gen_len, max_tokens;   /* per request, in tokens: buckets 1, 2, 5, 10, ... up to ctx */
     srv_hist n_param;                           /* per prompt: the n asked for */
     double len_bounds[SRV_HIST_MAX_BUCKETS];    /* the token-count buckets (srv_metrics_set_ctx) */
-    uint64_t success[4]; /* by SRV_REASON_* */
+    uint64_t success[FG_FINISH_ERROR + 1]; /* ended requests, by fg_finish_reason */
     uint64_t http_4xx, http_5xx;
 } srv_metrics;
 
-enum { SRV_REASON_STOP, SRV_REASON_LENGTH, SRV_REASON_ABORT, SRV_REASON_ERROR };
+/* OpenAI's finish_reason for forge's: "stop" (an end-of-generation token or
+ * a stop string), "length" (max_tokens or a full context), "abort" (vLLM's,
+ * for a cancelled request) or "error"; NULL for a request not ended. The
+ * one place the API's names are written: responses, /v1/requests and the
+ * metrics' finished_reason labels all take them from here. */
+const char *srv_finish_reason(fg_finish_reason f);
 
 void srv_metrics_init(srv_metrics *m);
 void srv_metrics_free(srv_metrics *m);
