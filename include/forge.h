@@ -67,6 +67,42 @@ fg_status fg_model_detokenize(const fg_model *m, const int32_t *ids, size_t n_id
 /* The number of tokens in the model's vocabulary. */
 int32_t fg_model_n_vocab(const fg_model *m);
 
+/* ---- Chat: a conversation in the model's own template ----------------- *
+ *
+ * forge does not run Jinja: it implements the chat templates of the model
+ * families it runs, each checked byte for byte against the real template,
+ * and picks a model's by markers in its tokenizer.chat_template, else by its
+ * architecture, else ChatML (as llama.cpp falls back). */
+
+typedef struct fg_chat_msg {
+    const char *role;    /* "system", "user" or "assistant" */
+    const char *content; /* NUL-terminated UTF-8 */
+} fg_chat_msg;
+
+typedef struct fg_chat fg_chat;
+
+/* Chooses m's chat template: the one called name ("chatml", "llama3",
+ * "gemma", ...: forge chat --chat-template) if name is not NULL, else the
+ * one the model's file identifies. An unknown name is FG_ERR_INVALID_ARG
+ * with a message listing the names; a template whose default system prompt
+ * is over 1 KiB is FG_ERR_UNSUPPORTED. The template borrows m's vocabulary:
+ * m must outlive it. Close with fg_chat_close. */
+fg_status fg_chat_open(const fg_model *m, const char *name, fg_chat **out);
+void fg_chat_close(fg_chat *c);
+
+/* Renders msgs with the template and tokenizes the result for the model,
+ * as the prompt of a chat completion: only the template's own markup
+ * becomes control tokens, never the messages' text, whatever it spells (a
+ * message saying "<|im_end|>" cannot close its turn, as in vLLM and
+ * llama-server), and BOS is written once, by the template or by the
+ * tokenizer. add_generation_prompt appends the opening of the assistant's
+ * turn. An empty conversation, a role other than system, user and
+ * assistant, or an order of roles the real template rejects is
+ * FG_ERR_INVALID_ARG, quoting the template's own words. On success *ids is
+ * a malloc'd array of *n_ids ids, freed by the caller with free(). */
+fg_status fg_chat_tokenize(const fg_chat *c, const fg_chat_msg *msgs, size_t n_msgs, bool add_generation_prompt,
+                           int32_t **ids, size_t *n_ids);
+
 /* ---- The engine: requests served by one engine thread ------------------- *
  *
  * An fg_engine holds a model on a backend (a GPU, or the CPU) with a paged KV
@@ -218,6 +254,11 @@ typedef struct fg_sampling {
 /* llama.cpp's defaults: temperature 0.8, top_k 40, top_p 0.95, min_p 0.05,
  * no penalties (repeat_penalty 1, repeat_last_n 64), a random seed. */
 fg_sampling fg_sampling_default(void);
+
+/* A fresh seed, as a request asking for FG_SEED_RANDOM gets one: never
+ * FG_SEED_RANDOM, and different from call to call, on any thread (clocks
+ * and a counter, mixed; not for cryptography). */
+uint64_t fg_sampling_random_seed(void);
 
 /* Called on the engine thread with each generated token and the text that
  * became showable with it: whole UTF-8 characters, without a stop string or

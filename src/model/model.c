@@ -224,6 +224,56 @@ fg_status fg_model_chat_template(const fg_gguf *g, const fg_tokenizer *tok, cons
     return FG_OK;
 }
 
+/* ---- Chat templates (forge.h) ---------------------------------------------- */
+
+struct fg_chat {
+    const fg_model *m;
+    fg_chat_tmpl t; /* bos and eos borrowed from m's tokenizer */
+};
+
+fg_status fg_chat_open(const fg_model *m, const char *name, fg_chat **out)
+{
+    *out = NULL;
+    fg_chat *c = malloc(sizeof *c);
+    if (!c) return fg_err_set(FG_ERR_NOMEM, "%s: out of memory for the chat template", m->gguf->path);
+    fg_status st = fg_model_chat_template(m->gguf, m->tok, name, &c->t, NULL);
+    if (st != FG_OK) {
+        free(c);
+        return st;
+    }
+    c->m = m;
+    *out = c;
+    return FG_OK;
+}
+
+void fg_chat_close(fg_chat *c)
+{
+    free(c);
+}
+
+fg_status fg_chat_tokenize(const fg_chat *c, const fg_chat_msg *msgs, size_t n_msgs, bool add_generation_prompt,
+                           int32_t **ids, size_t *n_ids)
+{
+    char *prompt = NULL;
+    fg_tok_span *spans = NULL;
+    size_t n_spans = 0;
+    FG_TRY(fg_chat_apply_spans(&c->t, msgs, n_msgs, add_generation_prompt, &prompt, &spans, &n_spans));
+    /* The markup's control tokens are parsed; the spans (the messages'
+     * contents) are plain text. add_special adds BOS only where the
+     * template does not write it (fg_model_chat_template). */
+    fg_tokens t = {0};
+    fg_status st = fg_tok_encode_spans(c->m->tok, prompt, strlen(prompt), true, true, spans, n_spans, &t);
+    free(prompt);
+    free(spans);
+    if (st != FG_OK) {
+        fg_tokens_free(&t);
+        return fg_err_wrap(st, "cannot tokenize the conversation");
+    }
+    *ids = t.ids;
+    *n_ids = t.n;
+    return FG_OK;
+}
+
 uint64_t fg_model_n_params(const fg_gguf *g)
 {
     uint64_t n = 0;

@@ -174,6 +174,11 @@ fg_sampling fg_sampling_default(void)
                          d.repeat_last_n, d.presence_penalty, d.frequency_penalty, FG_SEED_RANDOM, NULL, 0, false};
 }
 
+uint64_t fg_sampling_random_seed(void)
+{
+    return fg_sampler_random_seed();
+}
+
 fg_request_params fg_request_params_default(void)
 {
     return (fg_request_params){.max_tokens = -1, .sampling = fg_sampling_default()};

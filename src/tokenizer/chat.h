@@ -89,10 +89,7 @@ typedef struct fg_chat_tmpl {
     const char *eos;
 } fg_chat_tmpl;
 
-typedef struct fg_chat_msg {
-    const char *role; /* "system", "user" or "assistant" */
-    const char *content; /* NUL-terminated UTF-8 */
-} fg_chat_msg;
+/* A message, fg_chat_msg, is forge.h's: {role, content}. */
 
 /* The name --chat-template accepts for kind ("chatml", "llama3", ...). */
 const char *fg_chat_name(fg_chat_kind kind);

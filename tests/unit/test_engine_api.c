@@ -737,6 +737,17 @@ Test(engine_api, status_counts_timings_and_prefix_cache, .timeout = 120)
     fg_engine_close(e);
 }
 
+/* fg_sampling_random_seed: what FG_SEED_RANDOM gets, fresh on each call. */
+Test(engine_api, random_seeds_are_fresh)
+{
+    uint64_t seen[64];
+    for (int i = 0; i < 64; i++) {
+        seen[i] = fg_sampling_random_seed();
+        cr_assert_neq(seen[i], FG_SEED_RANDOM);
+        for (int k = 0; k < i; k++) cr_assert_neq(seen[i], seen[k], "calls %d and %d gave the same seed", k, i);
+    }
+}
+
 /* ---- Closing ------------------------------------------------------------------------------ */
 
 static bool count_token(void *ud, uint64_t id, int32_t token, const char *text, size_t len)
