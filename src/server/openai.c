@@ -46,10 +46,7 @@
 
 #include "base/buf.h"
 #include "base/utf8.h"
-#include "model/model.h"
-#include "runtime/sampler.h"
 #include "server/server.h"
-#include "tokenizer/chat.h"
 
 enum {
     REGISTRY_KEEP = 4096,   /* ended jobs remembered for the status route */
@@ -81,9 +78,8 @@ struct srv_routes {
     srv_budget budget;     /* the memory of requests being parsed */
     fg_engine *e;          /* NULL while loading */
     const fg_model *m;
-    fg_chat_tmpl tmpl;
-    bool have_tmpl;
-    char tmpl_error[256];
+    fg_chat *chat;         /* the model's chat template; NULL: none usable (chat_error says why) */
+    char chat_error[256];
     int32_t ctx, n_vocab;
     bool closing;
     char *model_name;
@@ -252,7 +248,7 @@ static job *job_new(srv_routes *r, bool chat, int n)
     uint64_t k = ++r->serial;
     pthread_mutex_unlock(&r->mu);
     snprintf(j->id, sizeof j->id, "%s-%016llx%08llx", chat ? "chatcmpl" : "cmpl",
-             (unsigned long long)fg_sampler_random_seed(), (unsigned long long)(k & 0xffffffffu));
+             (unsigned long long)fg_sampling_random_seed(), (unsigned long long)(k & 0xffffffffu));
     return j;
 }
 
@@ -354,6 +350,7 @@ void srv_routes_free(srv_routes *r)
     if (!r) return;
     for (int i = 0; i < r->n_jobs; i++) job_free(r->jobs[i]);
     free(r->jobs);
+    fg_chat_close(r->chat);
     free(r->model_name);
     srv_budget_free(&r->budget);
     pthread_mutex_destroy(&r->submit_mu);
@@ -366,17 +363,15 @@ void srv_routes_set_engine(srv_routes *r, fg_engine *e)
     const fg_model *m = fg_engine_model(e);
     fg_engine_stats s;
     fg_engine_stats_get(e, &s);
-    fg_chat_tmpl t;
-    const char *how = NULL;
-    fg_status st = fg_model_chat_template(m->gguf, m->tok, NULL, &t, &how);
+    fg_chat *chat = NULL;
+    fg_status st = fg_chat_open(m, NULL, &chat);
     pthread_mutex_lock(&r->mu);
     r->m = m;
     r->ctx = s.ctx;
     r->n_vocab = fg_model_n_vocab(m);
     srv_metrics_set_ctx(r->metrics, s.ctx);
-    r->have_tmpl = st == FG_OK;
-    if (st == FG_OK) r->tmpl = t;
-    else snprintf(r->tmpl_error, sizeof r->tmpl_error, "%s", fg_last_error());
+    r->chat = chat;
+    if (st != FG_OK) snprintf(r->chat_error, sizeof r->chat_error, "%s", fg_last_error());
     r->e = e; /* last: the routes serve once they see it */
     pthread_mutex_unlock(&r->mu);
 }
@@ -594,8 +589,8 @@ static bool parse_messages(srv_routes *r, const cJSON *msgs, bool add_generation
         srv_error(out, 400, "messages", "'messages' must be a non-empty array");
         return false;
     }
-    if (!r->have_tmpl) {
-        srv_error(out, 400, "messages", "this model has no usable chat template: %s", r->tmpl_error);
+    if (!r->chat) {
+        srv_error(out, 400, "messages", "this model has no usable chat template: %s", r->chat_error);
         return false;
     }
     int n = cJSON_GetArraySize(msgs);
@@ -621,27 +616,14 @@ static bool parse_messages(srv_routes *r, const cJSON *msgs, bool add_generation
         m[i].content = message_content(cJSON_GetObjectItemCaseSensitive(msg, "content"), i, out);
         if (!m[i].content) ok = false;
     }
-    char *prompt = NULL;
-    fg_tok_span *sp = NULL;
-    size_t n_sp = 0;
-    if (ok && fg_chat_apply_spans(&r->tmpl, m, (size_t)n, add_generation_prompt, &prompt, &sp, &n_sp) != FG_OK) {
+    /* The template's markup becomes control tokens; the messages' text
+     * never does, whatever it spells. */
+    if (ok && fg_chat_tokenize(r->chat, m, (size_t)n, add_generation_prompt, &t->ids, &t->n) != FG_OK) {
         srv_error(out, 400, "messages", "%s", fg_last_error());
         ok = false;
     }
     for (int i = 0; m && i < n; i++) free((char *)m[i].content);
     free(m);
-    /* The template's markup becomes control tokens; the messages' text
-     * never does, whatever it spells. */
-    fg_tokens ids = {0};
-    if (ok && fg_tok_encode_spans(r->m->tok, prompt, strlen(prompt), true, true, sp, n_sp, &ids) != FG_OK) {
-        srv_error(out, 400, "messages", "cannot tokenize the conversation: %s", fg_last_error());
-        fg_tokens_free(&ids);
-        ok = false;
-    }
-    t->ids = ids.ids;
-    t->n = ids.n;
-    free(prompt);
-    free(sp);
     if (!ok && out->status == 0) srv_error(out, 500, NULL, "out of memory");
     return ok;
 }
