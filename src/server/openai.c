@@ -35,18 +35,14 @@
  * and token arrays are freed, which is before a request starts waiting on
  * the engine.
  */
-#include <cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "base/buf.h"
-#include "base/utf8.h"
-#include "server/server.h"
+#include "server/routes.h"
 
 enum {
     REGISTRY_KEEP = 4096,   /* ended jobs remembered for the status route */
@@ -89,135 +85,6 @@ struct srv_routes {
     int n_jobs, cap_jobs, live;
     uint64_t serial;
 };
-
-/* ---- Errors and JSON helpers ------------------------------------------------------ */
-
-static const char *error_type(int status)
-{
-    switch (status) {
-    case 401: return "authentication_error";
-    case 404: return "not_found_error";
-    case 413: return "invalid_request_error";
-    case 429: return "rate_limit_error";
-    case 503: return "service_unavailable";
-    }
-    return status >= 500 ? "server_error" : "invalid_request_error";
-}
-
-static char *print_json(cJSON *j)
-{
-    char *s = cJSON_PrintUnformatted(j);
-    cJSON_Delete(j);
-    return s;
-}
-
-/* The message may quote the client's bytes (a role, a path), cut anywhere
- * by a %.64s or by the buffer: http.c makes every JSON body it sends valid
- * UTF-8. */
-void srv_error(srv_response *out, int status, const char *param, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    cJSON *root = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(root, "error");
-    cJSON_AddStringToObject(e, "message", msg);
-    cJSON_AddStringToObject(e, "type", error_type(status));
-    if (param) cJSON_AddStringToObject(e, "param", param);
-    else cJSON_AddNullToObject(e, "param");
-    cJSON_AddNumberToObject(e, "code", status);
-    out->status = status;
-    out->body = print_json(root);
-    out->content_type = NULL;
-    if (status == 429) out->retry_after = 1;
-}
-
-static void reply_json(srv_response *out, int status, cJSON *j)
-{
-    out->status = status;
-    out->body = print_json(j);
-    if (!out->body) srv_error(out, 500, NULL, "out of memory");
-}
-
-/* Valid UTF-8 for JSON: invalid bytes become U+FFFD (a token may be part of
- * a character). Malloc'd. */
-static char *utf8_clean(const char *s, size_t n)
-{
-    char *o = malloc(3 * n + 1), *p = o;
-    if (!o) return NULL;
-    size_t i = 0;
-    while (i < n) {
-        uint32_t cp;
-        int k = fg_utf8_decode((const uint8_t *)s + i, n - i, &cp);
-        if (k > 0) {
-            memcpy(p, s + i, (size_t)k);
-            p += k;
-            i += (size_t)k;
-        } else {
-            memcpy(p, "\xEF\xBF\xBD", 3);
-            p += 3;
-            i++;
-        }
-    }
-    *p = 0;
-    return o;
-}
-
-static cJSON *add_text(cJSON *obj, const char *name, const char *s, size_t n)
-{
-    char *c = utf8_clean(s, n);
-    cJSON *r = cJSON_AddStringToObject(obj, name, c ? c : "");
-    free(c);
-    return r;
-}
-
-/* Reads an optional number field: absent or null leaves *v; a wrong type,
- * a non-integer where one is wanted, or a value outside [lo, hi] is a 400
- * naming the field. */
-static bool get_num(const cJSON *root, const char *name, double lo, double hi, bool integer, double *v,
-                    srv_response *out)
-{
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, name);
-    if (!f || cJSON_IsNull(f)) return true;
-    if (!cJSON_IsNumber(f) || !isfinite(f->valuedouble)) {
-        srv_error(out, 400, name, "'%s' must be a number", name);
-        return false;
-    }
-    double x = f->valuedouble;
-    if (integer && x != floor(x)) {
-        srv_error(out, 400, name, "'%s' must be an integer, not %g", name, x);
-        return false;
-    }
-    if (x < lo || x > hi) {
-        srv_error(out, 400, name, "'%s' is %g, out of range: it must be in [%g, %g]", name, x, lo, hi);
-        return false;
-    }
-    *v = x;
-    return true;
-}
-
-static bool get_bool(const cJSON *root, const char *name, bool *v, srv_response *out)
-{
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, name);
-    if (!f || cJSON_IsNull(f)) return true;
-    if (!cJSON_IsBool(f)) {
-        srv_error(out, 400, name, "'%s' must be a boolean", name);
-        return false;
-    }
-    *v = cJSON_IsTrue(f);
-    return true;
-}
-
-static bool check_string(const cJSON *root, const char *name, srv_response *out)
-{
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, name);
-    if (f && !cJSON_IsNull(f) && !cJSON_IsString(f)) {
-        srv_error(out, 400, name, "'%s' must be a string", name);
-        return false;
-    }
-    return true;
-}
 
 /* ---- The registry ---------------------------------------------------------------- */
 
@@ -781,10 +648,10 @@ static bool parse_params(srv_routes *r, const cJSON *root, const char *body, siz
     g->sampling.top_p = 1.0f;
     g->sampling.min_p = 0.0f;
     double v;
-    if (!check_string(root, "model", out) || !check_string(root, "user", out)) return false;
+    if (!srv_json_check_string(root, "model", out) || !srv_json_check_string(root, "user", out)) return false;
 #define NUM(name, lo, hi, integer, dst)                                                \
     v = NAN;                                                                           \
-    if (!get_num(root, name, lo, hi, integer, &v, out)) return false;                  \
+    if (!srv_json_num(root, name, lo, hi, integer, &v, out)) return false;             \
     if (!isnan(v)) dst = v;
     double max_tokens = -1, max_completion = -1, top_k = 0;
     NUM("max_tokens", 0, 1 << 24, true, max_tokens)
@@ -805,14 +672,15 @@ static bool parse_params(srv_routes *r, const cJSON *root, const char *body, siz
     if (!parse_seed(root, body, len, g, out) || !parse_response_format(root, out)) return false;
     NUM("n", 1, MAX_N, true, n)
     g->n = (int)n;
-    if (!get_bool(root, "stream", &g->stream, out) || !get_bool(root, "ignore_eos", &g->ignore_eos, out)) return false;
+    if (!srv_json_bool(root, "stream", &g->stream, out) || !srv_json_bool(root, "ignore_eos", &g->ignore_eos, out))
+        return false;
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     if (so && !cJSON_IsNull(so)) {
         if (!cJSON_IsObject(so)) {
             srv_error(out, 400, "stream_options", "'stream_options' must be an object");
             return false;
         }
-        if (!get_bool(so, "include_usage", &g->include_usage, out)) return false;
+        if (!srv_json_bool(so, "include_usage", &g->include_usage, out)) return false;
         if (!g->stream) { /* as OpenAI and vLLM answer */
             srv_error(out, 400, "stream_options", "'stream_options' is only allowed with 'stream': true");
             return false;
@@ -821,7 +689,7 @@ static bool parse_params(srv_routes *r, const cJSON *root, const char *body, siz
     if (!parse_stop(cJSON_GetObjectItemCaseSensitive(root, "stop"), g, out)) return false;
     const cJSON *lp = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
     if (g->chat) {
-        if (!get_bool(root, "logprobs", &g->logprobs, out)) return false;
+        if (!srv_json_bool(root, "logprobs", &g->logprobs, out)) return false;
         double top = -1;
         NUM("top_logprobs", 0, FG_MAX_TOP_LOGPROBS, true, top)
         if (top >= 0 && !g->logprobs) {
@@ -837,7 +705,7 @@ static bool parse_params(srv_routes *r, const cJSON *root, const char *body, siz
     }
     /* Scoring: echo (completions) and vLLM's prompt_logprobs, which
      * max_tokens 0 needs, as lm-eval's local-completions sends it. */
-    if (!g->chat && !get_bool(root, "echo", &g->echo, out)) return false;
+    if (!g->chat && !srv_json_bool(root, "echo", &g->echo, out)) return false;
     double plp = -1;
     NUM("prompt_logprobs", 0, FG_MAX_TOP_LOGPROBS, true, plp)
     g->prompt_logprobs = (int)plp;
@@ -971,7 +839,7 @@ static cJSON *chat_lp_entry(srv_routes *r, int32_t tok, float lp)
     cJSON *o = cJSON_CreateObject();
     size_t n;
     char *s = token_text(r, tok, &n);
-    add_text(o, "token", s ? s : "", n);
+    srv_json_add_text(o, "token", s ? s : "", n);
     cJSON_AddNumberToObject(o, "logprob", lp);
     cJSON *b = cJSON_AddArrayToObject(o, "bytes");
     for (size_t i = 0; i < n; i++) cJSON_AddItemToArray(b, cJSON_CreateNumber((unsigned char)s[i]));
@@ -1013,7 +881,7 @@ static void lp_add(srv_routes *r, cJSON *o, int32_t tok, const fg_token_logprob 
 {
     size_t len;
     char *s = token_text(r, tok, &len);
-    char *c = utf8_clean(s ? s : "", len);
+    char *c = srv_utf8_clean(s ? s : "", len);
     cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(o, "tokens"), cJSON_CreateString(c ? c : ""));
     free(c);
     free(s);
@@ -1033,7 +901,7 @@ static void lp_add(srv_routes *r, cJSON *o, int32_t tok, const fg_token_logprob 
     for (int k = -1; k < lp->n_top && k < max_top; k++) {
         size_t tl;
         char *ts = token_text(r, k < 0 ? lp->token : lp->top_token[k], &tl);
-        char *tc = utf8_clean(ts ? ts : "", tl);
+        char *tc = srv_utf8_clean(ts ? ts : "", tl);
         if (tc && !cJSON_GetObjectItemCaseSensitive(top, tc))
             cJSON_AddNumberToObject(top, tc, k < 0 ? lp->logprob : lp->top_logprob[k]);
         free(tc);
@@ -1096,7 +964,7 @@ static cJSON *prompt_logprobs_json(srv_routes *r, uint64_t id, const tokens *t, 
             else cJSON_AddNullToObject(v, "rank");
             size_t tl;
             char *ts = token_text(r, tok, &tl);
-            add_text(v, "decoded_token", ts ? ts : "", ts ? tl : 0);
+            srv_json_add_text(v, "decoded_token", ts ? ts : "", ts ? tl : 0);
             free(ts);
         }
         cJSON_AddItemToArray(a, e);
@@ -1202,9 +1070,9 @@ static void generate_buffered(srv_routes *r, const gen_spec *g, job *j, const sr
             if (g->chat) {
                 cJSON *msg = cJSON_AddObjectToObject(c, "message");
                 cJSON_AddStringToObject(msg, "role", "assistant");
-                add_text(msg, "content", text[i].s ? text[i].s : "", text[i].len);
+                srv_json_add_text(msg, "content", text[i].s ? text[i].s : "", text[i].len);
             } else {
-                add_text(c, "text", text[i].s ? text[i].s : "", text[i].len);
+                srv_json_add_text(c, "text", text[i].s ? text[i].s : "", text[i].len);
             }
             const tokens *prompt = &g->prompts[i / g->n];
             if (g->logprobs) {
@@ -1228,7 +1096,7 @@ static void generate_buffered(srv_routes *r, const gen_spec *g, job *j, const sr
         if (g->prompt_logprobs >= 0 && g->chat)
             cJSON_AddItemToObject(o, "prompt_logprobs", prompt_logprobs_json(r, j->eng[0], &g->prompts[0], g->prompt_logprobs));
         cJSON_AddItemToObject(o, "usage", usage_json(g, j, info));
-        reply_json(out, 200, o);
+        srv_json_reply(out, 200, o);
     }
     for (int i = 0; i < j->n; i++) free(text[i].s);
     free(text);
@@ -1254,7 +1122,7 @@ struct srv_stream {
 
 static void sse_event(srv_stream *st, cJSON *o)
 {
-    char *s = print_json(o);
+    char *s = srv_json_print(o);
     if (!s) return;
     fg_buf_append(&st->out, "data: ", 6);
     fg_buf_append(&st->out, s, strlen(s));
@@ -1280,9 +1148,9 @@ static void emit(srv_stream *st, int i, const char *text, size_t len, cJSON *log
     cJSON *c, *o = chunk(st, i, &c);
     if (st->g.chat) {
         cJSON *d = cJSON_AddObjectToObject(c, "delta");
-        if (len || !finish) add_text(d, "content", text, len);
+        if (len || !finish) srv_json_add_text(d, "content", text, len);
     } else {
-        add_text(c, "text", text, len);
+        srv_json_add_text(c, "text", text, len);
     }
     cJSON_AddItemToObject(c, "logprobs", logprobs ? logprobs : cJSON_CreateNull());
     if (finish) cJSON_AddStringToObject(c, "finish_reason", finish);
@@ -1451,7 +1319,7 @@ static void route_generate(srv_routes *r, bool chat, const char *body, size_t le
     bool ok = parse_params(r, root, body, len, &g, out);
     if (ok && chat) {
         bool agp = true;
-        ok = check_choices(r, 1, g.n, out) && get_bool(root, "add_generation_prompt", &agp, out);
+        ok = check_choices(r, 1, g.n, out) && srv_json_bool(root, "add_generation_prompt", &agp, out);
         if (ok) ok = parse_messages(r, cJSON_GetObjectItemCaseSensitive(root, "messages"), agp, &g.prompts[0], out);
         g.n_prompts = ok ? 1 : 0;
     } else if (ok) {
@@ -1509,45 +1377,13 @@ static void route_models(srv_routes *r, const char *which, srv_response *out)
             srv_error(out, 404, "model", "the model '%.200s' does not exist", which);
             return;
         }
-        reply_json(out, 200, m);
+        srv_json_reply(out, 200, m);
         return;
     }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "object", "list");
     cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "data"), m);
-    reply_json(out, 200, o);
-}
-
-static cJSON *parse_object(const char *body, size_t len, srv_response *out)
-{
-    cJSON *root = cJSON_ParseWithLength(body, len);
-    if (!root) srv_error(out, 400, NULL, "the body is not valid JSON");
-    else if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        root = NULL;
-        srv_error(out, 400, NULL, "the body must be a JSON object");
-    }
-    return root;
-}
-
-/* Appends s (valid UTF-8) as a JSON string literal. */
-static bool json_string(fg_buf *o, const char *s, size_t n)
-{
-    bool ok = fg_buf_append(o, "\"", 1);
-    size_t run = 0;
-    for (size_t i = 0; ok && i <= n; i++) {
-        unsigned char c = i < n ? (unsigned char)s[i] : 0;
-        if (i < n && c >= 0x20 && c != '"' && c != '\\') continue;
-        ok = fg_buf_append(o, s + run, i - run);
-        run = i + 1;
-        if (!ok || i == n) break;
-        char esc[8];
-        int k = c == '"' ? snprintf(esc, sizeof esc, "\\\"") : c == '\\' ? snprintf(esc, sizeof esc, "\\\\")
-                : c == '\n' ? snprintf(esc, sizeof esc, "\\n") : c == '\t' ? snprintf(esc, sizeof esc, "\\t")
-                : c == '\r' ? snprintf(esc, sizeof esc, "\\r") : snprintf(esc, sizeof esc, "\\u%04x", c);
-        ok = fg_buf_append(o, esc, (size_t)k);
-    }
-    return ok && fg_buf_append(o, "\"", 1);
+    srv_json_reply(out, 200, o);
 }
 
 /* {"tokens": [...], "count", "max_model_len"}, written straight into one
@@ -1564,8 +1400,8 @@ static char *tokenize_reply(srv_routes *r, const tokens *t, bool pieces)
         if (ok && pieces) {
             size_t n;
             char *s = token_text(r, t->ids[i], &n);
-            char *c = utf8_clean(s ? s : "", s ? n : 0);
-            ok = c && json_string(&o, c, strlen(c)) && fg_buf_append(&o, "}", 1);
+            char *c = srv_utf8_clean(s ? s : "", s ? n : 0);
+            ok = c && srv_json_append_string(&o, c, strlen(c)) && fg_buf_append(&o, "}", 1);
             free(c);
             free(s);
         }
@@ -1587,7 +1423,7 @@ static void route_tokenize(srv_routes *r, const char *body, size_t len, srv_resp
 {
     size_t held = 0;
     if (!srv_body_admit(&r->budget, body, len, &held, out)) return;
-    cJSON *root = parse_object(body, len, out);
+    cJSON *root = srv_json_object(body, len, out);
     if (!root) {
         srv_budget_release(&r->budget, &held);
         return;
@@ -1597,8 +1433,10 @@ static void route_tokenize(srv_routes *r, const char *body, size_t len, srv_resp
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "content");
     if (!text) text = cJSON_GetObjectItemCaseSensitive(root, "prompt");
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
-    bool ok = get_bool(root, "add_special", &add_special, out) && get_bool(root, "add_special_tokens", &add_special, out) &&
-              get_bool(root, "with_pieces", &pieces, out) && get_bool(root, "add_generation_prompt", &agp, out);
+    bool ok = srv_json_bool(root, "add_special", &add_special, out) &&
+              srv_json_bool(root, "add_special_tokens", &add_special, out) &&
+              srv_json_bool(root, "with_pieces", &pieces, out) &&
+              srv_json_bool(root, "add_generation_prompt", &agp, out);
     if (ok && msgs) {
         ok = parse_messages(r, msgs, agp, &t, out);
     } else if (ok && !cJSON_IsString(text)) {
@@ -1628,7 +1466,7 @@ static void route_detokenize(srv_routes *r, const char *body, size_t len, srv_re
 {
     size_t held = 0;
     if (!srv_body_admit(&r->budget, body, len, &held, out)) return;
-    cJSON *root = parse_object(body, len, out);
+    cJSON *root = srv_json_object(body, len, out);
     if (!root) {
         srv_budget_release(&r->budget, &held);
         return;
@@ -1643,9 +1481,9 @@ static void route_detokenize(srv_routes *r, const char *body, size_t len, srv_re
             srv_error(out, 400, "tokens", "%s", fg_last_error());
         } else {
             cJSON *o = cJSON_CreateObject();
-            add_text(o, "content", s, strlen(s));
-            add_text(o, "prompt", s, strlen(s));
-            reply_json(out, 200, o);
+            srv_json_add_text(o, "content", s, strlen(s));
+            srv_json_add_text(o, "prompt", s, strlen(s));
+            srv_json_reply(out, 200, o);
         }
         free(s);
     } else if (out->status == 400) {
@@ -1741,7 +1579,7 @@ static void route_request(srv_routes *r, const char *id, bool cancel, srv_respon
     pthread_mutex_unlock(&r->mu);
     if (!j) srv_error(out, 404, "id", "no request '%.100s' (unknown, or ended long ago)", id);
     else if (!o) srv_error(out, 500, NULL, "out of memory");
-    else reply_json(out, 200, o);
+    else srv_json_reply(out, 200, o);
 }
 
 static void route_health(srv_routes *r, srv_response *out)
@@ -1765,7 +1603,7 @@ static void route_health(srv_routes *r, srv_response *out)
         cJSON_AddNumberToObject(o, "requests_waiting", s.waiting);
         cJSON_AddNumberToObject(o, "ms_since_step", round(s.ms_since_step));
     }
-    reply_json(out, status, o);
+    srv_json_reply(out, status, o);
 }
 
 /* ---- The router ---------------------------------------------------------------------------------- */

@@ -1,5 +1,5 @@
 /*
- * server.h — forge's OpenAI-compatible HTTP server, in five files:
+ * server.h — forge's OpenAI-compatible HTTP server:
  *   http.c     the libmicrohttpd adapter: the daemon (a thread per
  *              connection), request bodies and their limit, the API key,
  *              Host, CORS and Content-Type, disconnect detection, buffered
@@ -7,9 +7,10 @@
  *   conns.c    connections (private header http.h): the listening socket
  *              and its acceptor, the limit sized from the machine, the
  *              header and body deadlines;
- *   openai.c   the routes: JSON in and out (cJSON), parameter checking,
- *              submission to the engine, streaming, the request registry
- *              behind /v1/requests/{id};
+ *   openai.c   the routes (private header routes.h): JSON in and out
+ *              (cJSON, json.c), parameter checking, submission to the
+ *              engine, streaming, the request registry behind
+ *              /v1/requests/{id};
  *   body.c     a body before parsing (UTF-8, U+0000) and the memory a
  *              request may take; raw member text (64-bit seeds);
  *   metrics.c  Prometheus text for /metrics (vLLM's names, under both a
