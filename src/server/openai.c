@@ -3,16 +3,8 @@
  * completions (buffered and SSE), models, tokenization, request status and
  * cancellation, health and metrics.
  *
- * A generation request becomes a "job": one engine request per choice
- * (n choices for each prompt; choices share their prompt, so the engine's
- * prefix cache computes it once). Each job gets an id ("cmpl-...",
- * "chatcmpl-...") that the response carries and that /v1/requests/{id}
- * looks up. The registry keeps live jobs, and the final status of the
- * last REGISTRY_KEEP ended ones, after their engine requests are released.
- *
- * Locks: the registry's mutex may be held while calling the engine (status,
- * cancel, release), never the other way round: the engine calls nothing of
- * ours (no callbacks; the routes poll).
+ * A generation request becomes a job, one engine request per choice, kept
+ * in the registry behind /v1/requests/{id} (jobs.c).
  *
  * Sampling defaults are OpenAI's (temperature 1, top_p 1, no top-k, no
  * min-p), not llama.cpp's; logprobs are the model's raw log-softmax, as
@@ -45,268 +37,14 @@
 #include "server/routes.h"
 
 enum {
-    REGISTRY_KEEP = 4096,   /* ended jobs remembered for the status route */
     MAX_N = 64,             /* choices per prompt */
-    MAX_PROMPTS = 64,
-    DEFAULT_MAX_CHOICES = 64,
     WAIT_SLICE_MS = 100,    /* how often a waiting route checks its client */
     STALL_MS = 60000,       /* /health: a step older than this, with work, is a stuck engine */
-    DEFAULT_COMPLETION_TOKENS = 16, /* OpenAI's default max_tokens for /v1/completions */
 };
-#define DEFAULT_REQUEST_MEM ((size_t)128 << 20)
-#define DEFAULT_MEM_BUDGET ((size_t)512 << 20)
-
-typedef struct job {
-    char id[48];
-    bool chat;
-    int64_t created;       /* Unix seconds */
-    int n;                 /* engine requests, one per choice */
-    uint64_t *eng;         /* (n) */
-    int32_t *max_tokens;   /* (n) what each ran with, for the metrics */
-    fg_request_info *fin;  /* (n) the final status, once done */
-    bool done;
-} job;
-
-struct srv_routes {
-    pthread_mutex_t mu;
-    pthread_mutex_t submit_mu; /* one request's choices are admitted together or not at all */
-    int max_choices;       /* engine requests one request may become */
-    srv_budget budget;     /* the memory of requests being parsed */
-    fg_engine *e;          /* NULL while loading */
-    const fg_model *m;
-    fg_chat *chat;         /* the model's chat template; NULL: none usable (chat_error says why) */
-    char chat_error[256];
-    int32_t ctx, n_vocab;
-    bool closing;
-    char *model_name;
-    int64_t started;
-    srv_metrics *metrics;
-    job **jobs;            /* (n_jobs) oldest first */
-    int n_jobs, cap_jobs, live;
-    uint64_t serial;
-};
-
-/* ---- The registry ---------------------------------------------------------------- */
-
-static void job_free(job *j)
-{
-    if (!j) return;
-    free(j->eng);
-    free(j->max_tokens);
-    free(j->fin);
-    free(j);
-}
-
-static job *job_new(srv_routes *r, bool chat, int n)
-{
-    job *j = calloc(1, sizeof *j);
-    if (!j) return NULL;
-    j->eng = calloc((size_t)n, sizeof *j->eng);
-    j->fin = calloc((size_t)n, sizeof *j->fin);
-    j->max_tokens = calloc((size_t)n, sizeof *j->max_tokens);
-    if (!j->eng || !j->fin || !j->max_tokens) {
-        job_free(j);
-        return NULL;
-    }
-    j->chat = chat;
-    j->n = n;
-    j->created = (int64_t)time(NULL);
-    pthread_mutex_lock(&r->mu);
-    uint64_t k = ++r->serial;
-    pthread_mutex_unlock(&r->mu);
-    snprintf(j->id, sizeof j->id, "%s-%016llx%08llx", chat ? "chatcmpl" : "cmpl",
-             (unsigned long long)fg_sampling_random_seed(), (unsigned long long)(k & 0xffffffffu));
-    return j;
-}
-
-/* Adds a live job; forgets the oldest ended one when the registry is full.
- * False when out of memory. */
-static bool job_register(srv_routes *r, job *j)
-{
-    pthread_mutex_lock(&r->mu);
-    if (r->n_jobs >= REGISTRY_KEEP) {
-        for (int i = 0; i < r->n_jobs; i++) {
-            if (!r->jobs[i]->done) continue;
-            job_free(r->jobs[i]);
-            memmove(r->jobs + i, r->jobs + i + 1, (size_t)(r->n_jobs - i - 1) * sizeof *r->jobs);
-            r->n_jobs--;
-            break;
-        }
-    }
-    bool ok = true;
-    if (r->n_jobs == r->cap_jobs) {
-        int cap = r->cap_jobs ? 2 * r->cap_jobs : 256;
-        job **t = realloc(r->jobs, (size_t)cap * sizeof *t);
-        if (t) {
-            r->jobs = t;
-            r->cap_jobs = cap;
-        } else {
-            ok = false;
-        }
-    }
-    if (ok) {
-        r->jobs[r->n_jobs++] = j;
-        r->live++;
-    }
-    pthread_mutex_unlock(&r->mu);
-    return ok;
-}
-
-/* Under mu. */
-static job *job_find(srv_routes *r, const char *id)
-{
-    for (int i = r->n_jobs - 1; i >= 0; i--)
-        if (strcmp(r->jobs[i]->id, id) == 0) return r->jobs[i];
-    return NULL;
-}
-
-static bool state_ended(fg_request_state s)
-{
-    return s == FG_REQUEST_FINISHED || s == FG_REQUEST_CANCELLED || s == FG_REQUEST_FAILED;
-}
-
-/* Ends a job: what still runs is cancelled, the final statuses kept, the
- * engine requests released and the metrics told. The job stays in the
- * registry (the registry frees it). */
-static void job_finish(srv_routes *r, job *j)
-{
-    pthread_mutex_lock(&r->mu);
-    for (int i = 0; i < j->n; i++) {
-        if (!j->eng[i]) continue;
-        fg_request_cancel(r->e, j->eng[i]); /* no-op for one that ended */
-        if (fg_request_status(r->e, j->eng[i], &j->fin[i]) != FG_OK) j->fin[i].state = FG_REQUEST_CANCELLED;
-        fg_request_release(r->e, j->eng[i]);
-        j->eng[i] = 0;
-    }
-    j->done = true;
-    r->live--;
-    pthread_mutex_unlock(&r->mu);
-    for (int i = 0; i < j->n; i++) srv_metrics_observe(r->metrics, &j->fin[i], j->max_tokens[i]);
-}
-
-/* A job that never got registered: its engine requests go. */
-static void job_abandon(srv_routes *r, job *j)
-{
-    for (int i = 0; i < j->n; i++)
-        if (j->eng[i]) fg_request_release(r->e, j->eng[i]);
-    job_free(j);
-}
-
-/* ---- Setup ------------------------------------------------------------------------ */
-
-fg_status srv_routes_init(const fg_server_config *c, srv_metrics *m, srv_routes **out)
-{
-    srv_routes *r = calloc(1, sizeof *r);
-    if (!r || !(r->model_name = strdup(c->model_name ? c->model_name : "forge"))) {
-        free(r);
-        return FG_ERR_NOMEM;
-    }
-    pthread_mutex_init(&r->mu, NULL);
-    pthread_mutex_init(&r->submit_mu, NULL);
-    r->max_choices = c->max_choices > 0 ? c->max_choices : DEFAULT_MAX_CHOICES;
-    srv_budget_init(&r->budget, c->request_mem ? c->request_mem : DEFAULT_REQUEST_MEM,
-                    c->mem_budget ? c->mem_budget : DEFAULT_MEM_BUDGET);
-    r->metrics = m;
-    r->started = (int64_t)time(NULL);
-    *out = r;
-    return FG_OK;
-}
-
-void srv_routes_free(srv_routes *r)
-{
-    if (!r) return;
-    for (int i = 0; i < r->n_jobs; i++) job_free(r->jobs[i]);
-    free(r->jobs);
-    fg_chat_close(r->chat);
-    free(r->model_name);
-    srv_budget_free(&r->budget);
-    pthread_mutex_destroy(&r->submit_mu);
-    pthread_mutex_destroy(&r->mu);
-    free(r);
-}
-
-void srv_routes_set_engine(srv_routes *r, fg_engine *e)
-{
-    const fg_model *m = fg_engine_model(e);
-    fg_engine_stats s;
-    fg_engine_stats_get(e, &s);
-    fg_chat *chat = NULL;
-    fg_status st = fg_chat_open(m, NULL, &chat);
-    pthread_mutex_lock(&r->mu);
-    r->m = m;
-    r->ctx = s.ctx;
-    r->n_vocab = fg_model_n_vocab(m);
-    srv_metrics_set_ctx(r->metrics, s.ctx);
-    r->chat = chat;
-    if (st != FG_OK) snprintf(r->chat_error, sizeof r->chat_error, "%s", fg_last_error());
-    r->e = e; /* last: the routes serve once they see it */
-    pthread_mutex_unlock(&r->mu);
-}
-
-bool srv_routes_ready(srv_routes *r)
-{
-    pthread_mutex_lock(&r->mu);
-    bool ok = r->e != NULL;
-    pthread_mutex_unlock(&r->mu);
-    return ok;
-}
-
-int srv_routes_live(srv_routes *r)
-{
-    pthread_mutex_lock(&r->mu);
-    int n = r->live;
-    pthread_mutex_unlock(&r->mu);
-    return n;
-}
-
-void srv_routes_closing(srv_routes *r)
-{
-    pthread_mutex_lock(&r->mu);
-    r->closing = true;
-    pthread_mutex_unlock(&r->mu);
-}
-
-void srv_routes_cancel_all(srv_routes *r)
-{
-    pthread_mutex_lock(&r->mu);
-    r->closing = true;
-    for (int i = 0; i < r->n_jobs; i++)
-        for (int k = 0; !r->jobs[i]->done && k < r->jobs[i]->n; k++)
-            if (r->jobs[i]->eng[k]) fg_request_cancel(r->e, r->jobs[i]->eng[k]);
-    pthread_mutex_unlock(&r->mu);
-}
 
 /* ---- Generation requests: parsing --------------------------------------------------- */
 
-typedef struct tokens {
-    int32_t *ids;
-    size_t n;
-    int32_t first;          /* ids[0], kept after ids are freed: echo's logprobs begin with it */
-    char *echo;             /* with echo: the prompt's text, malloc'd */
-} tokens;
-
-typedef struct gen_spec {
-    bool chat;
-    tokens prompts[MAX_PROMPTS];
-    int n_prompts;
-    int n;                  /* choices per prompt */
-    int32_t max_tokens;     /* -1: until the context is full; 0: not given */
-    bool score_only;        /* max_tokens 0: the prompt is scored, nothing generated */
-    fg_sampling sampling;
-    fg_logit_bias bias[FG_MAX_LOGIT_BIAS]; /* (n_bias) sampling.logit_bias points here at submission */
-    int n_bias;
-    bool seeded;
-    const char *stops[FG_REQUEST_MAX_STOPS];
-    int n_stops;
-    bool logprobs;
-    int top_logprobs;
-    bool stream, include_usage;
-    bool ignore_eos;        /* vLLM's extension */
-    bool echo;              /* completions: each choice's text (and logprobs) begin with the prompt's */
-    int prompt_logprobs;    /* vLLM's prompt_logprobs: -1 none, else how many of the likeliest */
-} gen_spec;
-
-static void spec_free(gen_spec *g)
+static void spec_free(srv_gen_spec *g)
 {
     for (int i = 0; i < g->n_prompts; i++) {
         free(g->prompts[i].ids);
@@ -314,7 +52,7 @@ static void spec_free(gen_spec *g)
     }
 }
 
-static bool token_array(srv_routes *r, const cJSON *a, tokens *t, srv_response *out)
+static bool token_array(srv_routes *r, const cJSON *a, srv_tokens *t, srv_response *out)
 {
     int n = cJSON_GetArraySize(a);
     t->ids = malloc((size_t)(n > 0 ? n : 1) * sizeof *t->ids);
@@ -336,7 +74,7 @@ static bool token_array(srv_routes *r, const cJSON *a, tokens *t, srv_response *
     return true;
 }
 
-static bool text_tokens(srv_routes *r, const char *text, tokens *t, srv_response *out)
+static bool text_tokens(srv_routes *r, const char *text, srv_tokens *t, srv_response *out)
 {
     if (fg_model_tokenize(r->m, text, strlen(text), true, true, &t->ids, &t->n) != FG_OK) {
         srv_error(out, 400, "prompt", "cannot tokenize the prompt: %s", fg_last_error());
@@ -358,7 +96,7 @@ static bool check_choices(srv_routes *r, int prompts, int n, srv_response *out)
 
 /* echo: the prompt as text, a string as given and token ids as they
  * decode (as vLLM echoes them). */
-static bool keep_echo(srv_routes *r, const char *text, tokens *t, srv_response *out)
+static bool keep_echo(srv_routes *r, const char *text, srv_tokens *t, srv_response *out)
 {
     if (text) t->echo = strdup(text);
     else if (fg_model_detokenize(r->m, t->ids, t->n, false, &t->echo) != FG_OK) t->echo = NULL;
@@ -367,7 +105,7 @@ static bool keep_echo(srv_routes *r, const char *text, tokens *t, srv_response *
 }
 
 /* One prompt of /v1/completions: a string or an array of token ids. */
-static bool parse_one_prompt(srv_routes *r, const cJSON *x, const gen_spec *g, tokens *t, srv_response *out)
+static bool parse_one_prompt(srv_routes *r, const cJSON *x, const srv_gen_spec *g, srv_tokens *t, srv_response *out)
 {
     bool text = cJSON_IsString(x);
     if (!(text ? text_tokens(r, x->valuestring, t, out) : token_array(r, x, t, out))) return false;
@@ -376,7 +114,7 @@ static bool parse_one_prompt(srv_routes *r, const cJSON *x, const gen_spec *g, t
 
 /* /v1/completions: a string, an array of strings, an array of token ids,
  * or an array of arrays of token ids. */
-static bool parse_prompt(srv_routes *r, const cJSON *p, gen_spec *g, srv_response *out)
+static bool parse_prompt(srv_routes *r, const cJSON *p, srv_gen_spec *g, srv_response *out)
 {
     if (!p) {
         srv_error(out, 400, "prompt", "'prompt' is required");
@@ -395,8 +133,8 @@ static bool parse_prompt(srv_routes *r, const cJSON *p, gen_spec *g, srv_respons
         g->n_prompts = 1;
         return parse_one_prompt(r, p, g, &g->prompts[0], out);
     }
-    if (cJSON_GetArraySize(p) > MAX_PROMPTS) {
-        srv_error(out, 400, "prompt", "at most %d prompts in one request", MAX_PROMPTS);
+    if (cJSON_GetArraySize(p) > SRV_MAX_PROMPTS) {
+        srv_error(out, 400, "prompt", "at most %d prompts in one request", SRV_MAX_PROMPTS);
         return false;
     }
     if (!check_choices(r, cJSON_GetArraySize(p), g->n, out)) return false; /* before tokenizing them */
@@ -449,7 +187,7 @@ static char *message_content(const cJSON *c, int i, srv_response *out)
 }
 
 /* Renders messages with the model's chat template and tokenizes them. */
-static bool parse_messages(srv_routes *r, const cJSON *msgs, bool add_generation_prompt, tokens *t,
+static bool parse_messages(srv_routes *r, const cJSON *msgs, bool add_generation_prompt, srv_tokens *t,
                            srv_response *out)
 {
     if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
@@ -495,7 +233,7 @@ static bool parse_messages(srv_routes *r, const cJSON *msgs, bool add_generation
     return ok;
 }
 
-static bool parse_stop(const cJSON *s, gen_spec *g, srv_response *out)
+static bool parse_stop(const cJSON *s, srv_gen_spec *g, srv_response *out)
 {
     if (!s || cJSON_IsNull(s)) return true;
     if (cJSON_IsString(s)) {
@@ -527,7 +265,7 @@ static bool parse_stop(const cJSON *s, gen_spec *g, srv_response *out)
  * convention). The digits are read from the body, since cJSON's double
  * would round seeds above 2^53 together; one written with a fraction or
  * exponent must be an integer a double holds exactly. */
-static bool parse_seed(const cJSON *root, const char *body, size_t len, gen_spec *g, srv_response *out)
+static bool parse_seed(const cJSON *root, const char *body, size_t len, srv_gen_spec *g, srv_response *out)
 {
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, "seed");
     if (!f || cJSON_IsNull(f)) return true;
@@ -598,7 +336,7 @@ static bool parse_response_format(const cJSON *root, srv_response *out)
  * FG_MAX_LOGIT_BIAS entries; a key must be a token id written in decimal
  * digits. The engine adds the biases to the logits before sampling (-100
  * in effect bans a token, +100 forces it). */
-static bool parse_logit_bias(srv_routes *r, const cJSON *root, gen_spec *g, srv_response *out)
+static bool parse_logit_bias(srv_routes *r, const cJSON *root, srv_gen_spec *g, srv_response *out)
 {
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, "logit_bias");
     if (!f || cJSON_IsNull(f)) return true;
@@ -638,7 +376,7 @@ static bool parse_logit_bias(srv_routes *r, const cJSON *root, gen_spec *g, srv_
 
 /* Everything but the prompt, which the route parses. body is the request's
  * text, for the seed's digits. */
-static bool parse_params(srv_routes *r, const cJSON *root, const char *body, size_t len, gen_spec *g,
+static bool parse_params(srv_routes *r, const cJSON *root, const char *body, size_t len, srv_gen_spec *g,
                          srv_response *out)
 {
     g->n = 1;
@@ -720,94 +458,6 @@ static bool parse_params(srv_routes *r, const cJSON *root, const char *body, siz
     }
 #undef NUM
     return parse_logit_bias(r, root, g, out);
-}
-
-/* ---- Generation requests: submission ----------------------------------------------------- */
-
-/* Checks lengths and submits every choice; on failure cancels what was
- * submitted. The job's eng[] are set. A request's choices are admitted
- * together: if they do not all fit the engine's queue now, none is
- * submitted and the answer is 429, so a request that fans out cannot leave
- * the next client queued behind hundreds of its choices. */
-static bool submit_all(srv_routes *r, const gen_spec *g, job *j, srv_response *out)
-{
-    for (int p = 0; p < g->n_prompts; p++) {
-        const tokens *t = &g->prompts[p];
-        if (t->n == 0) {
-            srv_error(out, 400, g->chat ? "messages" : "prompt", "the prompt is empty");
-            return false;
-        }
-        int32_t want = g->max_tokens > 0 ? g->max_tokens : 0;
-        if ((int64_t)t->n + want > r->ctx || (int64_t)t->n >= r->ctx) {
-            srv_error(out, 400, g->chat ? "messages" : "prompt",
-                      "this model's maximum context length is %d tokens; the request has %zu prompt tokens and "
-                      "asks for %d more",
-                      r->ctx, t->n, want > 0 ? want : 1);
-            return false;
-        }
-    }
-    /* Only this route submits, under submit_mu, and the engine's queue only
-     * shrinks meanwhile: what fits now still fits after the last submit. */
-    pthread_mutex_lock(&r->submit_mu);
-    fg_engine_stats es;
-    fg_engine_stats_get(r->e, &es);
-    if (j->n > es.max_waiting - es.queued) {
-        pthread_mutex_unlock(&r->submit_mu);
-        if (j->n > es.max_waiting)
-            srv_error(out, 429, NULL, "this request needs %d places in the queue (%d prompts x n = %d) and the queue "
-                                      "has %d (forge serve --max-queue); send fewer prompts or a smaller n",
-                      j->n, g->n_prompts, g->n, es.max_waiting);
-        else
-            srv_error(out, 429, NULL, "the server is busy: %d of the queue's %d places (forge serve --max-queue) are "
-                                      "taken and this request needs %d (%d prompts x n = %d); retry later",
-                      es.queued, es.max_waiting, j->n, g->n_prompts, g->n);
-        return false;
-    }
-    bool ok = true;
-    for (int p = 0, k = 0; ok && p < g->n_prompts; p++) {
-        const tokens *t = &g->prompts[p];
-        for (int c = 0; ok && c < g->n; c++, k++) {
-            fg_request_params rp = fg_request_params_default();
-            rp.prompt = t->ids;
-            rp.n_prompt = t->n;
-            if (g->score_only) rp.max_tokens = 0;
-            else if (g->max_tokens > 0) rp.max_tokens = g->max_tokens;
-            else if (!g->chat) rp.max_tokens = DEFAULT_COMPLETION_TOKENS < r->ctx - (int32_t)t->n ? DEFAULT_COMPLETION_TOKENS
-                                                                                            : r->ctx - (int32_t)t->n;
-            rp.sampling = g->sampling;
-            if (g->seeded) rp.sampling.seed = g->sampling.seed + (uint64_t)c; /* mod 2^64 */
-            else rp.sampling.seed = FG_SEED_RANDOM;
-            rp.sampling.seed_exact = g->seeded;
-            rp.sampling.logit_bias = g->bias;
-            rp.sampling.n_logit_bias = g->n_bias;
-            rp.stops = g->stops;
-            rp.n_stops = g->n_stops;
-            rp.logprobs = g->logprobs;
-            rp.ignore_eos = g->ignore_eos;
-            rp.top_logprobs = g->top_logprobs;
-            /* The engine scores the prompt for echo's logprobs, for
-             * prompt_logprobs, and for max_tokens 0, which it takes only so. */
-            bool echo_lp = g->echo && g->logprobs;
-            rp.prompt_logprobs = echo_lp || g->prompt_logprobs >= 0 || g->score_only;
-            rp.prompt_top_logprobs = echo_lp && g->top_logprobs > g->prompt_logprobs ? g->top_logprobs
-                                     : g->prompt_logprobs > 0                         ? g->prompt_logprobs
-                                                                                      : 0;
-            j->max_tokens[k] = rp.max_tokens >= 0 ? rp.max_tokens : r->ctx - (int32_t)t->n;
-            fg_status st = fg_engine_submit(r->e, &rp, &j->eng[k]);
-            if (st != FG_OK) {
-                j->eng[k] = 0;
-                if (st == FG_ERR_FULL)
-                    srv_error(out, 429, NULL, "the server is busy: its queue is full; retry later");
-                else if (st == FG_ERR_INVALID_ARG)
-                    srv_error(out, 400, NULL, "%s", fg_last_error());
-                else
-                    srv_error(out, 500, NULL, "%s", fg_last_error());
-                ok = false;
-            }
-        }
-    }
-    pthread_mutex_unlock(&r->submit_mu);
-    return ok;
 }
 
 const char *srv_finish_reason(fg_finish_reason f)
@@ -928,7 +578,7 @@ static fg_token_logprob *prompt_lps(srv_routes *r, uint64_t id, size_t n_prompt,
 
 /* echo with logprobs: the prompt's tokens first, each with at most
  * max_top of its likeliest. */
-static void lp_add_prompt(srv_routes *r, cJSON *o, uint64_t id, const tokens *t, int max_top, size_t *offset)
+static void lp_add_prompt(srv_routes *r, cJSON *o, uint64_t id, const srv_tokens *t, int max_top, size_t *offset)
 {
     size_t n;
     fg_token_logprob *lp = prompt_lps(r, id, t->n, &n);
@@ -942,7 +592,7 @@ static void lp_add_prompt(srv_routes *r, cJSON *o, uint64_t id, const tokens *t,
  * no context) holding that token and the max_top likeliest. rank is the
  * place among the likeliest (1 first); null for a prompt token outside
  * them, whose rank in the whole vocabulary forge does not compute. */
-static cJSON *prompt_logprobs_json(srv_routes *r, uint64_t id, const tokens *t, int max_top)
+static cJSON *prompt_logprobs_json(srv_routes *r, uint64_t id, const srv_tokens *t, int max_top)
 {
     cJSON *a = cJSON_CreateArray();
     cJSON_AddItemToArray(a, cJSON_CreateNull());
@@ -981,7 +631,7 @@ static fg_token_logprob *all_logprobs(srv_routes *r, uint64_t id, int32_t n_gen,
     return lp;
 }
 
-static cJSON *usage_json(const gen_spec *g, const job *j, const fg_request_info *info)
+static cJSON *usage_json(const srv_gen_spec *g, const srv_job *j, const fg_request_info *info)
 {
     int64_t prompt = 0, gen = 0, cached = 0;
     for (int p = 0; p < g->n_prompts; p++) prompt += (int64_t)g->prompts[p].n;
@@ -997,7 +647,7 @@ static cJSON *usage_json(const gen_spec *g, const job *j, const fg_request_info 
     return u;
 }
 
-static cJSON *response_head(srv_routes *r, const job *j, const char *object)
+static cJSON *response_head(srv_routes *r, const srv_job *j, const char *object)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", j->id);
@@ -1025,14 +675,14 @@ static void drain_text(fg_engine *e, uint64_t id, fg_buf *g)
     }
 }
 
-static void generate_buffered(srv_routes *r, const gen_spec *g, job *j, const srv_peer *peer, srv_response *out)
+static void generate_buffered(srv_routes *r, const srv_gen_spec *g, srv_job *j, const srv_peer *peer, srv_response *out)
 {
     fg_buf *text = calloc((size_t)j->n, sizeof *text);
     fg_request_info *info = calloc((size_t)j->n, sizeof *info);
     bool gone = false;
     if (!text || !info) {
         free(text), free(info);
-        job_finish(r, j);
+        srv_job_finish(r, j);
         srv_error(out, 500, NULL, "out of memory");
         return;
     }
@@ -1045,7 +695,7 @@ static void generate_buffered(srv_routes *r, const gen_spec *g, job *j, const sr
         for (int i = 0; i < j->n; i++) {
             fg_request_status(r->e, j->eng[i], &info[i]); /* before the poll: once ended, the poll takes the rest */
             drain_text(r->e, j->eng[i], &text[i]);
-            if (!state_ended(info[i].state) && open < 0) open = i;
+            if (!srv_state_ended(info[i].state) && open < 0) open = i;
         }
         if (open < 0) break;
         if (peer && peer->gone(peer->ctx)) {
@@ -1074,7 +724,7 @@ static void generate_buffered(srv_routes *r, const gen_spec *g, job *j, const sr
             } else {
                 srv_json_add_text(c, "text", text[i].s ? text[i].s : "", text[i].len);
             }
-            const tokens *prompt = &g->prompts[i / g->n];
+            const srv_tokens *prompt = &g->prompts[i / g->n];
             if (g->logprobs) {
                 size_t n, offset = 0;
                 fg_token_logprob *lp = all_logprobs(r, j->eng[i], info[i].n_gen, &n);
@@ -1101,15 +751,15 @@ static void generate_buffered(srv_routes *r, const gen_spec *g, job *j, const sr
     for (int i = 0; i < j->n; i++) free(text[i].s);
     free(text);
     free(info);
-    job_finish(r, j);
+    srv_job_finish(r, j);
 }
 
 /* ---- Generation requests: streamed (SSE) ------------------------------------------------------ */
 
 struct srv_stream {
     srv_routes *r;
-    job *j;
-    gen_spec g;            /* the prompts stay for usage; the stop pointers are not used after submit */
+    srv_job *j;
+    srv_gen_spec g;            /* the prompts stay for usage; the stop pointers are not used after submit */
     bool *ended;           /* (n) its last chunk is out */
     bool *echoed;          /* (n) with echo: its prompt is out */
     size_t *lp_next;       /* (n) logprobs sent so far */
@@ -1162,7 +812,7 @@ static void emit(srv_stream *st, int i, const char *text, size_t len, cJSON *log
 static void produce(srv_stream *st)
 {
     srv_routes *r = st->r;
-    job *j = st->j;
+    srv_job *j = st->j;
     bool all = true;
     for (int i = 0; i < j->n; i++) {
         if (st->ended[i]) continue;
@@ -1171,11 +821,11 @@ static void produce(srv_stream *st)
         if (st->g.echo && !st->echoed[i]) {
             /* The prompt comes first; its logprobs, if asked for, once the
              * engine has them (with the first token, or at the end). */
-            if (st->g.logprobs && info->n_gen == 0 && !state_ended(info->state)) {
+            if (st->g.logprobs && info->n_gen == 0 && !srv_state_ended(info->state)) {
                 all = false;
                 continue;
             }
-            const tokens *prompt = &st->g.prompts[i / st->g.n];
+            const srv_tokens *prompt = &st->g.prompts[i / st->g.n];
             cJSON *l = NULL;
             if (st->g.logprobs) {
                 l = lp_object();
@@ -1194,7 +844,7 @@ static void produce(srv_stream *st)
             if (lp && fg_request_logprobs(r->e, j->eng[i], st->lp_next[i], lp, want, &n_lp) != FG_OK) n_lp = 0;
             st->lp_next[i] += n_lp;
         }
-        bool ended = state_ended(info->state);
+        bool ended = srv_state_ended(info->state);
         if (info->state == FG_REQUEST_FAILED) {
             cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
             cJSON_AddStringToObject(e, "message", info->error);
@@ -1259,13 +909,13 @@ long srv_stream_read(srv_stream *st, char *buf, size_t max, const srv_peer *peer
 void srv_stream_free(srv_stream *st)
 {
     if (!st) return;
-    job_finish(st->r, st->j);
+    srv_job_finish(st->r, st->j);
     spec_free(&st->g);
     free(st->ended), free(st->echoed), free(st->lp_next), free(st->text_off), free(st->info), free(st->out.s);
     free(st);
 }
 
-static void generate_stream(srv_routes *r, gen_spec *g, job *j, srv_response *out)
+static void generate_stream(srv_routes *r, srv_gen_spec *g, srv_job *j, srv_response *out)
 {
     srv_stream *st = calloc(1, sizeof *st);
     if (st) {
@@ -1278,7 +928,7 @@ static void generate_stream(srv_routes *r, gen_spec *g, job *j, srv_response *ou
     if (!st || !st->ended || !st->echoed || !st->lp_next || !st->text_off || !st->info) {
         if (st) free(st->ended), free(st->echoed), free(st->lp_next), free(st->text_off), free(st->info);
         free(st);
-        job_finish(r, j);
+        srv_job_finish(r, j);
         srv_error(out, 500, NULL, "out of memory");
         return;
     }
@@ -1315,7 +965,7 @@ static void route_generate(srv_routes *r, bool chat, const char *body, size_t le
         srv_budget_release(&r->budget, &held);
         return;
     }
-    gen_spec g = {.chat = chat};
+    srv_gen_spec g = {.chat = chat};
     bool ok = parse_params(r, root, body, len, &g, out);
     if (ok && chat) {
         bool agp = true;
@@ -1326,18 +976,18 @@ static void route_generate(srv_routes *r, bool chat, const char *body, size_t le
         ok = parse_prompt(r, cJSON_GetObjectItemCaseSensitive(root, "prompt"), &g, out);
     }
     if (ok) ok = check_choices(r, g.n_prompts, g.n, out);
-    job *j = ok ? job_new(r, chat, g.n_prompts * g.n) : NULL;
+    srv_job *j = ok ? srv_job_new(r, chat, g.n_prompts * g.n) : NULL;
     if (ok && !j) {
         srv_error(out, 500, NULL, "out of memory");
         ok = false;
     }
     if (ok) {
         snprintf(out->request_id, sizeof out->request_id, "%s", j->id);
-        if (!submit_all(r, &g, j, out)) {
-            job_abandon(r, j);
+        if (!srv_job_submit(r, &g, j, out)) {
+            srv_job_abandon(r, j);
             ok = false;
-        } else if (!job_register(r, j)) {
-            job_abandon(r, j);
+        } else if (!srv_job_register(r, j)) {
+            srv_job_abandon(r, j);
             srv_error(out, 500, NULL, "out of memory");
             ok = false;
         }
@@ -1389,7 +1039,7 @@ static void route_models(srv_routes *r, const char *which, srv_response *out)
 /* {"tokens": [...], "count", "max_model_len"}, written straight into one
  * buffer: a tree of a few cJSON nodes per token took ~940 MB for the 2 M
  * tokens of an 8 MB text with pieces. */
-static char *tokenize_reply(srv_routes *r, const tokens *t, bool pieces)
+static char *tokenize_reply(srv_routes *r, const srv_tokens *t, bool pieces)
 {
     fg_buf o = {0};
     bool ok = fg_buf_append(&o, "{\"tokens\":[", 11);
@@ -1429,7 +1079,7 @@ static void route_tokenize(srv_routes *r, const char *body, size_t len, srv_resp
         return;
     }
     bool add_special = true, pieces = false, agp = true;
-    tokens t = {0};
+    srv_tokens t = {0};
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "content");
     if (!text) text = cJSON_GetObjectItemCaseSensitive(root, "prompt");
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
@@ -1472,7 +1122,7 @@ static void route_detokenize(srv_routes *r, const char *body, size_t len, srv_re
         return;
     }
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "tokens");
-    tokens t = {0};
+    srv_tokens t = {0};
     if (!cJSON_IsArray(a)) {
         srv_error(out, 400, "tokens", "'tokens' must be an array of token ids");
     } else if (token_array(r, a, &t, out)) {
@@ -1523,7 +1173,7 @@ static cJSON *info_json(const fg_request_info *in)
 
 /* The job's state: the least advanced of its choices while any runs; once
  * all ended, failed or cancelled if any was, else finished. Under mu. */
-static cJSON *job_json(srv_routes *r, const job *j)
+static cJSON *job_json(srv_routes *r, const srv_job *j)
 {
     fg_request_info *info = calloc(j->n > 0 ? (size_t)j->n : 1, sizeof *info);
     if (!info) return NULL;
@@ -1534,7 +1184,7 @@ static cJSON *job_json(srv_routes *r, const job *j)
     fg_request_state s = FG_REQUEST_FINISHED;
     bool any_open = false;
     for (int i = 0; i < j->n; i++)
-        if (!state_ended(info[i].state) && (!any_open || info[i].state < s)) {
+        if (!srv_state_ended(info[i].state) && (!any_open || info[i].state < s)) {
             s = info[i].state;
             any_open = true;
         }
@@ -1571,7 +1221,7 @@ static cJSON *job_json(srv_routes *r, const job *j)
 static void route_request(srv_routes *r, const char *id, bool cancel, srv_response *out)
 {
     pthread_mutex_lock(&r->mu);
-    job *j = job_find(r, id);
+    srv_job *j = srv_job_find(r, id);
     cJSON *o = NULL;
     if (j && cancel && !j->done)
         for (int i = 0; i < j->n; i++) fg_request_cancel(r->e, j->eng[i]);

@@ -3,6 +3,9 @@
  * srv_routes_* (server.h):
  *   openai.c   the route table and the routes: models, tokenize, requests,
  *              health, metrics, and the generation routes' steps in order;
+ *   jobs.c     the routes' state (srv_routes) and the job registry: a
+ *              request's engine requests, submitted together, ended and
+ *              remembered;
  *   json.c     JSON in and out: errors, replies, UTF-8, checked fields.
  *
  * Nothing here is seen by http.c, conns.c, body.c or metrics.c, which
@@ -12,11 +15,104 @@
 #define FG_SERVER_ROUTES_H
 
 #include <cJSON.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/buf.h"
 #include "server/server.h"
+
+/* ---- The routes' state and a request's parts ------------------------------------------------- */
+
+enum { SRV_MAX_PROMPTS = 64 }; /* prompts in one /v1/completions request */
+
+/* A generation request's engine requests, one per choice: prompt p's
+ * choice c is entry p * n + c. */
+typedef struct srv_job {
+    char id[48];
+    bool chat;
+    int64_t created;       /* Unix seconds */
+    int n;                 /* engine requests, one per choice */
+    uint64_t *eng;         /* (n) */
+    int32_t *max_tokens;   /* (n) what each ran with, for the metrics */
+    fg_request_info *fin;  /* (n) the final status, once done */
+    bool done;
+} srv_job;
+
+struct srv_routes {
+    pthread_mutex_t mu;
+    pthread_mutex_t submit_mu; /* one request's choices are admitted together or not at all */
+    int max_choices;       /* engine requests one request may become */
+    srv_budget budget;     /* the memory of requests being parsed */
+    fg_engine *e;          /* NULL while loading */
+    const fg_model *m;
+    fg_chat *chat;         /* the model's chat template; NULL: none usable (chat_error says why) */
+    char chat_error[256];
+    int32_t ctx, n_vocab;
+    bool closing;
+    char *model_name;
+    int64_t started;
+    srv_metrics *metrics;
+    srv_job **jobs;        /* (n_jobs) oldest first */
+    int n_jobs, cap_jobs, live;
+    uint64_t serial;
+};
+
+/* One prompt, tokenized. */
+typedef struct srv_tokens {
+    int32_t *ids;
+    size_t n;
+    int32_t first;          /* ids[0], kept after ids are freed: echo's logprobs begin with it */
+    char *echo;             /* with echo: the prompt's text, malloc'd */
+} srv_tokens;
+
+/* A generation request, parsed. */
+typedef struct srv_gen_spec {
+    bool chat;
+    srv_tokens prompts[SRV_MAX_PROMPTS];
+    int n_prompts;
+    int n;                  /* choices per prompt */
+    int32_t max_tokens;     /* -1: until the context is full; 0: not given */
+    bool score_only;        /* max_tokens 0: the prompt is scored, nothing generated */
+    fg_sampling sampling;
+    fg_logit_bias bias[FG_MAX_LOGIT_BIAS]; /* (n_bias) sampling.logit_bias points here at submission */
+    int n_bias;
+    bool seeded;
+    const char *stops[FG_REQUEST_MAX_STOPS];
+    int n_stops;
+    bool logprobs;
+    int top_logprobs;
+    bool stream, include_usage;
+    bool ignore_eos;        /* vLLM's extension */
+    bool echo;              /* completions: each choice's text (and logprobs) begin with the prompt's */
+    int prompt_logprobs;    /* vLLM's prompt_logprobs: -1 none, else how many of the likeliest */
+} srv_gen_spec;
+
+/* ---- Jobs (jobs.c) ------------------------------------------------------------------------- */
+
+/* A job of n engine requests, none submitted yet, with a fresh id; NULL
+ * when out of memory. */
+srv_job *srv_job_new(srv_routes *r, bool chat, int n);
+/* Checks the prompts' lengths against the context and submits every
+ * choice (j->eng set). The choices are admitted together: if they do not
+ * all fit the engine's queue now, none is submitted and the answer is 429.
+ * False with the error in out; what was submitted is then left for
+ * srv_job_abandon. */
+bool srv_job_submit(srv_routes *r, const srv_gen_spec *g, srv_job *j, srv_response *out);
+/* Adds a submitted job to the registry as live, forgetting the oldest
+ * ended one when it is full. False when out of memory. */
+bool srv_job_register(srv_routes *r, srv_job *j);
+/* Ends a registered job: cancels what still runs, keeps the final
+ * statuses, releases the engine requests and tells the metrics. The
+ * registry keeps it (and frees it). */
+void srv_job_finish(srv_routes *r, srv_job *j);
+/* Frees a job that never got registered, releasing its engine requests. */
+void srv_job_abandon(srv_routes *r, srv_job *j);
+/* The registered job called id, or NULL. Under r->mu. */
+srv_job *srv_job_find(srv_routes *r, const char *id);
+/* Whether an engine request in state s has ended. */
+bool srv_state_ended(fg_request_state s);
 
 /* ---- JSON (json.c) ------------------------------------------------------------------------- */
 
