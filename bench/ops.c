@@ -154,8 +154,7 @@ static rig rig_open(int64_t width, int64_t kv_slots, int64_t k_row, int64_t o_ro
     free(host);
     g.host_w = xmalloc((size_t)width * sizeof *g.host_w);
     for (int64_t j = 0; j < width; j++) g.host_w[j] = 1.0f + 0.1f * unif();
-    fg_gguf_tensor t = {.name = {"bench.norm.weight", 17}, .n_dims = 1, .ne = {width, 1, 1, 1}, .type = FG_TYPE_F32,
-                        .n_elems = (uint64_t)width, .nbytes = (uint64_t)width * sizeof(float), .data = g.host_w};
+    fg_weight_src t = {.name = "bench.norm.weight", .type = FG_TYPE_F32, .ne0 = width, .rows = 1, .data = g.host_w};
     need(o->weight(g.be, &t, &g.norm_w), "placing the norm weight");
     need(o->kv_alloc(g.be, 1, kv_slots, BLOCK, k_row, k_row, o_row, FG_TYPE_F16), "the KV pool");
     return g;

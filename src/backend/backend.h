@@ -38,7 +38,7 @@
 #include <stdint.h>
 
 #include "forge.h"
-#include "gguf/gguf.h"
+#include "gguf/types.h"
 
 /* A 2-D tensor in backend memory: rows of ne0 elements of type, row stride
  * row_bytes. Views (a column range of a row-major activation, a weight in the
@@ -132,6 +132,19 @@ typedef struct fg_attn {
     float softcap;        /* logit soft-capping, 0 for none */
 } fg_attn;
 
+/* A weight to place (the weight op): rows of ne0 elements of type, one
+ * after another at data, fg_type_row_size(type, ne0) bytes each, in host
+ * memory that outlives the backend (the CPU's weights are views of it).
+ * name, which errors quote, need only last the call. A file-format
+ * neutral record: model/weights.c makes one per tensor, or per row range
+ * of a fused one. */
+typedef struct fg_weight_src {
+    const char *name;
+    fg_type type;
+    int64_t ne0, rows;
+    const void *data;
+} fg_weight_src;
+
 typedef struct fg_backend fg_backend;
 
 typedef struct fg_backend_ops {
@@ -156,10 +169,10 @@ typedef struct fg_backend_ops {
      * backend has no such measurement (the CPU's). */
     fg_status (*measure_bw)(fg_backend *be, double *gb_per_s);
 
-    /* Places a weight from the file: the CPU backend returns a view into the
-     * mmap, a GPU backend uploads it. Fails, naming the tensor, for a type the
-     * backend cannot compute with. */
-    fg_status (*weight)(fg_backend *be, const fg_gguf_tensor *src, fg_tensor *out);
+    /* Places a weight: the CPU backend returns a view of src's memory (the
+     * mmap), a GPU backend uploads it. Fails, naming the tensor, for a type
+     * the backend cannot compute with. */
+    fg_status (*weight)(fg_backend *be, const fg_weight_src *src, fg_tensor *out);
     /* An activation buffer of rows x ne0 floats (F32). */
     fg_status (*alloc)(fg_backend *be, int64_t ne0, int64_t rows, fg_tensor *out);
     /* The paged KV pool: n_layer x (K, V) of n_slots rows. o_row is the

@@ -24,13 +24,7 @@
 
 #include "base/err.h"
 #include "model/arch.h"
-
-typedef struct layer_w {
-    fg_tensor attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
-    fg_tensor bq, bk, bv; /* data NULL when the file has no bias */
-    fg_tensor q_norm, k_norm; /* (head_dim_k) per-head norms, qk_norm architectures */
-    fg_tensor post_attn_norm, post_ffn_norm; /* post_norms architectures */
-} layer_w;
+#include "model/weights.h"
 
 struct fg_forward {
     const fg_model *m;
@@ -38,209 +32,12 @@ struct fg_forward {
     const fg_arch *arch;
     int32_t n_ctx, n_batch;
     int32_t *rows; /* (n_batch) logits rows of a step run through fg_forward_step */
-    fg_tensor tok_embd, out_norm, output;
-    fg_tensor rope_freqs; /* (n_rot / 2) F32, or data NULL */
-    fg_forward_progress progress;
-    void *progress_ctx;
-    uint64_t placed, total; /* tensor bytes placed so far, and in the file */
-    layer_w *layers;
+    fg_weights w;
     fg_rope rope, rope_swa; /* global layers; sliding-window layers (swa_pattern) */
     fg_attn attn, attn_swa;
     /* Activations, n_batch rows each. */
     fg_tensor x, h, q, k, v, att, gate, up, logits;
 };
-
-/* ---- Loading the weights ---------------------------------------------------------- */
-
-/* Whether t is exactly ne0 x rows (rows 1: a vector of ne0), else the error
- * naming it and both shapes. Every dimension is compared, none divided by:
- * GGUF allows a dimension of 0, and a third one would be read past. */
-static fg_status check_shape(const fg_forward *f, const fg_gguf_tensor *t, int64_t ne0, int64_t rows)
-{
-    if (t->ne[0] == ne0 && t->ne[1] == rows && t->ne[2] == 1 && t->ne[3] == 1) return FG_OK;
-    char have[96] = "", want[48];
-    for (uint32_t d = 0, at = 0; d < t->n_dims && at < sizeof have; d++)
-        at += (uint32_t)snprintf(have + at, sizeof have - at, "%s%lld", d ? ", " : "", (long long)t->ne[d]);
-    if (rows == 1)
-        snprintf(want, sizeof want, "%lld", (long long)ne0);
-    else
-        snprintf(want, sizeof want, "%lld, %lld", (long long)ne0, (long long)rows);
-    return fg_err_set(FG_ERR_FORMAT,
-                      "%s: tensor '%.*s' has shape [%s]; a %s model with these hyperparameters needs [%s]. The file "
-                      "is damaged, or its metadata does not match its weights: download or convert the model again",
-                      f->m->gguf->path, (int)t->name.len, t->name.ptr, have, f->m->hp.arch, want);
-}
-
-/* Places tensor `name` (a printf pattern over the layer) on the backend and
- * checks its shape: ne0 elements per row and `rows` rows (check_shape).
- * Optional tensors that are absent leave out->data NULL. */
-static fg_status get_w(fg_forward *f, fg_tensor *out, bool required, int64_t ne0, int64_t rows, const char *fmt,
-                       int layer)
-{
-    char name[96];
-    snprintf(name, sizeof name, fmt, layer);
-    const fg_gguf *g = f->m->gguf;
-    const fg_gguf_tensor *t = fg_gguf_find_tensor(g, name);
-    memset(out, 0, sizeof *out);
-    if (!t) {
-        if (!required) return FG_OK;
-        return fg_err_set(FG_ERR_FORMAT, "%s: tensor '%s' is missing; a %s model needs it", g->path, name,
-                          f->m->hp.arch);
-    }
-    FG_TRY(check_shape(f, t, ne0, rows));
-    fg_status st = f->be->ops->weight(f->be, t, out);
-    if (st != FG_OK) return fg_err_wrap(st, "%s", g->path);
-    f->placed += t->nbytes;
-    if (f->progress) f->progress(f->progress_ctx, f->placed, f->total);
-    return FG_OK;
-}
-
-/* Places rows [first, first + n) of t (a fused weight whose rows stack
- * several matrices) as a weight of its own: each row is a whole number of
- * blocks, so the range is contiguous bytes of the file. */
-static fg_status place_rows(fg_forward *f, const fg_gguf_tensor *t, int64_t first, int64_t n, fg_tensor *out)
-{
-    fg_gguf_tensor part = *t;
-    size_t rb = fg_type_row_size(t->type, t->ne[0]);
-    part.ne[1] = n;
-    part.n_elems = (uint64_t)n * (uint64_t)t->ne[0];
-    part.nbytes = (uint64_t)n * rb;
-    part.offset = t->offset + (uint64_t)first * rb;
-    part.data = (const uint8_t *)t->data + (size_t)first * rb;
-    fg_status st = f->be->ops->weight(f->be, &part, out);
-    if (st != FG_OK) return fg_err_wrap(st, "%s", f->m->gguf->path);
-    f->placed += part.nbytes;
-    if (f->progress) f->progress(f->progress_ctx, f->placed, f->total);
-    return FG_OK;
-}
-
-/* A fused weight (a printf pattern over the layer): checks its shape, ne0
- * x the parts' rows, and places each part. */
-static fg_status get_fused(fg_forward *f, const char *fmt, int layer, int64_t ne0, int n, const int64_t *rows,
-                           fg_tensor *const *out)
-{
-    char name[96];
-    snprintf(name, sizeof name, fmt, layer);
-    const fg_gguf *g = f->m->gguf;
-    const fg_gguf_tensor *t = fg_gguf_find_tensor(g, name);
-    if (!t) return fg_err_set(FG_ERR_FORMAT, "%s: tensor '%s' is missing; a %s model needs it", g->path, name, f->m->hp.arch);
-    int64_t total = 0;
-    for (int i = 0; i < n; i++) total += rows[i];
-    FG_TRY(check_shape(f, t, ne0, total));
-    for (int64_t i = 0, first = 0; i < n; first += rows[i], i++) FG_TRY(place_rows(f, t, first, rows[i], out[i]));
-    return FG_OK;
-}
-
-/* The optional bias of a fused weight (F32, the parts' rows in all),
- * placed as one vector per part; absent leaves the parts' data NULL. */
-static fg_status get_fused_bias(fg_forward *f, const char *fmt, int layer, int n, const int64_t *rows,
-                                fg_tensor *const *out)
-{
-    char name[96];
-    snprintf(name, sizeof name, fmt, layer);
-    const fg_gguf *g = f->m->gguf;
-    const fg_gguf_tensor *t = fg_gguf_find_tensor(g, name);
-    for (int i = 0; i < n; i++) memset(out[i], 0, sizeof *out[i]);
-    if (!t) return FG_OK;
-    int64_t total = 0;
-    for (int i = 0; i < n; i++) total += rows[i];
-    FG_TRY(check_shape(f, t, total, 1));
-    if (t->type != FG_TYPE_F32)
-        return fg_err_set(FG_ERR_FORMAT, "%s: tensor '%s' must be %lld F32 values", g->path, name, (long long)total);
-    fg_gguf_tensor row = *t;
-    row.ne[0] = total, row.ne[1] = 1, row.n_elems = (uint64_t)total;
-    for (int64_t i = 0, first = 0; i < n; first += rows[i], i++) {
-        /* a vector's elements are its one row's: split it as a row of part sizes */
-        fg_gguf_tensor part = row;
-        part.ne[0] = rows[i];
-        part.n_elems = (uint64_t)rows[i];
-        part.nbytes = (uint64_t)rows[i] * sizeof(float);
-        part.offset = t->offset + (uint64_t)first * sizeof(float);
-        part.data = (const float *)t->data + first;
-        fg_status st = f->be->ops->weight(f->be, &part, out[i]);
-        if (st != FG_OK) return fg_err_wrap(st, "%s", g->path);
-    }
-    f->placed += t->nbytes;
-    if (f->progress) f->progress(f->progress_ctx, f->placed, f->total);
-    return FG_OK;
-}
-
-/* Norms and biases are read as F32 vectors by every backend. */
-static fg_status get_vec(fg_forward *f, fg_tensor *out, bool required, int64_t n, const char *fmt, int layer)
-{
-    FG_TRY(get_w(f, out, required, n, 1, fmt, layer));
-    if (out->data && out->type != FG_TYPE_F32) {
-        char name[96];
-        snprintf(name, sizeof name, fmt, layer);
-        return fg_err_set(FG_ERR_UNSUPPORTED, "%s: tensor '%s' has type %s; forge expects F32 norms and biases",
-                          f->m->gguf->path, name, fg_type_name(out->type));
-    }
-    return FG_OK;
-}
-
-static fg_status load_weights(fg_forward *f)
-{
-    const fg_hparams *hp = &f->m->hp;
-    int64_t d = hp->n_embd, n_vocab = fg_tok_n_vocab(f->m->tok);
-    int64_t q_dim = hp->n_head * hp->head_dim_k, k_dim = hp->n_head_kv * hp->head_dim_k,
-            v_dim = hp->n_head_kv * hp->head_dim_v, o_dim = hp->n_head * hp->head_dim_v;
-    if (hp->n_ff <= 0)
-        return fg_err_set(FG_ERR_FORMAT, "%s: %s.feed_forward_length is missing", f->m->gguf->path, hp->arch);
-
-    FG_TRY(get_w(f, &f->tok_embd, true, d, n_vocab, "token_embd.weight", 0));
-    FG_TRY(get_vec(f, &f->out_norm, true, d, "output_norm.weight", 0));
-    FG_TRY(get_w(f, &f->output, false, d, n_vocab, "output.weight", 0));
-    if (!f->output.data) f->output = f->tok_embd; /* tied embeddings */
-
-    for (int l = 0; l < hp->n_layer; l++) {
-        layer_w *w = &f->layers[l];
-        FG_TRY(get_vec(f, &w->attn_norm, true, d, "blk.%d.attn_norm.weight", l));
-        char qkv_name[96];
-        snprintf(qkv_name, sizeof qkv_name, "blk.%d.attn_qkv.weight", l);
-        if (f->arch->fused_qkv && fg_gguf_find_tensor(f->m->gguf, qkv_name)) {
-            const int64_t rows[3] = {q_dim, k_dim, v_dim};
-            fg_tensor *parts[3] = {&w->wq, &w->wk, &w->wv}, *biases[3] = {&w->bq, &w->bk, &w->bv};
-            FG_TRY(get_fused(f, "blk.%d.attn_qkv.weight", l, d, 3, rows, parts));
-            FG_TRY(get_fused_bias(f, "blk.%d.attn_qkv.bias", l, 3, rows, biases));
-        } else {
-            FG_TRY(get_w(f, &w->wq, true, d, q_dim, "blk.%d.attn_q.weight", l));
-            FG_TRY(get_w(f, &w->wk, true, d, k_dim, "blk.%d.attn_k.weight", l));
-            FG_TRY(get_w(f, &w->wv, true, d, v_dim, "blk.%d.attn_v.weight", l));
-            FG_TRY(get_vec(f, &w->bq, false, q_dim, "blk.%d.attn_q.bias", l));
-            FG_TRY(get_vec(f, &w->bk, false, k_dim, "blk.%d.attn_k.bias", l));
-            FG_TRY(get_vec(f, &w->bv, false, v_dim, "blk.%d.attn_v.bias", l));
-        }
-        if (f->arch->qk_norm) {
-            FG_TRY(get_vec(f, &w->q_norm, true, hp->head_dim_k, "blk.%d.attn_q_norm.weight", l));
-            FG_TRY(get_vec(f, &w->k_norm, true, hp->head_dim_k, "blk.%d.attn_k_norm.weight", l));
-        }
-        FG_TRY(get_w(f, &w->wo, true, o_dim, d, "blk.%d.attn_output.weight", l));
-        FG_TRY(get_vec(f, &w->ffn_norm, true, d, "blk.%d.ffn_norm.weight", l));
-        if (f->arch->post_norms) {
-            FG_TRY(get_vec(f, &w->post_attn_norm, true, d, "blk.%d.post_attention_norm.weight", l));
-            FG_TRY(get_vec(f, &w->post_ffn_norm, true, d, "blk.%d.post_ffw_norm.weight", l));
-        }
-        if (f->arch->fused_gate_up) {
-            const int64_t rows[2] = {hp->n_ff, hp->n_ff};
-            fg_tensor *parts[2] = {&w->w_gate, &w->w_up};
-            FG_TRY(get_fused(f, "blk.%d.ffn_up.weight", l, d, 2, rows, parts));
-        } else {
-            FG_TRY(get_w(f, &w->w_gate, true, d, hp->n_ff, "blk.%d.ffn_gate.weight", l));
-            FG_TRY(get_w(f, &w->w_up, true, d, hp->n_ff, "blk.%d.ffn_up.weight", l));
-        }
-        FG_TRY(get_w(f, &w->w_down, true, hp->n_ff, d, "blk.%d.ffn_down.weight", l));
-    }
-
-    /* Llama 3.1-style frequency factors. */
-    FG_TRY(get_w(f, &f->rope_freqs, false, hp->n_rot / 2, 1, "rope_freqs.weight", 0));
-    if (f->rope_freqs.data) {
-        if (f->rope_freqs.type != FG_TYPE_F32)
-            return fg_err_set(FG_ERR_FORMAT, "%s: tensor 'rope_freqs.weight' must be %lld F32 values",
-                              f->m->gguf->path, (long long)(hp->n_rot / 2));
-        f->rope.freq_factors = f->rope_freqs.data; /* backend memory */
-    }
-    return FG_OK;
-}
 
 /* Rope scaling from the file: linear is supported; other kinds are refused
  * rather than silently ignored. */
@@ -304,15 +101,13 @@ fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int3
     f->arch = arch;
     f->n_ctx = n_ctx;
     f->n_batch = n_batch;
-    f->progress = progress;
-    f->progress_ctx = progress_ctx;
-    for (uint64_t i = 0; i < m->gguf->n_tensors; i++) f->total += m->gguf->tensors[i].nbytes;
-    f->layers = calloc((size_t)hp->n_layer, sizeof *f->layers);
     f->rows = malloc((size_t)n_batch * sizeof *f->rows);
-    fg_status st = f->layers && f->rows ? FG_OK : fg_err_set(FG_ERR_NOMEM, "out of memory");
+    fg_status st = f->rows ? FG_OK : fg_err_set(FG_ERR_NOMEM, "out of memory");
     if (st == FG_OK) st = read_rope(f);
     if (st == FG_OK) st = read_rope_swa(f);
-    if (st == FG_OK) st = load_weights(f);
+    if (st == FG_OK) st = fg_weights_load(m, arch, be, progress, progress_ctx, &f->w);
+    /* Llama 3.1-style frequency factors, on the global layers */
+    if (st == FG_OK) f->rope.freq_factors = f->w.rope_freqs.data; /* backend memory, or NULL */
     if (st != FG_OK) {
         fg_forward_free(f);
         return st;
@@ -336,7 +131,7 @@ fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int3
         (st = o->alloc(be, q_dim, n_batch, &f->q)) || (st = o->alloc(be, k_dim, n_batch, &f->k)) ||
         (st = o->alloc(be, v_dim, n_batch, &f->v)) || (st = o->alloc(be, o_dim, n_batch, &f->att)) ||
         (st = o->alloc(be, hp->n_ff, n_batch, &f->gate)) || (st = o->alloc(be, hp->n_ff, n_batch, &f->up)) ||
-        (st = o->alloc(be, f->output.rows, n_batch, &f->logits)) ||
+        (st = o->alloc(be, f->w.output.rows, n_batch, &f->logits)) ||
         (st = o->kv_alloc(be, (int32_t)hp->n_layer, n_ctx, FG_KV_BLOCK_SIZE, k_dim, v_dim, o_dim, kv_type))) {
         fg_forward_free(f);
         return st;
@@ -348,7 +143,7 @@ fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int3
 void fg_forward_free(fg_forward *f)
 {
     if (!f) return;
-    free(f->layers);
+    fg_weights_free(&f->w);
     free(f->rows);
     free(f);
 }
@@ -412,10 +207,10 @@ static fg_status plan(fg_forward *f, const fg_batch *b, bool sampled)
     fg_batch bg = *b;
     bg.graph_key = 4 * (1 + n_out) + (tail ? 0 : 2) + (sampled ? 1 : 0);
     FG_TRY(o->step_begin(be, &bg));
-    FG_TRY(o->embed(be, &f->tok_embd, &f->x));
+    FG_TRY(o->embed(be, &f->w.tok_embd, &f->x));
     if (f->arch->embed_scale) FG_TRY(o->scale(be, &f->x, sqrtf((float)hp->n_embd)));
     for (int32_t l = 0; l < hp->n_layer; l++) {
-        const layer_w *w = &f->layers[l];
+        const fg_layer_weights *w = &f->w.layers[l];
         int pat = f->arch->swa_pattern;
         bool swa = pat > 0 && l % pat < pat - 1;
         const fg_rope *rope = swa ? &f->rope_swa : &f->rope;
@@ -444,13 +239,13 @@ static fg_status plan(fg_forward *f, const fg_batch *b, bool sampled)
     /* The output matmul reads the final norm's rows quantized where it
      * takes all of them in place. */
     bool whole = tail && n_out == b->n_tokens;
-    FG_TRY(o->rms_norm(be, &f->x, &f->out_norm, hp->n_embd, eps, &f->h, whole));
+    FG_TRY(o->rms_norm(be, &f->x, &f->w.out_norm, hp->n_embd, eps, &f->h, whole));
     fg_tensor h_out = rows_from(&f->h, b->n_tokens - n_out);
     if (!tail) { /* the layers are done with x: it takes the gathered rows */
         FG_TRY(o->gather(be, &f->h, &f->x));
         h_out = f->x;
     }
-    return o->matmul(be, &f->output, NULL, &h_out, NULL, n_out, &f->logits, whole);
+    return o->matmul(be, &f->w.output, NULL, &h_out, NULL, n_out, &f->logits, whole);
 }
 
 fg_status fg_forward_run(fg_forward *f, const fg_batch *b, float *logits, int32_t *ids)

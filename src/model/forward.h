@@ -15,6 +15,7 @@
 
 #include "backend/backend.h"
 #include "model/model.h"
+#include "model/weights.h"
 
 enum { FG_KV_BLOCK_SIZE = 16 };
 
@@ -24,9 +25,7 @@ typedef struct fg_forward fg_forward;
  * its hyperparameters imply, and prepares a backend to run it with a KV cache
  * of kv_type (F16, as llama.cpp's default, or F32). n_ctx is rounded up to a
  * whole number of KV blocks. Errors name the tensor. progress may be NULL. */
-/* Called after each weight is placed with the bytes placed so far and the
- * model's total tensor bytes (a GPU upload of a large model takes seconds). */
-typedef void (*fg_forward_progress)(void *ctx, uint64_t done, uint64_t total);
+/* fg_forward_progress: model/weights.h. */
 
 fg_status fg_forward_init(const fg_model *m, fg_backend *be, int32_t n_ctx, int32_t n_batch, fg_type kv_type,
                           fg_forward_progress progress, void *progress_ctx, fg_forward **out);

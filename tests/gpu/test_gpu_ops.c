@@ -198,8 +198,8 @@ static wpair make_weight(fg_type type, int64_t K, int64_t N)
     wpair w = {0};
     size_t bytes;
     w.host = random_weight(type, K, N, &bytes);
-    fg_gguf_tensor t = {.name = {"test.weight", 11}, .n_dims = 2, .ne = {K, N, 1, 1}, .type = type,
-                        .n_elems = (uint64_t)(K * N), .nbytes = bytes, .data = w.host};
+    (void)bytes;
+    fg_weight_src t = {.name = "test.weight", .type = type, .ne0 = K, .rows = N, .data = w.host};
     cr_assert_eq(cpu->ops->weight(cpu, &t, &w.c), FG_OK, "%s", fg_last_error());
     cr_assert_eq(gpu->ops->weight(gpu, &t, &w.g), FG_OK, "%s", fg_last_error());
     return w; /* host stays alive: the CPU backend's weight is a view of it */
@@ -210,8 +210,7 @@ static wpair make_vector(const float *v, int64_t n)
     wpair w = {0};
     w.host = malloc((size_t)n * sizeof(float));
     memcpy(w.host, v, (size_t)n * sizeof(float));
-    fg_gguf_tensor t = {.name = {"test.vector", 11}, .n_dims = 1, .ne = {n, 1, 1, 1}, .type = FG_TYPE_F32,
-                        .n_elems = (uint64_t)n, .nbytes = (uint64_t)n * 4, .data = w.host};
+    fg_weight_src t = {.name = "test.vector", .type = FG_TYPE_F32, .ne0 = n, .rows = 1, .data = w.host};
     cr_assert_eq(cpu->ops->weight(cpu, &t, &w.c), FG_OK);
     cr_assert_eq(gpu->ops->weight(gpu, &t, &w.g), FG_OK, "%s", fg_last_error());
     return w;

@@ -85,20 +85,20 @@ static fg_status track(cpu_backend *c, void *p)
     return FG_OK;
 }
 
-static fg_status cpu_weight(fg_backend *be, const fg_gguf_tensor *src, fg_tensor *out)
+static fg_status cpu_weight(fg_backend *be, const fg_weight_src *src, fg_tensor *out)
 {
     (void)be;
     if (!fg_cpu_matmul_supported(src->type)) {
         return fg_err_set(FG_ERR_UNSUPPORTED,
-                          "tensor '%.*s' has type %s, which the CPU backend does not support (it computes with F32, "
+                          "tensor '%s' has type %s, which the CPU backend does not support (it computes with F32, "
                           "F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and MXFP4); "
                           "quantize the model from its F16/BF16 original to one of those (forge quantize)",
-                          (int)src->name.len, src->name.ptr, fg_type_name(src->type));
+                          src->name, fg_type_name(src->type));
     }
     out->type = src->type;
-    out->ne0 = src->ne[0];
-    out->rows = (int64_t)(src->n_elems / (uint64_t)src->ne[0]);
-    out->row_bytes = fg_type_row_size(src->type, src->ne[0]);
+    out->ne0 = src->ne0;
+    out->rows = src->rows;
+    out->row_bytes = fg_type_row_size(src->type, src->ne0);
     out->data = (void *)src->data;
     return FG_OK;
 }

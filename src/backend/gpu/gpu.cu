@@ -268,19 +268,19 @@ static fg_status grow_blas(gpu_backend *g)
     return FG_OK;
 }
 
-static fg_status gpu_weight(fg_backend *be, const fg_gguf_tensor *src, fg_tensor *out)
+static fg_status gpu_weight(fg_backend *be, const fg_weight_src *src, fg_tensor *out)
 {
     gpu_backend *g = gpu(be);
-    int64_t ne0 = src->ne[0], rows = (int64_t)(src->n_elems / (uint64_t)ne0);
+    int64_t ne0 = src->ne0, rows = src->rows;
     bool vector = src->type == FG_TYPE_F32 && rows == 1; /* norms, biases, rope factors */
     if (!vector && !fg_gpu_type_ok(src->type, ne0)) {
         /* Where the CPU computes with the type (Q2_K, Q3_K), it is the way
          * out; where it does not either, requantizing is. */
         return fg_err_set(FG_ERR_UNSUPPORTED,
-                          "tensor '%.*s' has type %s with rows of %lld, which the GPU backend does not support "
+                          "tensor '%s' has type %s with rows of %lld, which the GPU backend does not support "
                           "(it computes with F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K and MXFP4); "
                           "%s",
-                          (int)src->name.len, src->name.ptr, fg_type_name(src->type), (long long)ne0,
+                          src->name, fg_type_name(src->type), (long long)ne0,
                           fg_quant_supported(src->type) ? "use --device cpu"
                                                         : "quantize the model from its F16/BF16 original to one of "
                                                           "those (forge quantize)");
@@ -292,12 +292,13 @@ static fg_status gpu_weight(fg_backend *be, const fg_gguf_tensor *src, fg_tensor
         FG_TRY(grow_dev(g, &g->mm_scratch, &g->mm_scratch_bytes, fg_gpu_matmul_scratch(g->max_k),
                         "the matmul activations"));
     char what[160];
-    snprintf(what, sizeof what, "tensor '%.*s'", (int)src->name.len, src->name.ptr);
+    snprintf(what, sizeof what, "tensor '%.100s'", src->name);
     void *p;
     size_t file_rb = fg_type_row_size(src->type, ne0), rb = vector ? 0 : fg_gpu_weight_row_bytes(src->type, ne0);
     if (rb == 0) {
-        FG_TRY(dev_alloc(g, src->nbytes, what, &p));
-        GPU_TRY(cudaMemcpyAsync(p, src->data, src->nbytes, cudaMemcpyHostToDevice, g->stream));
+        size_t bytes = file_rb * (size_t)rows;
+        FG_TRY(dev_alloc(g, bytes, what, &p));
+        GPU_TRY(cudaMemcpyAsync(p, src->data, bytes, cudaMemcpyHostToDevice, g->stream));
         rb = file_rb;
     } else { /* rows at the regrouped stride, then regrouped in place */
         FG_TRY(dev_alloc(g, rb * (size_t)rows, what, &p));
