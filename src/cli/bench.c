@@ -234,7 +234,8 @@ static fg_status first_token(fg_runner *e, const int32_t *prompt, int32_t n, dou
 static int bench_prefix(fg_cli_engine_opts *eo, int32_t n_prompt, bool json)
 {
     int32_t n2 = n_prompt + 16;
-    fg_runner_params p = {2 * (n2 + FG_KV_BLOCK_SIZE), n2 + FG_KV_BLOCK_SIZE, 2, 512, 2};
+    fg_runner_params p = {.kv_tokens = 2 * (n2 + FG_KV_BLOCK_SIZE), .max_seq_tokens = n2 + FG_KV_BLOCK_SIZE,
+                          .max_running = 2, .max_step_tokens = 512, .max_waiting = 2};
     fg_cli_engine ce;
     fg_runner *e;
     fg_status st = open_engine(eo, &p, &ce, &e);

@@ -115,9 +115,12 @@ fg_request_params fg_cli_gen_request(const fg_cli_gen_opts *g, const int32_t *pr
     p.n_prompt = n;
     p.max_tokens = g->n_predict > 0 && (int64_t)n + g->n_predict <= ctx ? g->n_predict : -1;
     const fg_sampler_params *s = &g->sp;
-    p.sampling = (fg_sampling){s->temperature, s->top_k, s->top_p, s->min_p, s->repeat_penalty,
-                               s->repeat_last_n, s->presence_penalty, s->frequency_penalty, s->seed,
-                               s->logit_bias, s->n_logit_bias, s->seed_exact};
+    p.sampling = (fg_sampling){.temperature = s->temperature, .top_k = s->top_k, .top_p = s->top_p,
+                               .min_p = s->min_p, .repeat_penalty = s->repeat_penalty,
+                               .repeat_last_n = s->repeat_last_n, .presence_penalty = s->presence_penalty,
+                               .frequency_penalty = s->frequency_penalty, .seed = s->seed,
+                               .logit_bias = s->logit_bias, .n_logit_bias = s->n_logit_bias,
+                               .seed_exact = s->seed_exact};
     p.stops = g->stops;
     p.n_stops = g->n_stops;
     p.ignore_eos = g->ignore_eos;

@@ -14,26 +14,27 @@ static const fg_arch archs[] = {
     /* Llama 1-3, Mistral (with its optional sliding window), SmolLM:
      * llama.cpp's converter permutes q/k so that RoPE rotates adjacent
      * pairs. */
-    {"llama", FG_ROPE_NORMAL, false, false, false, false, false, false, 0},
+    {.name = "llama", .rope = FG_ROPE_NORMAL},
     /* Qwen2 / Qwen2.5: q/k/v biases (optional tensors of the shared plan),
      * NeoX RoPE (q/k kept in HF's order). */
-    {"qwen2", FG_ROPE_NEOX, false, false, false, false, false, false, 0},
+    {.name = "qwen2", .rope = FG_ROPE_NEOX},
     /* Qwen3: no biases; each q and k head RMS-normalized before RoPE. */
-    {"qwen3", FG_ROPE_NEOX, true, false, false, false, false, false, 0},
+    {.name = "qwen3", .rope = FG_ROPE_NEOX, .qk_norm = true},
     /* Phi-3: fused q/k/v and gate/up weights, NeoX RoPE. */
-    {"phi3", FG_ROPE_NEOX, false, true, true, false, false, false, 0},
+    {.name = "phi3", .rope = FG_ROPE_NEOX, .fused_qkv = true, .fused_gate_up = true},
     /* GLM-4-0414: q/k/v biases, partial rotary (rope.dimension_count, pairs
      * adjacent as HF's interleaved GLM rotary), fused gate/up, sandwich
      * norms. */
-    {"glm4", FG_ROPE_NORMAL, false, false, true, true, false, false, 0},
+    {.name = "glm4", .rope = FG_ROPE_NORMAL, .fused_gate_up = true, .post_norms = true},
     /* GLM-4 (ChatGLM, GLM-4-9B-chat): q/k/v fused with a bias (or, from the
      * HF-format checkpoint, separate with biases), partial rotary with
      * adjacent pairs, few KV heads, fused gate/up. */
-    {"chatglm", FG_ROPE_NORMAL, false, true, true, false, false, false, 0},
+    {.name = "chatglm", .rope = FG_ROPE_NORMAL, .fused_qkv = true, .fused_gate_up = true},
     /* Gemma 3: GeGLU, embeddings scaled by sqrt(n_embd), pre- and post-norms
      * (the file's norms already hold Gemma's 1 + w), QK-norm, five
      * sliding-window layers (local RoPE base) to one global, tied output. */
-    {"gemma3", FG_ROPE_NEOX, true, false, false, true, true, true, 6},
+    {.name = "gemma3", .rope = FG_ROPE_NEOX, .qk_norm = true, .post_norms = true, .geglu = true, .embed_scale = true,
+     .swa_pattern = 6},
 };
 
 const fg_arch *fg_arch_find(const char *name)

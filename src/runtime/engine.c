@@ -170,8 +170,10 @@ fg_engine_config fg_engine_config_default(void)
 fg_sampling fg_sampling_default(void)
 {
     fg_sampler_params d = fg_sampler_defaults();
-    return (fg_sampling){d.temperature, d.top_k, d.top_p, d.min_p, d.repeat_penalty,
-                         d.repeat_last_n, d.presence_penalty, d.frequency_penalty, FG_SEED_RANDOM, NULL, 0, false};
+    return (fg_sampling){.temperature = d.temperature, .top_k = d.top_k, .top_p = d.top_p, .min_p = d.min_p,
+                         .repeat_penalty = d.repeat_penalty, .repeat_last_n = d.repeat_last_n,
+                         .presence_penalty = d.presence_penalty, .frequency_penalty = d.frequency_penalty,
+                         .seed = FG_SEED_RANDOM};
 }
 
 uint64_t fg_sampling_random_seed(void)
@@ -186,9 +188,12 @@ fg_request_params fg_request_params_default(void)
 
 static fg_sampler_params sampler_params(const fg_sampling *s)
 {
-    return (fg_sampler_params){s->temperature, s->top_k, s->top_p, s->min_p, s->repeat_penalty,
-                               s->repeat_last_n, s->presence_penalty, s->frequency_penalty, s->seed,
-                               s->logit_bias, s->n_logit_bias, s->seed_exact};
+    return (fg_sampler_params){.temperature = s->temperature, .top_k = s->top_k, .top_p = s->top_p,
+                               .min_p = s->min_p, .repeat_penalty = s->repeat_penalty,
+                               .repeat_last_n = s->repeat_last_n, .presence_penalty = s->presence_penalty,
+                               .frequency_penalty = s->frequency_penalty, .seed = s->seed,
+                               .logit_bias = s->logit_bias, .n_logit_bias = s->n_logit_bias,
+                               .seed_exact = s->seed_exact};
 }
 
 static bool ended(fg_request_state s)
@@ -262,7 +267,8 @@ fg_status fg_engine_open(const char *model_path, const fg_engine_config *cfg, fg
         /* The runner's own queue stays short (the engine feeds it, keeping
          * the rest in its records): room for one step's admissions and the
          * requests preemption sends back. */
-        fg_runner_params rp = {(int32_t)pool, s->ctx, s->max_running, s->max_step_tokens, 2 * s->max_running};
+        fg_runner_params rp = {.kv_tokens = (int32_t)pool, .max_seq_tokens = s->ctx, .max_running = s->max_running,
+                               .max_step_tokens = s->max_step_tokens, .max_waiting = 2 * s->max_running};
         st = fg_runner_init_kv(e->model, e->be, &rp, c.kv_type == FG_KV_F32 ? FG_TYPE_F32 : FG_TYPE_F16,
                                c.on_load_progress, c.load_progress_ud, &e->run);
     }

@@ -417,8 +417,9 @@ const int32_t *fg_kvcache_table(const fg_kvcache *c, int32_t seq, int32_t *n_blo
 
 void fg_kvcache_usage_get(const fg_kvcache *c, fg_kvcache_usage *u)
 {
-    *u = (fg_kvcache_usage){c->n_blocks, c->n_blocks - c->n_free - c->n_cached, c->n_cached, c->n_free, c->n_live,
-                            c->prefix_queries, c->prefix_hits};
+    *u = (fg_kvcache_usage){.n_blocks = c->n_blocks, .used = c->n_blocks - c->n_free - c->n_cached,
+                            .cached = c->n_cached, .free = c->n_free, .n_seqs = c->n_live,
+                            .prefix_queries = c->prefix_queries, .prefix_hits = c->prefix_hits};
 }
 
 /* ---- Invariants (tests) -------------------------------------------------- */

@@ -292,8 +292,9 @@ fg_status fg_runner_step(fg_runner *e, int32_t *n_tokens)
         fg_sched_commit(e->sched, NULL);
         return FG_OK;
     }
-    fg_batch b = {sb.n_tokens, sb.ids, sb.pos, sb.seq, sb.slot, sb.n_seqs, sb.max_blocks, sb.block_tables, 0,
-                  0, NULL, sb.n_logits, sb.logits_token};
+    fg_batch b = {.n_tokens = sb.n_tokens, .ids = sb.ids, .pos = sb.pos, .seq = sb.seq, .slot = sb.slot,
+                  .n_seqs = sb.n_seqs, .max_blocks = sb.max_blocks, .block_tables = sb.block_tables,
+                  .n_out = sb.n_logits, .out_rows = sb.logits_token};
     int32_t n_x = prompt_rows(e, &sb);
     /* On the backend if every row can be: no penalties, and greedy or
      * logits that would have to be copied to the host. */

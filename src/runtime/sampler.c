@@ -992,8 +992,9 @@ void fg_sampler_next_row(fg_sampler *s, fg_sample_row *row)
 {
     FG_ASSERT(!fg_sampler_has_penalties(s));
     bool greedy = fg_sampler_is_greedy(s);
-    *row = (fg_sample_row){greedy ? 0.0f : s->p.temperature, s->p.top_k, s->p.top_p, s->p.min_p,
-                           greedy ? 0.0 : fg_sampler_rng_uniform(&s->rng), s->n_bias, s->bias};
+    *row = (fg_sample_row){.temperature = greedy ? 0.0f : s->p.temperature, .top_k = s->p.top_k, .top_p = s->p.top_p,
+                           .min_p = s->p.min_p, .u = greedy ? 0.0 : fg_sampler_rng_uniform(&s->rng),
+                           .n_bias = s->n_bias, .bias = s->bias};
 }
 
 fg_status fg_sampler_sample(fg_sampler *s, const float *logits, int32_t *id)

@@ -226,7 +226,8 @@ static void step_plain(int32_t n, int32_t pos0)
     int32_t *table = calloc((size_t)n_blocks, 4);
     for (int32_t i = 0; i < n; i++) pos[i] = pos0 + i, slot[i] = i;
     for (int32_t b = 0; b < n_blocks; b++) table[b] = b;
-    fg_batch b = {n, ids, pos, seq, slot, 1, n_blocks, table, 0, 0, NULL, 0, NULL};
+    fg_batch b = {.n_tokens = n, .ids = ids, .pos = pos, .seq = seq, .slot = slot,
+                  .n_seqs = 1, .max_blocks = n_blocks, .block_tables = table};
     cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
     cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
     free(ids), free(pos), free(seq), free(slot), free(table);
@@ -419,7 +420,8 @@ Test(gpu_ops, matmul_and_embed_rows_of_odd_block_counts, .init = need_gpu, .fini
 
             /* Embedding rows 0, N-1 and random ones of the same weight. */
             int32_t ids[3] = {0, N - 1, rnd(N)}, pos[3] = {0, 1, 2}, seq[3] = {0}, slot[3] = {0, 1, 2}, table[1] = {0};
-            fg_batch b = {3, ids, pos, seq, slot, 1, 1, table, 0, 0, NULL, 0, NULL};
+            fg_batch b = {.n_tokens = 3, .ids = ids, .pos = pos, .seq = seq, .slot = slot,
+                          .n_seqs = 1, .max_blocks = 1, .block_tables = table};
             cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
             cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK);
             pair e = make_pair(K, 3, NULL);
@@ -500,7 +502,8 @@ Test(gpu_ops, embed_every_type, .init = need_gpu, .fini = done)
         wpair w = make_weight(gpu_types[ti], ne0, rows);
         for (int i = 0; i < T; i++) ids[i] = rnd((int)rows), pos[i] = i, seq[i] = 0, slot[i] = i;
         ids[0] = 0, ids[1] = (int32_t)rows - 1;
-        fg_batch b = {T, ids, pos, seq, slot, 1, 3, table, 0, 0, NULL, 0, NULL};
+        fg_batch b = {.n_tokens = T, .ids = ids, .pos = pos, .seq = seq, .slot = slot,
+                      .n_seqs = 1, .max_blocks = 3, .block_tables = table};
         if (ti == 0) {
             cr_assert_eq(cpu->ops->kv_alloc(cpu, 1, 48, 16, 8, 8, 8, FG_TYPE_F16), FG_OK);
             cr_assert_eq(gpu->ops->kv_alloc(gpu, 1, 48, 16, 8, 8, 8, FG_TYPE_F16), FG_OK);
@@ -556,7 +559,8 @@ Test(gpu_ops, rope_normal_neox_partial_scaled, .init = need_gpu, .fini = done)
         else {
             int32_t ids[11] = {0}, pos[11], seq[11] = {0}, slot[11], table[1] = {0};
             for (int t = 0; t < T; t++) pos[t] = cases[i][5] + 13 * t, slot[t] = t;
-            fg_batch b = {T, ids, pos, seq, slot, 1, 1, table, 0, 0, NULL, 0, NULL};
+            fg_batch b = {.n_tokens = T, .ids = ids, .pos = pos, .seq = seq, .slot = slot,
+                          .n_seqs = 1, .max_blocks = 1, .block_tables = table};
             cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
             cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK);
         }
@@ -634,7 +638,8 @@ Test(gpu_ops, sample_greedy_rows_ties_nan_inf, .init = need_gpu, .fini = done)
         x[4 * n + n - 1] = 30.0f;
         pair l = make_pair(n, T, x);
         int32_t ic[5], ig[5], zero[5] = {0}, slot[5] = {0, 1, 2, 3, 4}, table[1] = {0};
-        fg_batch b = {T, zero, slot, zero, slot, 1, 1, table, 0, T, rows, 0, NULL};
+        fg_batch b = {.n_tokens = T, .ids = zero, .pos = slot, .seq = zero, .slot = slot,
+                      .n_seqs = 1, .max_blocks = 1, .block_tables = table, .n_sample = T, .sample = rows};
         cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
         cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
         cr_assert_eq(cpu->ops->sample(cpu, &l.c, T, ic), FG_OK, "%s", fg_last_error());
@@ -706,7 +711,8 @@ Test(gpu_ops, sample_matches_the_host_sampler_distribution, .init = need_gpu, .f
             for (int r = 0; r < R; r++)
                 rows[r] = (fg_sample_row){sp.temperature, sp.top_k, sp.top_p, sp.min_p, (r + 0.5) / R, nb,
                                           ci == 10 ? raise5 : bias};
-            fg_batch b = {1, zero, zero, zero, zero, 1, 1, table, 0, R, rows, 0, NULL};
+            fg_batch b = {.n_tokens = 1, .ids = zero, .pos = zero, .seq = zero, .slot = zero,
+                          .n_seqs = 1, .max_blocks = 1, .block_tables = table, .n_sample = R, .sample = rows};
             cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
             cr_assert_eq(gpu->ops->sample(gpu, &l.g, R, ids), FG_OK, "%s", fg_last_error());
             fg_sampler *smp;
@@ -744,7 +750,8 @@ Test(gpu_ops, gather_rows, .init = need_gpu, .fini = done)
     begin_simple(40, 1, 0, 8);
     int32_t ids[37] = {0}, pos[37], seq[37] = {0}, slot[37], table[3] = {0, 1, 2}, rows[5] = {0, 3, 4, 20, 36};
     for (int i = 0; i < 37; i++) pos[i] = i, slot[i] = i;
-    fg_batch b = {37, ids, pos, seq, slot, 1, 3, table, 0, 0, NULL, 5, rows};
+    fg_batch b = {.n_tokens = 37, .ids = ids, .pos = pos, .seq = seq, .slot = slot,
+                  .n_seqs = 1, .max_blocks = 3, .block_tables = table, .n_out = 5, .out_rows = rows};
     cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
     cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
     pair x = random_pair(576, 37, 1.0f), y = make_pair(576, 5, NULL);
@@ -792,7 +799,8 @@ static void attention_case(int n_head, int n_kv, int hd, int window, float softc
                 slot[n] = table[s * MAXB + p / BS] * BS + p % BS;
             }
         }
-        fg_batch b = {n, ids, pos, seq, slot, N_SEQ, MAXB, table, 0, 0, NULL, 0, NULL};
+        fg_batch b = {.n_tokens = n, .ids = ids, .pos = pos, .seq = seq, .slot = slot,
+                      .n_seqs = N_SEQ, .max_blocks = MAXB, .block_tables = table};
         cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
         cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
         pair q = random_pair((int64_t)n_head * hd, n, 1.0f), k = random_pair(k_row, n, 1.0f),
@@ -855,7 +863,8 @@ static void attention_one_sequence(int n_head, int n_kv, int hd, int window, flo
         int n = 0;
         for (int p = spans[step][0]; p < spans[step][1]; p++, n++)
             ids[n] = 0, pos[n] = p, seq[n] = 0, slot[n] = table[p / BS] * BS + p % BS;
-        fg_batch b = {n, ids, pos, seq, slot, 1, MAXB, table, 0, 0, NULL, 0, NULL};
+        fg_batch b = {.n_tokens = n, .ids = ids, .pos = pos, .seq = seq, .slot = slot,
+                      .n_seqs = 1, .max_blocks = MAXB, .block_tables = table};
         cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
         cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
         pair q = random_pair((int64_t)n_head * hd, n, 1.0f), k = random_pair(k_row, n, 1.0f),
@@ -920,7 +929,8 @@ Test(gpu_ops, rope_store_attention_and_the_merged_quantization, .init = need_gpu
                 pos[i] = spans[step][0] + i;
                 slot[i] = table[pos[i] / 16] * 16 + pos[i] % 16;
             }
-            fg_batch b = {n, ids, pos, seq, slot, 1, 4, table, 0, 0, NULL, 0, NULL};
+            fg_batch b = {.n_tokens = n, .ids = ids, .pos = pos, .seq = seq, .slot = slot,
+                          .n_seqs = 1, .max_blocks = 4, .block_tables = table};
             cr_assert_eq(cpu->ops->step_begin(cpu, &b), FG_OK);
             cr_assert_eq(gpu->ops->step_begin(gpu, &b), FG_OK, "%s", fg_last_error());
             pair q = random_pair(o_row, n, 1.0f), k = random_pair(k_row, n, 1.0f), v = random_pair(k_row, n, 1.0f),

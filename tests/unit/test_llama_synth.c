@@ -207,7 +207,8 @@ Test(llama_synth, cpu_sample_op_greedy_rows)
     int32_t ids[4], zero[4] = {0}, slot[4] = {0, 1, 2, 3}, table[1] = {0};
     fg_sample_row sr[4];
     memset(sr, 0, sizeof sr);
-    fg_batch b = {4, zero, slot, zero, slot, 1, 1, table, 0, 3, sr, 0, NULL};
+    fg_batch b = {.n_tokens = 4, .ids = zero, .pos = slot, .seq = zero, .slot = slot,
+                  .n_seqs = 1, .max_blocks = 1, .block_tables = table, .n_sample = 3, .sample = sr};
     cr_assert_eq(be->ops->step_begin(be, &b), FG_OK);
     cr_assert_eq(be->ops->sample(be, &t, 3, ids), FG_OK, "%s", fg_last_error());
     cr_expect_eq(ids[0], 1);

@@ -177,7 +177,7 @@ static void prof_add(gpu_backend *g, const char *op, bool timed)
     while (i < g->n_prof && strcmp(g->prof[i].op, op) != 0) i++;
     if (i == g->n_prof) {
         FG_ASSERT(g->n_prof < PROF_ROWS);
-        g->prof[g->n_prof++] = {op, 0.0, 0.0, 0};
+        g->prof[g->n_prof++] = {.op = op, .ms = 0.0, .gpu_ms = 0.0, .calls = 0};
     }
     if (g->prof_last > 0) g->prof[i].ms += t - g->prof_last;
     g->prof[i].gpu_ms += gpu_ms;
@@ -475,8 +475,9 @@ static fg_status gpu_step_begin(fg_backend *be, const fg_batch *b)
         const fg_sample_row *sr = &b->sample[r];
         uint64_t u;
         memcpy(&u, &sr->u, 8);
-        fg_gpu_sample_row row = {sr->temperature, sr->top_k, sr->top_p, sr->min_p, (uint32_t)u, (uint32_t)(u >> 32),
-                                 (int32_t)bias_at, sr->n_bias};
+        fg_gpu_sample_row row = {.temperature = sr->temperature, .top_k = sr->top_k, .top_p = sr->top_p,
+                                 .min_p = sr->min_p, .u_lo = (uint32_t)u, .u_hi = (uint32_t)(u >> 32),
+                                 .bias_at = (int32_t)bias_at, .n_bias = sr->n_bias};
         memcpy(h + at_sample + SAMPLE_WORDS * r, &row, sizeof row);
         for (int32_t i = 0; i < sr->n_bias; i++, bias_at++) {
             h[at_bias + 2 * bias_at] = sr->bias[i].token;

@@ -466,7 +466,9 @@ cudaError_t fg_gpu_matmul(fg_gpu_mm_kernel k, int type, const void *w, size_t ro
 {
     bool integer = k == FG_GPU_MM_MMQ || k == FG_GPU_MM_MMVQ || k == FG_GPU_MM_MMVQ_CHUNKS;
     if (k == FG_GPU_MM_BLAS || (integer && !scratch)) return cudaErrorInvalidValue;
-    mm_args a = {k, scratch, x_ready, inv, (const uint8_t *)w, row_bytes, N, K, x, ldx, T, bias, add, ldadd, y, ldy, warp, s};
+    mm_args a = {.k = k, .scratch = scratch, .x_ready = x_ready, .inv = inv, .w = (const uint8_t *)w,
+                 .row_bytes = row_bytes, .N = N, .K = K, .x = x, .ldx = ldx, .T = T, .bias = bias, .add = add,
+                 .ldadd = ldadd, .y = y, .ldy = ldy, .warp = warp, .s = s};
     if (!FG_DQ_DISPATCH(type, mm_launch, a)) return cudaErrorInvalidValue;
     return cudaGetLastError();
 }
