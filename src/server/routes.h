@@ -6,6 +6,8 @@
  *   jobs.c     the routes' state (srv_routes) and the job registry: a
  *              request's engine requests, submitted together, ended and
  *              remembered;
+ *   params.c   a generation request's body parsed and checked: prompts,
+ *              messages, sampling, stops, seeds, logprobs;
  *   json.c     JSON in and out: errors, replies, UTF-8, checked fields.
  *
  * Nothing here is seen by http.c, conns.c, body.c or metrics.c, which
@@ -113,6 +115,29 @@ void srv_job_abandon(srv_routes *r, srv_job *j);
 srv_job *srv_job_find(srv_routes *r, const char *id);
 /* Whether an engine request in state s has ended. */
 bool srv_state_ended(fg_request_state s);
+
+/* ---- Parsing (params.c) ---------------------------------------------------------------------- */
+
+/* Every parameter but the prompt, which the route parses, into g (whose
+ * chat is set); body (len bytes) is the request's text, for the seed's
+ * digits. False with a 400 in out. */
+bool srv_parse_params(srv_routes *r, const cJSON *root, const char *body, size_t len, srv_gen_spec *g,
+                      srv_response *out);
+/* /v1/completions' prompt p (a string, an array of strings, an array of
+ * token ids or an array of arrays of them) into g's prompts, each with its
+ * echo text if g asks for echo. */
+bool srv_parse_prompt(srv_routes *r, const cJSON *p, srv_gen_spec *g, srv_response *out);
+/* msgs, an array of {role, content} ("developer" is "system"; content a
+ * string, text parts or null), rendered with the model's template and
+ * tokenized into t. */
+bool srv_parse_messages(srv_routes *r, const cJSON *msgs, bool add_generation_prompt, srv_tokens *t,
+                        srv_response *out);
+/* An array of token ids, each in the vocabulary, into t (t->ids malloc'd). */
+bool srv_token_array(srv_routes *r, const cJSON *a, srv_tokens *t, srv_response *out);
+/* The choice bound: prompts x n at most max_choices, else a 413. */
+bool srv_check_choices(srv_routes *r, int prompts, int n, srv_response *out);
+/* Frees the prompts' ids and echo texts. */
+void srv_spec_free(srv_gen_spec *g);
 
 /* ---- JSON (json.c) ------------------------------------------------------------------------- */
 
