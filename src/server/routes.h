@@ -8,6 +8,9 @@
  *              remembered;
  *   params.c   a generation request's body parsed and checked: prompts,
  *              messages, sampling, stops, seeds, logprobs;
+ *   render.c   the answers in OpenAI's shapes: logprobs, usage, a job's
+ *              status, /tokenize's reply (the finish reasons' names are
+ *              there too, declared in server.h for the metrics);
  *   json.c     JSON in and out: errors, replies, UTF-8, checked fields.
  *
  * Nothing here is seen by http.c, conns.c, body.c or metrics.c, which
@@ -138,6 +141,42 @@ bool srv_token_array(srv_routes *r, const cJSON *a, srv_tokens *t, srv_response 
 bool srv_check_choices(srv_routes *r, int prompts, int n, srv_response *out);
 /* Frees the prompts' ids and echo texts. */
 void srv_spec_free(srv_gen_spec *g);
+
+/* ---- Rendering (render.c) -------------------------------------------------------------------- */
+
+/* The head of a response or chunk: id, object, created, model,
+ * system_fingerprint. */
+cJSON *srv_render_head(srv_routes *r, const srv_job *j, const char *object);
+/* usage: the prompts' tokens (each prompt once), the choices' generated
+ * tokens, and the prefix-cache hits (info: the job's n statuses). */
+cJSON *srv_render_usage(const srv_gen_spec *g, const srv_job *j, const fg_request_info *info);
+
+/* The logprobs of engine request id's first n_gen generated tokens,
+ * malloc'd (*n of them; 0 when the engine gives none). */
+fg_token_logprob *srv_gen_logprobs(srv_routes *r, uint64_t id, int32_t n_gen, size_t *n);
+/* Chat's shape: {"content": [{"token", "logprob", "bytes",
+ * "top_logprobs": [...]}]} for n tokens. */
+cJSON *srv_render_chat_logprobs(srv_routes *r, const fg_token_logprob *lp, size_t n);
+/* Completions' shape: an empty {"tokens", "token_logprobs",
+ * "top_logprobs", "text_offset"}, filled by the two calls after it.
+ * *offset is the next token's text_offset, advanced by each. */
+cJSON *srv_render_lp_object(void);
+/* Appends n generated tokens' logprobs. */
+void srv_render_lp_add(srv_routes *r, cJSON *o, const fg_token_logprob *lp, size_t n, size_t *offset);
+/* Appends prompt t's tokens (echo with logprobs), each with at most
+ * max_top of its likeliest; the first has no context (nulls). */
+void srv_render_lp_add_prompt(srv_routes *r, cJSON *o, uint64_t id, const srv_tokens *t, int max_top,
+                              size_t *offset);
+/* vLLM's prompt_logprobs of engine request id's prompt t, with the max_top
+ * likeliest at each position. */
+cJSON *srv_render_prompt_logprobs(srv_routes *r, uint64_t id, const srv_tokens *t, int max_top);
+
+/* A job's status for /v1/requests/{id}; NULL when out of memory. Under
+ * r->mu. */
+cJSON *srv_render_job(srv_routes *r, const srv_job *j);
+/* /tokenize's reply for t, with each token's text if pieces; malloc'd,
+ * NULL when out of memory. */
+char *srv_render_tokenize(srv_routes *r, const srv_tokens *t, bool pieces);
 
 /* ---- JSON (json.c) ------------------------------------------------------------------------- */
 

@@ -10,7 +10,8 @@
  *   openai.c   the routes (private header routes.h): JSON in and out
  *              (cJSON, json.c), parameter checking (params.c),
  *              submission to the engine and the request registry behind
- *              /v1/requests/{id} (jobs.c), streaming;
+ *              /v1/requests/{id} (jobs.c), responses in OpenAI's shapes
+ *              (render.c), streaming;
  *   body.c     a body before parsing (UTF-8, U+0000) and the memory a
  *              request may take; raw member text (64-bit seeds);
  *   metrics.c  Prometheus text for /metrics (vLLM's names, under both a
