@@ -8,6 +8,7 @@
  *              remembered;
  *   params.c   a generation request's body parsed and checked: prompts,
  *              messages, sampling, stops, seeds, logprobs;
+ *   stream.c   a job's output, answered whole or streamed as SSE;
  *   render.c   the answers in OpenAI's shapes: logprobs, usage, a job's
  *              status, /tokenize's reply (the finish reasons' names are
  *              there too, declared in server.h for the metrics);
@@ -141,6 +142,16 @@ bool srv_token_array(srv_routes *r, const cJSON *a, srv_tokens *t, srv_response 
 bool srv_check_choices(srv_routes *r, int prompts, int n, srv_response *out);
 /* Frees the prompts' ids and echo texts. */
 void srv_spec_free(srv_gen_spec *g);
+
+/* ---- Output (stream.c) ------------------------------------------------------------------------ */
+
+/* Waits for every choice of a submitted, registered job (or for its
+ * client to go: 499) and answers the whole response; ends the job. */
+void srv_generate_buffered(srv_routes *r, const srv_gen_spec *g, srv_job *j, const srv_peer *peer,
+                           srv_response *out);
+/* Answers 200 with an SSE stream of the job (out->stream), which takes
+ * g's prompts (g is left without them) and ends the job when freed. */
+void srv_generate_stream(srv_routes *r, srv_gen_spec *g, srv_job *j, srv_response *out);
 
 /* ---- Rendering (render.c) -------------------------------------------------------------------- */
 

@@ -11,7 +11,7 @@
  *              (cJSON, json.c), parameter checking (params.c),
  *              submission to the engine and the request registry behind
  *              /v1/requests/{id} (jobs.c), responses in OpenAI's shapes
- *              (render.c), streaming;
+ *              (render.c), answering whole or as SSE (stream.c);
  *   body.c     a body before parsing (UTF-8, U+0000) and the memory a
  *              request may take; raw member text (64-bit seeds);
  *   metrics.c  Prometheus text for /metrics (vLLM's names, under both a
