@@ -1,7 +1,9 @@
 /*
  * openai.c — the routes of forge serve: OpenAI's completions and chat
  * completions (buffered and SSE), models, tokenization, request status and
- * cancellation, health and metrics.
+ * cancellation, health and metrics; and the route table that srv_routes_handle
+ * dispatches by (path, then method, then whether the engine is ready and
+ * the server still takes generation requests).
  *
  * A generation request becomes a job, one engine request per choice, kept
  * in the registry behind /v1/requests/{id} (jobs.c).
@@ -22,11 +24,23 @@
 
 enum { STALL_MS = 60000 }; /* /health: a step older than this, with work, is a stuck engine */
 
+/* A request as its route sees it. */
+typedef struct route_call {
+    const char *body;     /* len bytes, not NUL-terminated */
+    size_t len;
+    const char *id;       /* the path's {id}; NULL for a route without one */
+    const srv_peer *peer; /* the client, polled while a route waits */
+} route_call;
+
 /* ---- Generation routes ----------------------------------------------------------------------- */
 
-static void route_generate(srv_routes *r, bool chat, const char *body, size_t len, const srv_peer *peer,
-                           srv_response *out)
+/* The steps in order: the body admitted and parsed (params.c), the job
+ * made and submitted (jobs.c), the tree and token arrays freed (the
+ * memory reservation ends), then the output (stream.c). */
+static void generate(srv_routes *r, bool chat, const route_call *q, srv_response *out)
 {
+    const char *body = q->body;
+    size_t len = q->len;
     size_t held = 0;
     if (!srv_body_admit(&r->budget, body, len, &held, out)) return;
     cJSON *root = cJSON_ParseWithLength(body, len);
@@ -77,15 +91,27 @@ static void route_generate(srv_routes *r, bool chat, const char *body, size_t le
     if (ok) {
         for (int p = 0; p < g.n_prompts; p++) srv_metrics_observe_n(r->metrics, g.n);
         if (g.stream) srv_generate_stream(r, &g, j, out);
-        else srv_generate_buffered(r, &g, j, peer, out);
+        else srv_generate_buffered(r, &g, j, q->peer, out);
     }
     srv_spec_free(&g);
 }
 
+static void route_completions(srv_routes *r, const route_call *q, srv_response *out)
+{
+    generate(r, false, q, out);
+}
+
+static void route_chat(srv_routes *r, const route_call *q, srv_response *out)
+{
+    generate(r, true, q, out);
+}
+
 /* ---- Other routes ------------------------------------------------------------------------------ */
 
-static void route_models(srv_routes *r, const char *which, srv_response *out)
+/* /v1/models, or /v1/models/{id} when q->id is set. */
+static void route_models(srv_routes *r, const route_call *q, srv_response *out)
 {
+    const char *which = q->id;
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "id", r->model_name);
     cJSON_AddStringToObject(m, "object", "model");
@@ -111,8 +137,10 @@ static void route_models(srv_routes *r, const char *which, srv_response *out)
  * {"messages"}), add_special / add_special_tokens, with_pieces. Text is
  * tokenized with special tokens parsed, as llama-server does; messages as
  * the chat route does. */
-static void route_tokenize(srv_routes *r, const char *body, size_t len, srv_response *out)
+static void route_tokenize(srv_routes *r, const route_call *q, srv_response *out)
 {
+    const char *body = q->body;
+    size_t len = q->len;
     size_t held = 0;
     if (!srv_body_admit(&r->budget, body, len, &held, out)) return;
     cJSON *root = srv_json_object(body, len, out);
@@ -154,8 +182,10 @@ static void route_tokenize(srv_routes *r, const char *body, size_t len, srv_resp
     srv_budget_release(&r->budget, &held);
 }
 
-static void route_detokenize(srv_routes *r, const char *body, size_t len, srv_response *out)
+static void route_detokenize(srv_routes *r, const route_call *q, srv_response *out)
 {
+    const char *body = q->body;
+    size_t len = q->len;
     size_t held = 0;
     if (!srv_body_admit(&r->budget, body, len, &held, out)) return;
     cJSON *root = srv_json_object(body, len, out);
@@ -189,7 +219,9 @@ static void route_detokenize(srv_routes *r, const char *body, size_t len, srv_re
     srv_budget_release(&r->budget, &held);
 }
 
-static void route_request(srv_routes *r, const char *id, bool cancel, srv_response *out)
+/* /v1/requests/{id} and its cancel: the job's status, after cancelling
+ * what still runs of it if asked. */
+static void request(srv_routes *r, const char *id, bool cancel, srv_response *out)
 {
     pthread_mutex_lock(&r->mu);
     srv_job *j = srv_job_find(r, id);
@@ -203,7 +235,17 @@ static void route_request(srv_routes *r, const char *id, bool cancel, srv_respon
     else srv_json_reply(out, 200, o);
 }
 
-static void route_health(srv_routes *r, srv_response *out)
+static void route_request(srv_routes *r, const route_call *q, srv_response *out)
+{
+    request(r, q->id, false, out);
+}
+
+static void route_cancel(srv_routes *r, const route_call *q, srv_response *out)
+{
+    request(r, q->id, true, out);
+}
+
+static void route_health(srv_routes *r, const route_call *q, srv_response *out)
 {
     pthread_mutex_lock(&r->mu);
     fg_engine *e = r->e;
@@ -227,80 +269,97 @@ static void route_health(srv_routes *r, srv_response *out)
     srv_json_reply(out, status, o);
 }
 
-/* ---- The router ---------------------------------------------------------------------------------- */
-
-static bool method_is(const char *method, const char *want, srv_response *out)
+static void route_metrics(srv_routes *r, const route_call *q, srv_response *out)
 {
-    if (strcmp(method, want) == 0) return true;
-    srv_error(out, 405, NULL, "this route takes %s, not %s", want, method);
-    return false;
+    pthread_mutex_lock(&r->mu);
+    fg_engine *e = r->e;
+    pthread_mutex_unlock(&r->mu);
+    out->status = 200;
+    out->body = srv_metrics_render(r->metrics, e, r->model_name);
+    out->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    if (!out->body) srv_error(out, 500, NULL, "out of memory");
 }
 
+/* ---- The route table ------------------------------------------------------------------------------ */
+
+enum {
+    NEEDS_ENGINE = 1 << 0, /* 503 with Retry-After while the model loads */
+    GENERATES = 1 << 1,    /* 503 once the server is shutting down */
+};
+
+/* How a route's path is matched: whole, or a prefix followed by an {id}
+ * and a tail. An ID is one segment (no '/'); a NAME runs to the end of
+ * the path and may hold '/' (model names such as "org/model"). */
+typedef enum path_kind { PATH_WHOLE, PATH_ID, PATH_NAME } path_kind;
+
+typedef struct route {
+    const char *method;
+    const char *path;      /* PATH_WHOLE: the path; else what comes before the {id} */
+    path_kind kind;
+    const char *tail;      /* PATH_ID: what follows the {id} ("" for nothing) */
+    unsigned flags;        /* NEEDS_ENGINE, GENERATES */
+    void (*fn)(srv_routes *r, const route_call *q, srv_response *out);
+} route;
+
+static const route ROUTES[] = {
+    {"GET", "/health", PATH_WHOLE, NULL, 0, route_health},
+    {"GET", "/v1/health", PATH_WHOLE, NULL, 0, route_health},
+    {"GET", "/metrics", PATH_WHOLE, NULL, 0, route_metrics},
+    {"POST", "/v1/completions", PATH_WHOLE, NULL, NEEDS_ENGINE | GENERATES, route_completions},
+    {"POST", "/v1/chat/completions", PATH_WHOLE, NULL, NEEDS_ENGINE | GENERATES, route_chat},
+    {"GET", "/v1/models", PATH_WHOLE, NULL, NEEDS_ENGINE, route_models},
+    {"GET", "/v1/models/", PATH_NAME, "", NEEDS_ENGINE, route_models},
+    {"POST", "/tokenize", PATH_WHOLE, NULL, NEEDS_ENGINE, route_tokenize},
+    {"POST", "/detokenize", PATH_WHOLE, NULL, NEEDS_ENGINE, route_detokenize},
+    {"GET", "/v1/requests/", PATH_ID, "", NEEDS_ENGINE, route_request},
+    {"POST", "/v1/requests/", PATH_ID, "/cancel", NEEDS_ENGINE, route_cancel},
+};
+
+/* Whether path is rt's; its {id}, non-empty and shorter than cap, goes
+ * into id. */
+static bool route_match(const route *rt, const char *path, char *id, size_t cap)
+{
+    if (rt->kind == PATH_WHOLE) return strcmp(path, rt->path) == 0;
+    size_t np = strlen(rt->path);
+    if (strncmp(path, rt->path, np) != 0) return false;
+    const char *rest = path + np;
+    size_t n = rt->kind == PATH_NAME ? strlen(rest) : strcspn(rest, "/");
+    if (n == 0 || n >= cap || strcmp(rest + n, rt->tail) != 0) return false;
+    memcpy(id, rest, n);
+    id[n] = 0;
+    return true;
+}
+
+/* A path is matched before its method, so that a known path asked with
+ * the wrong method is a 405 naming the right one, not a 404. */
 void srv_routes_handle(srv_routes *r, const char *method, const char *path, const char *body, size_t len,
                        const srv_peer *peer, srv_response *out)
 {
     memset(out, 0, sizeof *out);
-    if (strcmp(path, "/health") == 0 || strcmp(path, "/v1/health") == 0) {
-        if (method_is(method, "GET", out)) route_health(r, out);
-        return;
-    }
-    if (strcmp(path, "/metrics") == 0) {
-        if (!method_is(method, "GET", out)) return;
-        pthread_mutex_lock(&r->mu);
-        fg_engine *e = r->e;
-        pthread_mutex_unlock(&r->mu);
-        out->status = 200;
-        out->body = srv_metrics_render(r->metrics, e, r->model_name);
-        out->content_type = "text/plain; version=0.0.4; charset=utf-8";
-        if (!out->body) srv_error(out, 500, NULL, "out of memory");
-        return;
-    }
-    enum { NONE, COMPLETIONS, CHAT, MODELS, MODEL, TOKENIZE, DETOKENIZE, REQUEST, CANCEL } route = NONE;
     char id[128] = "";
-    const char *want = "POST";
-    if (strcmp(path, "/v1/completions") == 0) route = COMPLETIONS;
-    else if (strcmp(path, "/v1/chat/completions") == 0) route = CHAT;
-    else if (strcmp(path, "/v1/models") == 0) route = MODELS, want = "GET";
-    else if (strcmp(path, "/tokenize") == 0) route = TOKENIZE;
-    else if (strcmp(path, "/detokenize") == 0) route = DETOKENIZE;
-    else if (strncmp(path, "/v1/models/", 11) == 0 && path[11] && strlen(path + 11) < sizeof id) {
-        route = MODEL, want = "GET";
-        snprintf(id, sizeof id, "%s", path + 11);
-    } else if (strncmp(path, "/v1/requests/", 13) == 0 && path[13]) {
-        const char *rest = path + 13, *slash = strchr(rest, '/');
-        size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
-        if (n > 0 && n < sizeof id && (!slash || strcmp(slash, "/cancel") == 0)) {
-            memcpy(id, rest, n);
-            id[n] = 0;
-            route = slash ? CANCEL : REQUEST;
-            want = slash ? "POST" : "GET";
-        }
-    }
-    if (route == NONE) {
+    const route *rt = NULL;
+    for (size_t i = 0; !rt && i < sizeof ROUTES / sizeof ROUTES[0]; i++)
+        if (route_match(&ROUTES[i], path, id, sizeof id)) rt = &ROUTES[i];
+    if (!rt) {
         srv_error(out, 404, NULL, "no route %.16s %.200s", method, path);
         return;
     }
-    if (!method_is(method, want, out)) return;
+    if (strcmp(method, rt->method) != 0) {
+        srv_error(out, 405, NULL, "this route takes %s, not %s", rt->method, method);
+        return;
+    }
     pthread_mutex_lock(&r->mu);
     bool ready = r->e != NULL, closing = r->closing;
     pthread_mutex_unlock(&r->mu);
-    if (!ready) {
+    if ((rt->flags & NEEDS_ENGINE) && !ready) {
         srv_error(out, 503, NULL, "the model is loading; retry when /health answers 200");
         out->retry_after = 1;
         return;
     }
-    switch (route) {
-    case COMPLETIONS:
-    case CHAT:
-        if (closing) srv_error(out, 503, NULL, "the server is shutting down");
-        else route_generate(r, route == CHAT, body, len, peer, out);
+    if ((rt->flags & GENERATES) && closing) {
+        srv_error(out, 503, NULL, "the server is shutting down");
         return;
-    case MODELS: route_models(r, NULL, out); return;
-    case MODEL: route_models(r, id, out); return;
-    case TOKENIZE: route_tokenize(r, body, len, out); return;
-    case DETOKENIZE: route_detokenize(r, body, len, out); return;
-    case REQUEST: route_request(r, id, false, out); return;
-    case CANCEL: route_request(r, id, true, out); return;
-    case NONE: break;
     }
+    route_call q = {body, len, rt->kind == PATH_WHOLE ? NULL : id, peer};
+    rt->fn(r, &q, out);
 }

@@ -7,11 +7,12 @@
  *   conns.c    connections (private header http.h): the listening socket
  *              and its acceptor, the limit sized from the machine, the
  *              header and body deadlines;
- *   openai.c   the routes (private header routes.h): JSON in and out
- *              (cJSON, json.c), parameter checking (params.c),
- *              submission to the engine and the request registry behind
- *              /v1/requests/{id} (jobs.c), responses in OpenAI's shapes
- *              (render.c), answering whole or as SSE (stream.c);
+ *   openai.c   the routes and their table (private header routes.h):
+ *              JSON in and out (cJSON, json.c), parameter checking
+ *              (params.c), submission to the engine and the request
+ *              registry behind /v1/requests/{id} (jobs.c), responses in
+ *              OpenAI's shapes (render.c), answering whole or as SSE
+ *              (stream.c);
  *   body.c     a body before parsing (UTF-8, U+0000) and the memory a
  *              request may take; raw member text (64-bit seeds);
  *   metrics.c  Prometheus text for /metrics (vLLM's names, under both a
@@ -24,7 +25,7 @@
  * until then every route but /health and /metrics answers 503.
  *
  * The first section is what `forge serve` uses; the rest is shared by
- * http.c, openai.c and metrics.c.
+ * http.c, the route files and metrics.c.
  */
 #ifndef FG_SERVER_SERVER_H
 #define FG_SERVER_SERVER_H
@@ -92,7 +93,7 @@ void fg_server_shutdown(fg_server *s, int drain_ms);
 /* Shuts down (drain 0) if not done yet, and frees the server. */
 void fg_server_close(fg_server *s);
 
-/* ---- Shared by http.c, openai.c and metrics.c -------------------------------- */
+/* ---- Shared by http.c, the route files and metrics.c ------------------------- */
 
 /* Histograms and counters the engine does not keep (metrics.c). */
 enum { SRV_HIST_MAX_BUCKETS = 24 };
@@ -139,7 +140,7 @@ void srv_metrics_status(srv_metrics *m, int http_status);
  * NULL (loading): the engine's gauges are then 0. */
 char *srv_metrics_render(srv_metrics *m, fg_engine *e, const char *model_name);
 
-/* A response from a route (openai.c) for http.c to send. */
+/* A response from a route for http.c to send. */
 typedef struct srv_stream srv_stream;
 typedef struct srv_response {
     int status;
@@ -184,7 +185,7 @@ void srv_budget_release(srv_budget *b, size_t *held);
  * escapes. */
 bool srv_body_member(const char *body, size_t len, const char *name, const char **v, size_t *vn);
 
-/* The routes' state (openai.c): c's model name and request limits. */
+/* The routes' state (jobs.c): c's model name and request limits. */
 typedef struct srv_routes srv_routes;
 fg_status srv_routes_init(const fg_server_config *c, srv_metrics *m, srv_routes **out);
 void srv_routes_free(srv_routes *r);
@@ -195,17 +196,17 @@ bool srv_routes_ready(srv_routes *r);
 int srv_routes_live(srv_routes *r);
 void srv_routes_closing(srv_routes *r);
 void srv_routes_cancel_all(srv_routes *r);
-/* Answers one request: method, path (without the query), body (len bytes,
- * not NUL-terminated). */
+/* Answers one request (openai.c): method, path (without the query), body
+ * (len bytes, not NUL-terminated). */
 void srv_routes_handle(srv_routes *r, const char *method, const char *path, const char *body, size_t len,
                        const srv_peer *peer, srv_response *out);
-/* An error response: OpenAI's {"error": {"message", "type", "param", "code"}}. */
+/* An error response (json.c): OpenAI's {"error": {"message", "type", "param", "code"}}. */
 void srv_error(srv_response *out, int status, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* SSE: up to max bytes of the stream into buf; blocks until there are some.
- * Returns the count, -1 at the end, -2 when the client went away or the
- * stream failed. srv_stream_free ends the request (cancelling what still
+/* SSE (stream.c): up to max bytes of the stream into buf; blocks until
+ * there are some. Returns the count, -1 at the end, -2 when the client
+ * went away or the stream failed. srv_stream_free ends the request (cancelling what still
  * runs) and records it. */
 long srv_stream_read(srv_stream *st, char *buf, size_t max, const srv_peer *peer);
 void srv_stream_free(srv_stream *st);
